@@ -1,0 +1,205 @@
+//! `probe`: a test fixture with one behaviour per input `mode`. It implements
+//! the raw `run(string)` export (no typed input), so `echo` returns its input
+//! byte for byte and stays cheap.
+
+use cairn_sdk::bindings::Guest;
+use cairn_sdk::{TaskError, traced};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+struct Probe;
+
+impl Guest for Probe {
+    fn run(input: String) -> Result<String, TaskError> {
+        #[derive(Deserialize)]
+        struct Mode<'a> {
+            #[serde(borrow)]
+            mode: std::borrow::Cow<'a, str>,
+        }
+        let mode = serde_json::from_str::<Mode>(&input)
+            .map_err(|e| TaskError::invalid_input(format!("expected {{\"mode\": ...}}: {e}")))?;
+        if mode.mode == "echo" {
+            return Ok(input);
+        }
+        let args: Value = serde_json::from_str(&input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
+        let out = match &*mode.mode {
+            "llm-calls" => llm_calls(&args)?,
+            "fs" => fs(),
+            "trap" => panic!("probe: trap requested"),
+            "loop" => spin(),
+            "alloc" => alloc(&args)?,
+            "big-output" => big_output(&args)?,
+            "error" => return Err(error(&args)?),
+            "secret" => secret(&args)?,
+            "trace" => trace(&args)?,
+            "stdout" => stdout(&args),
+            other => return Err(TaskError::invalid_input(format!("unknown mode {other:?}"))),
+        };
+        Ok(out.to_string())
+    }
+}
+
+cairn_sdk::bindings::export!(Probe);
+
+fn u64_arg(args: &Value, key: &str) -> Result<Option<u64>, TaskError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| TaskError::invalid_input(format!("`{key}` must be a non-negative integer"))),
+    }
+}
+
+fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, TaskError> {
+    args.get(key).and_then(Value::as_str).ok_or_else(|| TaskError::invalid_input(format!("`{key}` must be a string")))
+}
+
+/// `calls` LLM calls with prompts "question 1", "question 2", ...; on attempt 1
+/// with `fail_after` = K, fails with a retryable `flaky` error after K calls.
+fn llm_calls(args: &Value) -> Result<Value, TaskError> {
+    let calls = u64_arg(args, "calls")?.unwrap_or(1);
+    let fail_after = u64_arg(args, "fail_after")?;
+    let first_attempt = std::env::var("CAIRN_ATTEMPT").as_deref() == Ok("1");
+    let flaky = |done: u64| {
+        TaskError::new("flaky", format!("probe: failing on purpose after {done} call(s) on attempt 1"))
+    };
+    let mut answers = Vec::new();
+    for i in 1..=calls {
+        if first_attempt && fail_after == Some(i - 1) {
+            return Err(flaky(i - 1));
+        }
+        answers.push(cairn_sdk::call_llm(&format!("question {i}"), "You are a probe.", false)?);
+    }
+    if first_attempt && fail_after == Some(calls) {
+        return Err(flaky(calls));
+    }
+    Ok(json!({ "answers": answers }))
+}
+
+/// Tries to leave the sandbox in several ways; each result is "ok:<content>" or "err:<message>".
+fn fs() -> Value {
+    let wrote = std::fs::write("./note.txt", "hello").is_ok();
+    let read_back = std::fs::read_to_string("./note.txt").unwrap_or_default();
+    let dotdot = read("../outside.txt");
+    let absolute = read("/etc/passwd");
+    let symlink_dotdot = match symlink("..", "escape") {
+        Ok(()) => read("escape/outside.txt"),
+        Err(e) => format!("err:symlink: {e}"),
+    };
+    let symlink_abs = match symlink("/etc", "abs") {
+        Ok(()) => read("abs/passwd"),
+        Err(e) => format!("err:symlink: {e}"),
+    };
+    json!({
+        "wrote": wrote,
+        "read_back": read_back,
+        "dotdot": dotdot,
+        "absolute": absolute,
+        "symlink_dotdot": symlink_dotdot,
+        "symlink_abs": symlink_abs,
+    })
+}
+
+fn read(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => format!("ok:{}", String::from_utf8_lossy(&bytes[..bytes.len().min(4096)])),
+        Err(e) => format!("err:{e}"),
+    }
+}
+
+/// Creates symlink `link` -> `target` (replacing an old one) through wasi-libc,
+/// since `std::os::wasi::fs::symlink_path` is still unstable.
+#[cfg(target_os = "wasi")]
+fn symlink(target: &str, link: &str) -> std::io::Result<()> {
+    use std::ffi::{CString, c_char, c_int};
+    unsafe extern "C" {
+        fn symlink(target: *const c_char, link: *const c_char) -> c_int;
+    }
+    let _ = std::fs::remove_file(link);
+    let target = CString::new(target)?;
+    let link = CString::new(link)?;
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
+    if unsafe { symlink(target.as_ptr(), link.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn symlink(_target: &str, _link: &str) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "symlinks are only tried on WASI"))
+}
+
+/// Never returns; the host's timeout must stop it.
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates `mb` MiB and writes every byte of it.
+fn alloc(args: &Value) -> Result<Value, TaskError> {
+    let mb = u64_arg(args, "mb")?.unwrap_or(1);
+    let bytes = usize::try_from(mb.saturating_mul(1 << 20))
+        .map_err(|_| TaskError::invalid_input("`mb` is too large for a 32-bit guest"))?;
+    let block = std::hint::black_box(vec![1u8; bytes]);
+    let touched: u64 = block.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+    Ok(json!({ "mb": mb, "pages_touched": touched }))
+}
+
+/// Returns a JSON string whose content is `bytes` bytes long ("xxx…").
+fn big_output(args: &Value) -> Result<Value, TaskError> {
+    let bytes = u64_arg(args, "bytes")?.unwrap_or(0);
+    let bytes = usize::try_from(bytes).map_err(|_| TaskError::invalid_input("`bytes` is too large"))?;
+    Ok(Value::String("x".repeat(bytes)))
+}
+
+/// The task error described by the input.
+fn error(args: &Value) -> Result<TaskError, TaskError> {
+    let kind = str_arg(args, "kind")?;
+    let message = args.get("message").and_then(Value::as_str).unwrap_or("probe: error requested");
+    let retryable = args.get("retryable").and_then(Value::as_bool).unwrap_or(false);
+    Ok(TaskError::new(kind, message).retryable(retryable))
+}
+
+/// Reads secret `key` and returns it (tests check that the host delivers it).
+fn secret(args: &Value) -> Result<Value, TaskError> {
+    let key = str_arg(args, "key")?;
+    Ok(match cairn_sdk::secrets::get(key) {
+        Ok(value) => json!({ "found": true, "length": value.len(), "value": value }),
+        Err(e) => {
+            let kind = match e {
+                cairn_sdk::SecretError::NotDeclared(_) => "not-declared",
+                cairn_sdk::SecretError::NotFound(_) => "not-found",
+            };
+            json!({ "found": false, "error": kind, "message": TaskError::from(e).message })
+        }
+    })
+}
+
+/// A traced step named `name` (traced input: the request's `input`, or null)
+/// whose body bumps a counter file, so a test can tell a replay from a live run.
+fn trace(args: &Value) -> Result<Value, TaskError> {
+    let name = str_arg(args, "name")?;
+    let input = args.get("input").cloned().unwrap_or(Value::Null);
+    let path = format!("./trace-{}.count", name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let counter = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+    let value: u64 = traced(name, &input, || {
+        let n = counter(&path) + 1;
+        std::fs::write(&path, n.to_string())
+            .map_err(|e| TaskError::new("io", format!("probe: cannot write {path}: {e}")))?;
+        Ok::<_, TaskError>(n)
+    })?;
+    Ok(json!({ "name": name, "value": value, "file_counter": counter(&path) }))
+}
+
+/// Prints one line to stdout and one to stderr.
+fn stdout(args: &Value) -> Value {
+    let text = args.get("text").and_then(Value::as_str).unwrap_or("hello from probe");
+    println!("stdout: {text}");
+    eprintln!("stderr: {text}");
+    json!({ "printed": true })
+}

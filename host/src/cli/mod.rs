@@ -1,0 +1,173 @@
+//! Command-line parsing and dispatch. `anyhow` lives here only.
+
+mod output;
+mod runs;
+mod secret;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use cairn::manifest::Manifest;
+use cairn::runner::Host;
+use cairn::store::RunStatus;
+
+/// Cairn runs tasks compiled to WebAssembly components, durably.
+#[derive(Parser)]
+#[command(name = "cairn", version, about)]
+struct Cli {
+    /// The project's manifest (default: cairn.toml in this directory or a parent).
+    #[arg(long, global = true, env = "CAIRN_MANIFEST")]
+    manifest: Option<PathBuf>,
+    /// More logging (-v info, -vv debug). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run each task's build command and turn core modules into components.
+    Build {
+        /// Build only this task.
+        task: Option<String>,
+    },
+    /// Run a task to completion and print its output.
+    Run {
+        /// The task's name in the manifest.
+        task: String,
+        /// The input, a JSON document.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the input from this file (`-` for stdin).
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Print one JSON object (run id, status, output, attempts, timings, LLM usage).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect runs.
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
+    },
+    /// Print or save a run's HTML report.
+    Report {
+        /// The run id.
+        run: String,
+        /// Write the HTML to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Manage secrets (values are never printed).
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn load_manifest(path: Option<PathBuf>) -> Result<Manifest> {
+    let path = match path {
+        Some(path) => path,
+        None => Manifest::discover(&std::env::current_dir()?)?,
+    };
+    Ok(Manifest::load(&path)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let manifest = load_manifest(cli.manifest)?;
+    match cli.command {
+        Command::Build { task } => {
+            if let Some(name) = &task {
+                manifest.task(name).map_err(anyhow::Error::msg)?;
+            }
+            let built = cairn::builder::build_all(&manifest, task.as_deref())?;
+            if built.is_empty() {
+                eprintln!("nothing to build: no task in {} has a `build` entry", manifest.path.display());
+            }
+            for b in built {
+                eprintln!(
+                    "built {}: {} ({} KiB{}) in {:.1}s",
+                    b.task,
+                    b.component.display(),
+                    b.size.div_ceil(1024),
+                    if b.componentized { ", componentized from a core module" } else { "" },
+                    b.took.as_secs_f64()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { task, input, input_file, json } => {
+            let input = match (input, input_file) {
+                (Some(input), _) => input,
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text)?;
+                    text
+                }
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read input file {}", path.display()))?,
+                (None, None) => bail!("give the task's input with --input JSON or --input-file PATH"),
+            };
+            let host = Host::open(manifest)?;
+            let record = runtime()?.block_on(host.run(&task, &input))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output::run_json(&record, host.store().as_ref()))?);
+            } else {
+                output::print_run_for_people(&record);
+            }
+            Ok(if record.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Runs { command } => runs::dispatch(&manifest, command),
+        Command::Report { run, output } => {
+            let store = cairn::runner::open_store(&manifest)?;
+            let tenant = cairn::store::Tenant::default();
+            store.get_run(&tenant, &run)?;
+            let Some(report) = store.get_report(&run)? else {
+                bail!("run {run} made no report (its task never called the report interface)");
+            };
+            let html = output::report_html(&run, &report);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, html).with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{html}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secret { command } => secret::dispatch(&manifest, command),
+    }
+}

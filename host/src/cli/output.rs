@@ -1,0 +1,117 @@
+//! How runs are shown: for people (text) and for scripts (JSON).
+
+use serde_json::{Value, json};
+
+use cairn::store::{Report, RunRecord, RunStatus, Store};
+
+/// Wall time of a run in milliseconds.
+pub fn duration_ms(run: &RunRecord) -> Option<u64> {
+    run.finished_at_ms.map(|end| end.saturating_sub(run.created_at_ms))
+}
+
+/// The `--json` form of a run: one object with everything a script needs.
+pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
+    let live: u32 = run.attempts.iter().map(|a| a.llm_live).sum();
+    let replayed: u32 = run.attempts.iter().map(|a| a.llm_replayed).sum();
+    let output =
+        run.output.as_deref().map(|text| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.into())));
+    let journal_entries = store.journal_of(&run.id).map(|j| j.len()).unwrap_or(0);
+    json!({
+        "run_id": run.id,
+        "task": run.task,
+        "tenant": run.tenant.to_string(),
+        "status": run.status.as_str(),
+        "output": output,
+        "error": run.error,
+        "attempts": run.attempts.iter().map(|a| json!({
+            "number": a.number,
+            "started_at_ms": a.started_at_ms,
+            "finished_at_ms": a.finished_at_ms,
+            "duration_ms": a.finished_at_ms.saturating_sub(a.started_at_ms),
+            "error": a.error,
+            "llm_calls_live": a.llm_live,
+            "llm_calls_replayed": a.llm_replayed,
+            "traces_replayed": a.trace_replayed,
+        })).collect::<Vec<_>>(),
+        "timings": {
+            "created_at_ms": run.created_at_ms,
+            "finished_at_ms": run.finished_at_ms,
+            "duration_ms": duration_ms(run),
+        },
+        "llm": {
+            "calls_live": live,
+            "calls_replayed": replayed,
+            "prompt_tokens": run.usage.prompt_tokens,
+            "completion_tokens": run.usage.completion_tokens,
+        },
+        "journal_entries": journal_entries,
+        "component_digest": run.component_digest,
+    })
+}
+
+/// Prints a finished run: its output on stdout, a summary line on stderr.
+pub fn print_run_for_people(run: &RunRecord) {
+    let live: u32 = run.attempts.iter().map(|a| a.llm_live).sum();
+    let replayed: u32 = run.attempts.iter().map(|a| a.llm_replayed).sum();
+    let took = duration_ms(run).map(|ms| format!("{:.2}s", ms as f64 / 1000.0)).unwrap_or_default();
+    match run.status {
+        RunStatus::Succeeded => {
+            if let Some(output) = &run.output {
+                print_output(output);
+            }
+            eprintln!(
+                "run {} of {} succeeded in {took} after {} attempt(s); LLM calls: {live} live, {replayed} replayed; tokens: {} in, {} out",
+                run.id,
+                run.task,
+                run.attempts.len(),
+                run.usage.prompt_tokens,
+                run.usage.completion_tokens
+            );
+        }
+        _ => {
+            for attempt in &run.attempts {
+                if let Some(error) = &attempt.error {
+                    eprintln!("attempt {} failed: {error}", attempt.number);
+                }
+            }
+            let error = run.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "unknown error".into());
+            eprintln!("run {} of {} failed in {took}: {error}", run.id, run.task);
+        }
+    }
+}
+
+/// An object's string fields become sections; anything else is pretty JSON.
+fn print_output(output: &str) {
+    match serde_json::from_str::<Value>(output) {
+        Ok(Value::Object(fields)) => {
+            for (key, value) in &fields {
+                match value {
+                    Value::String(text) if text.contains('\n') || text.len() > 80 => {
+                        println!("\n=== {key} ===\n\n{}\n", text.trim_end());
+                    }
+                    Value::String(text) => println!("{key}: {text}"),
+                    Value::Number(_) | Value::Bool(_) | Value::Null => println!("{key}: {value}"),
+                    other => println!("{key}: {}", serde_json::to_string(other).unwrap_or_default()),
+                }
+            }
+        }
+        Ok(other) => println!("{}", serde_json::to_string_pretty(&other).unwrap_or_default()),
+        Err(_) => println!("{output}"),
+    }
+}
+
+/// A self-contained HTML page of a run's report, one section per tab.
+pub fn report_html(run_id: &str, report: &Report) -> String {
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>cairn run {run_id}</title>\n<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}section{{border-top:1px solid #ccc;padding-top:1rem}}</style></head><body>\n<h1>Run {run_id}</h1>\n"
+    );
+    for (tab, content) in &report.tabs {
+        html.push_str(&format!("<section id=\"tab-{tab}\"><h2>{tab}</h2>\n{content}\n</section>\n", tab = escape(tab)));
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

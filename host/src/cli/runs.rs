@@ -1,0 +1,152 @@
+//! `cairn runs list | show | journal | logs`.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde_json::json;
+
+use cairn::manifest::Manifest;
+use cairn::store::{RunFilter, RunStatus, Tenant};
+
+use super::output;
+
+/// Run inspection subcommands.
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs in this status (pending, running, succeeded, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: attempts, errors, usage, output.
+    Show {
+        /// The run id.
+        run: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's journal: every recorded LLM call and traced step.
+    Journal {
+        /// The run id.
+        run: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the stdout and stderr each attempt of a run wrote.
+    Logs {
+        /// The run id.
+        run: String,
+    },
+}
+
+/// Runs a `runs` subcommand.
+pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
+    let store = cairn::runner::open_store(manifest)?;
+    let tenant = Tenant::default();
+    match command {
+        RunsCommand::List { status, task, limit, json } => {
+            let status = match status {
+                None => None,
+                Some(s) => match RunStatus::parse(&s) {
+                    Some(status) => Some(status),
+                    None => bail!("unknown status {s:?}; use pending, running, succeeded or failed"),
+                },
+            };
+            let runs = store.list_runs(&tenant, &RunFilter { task, status, limit: Some(limit) })?;
+            if json {
+                for run in &runs {
+                    println!("{}", output::run_json(run, store.as_ref()));
+                }
+            } else {
+                println!("{:<36}  {:<20}  {:<9}  {:>8}  {:>8}  error", "RUN", "TASK", "STATUS", "ATTEMPTS", "MS");
+                for run in &runs {
+                    println!(
+                        "{:<36}  {:<20}  {:<9}  {:>8}  {:>8}  {}",
+                        run.id,
+                        run.task,
+                        run.status.as_str(),
+                        run.attempts.len(),
+                        output::duration_ms(run).map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                        run.error.as_ref().map(|e| e.kind.as_str()).unwrap_or("")
+                    );
+                }
+            }
+        }
+        RunsCommand::Show { run, json } => {
+            let record = store.get_run(&tenant, &run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output::run_json(&record, store.as_ref()))?);
+            } else {
+                println!("run       {}", record.id);
+                println!("task      {}", record.task);
+                println!("status    {}", record.status.as_str());
+                println!("input     {}", record.input);
+                println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
+                for a in &record.attempts {
+                    println!(
+                        "attempt {} {:>7} ms  llm {} live / {} replayed, traces replayed {}  {}",
+                        a.number,
+                        a.finished_at_ms.saturating_sub(a.started_at_ms),
+                        a.llm_live,
+                        a.llm_replayed,
+                        a.trace_replayed,
+                        a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into())
+                    );
+                }
+                if let Some(error) = &record.error {
+                    println!("error     {error}");
+                }
+                if let Some(out) = &record.output {
+                    println!("output    {out}");
+                }
+            }
+        }
+        RunsCommand::Journal { run, json } => {
+            store.get_run(&tenant, &run)?;
+            let entries = store.journal_of(&run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&json!(entries))?);
+            } else {
+                println!(
+                    "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  summary",
+                    "SEQ", "KIND", "NAME", "OCC", "ATTEMPT", "MS"
+                );
+                for e in entries {
+                    println!(
+                        "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  {}",
+                        e.seq,
+                        e.key.kind.as_str(),
+                        e.key.name,
+                        e.key.occurrence,
+                        e.attempt,
+                        e.duration_ms,
+                        e.summary
+                    );
+                }
+            }
+        }
+        RunsCommand::Logs { run } => {
+            store.get_run(&tenant, &run)?;
+            for (attempt, log) in store.logs_of(&run)? {
+                println!("--- attempt {attempt} stdout ---\n{}", log.stdout);
+                if !log.stderr.is_empty() {
+                    println!("--- attempt {attempt} stderr ---\n{}", log.stderr);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

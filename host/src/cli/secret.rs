@@ -1,0 +1,63 @@
+//! `cairn secret create | list | delete`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+use cairn::manifest::Manifest;
+use cairn::store::Tenant;
+
+/// Secret subcommands.
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret. Give `-` as the value to read it from stdin (keeps it out of shell history).
+    Create {
+        /// The key, as environments list it.
+        key: String,
+        /// The value, or `-` for stdin.
+        value: String,
+    },
+    /// List secret keys (never values).
+    List,
+    /// Delete a secret.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Runs a secret subcommand.
+pub fn dispatch(manifest: &Manifest, command: SecretCommand) -> Result<ExitCode> {
+    let store = cairn::runner::open_store(manifest)?;
+    let tenant = Tenant::default();
+    match command {
+        SecretCommand::Create { key, value } => {
+            let value = if value == "-" {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                text.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                value
+            };
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                bail!("secret key {key:?} must be non-empty and without spaces");
+            }
+            store.put_secret(&tenant, &key, &value)?;
+            eprintln!("stored secret {key} for {tenant}");
+        }
+        SecretCommand::List => {
+            for key in store.list_secrets(&tenant)? {
+                println!("{key}");
+            }
+        }
+        SecretCommand::Delete { key } => {
+            if !store.delete_secret(&tenant, &key)? {
+                bail!("no secret {key:?} in {tenant}");
+            }
+            eprintln!("deleted secret {key}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

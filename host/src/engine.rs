@@ -1,0 +1,219 @@
+//! The one wasmtime [`Engine`] of a host process, its epoch ticker and the
+//! on-disk cache of precompiled components.
+//!
+//! A component compiles once: the artifact is stored under
+//! `.cairn/artifacts/<component sha256>-<engine hash>.cwasm` and later loads
+//! are an mmap ([`Component::deserialize_file`]). The engine hash covers the
+//! wasmtime version and every compilation setting, so an artifact made by a
+//! different build of the host is never loaded.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; attempt timeouts are measured in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Errors from building the engine or loading a component.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration.
+    #[error("cannot create the wasmtime engine: {0}")]
+    Config(String),
+    /// The component file is not there.
+    #[error("component {} does not exist; build it with `cairn build` or fix the task's `component` path", .0.display())]
+    Missing(PathBuf),
+    /// The component file cannot be read.
+    #[error("cannot read component {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is a core module rather than a component.
+    #[error(
+        "{} is a core WebAssembly module, not a component; run `cairn build` (it componentizes core modules with the WASI adapter) or point the task at the built component",
+        .0.display()
+    )]
+    CoreModule(PathBuf),
+    /// The file is not WebAssembly at all.
+    #[error("{} is not a WebAssembly component (bad magic number or version); rebuild it with `cairn build`", .0.display())]
+    NotWasm(PathBuf),
+    /// wasmtime rejected or failed to compile the component.
+    #[error("cannot compile component {}: {message}", path.display())]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's explanation.
+        message: String,
+    },
+    /// The artifact cache could not be written.
+    #[error("cannot write the precompiled-artifact cache at {}: {source}", path.display())]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved slots: fastest instantiation.
+    Pooling,
+    /// Plain mmap per instance; used when the address space is too small for pooling.
+    OnDemand,
+}
+
+/// A loaded component and where it came from.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    /// The compiled component.
+    pub component: Component,
+    /// sha256 of the component file, hex.
+    pub digest: String,
+    /// Whether it came from the artifact cache (`true`) or was compiled now.
+    pub from_cache: bool,
+}
+
+/// The process-wide engine plus its epoch ticker.
+pub struct CairnEngine {
+    engine: Engine,
+    allocator: Allocator,
+    artifacts: PathBuf,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl CairnEngine {
+    /// Builds the engine (pooling allocator if the machine allows it) and starts
+    /// the epoch ticker. `artifacts` is the directory of precompiled components.
+    pub fn new(artifacts: PathBuf) -> Result<Self, EngineError> {
+        let (engine, allocator) = match Engine::new(&Self::config(Allocator::Pooling)) {
+            Ok(engine) => (engine, Allocator::Pooling),
+            Err(err) => {
+                tracing::warn!(
+                    "pooling allocator unavailable ({err}); falling back to on-demand allocation, which makes instantiation slower"
+                );
+                let engine =
+                    Engine::new(&Self::config(Allocator::OnDemand)).map_err(|e| EngineError::Config(e.to_string()))?;
+                (engine, Allocator::OnDemand)
+            }
+        };
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("cairn-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Config(format!("cannot start the epoch ticker thread: {e}")))?;
+        Ok(CairnEngine { engine, allocator, artifacts, ticker_stop })
+    }
+
+    fn config(allocator: Allocator) -> Config {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        if allocator == Allocator::Pooling {
+            let mut pooling = PoolingAllocationConfig::default();
+            pooling.total_component_instances(1000);
+            pooling.total_core_instances(2000);
+            pooling.total_memories(1000);
+            pooling.total_tables(2000);
+            pooling.total_stacks(1000);
+            pooling.max_memory_size(4 << 30);
+            pooling.max_unused_warm_slots(100);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        }
+        config
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The allocator in use.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    /// A stable hash of everything that makes a precompiled artifact loadable
+    /// by this engine (wasmtime version, target, settings).
+    pub fn compatibility_hash(&self) -> String {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// Loads the component at `path`, compiling it only if no artifact for
+    /// this exact file and engine is cached.
+    pub fn load(&self, path: &Path) -> Result<LoadedComponent, EngineError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(EngineError::Missing(path.to_path_buf())),
+            Err(source) => return Err(EngineError::Read { path: path.to_path_buf(), source }),
+        };
+        check_is_component(path, &bytes)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let artifact = self.artifacts.join(format!("{digest}-{}.cwasm", self.compatibility_hash()));
+        if artifact.is_file() {
+            // SAFETY: the artifact was written by this host from `Component::serialize`
+            // into its own state directory, and its name pins the engine's
+            // compatibility hash; wasmtime re-checks the header on load.
+            match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
+                Ok(component) => return Ok(LoadedComponent { component, digest, from_cache: true }),
+                Err(err) => tracing::warn!("ignoring unusable artifact {}: {err}", artifact.display()),
+            }
+        }
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| EngineError::Compile { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        self.store_artifact(&artifact, &component)?;
+        Ok(LoadedComponent { component, digest, from_cache: false })
+    }
+
+    fn store_artifact(&self, artifact: &Path, component: &Component) -> Result<(), EngineError> {
+        let serialized = component
+            .serialize()
+            .map_err(|e| EngineError::Compile { path: artifact.to_path_buf(), message: format!("{e:#}") })?;
+        let cache_error = |source| EngineError::Cache { path: artifact.to_path_buf(), source };
+        std::fs::create_dir_all(&self.artifacts).map_err(cache_error)?;
+        // Write then rename, so a crash never leaves a half artifact under the final name.
+        let partial = artifact.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, serialized).map_err(cache_error)?;
+        std::fs::rename(&partial, artifact).map_err(cache_error)?;
+        Ok(())
+    }
+}
+
+impl Drop for CairnEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Checks the header: a component, not a core module or something else.
+pub fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    if wasmparser::Parser::is_component(bytes) {
+        Ok(())
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        Err(EngineError::CoreModule(path.to_path_buf()))
+    } else {
+        Err(EngineError::NotWasm(path.to_path_buf()))
+    }
+}

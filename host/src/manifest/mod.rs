@@ -1,0 +1,545 @@
+//! `cairn.toml`: the project's manifest, parsed into typed, validated config.
+//!
+//! Every error names the file, the line and the key at fault. Settings that a
+//! later version of Cairn will support (`cache`, `reuse`, `depends_on`, retry
+//! strategies, fallbacks) are recognised and rejected with "not supported yet"
+//! rather than silently ignored.
+
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::llm::mock::{MockConfig, MockRule};
+
+/// The file name Cairn looks for.
+pub const MANIFEST_FILE: &str = "cairn.toml";
+/// The environment a task belongs to when it names none.
+pub const DEFAULT_ENVIRONMENT: &str = "default";
+/// The provider used when neither the manifest's `[llm] default` nor a task names one.
+pub const DEFAULT_PROVIDER: &str = "mock";
+
+/// Errors from finding, reading or validating a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// No manifest in the directory or its parents.
+    #[error("no {MANIFEST_FILE} found in {} or any parent directory; pass --manifest PATH or create one", .0.display())]
+    NotFound(PathBuf),
+    /// The file cannot be read.
+    #[error("cannot read manifest {}: {source}", path.display())]
+    Read {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid manifest.
+    #[error("{}:{line}:{column}: {message}\n    {snippet}", path.display())]
+    Invalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+        /// The offending line's text.
+        snippet: String,
+    },
+}
+
+/// Resource limits of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    /// Linear memory limit of the guest, in bytes.
+    pub memory: u64,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Largest output (JSON text) a task may return, in bytes.
+    pub max_output: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { memory: 256 << 20, timeout: Duration::from_secs(300), max_output: 1 << 20 }
+    }
+}
+
+/// A secret that an environment's tasks may read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretDecl {
+    /// Key in the secret store.
+    pub key: String,
+    /// Also expose the value as this WASI environment variable.
+    pub as_env_var: Option<String>,
+}
+
+/// Settings shared by a group of tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    /// The environment's name.
+    pub name: String,
+    /// Limits of each attempt.
+    pub resources: Resources,
+    /// Secrets its tasks may read.
+    pub secrets: Vec<SecretDecl>,
+    /// LLM provider its tasks call, unless a task overrides it.
+    pub llm: Option<String>,
+}
+
+/// How `cairn build` produces a task's component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSpec {
+    /// Shell command, run in the manifest's directory.
+    pub command: String,
+    /// What the command produces: a core wasm module (componentized by
+    /// `cairn build`) or a component. Defaults to the task's `component`.
+    pub output: PathBuf,
+}
+
+/// One task of the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The task's name.
+    pub name: String,
+    /// Path of the component, resolved against the manifest's directory.
+    pub component: PathBuf,
+    /// Line of the `component` key, for error messages.
+    pub component_line: usize,
+    /// How to build it, if the manifest says.
+    pub build: Option<BuildSpec>,
+    /// Name of its environment.
+    pub environment: String,
+    /// How many times a failed attempt is retried.
+    pub retries: u32,
+    /// LLM provider override.
+    pub llm: Option<String>,
+}
+
+/// Configuration of one LLM provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderKind {
+    /// The embedded deterministic mock.
+    Mock(MockConfig),
+    /// Any OpenAI-compatible chat-completions endpoint.
+    OpenAiCompatible {
+        /// e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        /// Default model.
+        model: String,
+        /// Secret holding the API key, if the endpoint needs one.
+        api_key_secret: Option<String>,
+        /// Per-request timeout.
+        timeout: Duration,
+    },
+}
+
+/// A named LLM provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSpec {
+    /// Its name in the manifest.
+    pub name: String,
+    /// What it is.
+    pub kind: ProviderKind,
+    /// Provider-level retries of retryable errors.
+    pub max_retries: u32,
+}
+
+/// A parsed, validated `cairn.toml`.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its directory: relative paths resolve against it, `.cairn/` lives in it.
+    pub dir: PathBuf,
+    /// Provider used when an environment or task names none.
+    pub default_provider: String,
+    /// LLM providers by name (always contains `mock`).
+    pub providers: BTreeMap<String, ProviderSpec>,
+    /// Environments by name (always contains `default`).
+    pub environments: BTreeMap<String, Environment>,
+    /// Tasks by name.
+    pub tasks: BTreeMap<String, TaskSpec>,
+}
+
+impl Manifest {
+    /// Finds `cairn.toml` in `start` or its nearest parent.
+    pub fn discover(start: &Path) -> Result<PathBuf, ManifestError> {
+        start
+            .ancestors()
+            .map(|dir| dir.join(MANIFEST_FILE))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| ManifestError::NotFound(start.to_path_buf()))
+    }
+
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses manifest text; `path` is used for error messages and to resolve paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let locate = Locator { path, text };
+        let raw: raw::Manifest = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            locate.error(span, e.message().to_owned())
+        })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        raw.validate(&locate, path, dir)
+    }
+
+    /// The task named `name`, or an error listing the known ones.
+    pub fn task(&self, name: &str) -> Result<&TaskSpec, String> {
+        self.tasks.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.tasks.keys().map(String::as_str).collect();
+            format!(
+                "no task named {name:?} in {}; known tasks: {}",
+                self.path.display(),
+                if known.is_empty() { "(none)".to_owned() } else { known.join(", ") }
+            )
+        })
+    }
+
+    /// The environment of a task (always present after validation).
+    pub fn environment_of(&self, task: &TaskSpec) -> &Environment {
+        &self.environments[&task.environment]
+    }
+
+    /// The provider a task calls: task override, then environment, then the default.
+    pub fn provider_of(&self, task: &TaskSpec) -> &ProviderSpec {
+        let name = task.llm.as_deref().or(self.environment_of(task).llm.as_deref()).unwrap_or(&self.default_provider);
+        &self.providers[name]
+    }
+
+    /// The `.cairn/` state directory next to the manifest.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(".cairn")
+    }
+}
+
+/// Turns byte spans into file:line:column errors.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text[..offset].matches('\n').count() + 1
+    }
+
+    fn error(&self, span: Range<usize>, message: String) -> ManifestError {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
+        ManifestError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line_of(start),
+            column: self.text[line_start..start].chars().count() + 1,
+            message,
+            snippet: self.text[line_start..line_end].trim_end().to_owned(),
+        }
+    }
+}
+
+/// The manifest as written, before cross-references are checked.
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Manifest {
+        #[serde(default)]
+        pub llm: Llm,
+        #[serde(default)]
+        pub environments: BTreeMap<String, Spanned<Environment>>,
+        #[serde(default)]
+        pub tasks: BTreeMap<String, Spanned<Task>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Llm {
+        pub default: Option<Spanned<String>>,
+        #[serde(default)]
+        pub providers: BTreeMap<String, Spanned<Provider>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+    pub enum Provider {
+        Mock {
+            #[serde(default, deserialize_with = "units::opt_duration")]
+            latency: Option<Duration>,
+            model: Option<String>,
+            script: Option<Spanned<PathBuf>>,
+            rules: Option<Vec<MockRule>>,
+            #[serde(default)]
+            max_retries: u32,
+        },
+        OpenaiCompatible {
+            base_url: String,
+            model: String,
+            api_key_secret: Option<String>,
+            #[serde(default, deserialize_with = "units::opt_duration")]
+            timeout: Option<Duration>,
+            max_retries: Option<u32>,
+        },
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Resources {
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub memory: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_duration")]
+        pub timeout: Option<Duration>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_output: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Secret {
+        Key(String),
+        Full { key: String, as_env_var: Option<String> },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Environment {
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub secrets: Vec<Secret>,
+        pub llm: Option<Spanned<String>>,
+        pub cache: Option<Spanned<toml::Value>>,
+        pub reuse: Option<Spanned<toml::Value>>,
+        pub depends_on: Option<Spanned<toml::Value>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Build {
+        Command(String),
+        Full { command: String, output: Option<PathBuf> },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Task {
+        pub component: Spanned<PathBuf>,
+        pub build: Option<Build>,
+        pub environment: Option<Spanned<String>>,
+        pub retries: Option<Spanned<toml::Value>>,
+        pub llm: Option<Spanned<String>>,
+        pub resources: Option<Spanned<toml::Value>>,
+        pub cache: Option<Spanned<toml::Value>>,
+        pub fallback: Option<Spanned<toml::Value>>,
+        pub on_oom: Option<Spanned<toml::Value>>,
+    }
+
+    fn not_yet<T>(locate: &Locator, field: &Option<Spanned<T>>, what: &str, owner: &str) -> Result<(), ManifestError> {
+        match field {
+            Some(value) => Err(locate.error(
+                value.span(),
+                format!("`{what}` in {owner} is not supported yet by this version of cairn; remove it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    impl Manifest {
+        pub fn validate(self, locate: &Locator, path: &Path, dir: PathBuf) -> Result<super::Manifest, ManifestError> {
+            let mut providers = BTreeMap::new();
+            providers.insert(
+                DEFAULT_PROVIDER.to_owned(),
+                ProviderSpec {
+                    name: DEFAULT_PROVIDER.into(),
+                    kind: ProviderKind::Mock(MockConfig::default()),
+                    max_retries: 0,
+                },
+            );
+            for (name, spanned) in self.llm.providers {
+                let span = spanned.span();
+                let spec = match spanned.into_inner() {
+                    Provider::Mock { latency, model, script, rules, max_retries } => {
+                        let mut config = match &script {
+                            Some(file) => MockConfig::from_file(&dir.join(file.get_ref()))
+                                .map_err(|e| locate.error(file.span(), format!("llm provider {name:?}: {e}")))?,
+                            None => MockConfig::default(),
+                        };
+                        if let Some(latency) = latency {
+                            config.latency = latency;
+                        }
+                        if let Some(model) = model {
+                            config.model = model;
+                        }
+                        if let Some(mut rules) = rules {
+                            // Inline rules take precedence over the script's and the built-in ones.
+                            rules.append(&mut config.rules);
+                            config.rules = rules;
+                        }
+                        ProviderSpec { name: name.clone(), kind: ProviderKind::Mock(config), max_retries }
+                    }
+                    Provider::OpenaiCompatible { base_url, model, api_key_secret, timeout, max_retries } => {
+                        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                            return Err(locate.error(
+                                span,
+                                format!(
+                                    "llm provider {name:?}: base_url {base_url:?} must start with http:// or https://"
+                                ),
+                            ));
+                        }
+                        ProviderSpec {
+                            name: name.clone(),
+                            kind: ProviderKind::OpenAiCompatible {
+                                base_url: base_url.trim_end_matches('/').to_owned(),
+                                model,
+                                api_key_secret,
+                                timeout: timeout.unwrap_or(Duration::from_secs(60)),
+                            },
+                            max_retries: max_retries.unwrap_or(2),
+                        }
+                    }
+                };
+                providers.insert(name, spec);
+            }
+            let check_provider = |reference: &Spanned<String>, owner: &str| -> Result<String, ManifestError> {
+                if providers.contains_key(reference.get_ref()) {
+                    Ok(reference.get_ref().clone())
+                } else {
+                    let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+                    Err(locate.error(
+                        reference.span(),
+                        format!(
+                            "{owner} names llm provider {:?}, which is not defined; defined providers: {}",
+                            reference.get_ref(),
+                            known.join(", ")
+                        ),
+                    ))
+                }
+            };
+            let default_provider = match &self.llm.default {
+                Some(reference) => check_provider(reference, "[llm] default")?,
+                None => DEFAULT_PROVIDER.to_owned(),
+            };
+
+            let mut environments = BTreeMap::new();
+            environments.insert(
+                DEFAULT_ENVIRONMENT.to_owned(),
+                super::Environment {
+                    name: DEFAULT_ENVIRONMENT.into(),
+                    resources: super::Resources::default(),
+                    secrets: Vec::new(),
+                    llm: None,
+                },
+            );
+            for (name, spanned) in self.environments {
+                let env = spanned.into_inner();
+                let owner = format!("environment {name:?}");
+                not_yet(locate, &env.cache, "cache", &owner)?;
+                not_yet(locate, &env.reuse, "reuse", &owner)?;
+                not_yet(locate, &env.depends_on, "depends_on", &owner)?;
+                let llm = env.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
+                let defaults = super::Resources::default();
+                let resources = super::Resources {
+                    memory: env.resources.memory.unwrap_or(defaults.memory),
+                    timeout: env.resources.timeout.unwrap_or(defaults.timeout),
+                    max_output: env.resources.max_output.unwrap_or(defaults.max_output),
+                };
+                let secrets = env
+                    .secrets
+                    .into_iter()
+                    .map(|s| match s {
+                        Secret::Key(key) => SecretDecl { key, as_env_var: None },
+                        Secret::Full { key, as_env_var } => SecretDecl { key, as_env_var },
+                    })
+                    .collect();
+                environments.insert(name.clone(), super::Environment { name, resources, secrets, llm });
+            }
+
+            let mut tasks = BTreeMap::new();
+            for (name, spanned) in self.tasks {
+                let task = spanned.into_inner();
+                let owner = format!("task {name:?}");
+                not_yet(locate, &task.cache, "cache", &owner)?;
+                not_yet(locate, &task.fallback, "fallback", &owner)?;
+                not_yet(locate, &task.on_oom, "on_oom", &owner)?;
+                if let Some(resources) = &task.resources {
+                    return Err(locate.error(
+                        resources.span(),
+                        format!("`resources` on {owner} is not supported yet; set it on the task's environment"),
+                    ));
+                }
+                let environment = match &task.environment {
+                    Some(reference) if environments.contains_key(reference.get_ref()) => reference.get_ref().clone(),
+                    Some(reference) => {
+                        let known: Vec<&str> = environments.keys().map(String::as_str).collect();
+                        return Err(locate.error(
+                            reference.span(),
+                            format!(
+                                "{owner} names environment {:?}, which is not defined; defined environments: {}",
+                                reference.get_ref(),
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                    None => DEFAULT_ENVIRONMENT.to_owned(),
+                };
+                let retries = match &task.retries {
+                    None => 0,
+                    Some(value) => match value.get_ref() {
+                        toml::Value::Integer(n) if (0..=100).contains(n) => *n as u32,
+                        toml::Value::Integer(_) => {
+                            return Err(
+                                locate.error(value.span(), format!("{owner}: retries must be between 0 and 100"))
+                            );
+                        }
+                        toml::Value::Table(_) => {
+                            return Err(locate.error(
+                                value.span(),
+                                format!("{owner}: retry strategies are not supported yet; write a count such as `retries = 3`"),
+                            ));
+                        }
+                        _ => return Err(locate.error(value.span(), format!("{owner}: retries must be a whole number"))),
+                    },
+                };
+                let llm = task.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
+                let component = dir.join(task.component.get_ref());
+                let build = task.build.map(|b| match b {
+                    Build::Command(command) => BuildSpec { command, output: component.clone() },
+                    Build::Full { command, output } => {
+                        BuildSpec { command, output: output.map(|o| dir.join(o)).unwrap_or_else(|| component.clone()) }
+                    }
+                });
+                tasks.insert(
+                    name.clone(),
+                    TaskSpec {
+                        name,
+                        component_line: locate.line_of(task.component.span().start),
+                        component,
+                        build,
+                        environment,
+                        retries,
+                        llm,
+                    },
+                );
+            }
+            Ok(super::Manifest { path: path.to_path_buf(), dir, default_provider, providers, environments, tasks })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(Path::new("/p/cairn.toml"), text)
+}
+
+fn error_of(text: &str) -> (usize, String) {
+    match parse(text) {
+        Err(ManifestError::Invalid { line, message, path, .. }) => {
+            assert_eq!(path, Path::new("/p/cairn.toml"));
+            (line, message)
+        }
+        other => panic!("expected an invalid-manifest error, got {other:?}"),
+    }
+}
+
+#[test]
+fn full_manifest_parses_with_defaults() {
+    let manifest = parse(
+        r#"
+[llm]
+default = "local"
+
+[llm.providers.local]
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:8080/v1/"
+model = "llama"
+api_key_secret = "key"
+
+[environments.llm]
+resources = { memory = "64MiB", timeout = "90s" }
+secrets = ["a", { key = "b", as_env_var = "B" }]
+
+[tasks.one]
+component = "c/one.wasm"
+environment = "llm"
+build = "make one"
+retries = 2
+
+[tasks.two]
+component = "two.wasm"
+llm = "mock"
+"#,
+    )
+    .unwrap();
+    let one = manifest.task("one").unwrap();
+    assert_eq!(one.component, Path::new("/p/c/one.wasm"));
+    assert_eq!(one.component_line, 16);
+    assert_eq!(one.retries, 2);
+    assert_eq!(one.build.as_ref().unwrap().output, Path::new("/p/c/one.wasm"));
+    let env = manifest.environment_of(one);
+    assert_eq!(env.resources.memory, 64 << 20);
+    assert_eq!(env.resources.timeout, Duration::from_secs(90));
+    assert_eq!(env.resources.max_output, Resources::default().max_output);
+    assert_eq!(env.secrets[1].as_env_var.as_deref(), Some("B"));
+    assert_eq!(manifest.provider_of(one).name, "local");
+    match &manifest.provider_of(one).kind {
+        ProviderKind::OpenAiCompatible { base_url, .. } => assert_eq!(base_url, "http://127.0.0.1:8080/v1"),
+        other => panic!("{other:?}"),
+    }
+    let two = manifest.task("two").unwrap();
+    assert_eq!(two.environment, DEFAULT_ENVIRONMENT);
+    assert_eq!(manifest.provider_of(two).name, "mock");
+    assert!(manifest.task("three").unwrap_err().contains("known tasks: one, two"));
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    let (line, message) = error_of("[tasks.a]\ncomponent = \"a.wasm\"\nretries = -1\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("between 0 and 100"), "{message}");
+
+    let (line, message) = error_of("\n[environments.e]\nresources = { timeout = \"soon\" }\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("invalid duration"), "{message}");
+
+    let (line, message) = error_of("[tasks.a]\ncomponent = \"a.wasm\"\nllm = \"gpt\"\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("llm provider \"gpt\"") && message.contains("defined providers: mock"), "{message}");
+
+    let (line, message) = error_of("[tasks.a]\n");
+    assert_eq!(line, 1);
+    assert!(message.contains("missing field `component`"), "{message}");
+
+    let (line, message) = error_of("[environments.e]\ncache = \"auto\"\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("`cache`") && message.contains("not supported yet"), "{message}");
+
+    let (_, message) = error_of("[llm.providers.x]\nkind = \"smoke-signals\"\n");
+    assert!(message.contains("smoke-signals"), "{message}");
+}
+
+#[test]
+fn display_shows_the_offending_line() {
+    let err = parse("[tasks.a]\ncomponent = \"a.wasm\"\nflavour = 1\n").unwrap_err().to_string();
+    assert!(err.starts_with("/p/cairn.toml:3:1: unknown field `flavour`"), "{err}");
+    assert!(err.contains("flavour = 1"), "{err}");
+}

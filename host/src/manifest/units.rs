@@ -1,0 +1,145 @@
+//! Human-friendly durations (`"500ms"`, `"30s"`, `"5m"`, `"1h30m"`) and sizes
+//! (`"256MiB"`, `"1GB"`, `4096`) as they appear in `cairn.toml`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+
+/// Parses a duration such as `"250ms"`, `"30s"`, `"5m"`, `"2h"` or `"1h30m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration; write e.g. \"30s\", \"5m\" or \"500ms\"".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {text:?}: expected a number before the unit"));
+        }
+        let number: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: {:?} is not a number", &rest[..digits]))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = rest[..unit_len].trim();
+        rest = &rest[unit_len..];
+        let seconds_per_unit = match unit {
+            "ms" => 0.001,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: missing unit (use ms, s, m, h or d, e.g. \"{number}s\")"
+                ));
+            }
+            other => {
+                return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"));
+            }
+        };
+        total += Duration::from_secs_f64(number * seconds_per_unit);
+    }
+    Ok(total)
+}
+
+/// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KB"` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    if digits == 0 {
+        return Err(format!("invalid size {text:?}: write e.g. \"256MiB\", \"1GiB\" or a number of bytes"));
+    }
+    let number: f64 =
+        text[..digits].parse().map_err(|_| format!("invalid size {text:?}: {:?} is not a number", &text[..digits]))?;
+    let multiplier: u64 = match text[digits..].trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!("invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"));
+        }
+    };
+    Ok((number * multiplier as f64) as u64)
+}
+
+/// Serde adapter for durations written as strings.
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as \"30s\", \"5m\" or \"500ms\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(DurationVisitor)
+}
+
+/// Serde adapter for optional durations written as strings.
+pub fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+/// Serde adapter for sizes written as strings or plain byte counts.
+pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct SizeVisitor;
+    impl Visitor<'_> for SizeVisitor {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a size such as \"256MiB\" or a number of bytes")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_size(v).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom("a size cannot be negative"))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+    }
+    deserializer.deserialize_any(SizeVisitor)
+}
+
+/// Serde adapter for optional sizes.
+pub fn opt_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    size(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2KB").unwrap(), 2000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12 bananas").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("MiB").is_err());
+    }
+}

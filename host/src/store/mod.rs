@@ -1,0 +1,105 @@
+//! Durable state: runs, their journals, logs and reports, and secrets.
+//!
+//! [`Store`] lists the operations a shared database can do atomically, so that
+//! a PostgreSQL implementation can later let several hosts share the work.
+//! [`redb::RedbStore`] is the embedded default, one file under `.cairn/`.
+//! Everything is scoped by [`Tenant`] from the first version on.
+
+pub mod records;
+pub mod redb;
+
+pub use records::*;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the store {path}: {message}")]
+    Open {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file was written by a newer cairn.
+    #[error(
+        "the store {path} has schema version {found}, but this cairn understands up to {supported}; upgrade cairn or point it at another project"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// Version in the file.
+        found: u64,
+        /// Highest version this build reads.
+        supported: u64,
+    },
+    /// A read or write failed.
+    #[error("store {operation} failed: {message}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The database's explanation.
+        message: String,
+    },
+    /// A record could not be encoded or decoded.
+    #[error("corrupt {what} record in the store: {message}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// The decoder's explanation.
+        message: String,
+    },
+    /// A run id that does not exist.
+    #[error("no run with id {0}; list runs with `cairn runs list`")]
+    NoSuchRun(String),
+}
+
+/// Filter for [`Store::list_runs`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs of this task.
+    pub task: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// Durable operations on runs, journals, logs, reports and secrets.
+///
+/// Implementations must make each method atomic and durable before it returns.
+pub trait Store: Send + Sync {
+    /// Creates a run; fails if the id exists.
+    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Replaces a run's record (status, attempts, output, ...).
+    fn update_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Reads one run.
+    fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError>;
+    /// Runs of a tenant, newest first.
+    fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The entry recorded under `key`, if any.
+    fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError>;
+    /// Records an entry durably. Recording the same key twice keeps the first.
+    fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError>;
+    /// Every entry of a run, in recording order.
+    fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Stores the captured stdout/stderr of one attempt.
+    fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError>;
+    /// The logs of every attempt of a run.
+    fn logs_of(&self, run_id: &str) -> Result<Vec<(u32, AttemptLog)>, StoreError>;
+    /// Stores a run's report (all tabs).
+    fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError>;
+    /// A run's report, if it made one.
+    fn get_report(&self, run_id: &str) -> Result<Option<Report>, StoreError>;
+
+    /// Creates or replaces a secret.
+    fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
+    /// A secret's value.
+    fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError>;
+    /// The keys (never the values) of a tenant's secrets.
+    fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
+    /// Deletes a secret; returns whether it existed.
+    fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError>;
+}

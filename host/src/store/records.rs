@@ -1,0 +1,232 @@
+//! The records the store keeps. They are serialised as JSON inside redb, so
+//! adding an optional field never needs a migration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::Usage;
+
+/// Who a run, secret or journal belongs to: Flyte's project and domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Project name.
+    pub project: String,
+    /// Domain, e.g. `development` or `production`.
+    pub domain: String,
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Tenant { project: "default".into(), domain: "development".into() }
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.project, self.domain)
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Created, not started.
+    Pending,
+    /// An attempt is under way (held under a lease).
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with an error after all attempts.
+    Failed,
+}
+
+impl RunStatus {
+    /// Its name as the CLI prints and parses it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// Why an attempt or a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Category retry policies match on: `trap`, `timeout`, `out-of-memory`,
+    /// `invalid-input`, `invalid-output`, `llm-…`, or the guest's own kind.
+    pub kind: String,
+    /// What went wrong and how to fix it.
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// One call of the guest's `run` export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1-based attempt number.
+    pub number: u32,
+    /// Start, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End, ms since the Unix epoch.
+    pub finished_at_ms: u64,
+    /// `None` if it succeeded.
+    pub error: Option<Failure>,
+    /// LLM calls made live in this attempt.
+    pub llm_live: u32,
+    /// LLM calls answered from the journal in this attempt.
+    pub llm_replayed: u32,
+    /// Traced steps answered from the journal in this attempt.
+    pub trace_replayed: u32,
+}
+
+/// A lease: which host works on a running run, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Host id.
+    pub owner: String,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+/// One run of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id (UUIDv7: sorts by creation time).
+    pub id: String,
+    /// Owner.
+    pub tenant: Tenant,
+    /// Task name.
+    pub task: String,
+    /// Input as given (JSON text, or the raw text if it was not JSON).
+    pub input: String,
+    /// Status.
+    pub status: RunStatus,
+    /// sha256 of the component that ran, once loaded.
+    pub component_digest: Option<String>,
+    /// Creation, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// End, ms since the Unix epoch.
+    pub finished_at_ms: Option<u64>,
+    /// Attempts so far.
+    pub attempts: Vec<AttemptRecord>,
+    /// Output JSON on success.
+    pub output: Option<String>,
+    /// Final error on failure.
+    pub error: Option<Failure>,
+    /// Tokens used by live LLM calls over all attempts.
+    pub usage: Usage,
+    /// The lease while running.
+    pub lease: Option<Lease>,
+}
+
+/// What a journaled call was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallKind {
+    /// An `llm` import call.
+    Llm,
+    /// A `trace.record`ed guest step.
+    Trace,
+}
+
+impl CallKind {
+    /// Its name in keys and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Llm => "llm",
+            CallKind::Trace => "trace",
+        }
+    }
+}
+
+/// The replay key of a journaled call: the `occurrence`-th call of `kind`
+/// `name` with input hash `input_hash` in run `run_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplayKey {
+    /// The run.
+    pub run_id: String,
+    /// LLM call or traced step.
+    pub kind: CallKind,
+    /// Step name (traces) or call name (`complete`).
+    pub name: String,
+    /// sha256 of the canonical input, hex.
+    pub input_hash: String,
+    /// 1-based occurrence of this (kind, name, input) within an attempt.
+    pub occurrence: u32,
+}
+
+impl ReplayKey {
+    /// The key's string form, used as the database key. Sorts by run first.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{:010}",
+            self.run_id,
+            self.kind.as_str(),
+            self.name,
+            self.input_hash,
+            self.occurrence
+        )
+    }
+}
+
+/// A recorded result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Where it is filed.
+    pub key: ReplayKey,
+    /// Position in the run's journal (0-based, recording order).
+    pub seq: u64,
+    /// Attempt that made the live call.
+    pub attempt: u32,
+    /// The result, JSON.
+    pub output: String,
+    /// A short human description (e.g. the model and prompt's start).
+    pub summary: String,
+    /// When it was recorded, ms since the Unix epoch.
+    pub recorded_at_ms: u64,
+    /// How long the live call took.
+    pub duration_ms: u64,
+    /// Tokens, for LLM calls.
+    pub usage: Option<Usage>,
+}
+
+/// Captured output streams of one attempt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    /// The guest's stdout, lossily decoded as UTF-8.
+    pub stdout: String,
+    /// The guest's stderr.
+    pub stderr: String,
+}
+
+/// A run's HTML report: named tabs, each an HTML fragment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Tab name to its HTML, in name order.
+    pub tabs: BTreeMap<String, String>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: real guest components built from source by `cairn build`,
+//! a real redb file per test, and a real OpenAI-compatible HTTP server on
+//! 127.0.0.1 for the LLM.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod failures;
+mod refiner;
+mod retries;
+mod sandbox;

@@ -1,0 +1,7 @@
+//! Shared test support: guest builds, throwaway projects, the HTTP LLM server.
+
+#![allow(dead_code)]
+
+pub mod guests;
+pub mod llm_server;
+pub mod project;
