@@ -188,6 +188,22 @@ impl Host {
         unreachable!("the last attempt always finishes the run")
     }
 
+    /// Makes one attempt of `task` on `input` in a fresh instance without
+    /// creating a run record: the per-call cost of the host, for benchmarks.
+    pub async fn invoke_once(&self, task_name: &str, input: &str) -> Result<Result<String, Failure>, RunnerError> {
+        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
+        let (pre, _) = match self.prepare(&task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let provider = match self.provider_for(&task) {
+            Ok(provider) => provider,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let run_id = uuid::Uuid::now_v7().to_string();
+        Ok(self.attempt(&task, &pre, &provider, &run_id, input, 1).await.0)
+    }
+
     fn finish(&self, mut run: RunRecord, outcome: Result<String, Failure>) -> Result<RunRecord, RunnerError> {
         match outcome {
             Ok(output) => {
@@ -288,8 +304,10 @@ impl Host {
         let state = store.into_data();
         let attempt = state.attempt;
         let log = AttemptLog { stdout: stdout.text(), stderr: stderr.text() };
-        if let Err(e) = self.store.put_log(run_id, number, &log) {
-            tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
+        if log != AttemptLog::default() {
+            if let Err(e) = self.store.put_log(run_id, number, &log) {
+                tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
+            }
         }
         if !attempt.report.tabs.is_empty() {
             if let Err(e) = self.store.put_report(run_id, &attempt.report) {
@@ -362,7 +380,7 @@ pub fn build_provider(
 ) -> Result<Arc<dyn LlmProvider>, Failure> {
     let retry = RetryConfig { max_retries: spec.max_retries, ..RetryConfig::default() };
     let inner: Arc<dyn LlmProvider> = match &spec.kind {
-        ProviderKind::Mock(config) => Arc::new(MockProvider::new(config.clone())),
+        ProviderKind::Mock(config) => Arc::new(MockProvider::new(config.clone()).with_name(spec.name.clone())),
         ProviderKind::OpenAiCompatible { base_url, model, api_key_secret, timeout } => {
             let api_key = match api_key_secret {
                 None => None,

@@ -110,7 +110,11 @@ async fn invalid_manifests_name_file_line_and_key() {
         ("[tasks.a]\ncomponent = \"a.wasm\"\ncolour = \"red\"\n", 3, "unknown field `colour`"),
         ("[environments.e]\nresources = { timeout = \"5 parsecs\" }\n", 2, "unknown unit"),
         ("[environments.e]\nresources = { memory = \"12 bananas\" }\n", 2, "unknown unit"),
-        ("[tasks.a]\ncomponent = \"a.wasm\"\nenvironment = \"nope\"\n", 3, "environment \"nope\", which is not defined"),
+        (
+            "[tasks.a]\ncomponent = \"a.wasm\"\nenvironment = \"nope\"\n",
+            3,
+            "environment \"nope\", which is not defined",
+        ),
         ("[environments.e]\nreuse = { replicas = 2 }\n", 2, "not supported yet"),
         ("[tasks.a]\ncomponent = \"a.wasm\"\nretries = { count = 3 }\n", 3, "not supported yet"),
     ];

@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod failures;
+mod llm_providers;
 mod refiner;
 mod retries;
 mod sandbox;

@@ -61,9 +61,8 @@ fn llm_calls(args: &Value) -> Result<Value, TaskError> {
     let calls = u64_arg(args, "calls")?.unwrap_or(1);
     let fail_after = u64_arg(args, "fail_after")?;
     let first_attempt = std::env::var("CAIRN_ATTEMPT").as_deref() == Ok("1");
-    let flaky = |done: u64| {
-        TaskError::new("flaky", format!("probe: failing on purpose after {done} call(s) on attempt 1"))
-    };
+    let flaky =
+        |done: u64| TaskError::new("flaky", format!("probe: failing on purpose after {done} call(s) on attempt 1"));
     let mut answers = Vec::new();
     for i in 1..=calls {
         if first_attempt && fail_after == Some(i - 1) {
@@ -120,11 +119,7 @@ fn symlink(target: &str, link: &str) -> std::io::Result<()> {
     let target = CString::new(target)?;
     let link = CString::new(link)?;
     // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
-    if unsafe { symlink(target.as_ptr(), link.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if unsafe { symlink(target.as_ptr(), link.as_ptr()) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 #[cfg(not(target_os = "wasi"))]

@@ -104,8 +104,7 @@ impl Task for ReportRefiner {
         for round in 1..=input.max_rounds {
             rounds = round;
             println!("round {round}: asking the critic");
-            let critique =
-                traced("critique", &json!({ "topic": topic, "draft": report }), || critique(&report))?;
+            let critique = traced("critique", &json!({ "topic": topic, "draft": report }), || critique(&report))?;
             println!("round {round}: score {}/10 (target {target})", critique.score);
             report_round(round, &report, &critique);
             critiques.push(critique.clone());
@@ -196,9 +195,7 @@ fn bullets(items: &[String]) -> String {
 
 /// Adds a tab for `round` to the run's report: the critique, then the draft it judged.
 fn report_round(round: u32, draft: &str, c: &Critique) {
-    let list = |items: &[String]| {
-        items.iter().map(|i| format!("<li>{}</li>", report::escape(i))).collect::<String>()
-    };
+    let list = |items: &[String]| items.iter().map(|i| format!("<li>{}</li>", report::escape(i))).collect::<String>();
     let html = format!(
         "<h2>Round {round}: score {}/10</h2><p>{}</p>\
          <h3>Strengths</h3><ul>{}</ul><h3>Improvements</h3><ul>{}</ul>\

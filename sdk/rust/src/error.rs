@@ -6,22 +6,26 @@ impl TaskError {
     /// A task error of `kind` (short, kebab-case: what retry policies match on)
     /// with a human-readable `message`. Retryable by default; see
     /// [`TaskError::retryable`].
+    #[must_use]
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
         TaskError { kind: kind.into(), message: message.into(), retryable: true }
     }
 
     /// Sets whether running the task again may succeed (`false` stops host retries).
+    #[must_use]
     pub fn retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;
         self
     }
 
     /// Kind `invalid-input`, not retryable: the input will not get better by retrying.
+    #[must_use]
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::new("invalid-input", message).retryable(false)
     }
 
     /// Kind `invalid-output`, retryable: e.g. a model's answer that failed validation.
+    #[must_use]
     pub fn invalid_output(message: impl Into<String>) -> Self {
         Self::new("invalid-output", message)
     }
@@ -58,7 +62,9 @@ impl From<SecretError> for TaskError {
         let (kind, message) = match e {
             SecretError::NotDeclared(k) => (
                 "secret-not-declared",
-                format!("secret `{k}` is not declared by this task's environment; list it under `secrets` in cairn.toml"),
+                format!(
+                    "secret `{k}` is not declared by this task's environment; list it under `secrets` in cairn.toml"
+                ),
             ),
             SecretError::NotFound(k) => (
                 "secret-not-found",

@@ -1,8 +1,8 @@
 //! # cairn-sdk
 //!
-//! Write [Cairn](https://github.com/) tasks in Rust. A task is a WebAssembly
-//! component for the `cairn:task/task` world: it takes a JSON input and returns
-//! a JSON output or a [`TaskError`]. This crate hides the component plumbing:
+//! Write Cairn tasks in Rust. A task is a WebAssembly component for the
+//! `cairn:task/task` world: it takes a JSON input and returns a JSON output or
+//! a [`TaskError`]. This crate hides the component plumbing:
 //!
 //! ```ignore
 //! use cairn_sdk::{Task, TaskError};

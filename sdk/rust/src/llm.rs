@@ -64,14 +64,17 @@ pub fn call_llm_json<T: DeserializeOwned>(
 
 impl Message {
     /// A system message.
+    #[must_use]
     pub fn system(content: impl Into<String>) -> Self {
         Message { role: Role::System, content: content.into() }
     }
     /// A user message.
+    #[must_use]
     pub fn user(content: impl Into<String>) -> Self {
         Message { role: Role::User, content: content.into() }
     }
     /// An earlier answer of the model.
+    #[must_use]
     pub fn assistant(content: impl Into<String>) -> Self {
         Message { role: Role::Assistant, content: content.into() }
     }
@@ -79,35 +82,35 @@ impl Message {
 
 impl Request {
     /// A text request for `messages` with the provider's default model and settings.
+    #[must_use]
     pub fn new(messages: Vec<Message>) -> Self {
-        Request {
-            model: None,
-            messages,
-            response_format: ResponseFormat::Text,
-            max_tokens: None,
-            temperature: None,
-        }
+        Request { model: None, messages, response_format: ResponseFormat::Text, max_tokens: None, temperature: None }
     }
     /// A request with one system and one user message.
+    #[must_use]
     pub fn chat(system: impl Into<String>, user: impl Into<String>) -> Self {
         Self::new(vec![Message::system(system), Message::user(user)])
     }
     /// Asks for a single JSON document.
+    #[must_use]
     pub fn json(mut self) -> Self {
         self.response_format = ResponseFormat::Json;
         self
     }
     /// Uses model `model` instead of the provider's default.
+    #[must_use]
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
         self
     }
     /// Caps the answer's length in tokens.
+    #[must_use]
     pub fn max_tokens(mut self, max_tokens: u32) -> Self {
         self.max_tokens = Some(max_tokens);
         self
     }
     /// Sets the sampling temperature.
+    #[must_use]
     pub fn temperature(mut self, temperature: f32) -> Self {
         self.temperature = Some(temperature);
         self

@@ -24,9 +24,8 @@ pub trait Task {
 /// Parses `input`, runs `T` and serialises its output. Used by `export_task!`.
 #[doc(hidden)]
 pub fn __run_task<T: Task>(input: String) -> Result<String, TaskError> {
-    let parsed: T::Input = serde_json::from_str(&input).map_err(|e| {
-        TaskError::invalid_input(format!("the input does not match this task's input type: {e}"))
-    })?;
+    let parsed: T::Input = serde_json::from_str(&input)
+        .map_err(|e| TaskError::invalid_input(format!("the input does not match this task's input type: {e}")))?;
     let output = T::run(parsed)?;
     serde_json::to_string(&output).map_err(|e| {
         TaskError::new("invalid-output", format!("the task's output could not be serialised to JSON: {e}"))
@@ -53,7 +52,7 @@ macro_rules! export_task {
                     $crate::__run_task::<$task>(input)
                 }
             }
-            $crate::bindings::export!(__CairnTaskExport with_types_in $crate::bindings);
+    $crate::bindings::export!(__CairnTaskExport with_types_in $crate::bindings);
         };
     };
 }

@@ -31,7 +31,9 @@ where
     if let Some(recorded) = trace::recall(name, &key) {
         match serde_json::from_str(&recorded) {
             Ok(value) => return Ok(value),
-            Err(e) => eprintln!("cairn-sdk: step `{name}`: recorded output does not fit the step's type ({e}); running it again"),
+            Err(e) => eprintln!(
+                "cairn-sdk: step `{name}`: recorded output does not fit the step's type ({e}); running it again"
+            ),
         }
     }
     let output = step()?;

@@ -1,0 +1,131 @@
+//! Task-level retries replay the journal: an LLM call that succeeded is never
+//! sent to the provider again, counted at a real HTTP server.
+
+use std::time::Duration;
+
+use cairn::store::{CallKind, RunStatus, Store};
+
+use crate::support::llm_server::{Fault, LlmServer, Script};
+use crate::support::project::{Project, output_json};
+
+const API_KEY: &str = "sk-test-0123456789";
+
+/// A project whose provider is the local HTTP server, with its key stored as a secret.
+fn http_project(server: &LlmServer, tasks: &str) -> Project {
+    let project = Project::new(&format!(
+        r#"
+        [llm]
+        default = "local"
+
+        [llm.providers.local]
+        kind = "openai-compatible"
+        base_url = "{}"
+        model = "test-model"
+        api_key_secret = "local-key"
+        timeout = "5s"
+        max_retries = 2
+        {tasks}
+        "#,
+        server.base_url()
+    ));
+    let created = project.cli(&["secret", "create", "local-key", API_KEY]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    project
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_run_sends_each_llm_call_exactly_once() {
+    let server = LlmServer::start(Script::new().expect_api_key(API_KEY));
+    let project = http_project(
+        &server,
+        r#"
+        [tasks.flaky]
+        component = "{probe}"
+        retries = 2
+        "#,
+    );
+    let run = project.run("flaky", r#"{"mode": "llm-calls", "calls": 5, "fail_after": 3}"#).await;
+    let out = output_json(&run);
+    assert_eq!(out["answers"].as_array().unwrap().len(), 5, "{out}");
+    assert_eq!(run.attempts.len(), 2);
+    assert_eq!(run.attempts[0].error.as_ref().unwrap().kind, "flaky");
+    assert_eq!((run.attempts[0].llm_live, run.attempts[0].llm_replayed), (3, 0));
+    assert_eq!((run.attempts[1].llm_live, run.attempts[1].llm_replayed), (2, 3), "attempt 2 replays the first three");
+    assert_eq!(server.requests(), 5, "five distinct calls, five requests, across both attempts");
+    for i in 1..=5 {
+        assert_eq!(server.count_for(&format!("question {i}")), 1, "question {i} was asked once");
+    }
+    // The API key went in the Authorization header only: never into the store.
+    let store = cairn::store::redb::RedbStore::open(&project.path().join(".cairn/cairn.redb")).unwrap();
+    let journal = serde_json::to_string(&store.journal_of(&run.id).unwrap()).unwrap();
+    assert!(!journal.contains(API_KEY));
+    assert!(!format!("{run:?}").contains(API_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refiner_runs_on_an_openai_compatible_server() {
+    let server = LlmServer::start(
+        Script::new()
+            .expect_api_key(API_KEY)
+            .rule(
+                Some("critic"),
+                Some("[REVISED]"),
+                r#"{"score": 8, "strengths": ["clear"], "improvements": [], "summary": "ready"}"#,
+            )
+            .rule(
+                Some("critic"),
+                None,
+                r#"{"score": 4, "strengths": ["topical"], "improvements": ["add dates"], "summary": "thin"}"#,
+            )
+            .reply_when_system("executive summary", "Printing spread knowledge fast.")
+            .reply_when_system("revis", "[REVISED]\n\n# The printing press\n\nNow with dates: 1440.")
+            .rule(None, None, "# The printing press\n\nA first draft."),
+    );
+    let project = http_project(
+        &server,
+        r#"
+        [tasks.report-refiner]
+        component = "{refiner}"
+        "#,
+    );
+    // Inject one answer that is not JSON for the first critique: it must be
+    // refused before it reaches the journal and asked again.
+    server.push_fault(Fault::Delay(Duration::ZERO));
+    server.push_fault(Fault::MalformedContent);
+    let run = project.run("report-refiner", r#"{"topic": "The printing press", "max_rounds": 3}"#).await;
+    let out = output_json(&run);
+    assert_eq!(out["final_score"], 8, "{out}");
+    assert_eq!(out["rounds"], 2, "{out}");
+    assert_eq!(out["summary"], "Printing spread knowledge fast.");
+    assert!(out["report"].as_str().unwrap().contains("1440"));
+    // draft, critique (+1 malformed answer re-asked), revision, critique, summary
+    assert_eq!(server.requests(), 6);
+    let bodies = server.received();
+    assert!(bodies.iter().all(|b| b["model"] == "test-model"));
+    assert!(bodies.iter().any(|b| b["response_format"]["type"] == "json_object"), "critiques ask for JSON mode");
+    let store = cairn::store::redb::RedbStore::open(&project.path().join(".cairn/cairn.redb")).unwrap();
+    let journal = store.journal_of(&run.id).unwrap();
+    let llm_outputs: Vec<&str> =
+        journal.iter().filter(|e| e.key.kind == CallKind::Llm).map(|e| e.output.as_str()).collect();
+    assert_eq!(llm_outputs.len(), 5, "only usable answers are journaled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_outage_fails_the_run_with_an_llm_kind_and_the_key_stays_hidden() {
+    let server = LlmServer::start(Script::new().expect_api_key(API_KEY).faults((0..20).map(|_| Fault::Status(503))));
+    let project = http_project(
+        &server,
+        r#"
+        [tasks.flaky]
+        component = "{probe}"
+        retries = 1
+        "#,
+    );
+    let run = project.run("flaky", r#"{"mode": "llm-calls", "calls": 2}"#).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.as_ref().unwrap();
+    assert_eq!(error.kind, "llm-unavailable", "{error:?}");
+    // 2 attempts x (1 call + 2 provider retries)
+    assert_eq!(server.requests(), 6);
+    assert!(!format!("{run:?}").contains(API_KEY));
+}
