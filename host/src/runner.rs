@@ -304,15 +304,15 @@ impl Host {
         let state = store.into_data();
         let attempt = state.attempt;
         let log = AttemptLog { stdout: stdout.text(), stderr: stderr.text() };
-        if log != AttemptLog::default() {
-            if let Err(e) = self.store.put_log(run_id, number, &log) {
-                tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
-            }
+        if log != AttemptLog::default()
+            && let Err(e) = self.store.put_log(run_id, number, &log)
+        {
+            tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
         }
-        if !attempt.report.tabs.is_empty() {
-            if let Err(e) = self.store.put_report(run_id, &attempt.report) {
-                tracing::warn!(run = %run_id, "cannot store the report: {e}");
-            }
+        if !attempt.report.tabs.is_empty()
+            && let Err(e) = self.store.put_report(run_id, &attempt.report)
+        {
+            tracing::warn!(run = %run_id, "cannot store the report: {e}");
         }
         (outcome, attempt.stats)
     }

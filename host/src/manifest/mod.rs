@@ -375,7 +375,7 @@ mod raw {
                 let spec = match spanned.into_inner() {
                     Provider::Mock { latency, model, script, rules, max_retries } => {
                         let mut config = match &script {
-                            Some(file) => MockConfig::from_file(&dir.join(file.get_ref()))
+                            Some(file) => MockConfig::from_file(dir.join(file.get_ref()))
                                 .map_err(|e| locate.error(file.span(), format!("llm provider {name:?}: {e}")))?,
                             None => MockConfig::default(),
                         };
