@@ -27,6 +27,24 @@ pub enum JournalError {
         /// The store's error.
         source: StoreError,
     },
+    /// In replay, the guest made a call the cassette does not have.
+    #[error(
+        "replay of run {source_run}: the cassette has no answer for {kind} call {name:?} #{occurrence} (input sha256 {input_hash}){detail}; live calls are forbidden in replay: record a new run, or check what changed in the guest"
+    )]
+    ReplayMiss {
+        /// The run replayed.
+        source_run: String,
+        /// `llm` or `trace`.
+        kind: &'static str,
+        /// The call's name.
+        name: String,
+        /// Hash of its canonical input.
+        input_hash: String,
+        /// Which occurrence.
+        occurrence: u32,
+        /// A hint about the call, e.g. the prompt's start.
+        detail: String,
+    },
     /// The blocking store task panicked or was cancelled.
     #[error("journal of run {0}: the store worker stopped unexpectedly")]
     Worker(String),
@@ -46,33 +64,89 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// One attempt's view of its run's journal.
+/// Where a journal answers lookups from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalMode {
+    /// The run's own journal; a miss makes the call live.
+    Live,
+    /// Another run's journal (a cassette); a miss is an error, nothing is called live.
+    Replay {
+        /// The run whose journal answers.
+        source: String,
+    },
+}
+
+/// A call's identity within a run: the replay key without the run id.
+type CallId = (CallKind, String, String, u32);
+
+fn call_id(key: &ReplayKey) -> CallId {
+    (key.kind, key.name.clone(), key.input_hash.clone(), key.occurrence)
+}
+
+/// One attempt's view of its run's journal. The run's recorded entries are
+/// loaded once when the attempt starts, so a replayed call costs a map lookup.
 pub struct Journal {
     store: Arc<dyn Store>,
     run_id: String,
     attempt: u32,
     next_seq: u64,
+    mode: JournalMode,
+    recorded: HashMap<CallId, JournalEntry>,
     occurrences: HashMap<(CallKind, String, String), u32>,
     /// Trace steps recalled without a hit: the occurrence their `record` will use.
     pending_traces: HashMap<(String, String), Vec<u32>>,
 }
 
 impl Journal {
-    /// Opens the journal of `run_id` for attempt `attempt`.
-    pub async fn open(store: Arc<dyn Store>, run_id: &str, attempt: u32) -> Result<Self, JournalError> {
-        let existing = {
-            let store = store.clone();
-            let run = run_id.to_owned();
-            blocking(run_id, move || store.journal_of(&run)).await?
+    /// Opens the journal of `run_id` for attempt `attempt`, answering from
+    /// `mode`'s source.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        run_id: &str,
+        attempt: u32,
+        mode: JournalMode,
+    ) -> Result<Self, JournalError> {
+        let own = read_all(&store, run_id).await?;
+        let next_seq = own.iter().map(|e| e.seq + 1).max().unwrap_or(0);
+        let answers = match &mode {
+            JournalMode::Live => own,
+            JournalMode::Replay { source } => read_all(&store, source).await?,
         };
         Ok(Journal {
             store,
             run_id: run_id.to_owned(),
             attempt,
-            next_seq: existing.last().map_or(0, |e| e.seq + 1),
+            next_seq,
+            mode,
+            recorded: answers.into_iter().map(|e| (call_id(&e.key), e)).collect(),
             occurrences: HashMap::new(),
             pending_traces: HashMap::new(),
         })
+    }
+
+    /// Whether a miss may be answered by calling live.
+    pub fn live_allowed(&self) -> bool {
+        self.mode == JournalMode::Live
+    }
+
+    /// The error for a call that missed in replay mode (`None` in live mode).
+    pub fn replay_miss(&self, key: &ReplayKey, detail: String) -> Option<JournalError> {
+        match &self.mode {
+            JournalMode::Live => None,
+            JournalMode::Replay { source } => Some(JournalError::ReplayMiss {
+                source_run: source.clone(),
+                kind: key.kind.as_str(),
+                name: key.name.clone(),
+                input_hash: key.input_hash.clone(),
+                occurrence: key.occurrence,
+                detail,
+            }),
+        }
+    }
+
+    /// The run this journal belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// The key of the next call of `kind`/`name` with this canonical input.
@@ -83,11 +157,18 @@ impl Journal {
         ReplayKey { run_id: self.run_id.clone(), kind, name: name.to_owned(), input_hash, occurrence: *counter }
     }
 
-    /// The recorded entry for `key`, if any.
-    pub async fn lookup(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, JournalError> {
-        let store = self.store.clone();
-        let key = key.clone();
-        blocking(&self.run_id, move || store.journal_get(&key)).await
+    /// The recorded entry for `key`, if any. In replay mode a hit is also
+    /// copied into this run's journal, so the run shows what it used.
+    pub async fn lookup(&mut self, key: &ReplayKey) -> Result<Option<JournalEntry>, JournalError> {
+        let Some(entry) = self.recorded.get(&call_id(key)).cloned() else {
+            return Ok(None);
+        };
+        if !self.live_allowed() {
+            let copy = JournalEntry { key: key.clone(), seq: self.next_seq, attempt: self.attempt, ..entry.clone() };
+            self.next_seq += 1;
+            self.put(copy).await?;
+        }
+        Ok(Some(entry))
     }
 
     /// Records a live call's result durably; returns once it is stored.
@@ -110,8 +191,18 @@ impl Journal {
             usage,
         };
         self.next_seq += 1;
-        let store = self.store.clone();
-        blocking(&self.run_id, move || store.journal_put(&entry)).await
+        self.put(entry.clone()).await?;
+        if self.live_allowed() {
+            self.recorded.insert(call_id(&entry.key), entry);
+        }
+        Ok(())
+    }
+
+    async fn put(&self, entry: JournalEntry) -> Result<(), JournalError> {
+        self.store
+            .journal_put(&entry)
+            .await
+            .map_err(|source| JournalError::Store { run_id: self.run_id.clone(), source })
     }
 
     /// `trace.recall`: the recorded output of the next occurrence of this step.
@@ -149,11 +240,10 @@ impl Journal {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    run_id: &str,
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, JournalError> {
-    match tokio::task::spawn_blocking(work).await {
+async fn read_all(store: &Arc<dyn Store>, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+    let store = store.clone();
+    let run = run_id.to_owned();
+    match tokio::task::spawn_blocking(move || store.journal_of(&run)).await {
         Ok(result) => result.map_err(|source| JournalError::Store { run_id: run_id.to_owned(), source }),
         Err(_) => Err(JournalError::Worker(run_id.to_owned())),
     }
@@ -173,13 +263,13 @@ mod tests {
     async fn occurrences_replay_in_order_across_attempts() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::redb::RedbStore::open(&dir.path().join("j.redb")).unwrap());
-        let mut first = Journal::open(store.clone(), "run-1", 1).await.unwrap();
+        let mut first = Journal::open(store.clone(), "run-1", 1, JournalMode::Live).await.unwrap();
         assert_eq!(first.trace_recall("step", "{\"x\":1}").await.unwrap(), None);
         first.trace_record("step", "{\"x\":1}", "\"one\"").await.unwrap();
         assert_eq!(first.trace_recall("step", "{\"x\":1}").await.unwrap(), None);
         first.trace_record("step", "{\"x\":1}", "\"two\"").await.unwrap();
 
-        let mut second = Journal::open(store.clone(), "run-1", 2).await.unwrap();
+        let mut second = Journal::open(store.clone(), "run-1", 2, JournalMode::Live).await.unwrap();
         assert_eq!(second.trace_recall("step", "{ \"x\": 1 }").await.unwrap().as_deref(), Some("\"one\""));
         assert_eq!(second.trace_recall("step", "{\"x\":1}").await.unwrap().as_deref(), Some("\"two\""));
         assert_eq!(

@@ -8,7 +8,9 @@
 
 pub mod builder;
 pub mod capture;
+pub mod cassette;
 pub mod engine;
+pub mod gc;
 pub mod imports;
 pub mod journal;
 pub mod llm;

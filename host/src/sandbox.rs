@@ -64,6 +64,21 @@ impl RunDirs {
     }
 }
 
+impl RunDirs {
+    /// Deletes a run's directory and everything in it, if it exists. Goes
+    /// through the cap-std handle, so links inside cannot redirect it.
+    pub fn remove(&self, run_id: &str) -> Result<(), SandboxError> {
+        if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(SandboxError::BadRunId(run_id.to_owned()));
+        }
+        match self.root.remove_dir_all(run_id) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(SandboxError::Create { run_id: run_id.to_owned(), source }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +91,9 @@ mod tests {
         assert!(dirs.work_dir("../etc").is_err());
         assert!(dirs.work_dir("a/b").is_err());
         assert!(dirs.work_dir("").is_err());
+        dirs.remove("0190-abc").unwrap();
+        assert!(!dir.path().join("runs/0190-abc").exists());
+        dirs.remove("0190-abc").unwrap();
+        assert!(dirs.remove("..").is_err());
     }
 }

@@ -51,3 +51,26 @@ fn run_json_secrets_and_runs_listing() {
     let unknown = project.cli(&["runs", "show", "no-such-run"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no run with id"));
 }
+
+#[test]
+fn engine_falls_back_to_on_demand_allocation_when_address_space_is_short() {
+    let project = Project::new(
+        r#"
+        [tasks.probe]
+        component = "{probe}"
+        "#,
+    );
+    // 16 GB of virtual address space: too little for the pooling allocator's
+    // reservations, enough for on-demand instances.
+    let script = format!(
+        "ulimit -v 16000000 && exec {} --manifest {} run probe --json --input '{{\"mode\":\"echo\",\"k\":7}}'",
+        crate::support::guests::cairn_bin().display(),
+        project.manifest.display()
+    );
+    let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("falling back to on-demand allocation"), "the fallback is logged: {stderr}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["output"]["k"], 7);
+}

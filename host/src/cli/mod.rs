@@ -4,7 +4,7 @@ mod output;
 mod runs;
 mod secret;
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,6 +49,9 @@ enum Command {
         /// Print one JSON object (run id, status, output, attempts, timings, LLM usage).
         #[arg(long)]
         json: bool,
+        /// Replay this run's journal (a cassette): recorded answers only, live LLM calls are an error.
+        #[arg(long, value_name = "RUN")]
+        replay: Option<String>,
     },
     /// Inspect runs.
     Runs {
@@ -63,10 +66,33 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Manage the result cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Delete finished runs older than a cutoff (journal, logs, report, directory).
+    Gc {
+        /// Age cutoff, e.g. 30d, 12h.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Only list what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage secrets (values are never printed).
     Secret {
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Drop cached results, of one task or all.
+    Clear {
+        /// Only this task's results.
+        task: Option<String>,
     },
 }
 
@@ -91,7 +117,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn load_manifest(path: Option<PathBuf>) -> Result<Manifest> {
@@ -102,7 +133,7 @@ fn load_manifest(path: Option<PathBuf>) -> Result<Manifest> {
     Ok(Manifest::load(&path)?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
@@ -129,7 +160,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { task, input, input_file, json } => {
+        Command::Run { task, input, input_file, json, replay } => {
             let input = match (input, input_file) {
                 (Some(input), _) => input,
                 (None, Some(path)) if path.as_os_str() == "-" => {
@@ -142,7 +173,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 (None, None) => bail!("give the task's input with --input JSON or --input-file PATH"),
             };
             let host = Host::open(manifest)?;
-            let record = runtime()?.block_on(host.run(&task, &input))?;
+            let options = cairn::runner::RunOptions { replay };
+            let record = runtime()?.block_on(async {
+                // A host that starts first finishes what a crashed host left behind.
+                for resumed in host.recover().await? {
+                    eprintln!(
+                        "resumed interrupted run {} of {}: {}",
+                        resumed.id,
+                        resumed.task,
+                        resumed.status.as_str()
+                    );
+                }
+                host.run_with(&task, &input, &options).await
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&output::run_json(&record, host.store().as_ref()))?);
             } else {
@@ -166,6 +209,32 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 None => print!("{html}"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { command: CacheCommand::Clear { task } } => {
+            if let Some(name) = &task {
+                manifest.task(name).map_err(anyhow::Error::msg)?;
+            }
+            let store = cairn::runner::open_store(&manifest)?;
+            let removed = runtime()?.block_on(store.cache_clear(&cairn::store::Tenant::default(), task.as_deref()))?;
+            eprintln!("removed {removed} cached result(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { older_than, dry_run } => {
+            let age = cairn::manifest::units::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
+            let store = cairn::runner::open_store(&manifest)?;
+            let dirs = cairn::sandbox::RunDirs::open(&manifest.state_dir().join("runs"))?;
+            let tenant = cairn::store::Tenant::default();
+            let report = runtime()?.block_on(cairn::gc::collect(store.as_ref(), &dirs, &tenant, age, dry_run))?;
+            for id in &report.removed {
+                println!("{id}");
+            }
+            eprintln!(
+                "{} {} finished run(s) older than {older_than}; kept {} newer one(s)",
+                if dry_run { "would remove" } else { "removed" },
+                report.removed.len(),
+                report.kept
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret::dispatch(&manifest, command),

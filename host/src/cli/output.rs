@@ -45,6 +45,8 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
             "completion_tokens": run.usage.completion_tokens,
         },
         "journal_entries": journal_entries,
+        "cached_from": run.cached_from,
+        "replay_of": run.replay_of,
         "component_digest": run.component_digest,
     })
 }
@@ -80,23 +82,25 @@ pub fn print_run_for_people(run: &RunRecord) {
     }
 }
 
-/// An object's string fields become sections; anything else is pretty JSON.
+/// An object's short fields print as `key: value` lines, then its long
+/// strings (a report, a summary) as sections; anything else is pretty JSON.
 fn print_output(output: &str) {
-    match serde_json::from_str::<Value>(output) {
-        Ok(Value::Object(fields)) => {
-            for (key, value) in &fields {
-                match value {
-                    Value::String(text) if text.contains('\n') || text.len() > 80 => {
-                        println!("\n=== {key} ===\n\n{}\n", text.trim_end());
-                    }
-                    Value::String(text) => println!("{key}: {text}"),
-                    Value::Number(_) | Value::Bool(_) | Value::Null => println!("{key}: {value}"),
-                    other => println!("{key}: {}", serde_json::to_string(other).unwrap_or_default()),
-                }
-            }
+    let fields = match serde_json::from_str::<Value>(output) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(other) => return println!("{}", serde_json::to_string_pretty(&other).unwrap_or_default()),
+        Err(_) => return println!("{output}"),
+    };
+    let is_section = |value: &Value| matches!(value, Value::String(text) if text.contains('\n') || text.len() > 80);
+    for (key, value) in fields.iter().filter(|(_, value)| !is_section(value)) {
+        match value {
+            Value::String(text) => println!("{key}: {text}"),
+            other => println!("{key}: {}", serde_json::to_string(other).unwrap_or_default()),
         }
-        Ok(other) => println!("{}", serde_json::to_string_pretty(&other).unwrap_or_default()),
-        Err(_) => println!("{output}"),
+    }
+    for (key, value) in fields.iter().filter(|(_, value)| is_section(value)) {
+        if let Value::String(text) = value {
+            println!("\n=== {key} ===\n\n{}", text.trim_end());
+        }
     }
 }
 

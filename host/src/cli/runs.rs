@@ -45,6 +45,30 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Resume runs a crashed host left behind (all whose lease is stale, or one).
+    Resume {
+        /// Only this run.
+        run: Option<String>,
+        /// Take the run over even if its lease looks alive.
+        #[arg(long, requires = "run")]
+        force: bool,
+        /// Print the resumed runs as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a run and its journal to a cassette file, for `cairn run --replay` elsewhere.
+    Export {
+        /// The run id.
+        run: String,
+        /// The file to write.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
+    /// Load a cassette file written by `cairn runs export`.
+    Import {
+        /// The cassette file.
+        file: std::path::PathBuf,
+    },
     /// Print the stdout and stderr each attempt of a run wrote.
     Logs {
         /// The run id.
@@ -95,6 +119,13 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 println!("status    {}", record.status.as_str());
                 println!("input     {}", record.input);
                 println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
+                println!("produced  by task {}", record.task);
+                if let Some(from) = &record.cached_from {
+                    println!("cached    output reused from run {from}");
+                }
+                if let Some(source) = &record.replay_of {
+                    println!("replay    of run {source} (live calls forbidden)");
+                }
                 for a in &record.attempts {
                     println!(
                         "attempt {} {:>7} ms  llm {} live / {} replayed, traces replayed {}  {}",
@@ -104,6 +135,18 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                         a.llm_replayed,
                         a.trace_replayed,
                         a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into())
+                    );
+                }
+                for e in store.journal_of(&record.id)? {
+                    println!(
+                        "  {:>3} {:<5} {:<12} #{:<2} attempt {} {:>6} ms  {}",
+                        e.seq,
+                        e.key.kind.as_str(),
+                        e.key.name,
+                        e.key.occurrence,
+                        e.attempt,
+                        e.duration_ms,
+                        e.summary
                     );
                 }
                 if let Some(error) = &record.error {
@@ -137,6 +180,40 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        RunsCommand::Resume { run, force, json } => {
+            drop(store);
+            let host = cairn::runner::Host::open(manifest.clone())?;
+            let runtime = super::runtime()?;
+            let resumed = match run {
+                Some(id) => vec![runtime.block_on(host.resume(&id, force))?],
+                None => runtime.block_on(host.recover())?,
+            };
+            if resumed.is_empty() {
+                eprintln!("no interrupted runs to resume");
+            }
+            for record in &resumed {
+                if json {
+                    println!("{}", output::run_json(record, host.store().as_ref()));
+                } else {
+                    eprintln!("resumed run {} of {}: {}", record.id, record.task, record.status.as_str());
+                }
+            }
+            if resumed.iter().any(|r| r.status != RunStatus::Succeeded) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        RunsCommand::Export { run, output } => {
+            let cassette = cairn::cassette::export(store.as_ref(), &tenant, &run, &output)?;
+            eprintln!("wrote run {run} with {} journal entries to {}", cassette.journal.len(), output.display());
+        }
+        RunsCommand::Import { file } => {
+            let run = super::runtime()?.block_on(cairn::cassette::import(store.as_ref(), &tenant, &file))?;
+            eprintln!(
+                "imported run {} of {}; replay it with `cairn run {} --replay {}`",
+                run.id, run.task, run.task, run.id
+            );
+            println!("{}", run.id);
         }
         RunsCommand::Logs { run } => {
             store.get_run(&tenant, &run)?;

@@ -31,6 +31,7 @@ pub enum SecretCommand {
 /// Runs a secret subcommand.
 pub fn dispatch(manifest: &Manifest, command: SecretCommand) -> Result<ExitCode> {
     let store = cairn::runner::open_store(manifest)?;
+    let runtime = super::runtime()?;
     let tenant = Tenant::default();
     match command {
         SecretCommand::Create { key, value } => {
@@ -44,7 +45,7 @@ pub fn dispatch(manifest: &Manifest, command: SecretCommand) -> Result<ExitCode>
             if key.is_empty() || key.contains(char::is_whitespace) {
                 bail!("secret key {key:?} must be non-empty and without spaces");
             }
-            store.put_secret(&tenant, &key, &value)?;
+            runtime.block_on(store.put_secret(&tenant, &key, &value))?;
             eprintln!("stored secret {key} for {tenant}");
         }
         SecretCommand::List => {
@@ -53,7 +54,7 @@ pub fn dispatch(manifest: &Manifest, command: SecretCommand) -> Result<ExitCode>
             }
         }
         SecretCommand::Delete { key } => {
-            if !store.delete_secret(&tenant, &key)? {
+            if !runtime.block_on(store.delete_secret(&tenant, &key))? {
                 bail!("no secret {key:?} in {tenant}");
             }
             eprintln!("deleted secret {key}");

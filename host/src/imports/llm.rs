@@ -29,6 +29,9 @@ impl HostState {
             self.attempt.stats.llm_replayed += 1;
             return Ok(Ok(response));
         }
+        if let Some(miss) = self.attempt.journal.replay_miss(&key, format!(", prompt {:?}", prompt_start(&request))) {
+            return Err(miss.into());
+        }
         let started = Instant::now();
         let outcome = match tokio::time::timeout(self.attempt.llm_timeout, self.attempt.llm.complete(&request)).await {
             Ok(outcome) => outcome,
@@ -52,10 +55,15 @@ impl HostState {
     }
 }
 
+/// The start of a request's user prompt, on one line.
+fn prompt_start(request: &ChatRequest) -> String {
+    let prompt: String = request.text_of(Role::User).chars().take(60).collect();
+    prompt.replace('\n', " ")
+}
+
 /// A one-line description of a call for `cairn runs journal`.
 fn summarize(request: &ChatRequest, response: &ChatResponse) -> String {
-    let prompt: String = request.text_of(Role::User).chars().take(60).collect();
-    format!("{}: {}", response.model, prompt.replace('\n', " "))
+    format!("{}: {}", response.model, prompt_start(request))
 }
 
 fn to_wit_error(err: LlmError) -> WitLlmError {

@@ -26,7 +26,7 @@ impl Host for HostState {
         let store = self.attempt.store.clone();
         let run_id = self.attempt.run_id.clone();
         let report = self.attempt.report.clone();
-        tokio::task::spawn_blocking(move || store.put_report(&run_id, &report)).await??;
+        store.put_report(&run_id, &report).await?;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! `cairn.toml`: the project's manifest, parsed into typed, validated config.
 //!
 //! Every error names the file, the line and the key at fault. Settings that a
-//! later version of Cairn will support (`cache`, `reuse`, `depends_on`, retry
+//! later version of Cairn will support (`reuse`, `depends_on`, retry
 //! strategies, fallbacks) are recognised and rejected with "not supported yet"
 //! rather than silently ignored.
 
@@ -71,6 +71,18 @@ impl Default for Resources {
     }
 }
 
+/// Whether and how finished results are reused by later runs with the same input.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CachePolicy {
+    /// Every run runs (the default).
+    #[default]
+    Disable,
+    /// Reuse while the component (its sha256) is unchanged.
+    Auto,
+    /// Reuse while this author-chosen version is unchanged.
+    Version(String),
+}
+
 /// A secret that an environment's tasks may read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretDecl {
@@ -91,6 +103,8 @@ pub struct Environment {
     pub secrets: Vec<SecretDecl>,
     /// LLM provider its tasks call, unless a task overrides it.
     pub llm: Option<String>,
+    /// Result cache of its tasks, unless a task overrides it.
+    pub cache: CachePolicy,
 }
 
 /// How `cairn build` produces a task's component.
@@ -120,6 +134,8 @@ pub struct TaskSpec {
     pub retries: u32,
     /// LLM provider override.
     pub llm: Option<String>,
+    /// Cache override.
+    pub cache: Option<CachePolicy>,
 }
 
 /// Configuration of one LLM provider.
@@ -218,6 +234,11 @@ impl Manifest {
     pub fn provider_of(&self, task: &TaskSpec) -> &ProviderSpec {
         let name = task.llm.as_deref().or(self.environment_of(task).llm.as_deref()).unwrap_or(&self.default_provider);
         &self.providers[name]
+    }
+
+    /// The cache policy of a task: its own, else its environment's.
+    pub fn cache_of<'a>(&'a self, task: &'a TaskSpec) -> &'a CachePolicy {
+        task.cache.as_ref().unwrap_or(&self.environment_of(task).cache)
     }
 
     /// The `.cairn/` state directory next to the manifest.
@@ -349,6 +370,22 @@ mod raw {
         pub on_oom: Option<Spanned<toml::Value>>,
     }
 
+    fn cache_policy(locate: &Locator, value: &Spanned<toml::Value>, owner: &str) -> Result<CachePolicy, ManifestError> {
+        let bad = || {
+            locate
+                .error(value.span(), format!("{owner}: cache must be \"auto\", \"disable\" or {{ version = \"...\" }}"))
+        };
+        match value.get_ref() {
+            toml::Value::String(mode) if mode == "auto" => Ok(CachePolicy::Auto),
+            toml::Value::String(mode) if mode == "disable" => Ok(CachePolicy::Disable),
+            toml::Value::Table(table) if table.len() == 1 => match table.get("version") {
+                Some(toml::Value::String(version)) if !version.is_empty() => Ok(CachePolicy::Version(version.clone())),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+
     fn not_yet<T>(locate: &Locator, field: &Option<Spanned<T>>, what: &str, owner: &str) -> Result<(), ManifestError> {
         match field {
             Some(value) => Err(locate.error(
@@ -443,12 +480,12 @@ mod raw {
                     resources: super::Resources::default(),
                     secrets: Vec::new(),
                     llm: None,
+                    cache: CachePolicy::Disable,
                 },
             );
             for (name, spanned) in self.environments {
                 let env = spanned.into_inner();
                 let owner = format!("environment {name:?}");
-                not_yet(locate, &env.cache, "cache", &owner)?;
                 not_yet(locate, &env.reuse, "reuse", &owner)?;
                 not_yet(locate, &env.depends_on, "depends_on", &owner)?;
                 let llm = env.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
@@ -466,14 +503,15 @@ mod raw {
                         Secret::Full { key, as_env_var } => SecretDecl { key, as_env_var },
                     })
                     .collect();
-                environments.insert(name.clone(), super::Environment { name, resources, secrets, llm });
+                let cache =
+                    env.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?.unwrap_or_default();
+                environments.insert(name.clone(), super::Environment { name, resources, secrets, llm, cache });
             }
 
             let mut tasks = BTreeMap::new();
             for (name, spanned) in self.tasks {
                 let task = spanned.into_inner();
                 let owner = format!("task {name:?}");
-                not_yet(locate, &task.cache, "cache", &owner)?;
                 not_yet(locate, &task.fallback, "fallback", &owner)?;
                 not_yet(locate, &task.on_oom, "on_oom", &owner)?;
                 if let Some(resources) = &task.resources {
@@ -516,6 +554,7 @@ mod raw {
                     },
                 };
                 let llm = task.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
+                let cache = task.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?;
                 let component = dir.join(task.component.get_ref());
                 let build = task.build.map(|b| match b {
                     Build::Command(command) => BuildSpec { command, output: component.clone() },
@@ -533,6 +572,7 @@ mod raw {
                         environment,
                         retries,
                         llm,
+                        cache,
                     },
                 );
             }

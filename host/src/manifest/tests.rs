@@ -43,6 +43,7 @@ retries = 2
 [tasks.two]
 component = "two.wasm"
 llm = "mock"
+cache = { version = "v2" }
 "#,
     )
     .unwrap();
@@ -64,6 +65,8 @@ llm = "mock"
     let two = manifest.task("two").unwrap();
     assert_eq!(two.environment, DEFAULT_ENVIRONMENT);
     assert_eq!(manifest.provider_of(two).name, "mock");
+    assert_eq!(manifest.cache_of(two), &CachePolicy::Version("v2".into()));
+    assert_eq!(manifest.cache_of(one), &CachePolicy::Disable);
     assert!(manifest.task("three").unwrap_err().contains("known tasks: one, two"));
 }
 
@@ -85,9 +88,13 @@ fn errors_name_line_and_key() {
     assert_eq!(line, 1);
     assert!(message.contains("missing field `component`"), "{message}");
 
-    let (line, message) = error_of("[environments.e]\ncache = \"auto\"\n");
+    let (line, message) = error_of("[environments.e]\ncache = \"sometimes\"\n");
     assert_eq!(line, 2);
-    assert!(message.contains("`cache`") && message.contains("not supported yet"), "{message}");
+    assert!(message.contains("cache must be \"auto\""), "{message}");
+
+    let (line, message) = error_of("[environments.e]\nreuse = { replicas = 2 }\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("`reuse`") && message.contains("not supported yet"), "{message}");
 
     let (_, message) = error_of("[llm.providers.x]\nkind = \"smoke-signals\"\n");
     assert!(message.contains("smoke-signals"), "{message}");

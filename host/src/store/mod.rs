@@ -5,6 +5,7 @@
 //! [`redb::RedbStore`] is the embedded default, one file under `.cairn/`.
 //! Everything is scoped by [`Tenant`] from the first version on.
 
+pub mod commit;
 pub mod records;
 pub mod redb;
 
@@ -52,6 +53,14 @@ pub enum StoreError {
     /// A run id that does not exist.
     #[error("no run with id {0}; list runs with `cairn runs list`")]
     NoSuchRun(String),
+    /// Another host took over the run (its lease expired here).
+    #[error("run {run_id} is now held by {holder}; this host lost its lease and stops working on it")]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+        /// Who holds it now.
+        holder: String,
+    },
 }
 
 /// Filter for [`Store::list_runs`].
@@ -65,41 +74,73 @@ pub struct RunFilter {
     pub limit: Option<usize>,
 }
 
-/// Durable operations on runs, journals, logs, reports and secrets.
+/// Durable operations on runs, journals, logs, reports, the cache and secrets.
 ///
-/// Implementations must make each method atomic and durable before it returns.
+/// Each method is atomic, and a write has reached stable storage when it
+/// returns. Writes are async so that an implementation can batch concurrent
+/// ones into one transaction (group commit) without holding a thread per
+/// waiting caller; reads are quick and synchronous. Every operation is one a
+/// shared database can do atomically, so several hosts can share a store:
+/// a run is worked on only by the holder of its lease.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Creates a run; fails if the id exists.
-    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    /// Replaces a run's record (status, attempts, output, ...).
-    fn update_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Replaces a run's record, provided `owner` still holds its lease (or no
+    /// one does); otherwise fails with [`StoreError::LeaseLost`].
+    async fn update_run(&self, run: &RunRecord, owner: &str) -> Result<(), StoreError>;
+    /// Takes the lease of an unfinished run whose lease is free, expired at
+    /// `now_ms`, already `owner`'s, or (with `force`) held by anyone. Returns
+    /// the run as claimed, or `None` if it is finished or someone else holds it.
+    async fn claim_run(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        owner: &str,
+        lease_until_ms: u64,
+        now_ms: u64,
+        force: bool,
+    ) -> Result<Option<RunRecord>, StoreError>;
+    /// Extends `owner`'s lease; returns `false` if the lease was lost.
+    async fn heartbeat(&self, tenant: &Tenant, id: &str, owner: &str, lease_until_ms: u64) -> Result<bool, StoreError>;
+    /// Deletes a run with its journal, logs and report; returns whether it existed.
+    async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError>;
     /// Reads one run.
     fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError>;
     /// Runs of a tenant, newest first.
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// Records an entry durably. Recording the same key twice keeps the first.
+    async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError>;
+    /// Records many entries in one transaction (journal import).
+    async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError>;
     /// The entry recorded under `key`, if any.
     fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError>;
-    /// Records an entry durably. Recording the same key twice keeps the first.
-    fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError>;
     /// Every entry of a run, in recording order.
     fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
 
     /// Stores the captured stdout/stderr of one attempt.
-    fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError>;
+    async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError>;
     /// The logs of every attempt of a run.
     fn logs_of(&self, run_id: &str) -> Result<Vec<(u32, AttemptLog)>, StoreError>;
     /// Stores a run's report (all tabs).
-    fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError>;
+    async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError>;
     /// A run's report, if it made one.
     fn get_report(&self, run_id: &str) -> Result<Option<Report>, StoreError>;
 
+    /// The cached result under `key`, if any.
+    fn cache_get(&self, tenant: &Tenant, key: &str) -> Result<Option<CacheEntry>, StoreError>;
+    /// Stores a result in the cache.
+    async fn cache_put(&self, tenant: &Tenant, key: &str, entry: &CacheEntry) -> Result<(), StoreError>;
+    /// Drops cached results (of one task, or all); returns how many.
+    async fn cache_clear(&self, tenant: &Tenant, task: Option<&str>) -> Result<usize, StoreError>;
+
     /// Creates or replaces a secret.
-    fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
+    async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
     /// A secret's value.
     fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError>;
     /// The keys (never the values) of a tenant's secrets.
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Deletes a secret; returns whether it existed.
-    fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError>;
+    async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError>;
 }

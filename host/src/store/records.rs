@@ -137,6 +137,25 @@ pub struct RunRecord {
     pub usage: Usage,
     /// The lease while running.
     pub lease: Option<Lease>,
+    /// Set when the output came from the cache: the run that computed it.
+    #[serde(default)]
+    pub cached_from: Option<String>,
+    /// Set when the run replayed another run's journal with live calls forbidden.
+    #[serde(default)]
+    pub replay_of: Option<String>,
+}
+
+/// A cached task result: what a later run with the same cache key reuses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The task.
+    pub task: String,
+    /// The run that computed it.
+    pub run_id: String,
+    /// Its output JSON.
+    pub output: String,
+    /// When it was stored, ms since the Unix epoch.
+    pub created_at_ms: u64,
 }
 
 /// What a journaled call was.

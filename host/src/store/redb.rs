@@ -10,17 +10,25 @@
 //! | `logs`     | `"<run id>\x01<attempt, 10 digits>"`  | [`AttemptLog`]        |
 //! | `reports`  | `"<run id>"`                          | [`Report`]            |
 //! | `secrets`  | `"project/domain\x01<key>"`           | the value, UTF-8      |
+//! | `cache`    | `"project/domain\x01<cache key>"`     | [`CacheEntry`]        |
 //!
-//! Every write is its own transaction, committed with redb's default
-//! durability (fsync) before the call returns.
+//! Every write goes through the [`GroupCommitter`]: concurrent writes share
+//! one transaction and one fsync, and each returns only once committed.
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{AttemptLog, JournalEntry, ReplayKey, Report, RunFilter, RunRecord, Store, StoreError, Tenant};
+use super::commit::{CommitStats, GroupCommitter, WriteOp};
+use super::{
+    AttemptLog, CacheEntry, JournalEntry, Lease, ReplayKey, Report, RunFilter, RunRecord, RunStatus, Store, StoreError,
+    Tenant,
+};
 
 /// Schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -31,14 +39,16 @@ const JOURNAL: TableDefinition<&str, &[u8]> = TableDefinition::new("journal");
 const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 
 /// Separator inside composite keys; sorts before every printable character.
 const SEP: char = '\u{1}';
 
 /// A [`Store`] in one redb file.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
+    committer: GroupCommitter,
 }
 
 fn io(operation: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -70,9 +80,18 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open { path: shown.clone(), message: e.to_string() })?;
         }
-        let db =
-            Database::create(path).map_err(|e| StoreError::Open { path: shown.clone(), message: e.to_string() })?;
-        let store = RedbStore { db, path: path.to_path_buf() };
+        let db = Database::create(path).map_err(|e| StoreError::Open {
+            path: shown.clone(),
+            message: match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "another cairn process has it open (one process per project store); wait for it to finish".into()
+                }
+                other => other.to_string(),
+            },
+        })?;
+        let db = Arc::new(db);
+        let committer = GroupCommitter::start(db.clone())?;
+        let store = RedbStore { db, path: path.to_path_buf(), committer };
         store.init_schema()?;
         Ok(store)
     }
@@ -104,26 +123,16 @@ impl RedbStore {
                         .map_err(|e| io("open")(e.into()))?;
                 }
             }
-            for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS] {
+            for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE] {
                 txn.open_table(table).map_err(|e| io("open")(e.into()))?;
             }
         }
         txn.commit().map_err(|e| io("open")(e.into()))
     }
 
-    fn put(
-        &self,
-        operation: &'static str,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| io(operation)(e.into()))?;
-        {
-            let mut t = txn.open_table(table).map_err(|e| io(operation)(e.into()))?;
-            t.insert(key, value).map_err(|e| io(operation)(e.into()))?;
-        }
-        txn.commit().map_err(|e| io(operation)(e.into()))
+    /// Group-commit counters: (transactions, writes, largest batch).
+    pub fn commit_stats(&self) -> &CommitStats {
+        self.committer.stats()
     }
 
     fn get(
@@ -156,26 +165,160 @@ impl RedbStore {
     }
 }
 
+/// A write of one value under one key.
+fn put_op(
+    operation: &'static str,
+    table: TableDefinition<'static, &'static str, &'static [u8]>,
+    key: String,
+    value: Vec<u8>,
+) -> WriteOp {
+    Box::new(move |txn: &WriteTransaction| {
+        let mut t = txn.open_table(table).map_err(|e| io(operation)(e.into()))?;
+        t.insert(key.as_str(), value.as_slice()).map_err(|e| io(operation)(e.into()))?;
+        Ok(())
+    })
+}
+
+fn read_run(txn: &WriteTransaction, key: &str, id: &str) -> Result<RunRecord, StoreError> {
+    let t = txn.open_table(RUNS).map_err(|e| io("read run")(e.into()))?;
+    let bytes = t.get(key).map_err(|e| io("read run")(e.into()))?.map(|v| v.value().to_vec());
+    match bytes {
+        Some(bytes) => decode("run", &bytes),
+        None => Err(StoreError::NoSuchRun(id.to_owned())),
+    }
+}
+
+fn write_run(txn: &WriteTransaction, key: &str, run: &RunRecord) -> Result<(), StoreError> {
+    let value = encode("run", run)?;
+    let mut t = txn.open_table(RUNS).map_err(|e| io("write run")(e.into()))?;
+    t.insert(key, value.as_slice()).map_err(|e| io("write run")(e.into()))?;
+    Ok(())
+}
+
+fn remove_prefix(txn: &WriteTransaction, table: TableDefinition<&str, &[u8]>, prefix: &str) -> Result<(), StoreError> {
+    let mut t = txn.open_table(table).map_err(|e| io("delete")(e.into()))?;
+    let (start, end) = prefix_range(prefix);
+    t.retain_in(start.as_str()..end.as_str(), |_, _| false).map_err(|e| io("delete")(e.into()))?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
 impl Store for RedbStore {
-    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let key = scoped(&run.tenant, &run.id);
         let value = encode("run", run)?;
-        let txn = self.db.begin_write().map_err(|e| io("create run")(e.into()))?;
-        {
-            let mut t = txn.open_table(RUNS).map_err(|e| io("create run")(e.into()))?;
-            if t.get(key.as_str()).map_err(|e| io("create run")(e.into()))?.is_some() {
-                return Err(StoreError::Io {
-                    operation: "create run",
-                    message: format!("run {} already exists", run.id),
-                });
-            }
-            t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
-        }
-        txn.commit().map_err(|e| io("create run")(e.into()))
+        let id = run.id.clone();
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let mut t = txn.open_table(RUNS).map_err(|e| io("create run")(e.into()))?;
+                if t.get(key.as_str()).map_err(|e| io("create run")(e.into()))?.is_some() {
+                    return Err(StoreError::Corrupt { what: "run", message: format!("run {id} already exists") });
+                }
+                t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
+                Ok(())
+            }))
+            .await
     }
 
-    fn update_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.put("update run", RUNS, &scoped(&run.tenant, &run.id), &encode("run", run)?)
+    async fn update_run(&self, run: &RunRecord, owner: &str) -> Result<(), StoreError> {
+        let key = scoped(&run.tenant, &run.id);
+        let run = run.clone();
+        let owner = owner.to_owned();
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let current = read_run(txn, &key, &run.id)?;
+                if let Some(lease) = &current.lease
+                    && lease.owner != owner
+                {
+                    return Err(StoreError::LeaseLost { run_id: run.id.clone(), holder: lease.owner.clone() });
+                }
+                write_run(txn, &key, &run)
+            }))
+            .await
+    }
+
+    async fn claim_run(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        owner: &str,
+        lease_until_ms: u64,
+        now_ms: u64,
+        force: bool,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let key = scoped(tenant, id);
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let claimed = Arc::new(std::sync::Mutex::new(None));
+        let out = claimed.clone();
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let mut run = read_run(txn, &key, &id)?;
+                if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+                    return Ok(());
+                }
+                let free = match &run.lease {
+                    None => true,
+                    Some(lease) => force || lease.owner == owner || lease.expires_at_ms <= now_ms,
+                };
+                if !free {
+                    return Ok(());
+                }
+                run.lease = Some(Lease { owner, expires_at_ms: lease_until_ms });
+                run.status = RunStatus::Running;
+                write_run(txn, &key, &run)?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+                Ok(())
+            }))
+            .await?;
+        let run = claimed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(run)
+    }
+
+    async fn heartbeat(&self, tenant: &Tenant, id: &str, owner: &str, lease_until_ms: u64) -> Result<bool, StoreError> {
+        let key = scoped(tenant, id);
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let result = self
+            .committer
+            .write_async(Box::new(move |txn| {
+                let mut run = read_run(txn, &key, &id)?;
+                match &mut run.lease {
+                    Some(lease) if lease.owner == owner => {
+                        lease.expires_at_ms = lease_until_ms;
+                        write_run(txn, &key, &run)
+                    }
+                    Some(lease) => Err(StoreError::LeaseLost { run_id: id.clone(), holder: lease.owner.clone() }),
+                    None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (finished)".into() }),
+                }
+            }))
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(StoreError::LeaseLost { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError> {
+        let key = scoped(tenant, id);
+        let id = id.to_owned();
+        let existed = Arc::new(AtomicBool::new(false));
+        let out = existed.clone();
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let removed = {
+                    let mut t = txn.open_table(RUNS).map_err(|e| io("delete run")(e.into()))?;
+                    t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?.is_some()
+                };
+                out.store(removed, Ordering::Relaxed);
+                let prefix = format!("{id}{SEP}");
+                remove_prefix(txn, JOURNAL, &prefix)?;
+                remove_prefix(txn, LOGS, &prefix)?;
+                let mut reports = txn.open_table(REPORTS).map_err(|e| io("delete run")(e.into()))?;
+                reports.remove(id.as_str()).map_err(|e| io("delete run")(e.into()))?;
+                Ok(())
+            }))
+            .await?;
+        Ok(existed.load(Ordering::Relaxed))
     }
 
     fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError> {
@@ -201,21 +344,28 @@ impl Store for RedbStore {
         Ok(runs)
     }
 
-    fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {
-        self.get("journal lookup", JOURNAL, &key.encode())?.map(|bytes| decode("journal", &bytes)).transpose()
+    async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError> {
+        self.journal_put_all(std::slice::from_ref(entry)).await
     }
 
-    fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError> {
-        let key = entry.key.encode();
-        let value = encode("journal", entry)?;
-        let txn = self.db.begin_write().map_err(|e| io("journal append")(e.into()))?;
-        {
-            let mut t = txn.open_table(JOURNAL).map_err(|e| io("journal append")(e.into()))?;
-            if t.get(key.as_str()).map_err(|e| io("journal append")(e.into()))?.is_none() {
-                t.insert(key.as_str(), value.as_slice()).map_err(|e| io("journal append")(e.into()))?;
-            }
-        }
-        txn.commit().map_err(|e| io("journal append")(e.into()))
+    async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        let encoded: Vec<(String, Vec<u8>)> =
+            entries.iter().map(|e| Ok((e.key.encode(), encode("journal", e)?))).collect::<Result<_, StoreError>>()?;
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let mut t = txn.open_table(JOURNAL).map_err(|e| io("journal append")(e.into()))?;
+                for (key, value) in &encoded {
+                    if t.get(key.as_str()).map_err(|e| io("journal append")(e.into()))?.is_none() {
+                        t.insert(key.as_str(), value.as_slice()).map_err(|e| io("journal append")(e.into()))?;
+                    }
+                }
+                Ok(())
+            }))
+            .await
+    }
+
+    fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {
+        self.get("journal lookup", JOURNAL, &key.encode())?.map(|bytes| decode("journal", &bytes)).transpose()
     }
 
     fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
@@ -228,8 +378,9 @@ impl Store for RedbStore {
         Ok(entries)
     }
 
-    fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError> {
-        self.put("write log", LOGS, &format!("{run_id}{SEP}{attempt:010}"), &encode("log", log)?)
+    async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError> {
+        let op = put_op("write log", LOGS, format!("{run_id}{SEP}{attempt:010}"), encode("log", log)?);
+        self.committer.write_async(op).await
     }
 
     fn logs_of(&self, run_id: &str) -> Result<Vec<(u32, AttemptLog)>, StoreError> {
@@ -242,16 +393,52 @@ impl Store for RedbStore {
             .collect()
     }
 
-    fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError> {
-        self.put("write report", REPORTS, run_id, &encode("report", report)?)
+    async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError> {
+        self.committer.write_async(put_op("write report", REPORTS, run_id.to_owned(), encode("report", report)?)).await
     }
 
     fn get_report(&self, run_id: &str) -> Result<Option<Report>, StoreError> {
         self.get("read report", REPORTS, run_id)?.map(|b| decode("report", &b)).transpose()
     }
 
-    fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError> {
-        self.put("write secret", SECRETS, &scoped(tenant, key), value.as_bytes())
+    fn cache_get(&self, tenant: &Tenant, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        self.get("cache lookup", CACHE, &scoped(tenant, key))?.map(|b| decode("cache", &b)).transpose()
+    }
+
+    async fn cache_put(&self, tenant: &Tenant, key: &str, entry: &CacheEntry) -> Result<(), StoreError> {
+        self.committer.write_async(put_op("cache write", CACHE, scoped(tenant, key), encode("cache", entry)?)).await
+    }
+
+    async fn cache_clear(&self, tenant: &Tenant, task: Option<&str>) -> Result<usize, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        let task = task.map(str::to_owned);
+        let count = Arc::new(AtomicUsize::new(0));
+        let out = count.clone();
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let mut t = txn.open_table(CACHE).map_err(|e| io("cache clear")(e.into()))?;
+                let (start, end) = prefix_range(&prefix);
+                let mut removed = 0;
+                t.retain_in(start.as_str()..end.as_str(), |_, value| {
+                    let matches = match &task {
+                        None => true,
+                        Some(task) => serde_json::from_slice::<CacheEntry>(value).is_ok_and(|e| e.task == *task),
+                    };
+                    removed += usize::from(matches);
+                    !matches
+                })
+                .map_err(|e| io("cache clear")(e.into()))?;
+                out.store(removed, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        Ok(count.load(Ordering::Relaxed))
+    }
+
+    async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError> {
+        self.committer
+            .write_async(put_op("write secret", SECRETS, scoped(tenant, key), value.as_bytes().to_vec()))
+            .await
     }
 
     fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError> {
@@ -271,15 +458,19 @@ impl Store for RedbStore {
             .collect())
     }
 
-    fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| io("delete secret")(e.into()))?;
-        let existed = {
-            let mut t = txn.open_table(SECRETS).map_err(|e| io("delete secret")(e.into()))?;
-            let removed = t.remove(scoped(tenant, key).as_str()).map_err(|e| io("delete secret")(e.into()))?;
-            removed.is_some()
-        };
-        txn.commit().map_err(|e| io("delete secret")(e.into()))?;
-        Ok(existed)
+    async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
+        let key = scoped(tenant, key);
+        let existed = Arc::new(AtomicBool::new(false));
+        let out = existed.clone();
+        self.committer
+            .write_async(Box::new(move |txn| {
+                let mut t = txn.open_table(SECRETS).map_err(|e| io("delete secret")(e.into()))?;
+                let removed = t.remove(key.as_str()).map_err(|e| io("delete secret")(e.into()))?.is_some();
+                out.store(removed, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        Ok(existed.load(Ordering::Relaxed))
     }
 }
 
@@ -303,18 +494,20 @@ mod tests {
             error: None,
             usage: Default::default(),
             lease: None,
+            cached_from: None,
+            replay_of: None,
         }
     }
 
-    #[test]
-    fn runs_journal_and_secrets_survive_reopen() {
+    #[tokio::test]
+    async fn runs_journal_and_secrets_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s/cairn.redb");
         {
             let store = RedbStore::open(&path).unwrap();
-            store.create_run(&run("01-a", "t1")).unwrap();
-            store.create_run(&run("02-b", "t2")).unwrap();
-            assert!(store.create_run(&run("01-a", "t1")).is_err(), "duplicate ids are refused");
+            store.create_run(&run("01-a", "t1")).await.unwrap();
+            store.create_run(&run("02-b", "t2")).await.unwrap();
+            assert!(store.create_run(&run("01-a", "t1")).await.is_err(), "duplicate ids are refused");
             let key = ReplayKey {
                 run_id: "01-a".into(),
                 kind: CallKind::Llm,
@@ -332,9 +525,9 @@ mod tests {
                 duration_ms: 0,
                 usage: None,
             };
-            store.journal_put(&entry).unwrap();
-            store.journal_put(&JournalEntry { output: "\"second\"".into(), ..entry }).unwrap();
-            store.put_secret(&Tenant::default(), "api", "s3cret").unwrap();
+            store.journal_put(&entry).await.unwrap();
+            store.journal_put(&JournalEntry { output: "\"second\"".into(), ..entry }).await.unwrap();
+            store.put_secret(&Tenant::default(), "api", "s3cret").await.unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
         let listed = store.list_runs(&Tenant::default(), &RunFilter::default()).unwrap();
@@ -350,17 +543,19 @@ mod tests {
         assert_eq!(store.list_secrets(&Tenant::default()).unwrap(), ["api"]);
         let other = Tenant { project: "p".into(), domain: "d".into() };
         assert_eq!(store.get_secret(&other, "api").unwrap(), None, "secrets are tenant-scoped");
-        assert!(store.delete_secret(&Tenant::default(), "api").unwrap());
-        assert!(!store.delete_secret(&Tenant::default(), "api").unwrap());
+        assert!(store.delete_secret(&Tenant::default(), "api").await.unwrap());
+        assert!(!store.delete_secret(&Tenant::default(), "api").await.unwrap());
     }
 
-    #[test]
-    fn newer_schema_is_a_clear_error() {
+    #[tokio::test]
+    async fn newer_schema_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cairn.redb");
         {
             let store = RedbStore::open(&path).unwrap();
-            store.put("test", META, "schema_version", b"99").unwrap();
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", b"99".as_slice()).unwrap();
+            txn.commit().unwrap();
         }
         let err = RedbStore::open(&path).err().expect("must refuse a newer file");
         assert!(err.to_string().contains("schema version 99"), "{err}");

@@ -1,0 +1,94 @@
+//! Cassettes: a run and its journal in one JSON file, so that a task can be
+//! replayed offline (in CI, on another machine) against recorded LLM answers
+//! with `cairn run TASK --replay RUN`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{JournalEntry, RunRecord, Store, StoreError, Tenant};
+
+/// The format tag of a cassette file.
+pub const FORMAT: &str = "cairn-cassette";
+/// The version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Errors exporting or importing a cassette.
+#[derive(Debug, thiserror::Error)]
+pub enum CassetteError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The file could not be read or written.
+    #[error("cassette {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a cassette this build understands.
+    #[error("{path} is not a cairn cassette (version {VERSION}): {message}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The run id is already in the store.
+    #[error("run {0} is already in the store; nothing to import")]
+    Exists(String),
+}
+
+/// A run and its journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cassette {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// The run.
+    pub run: RunRecord,
+    /// Its journal, in order.
+    pub journal: Vec<JournalEntry>,
+}
+
+/// Writes run `run_id` and its journal to `path`.
+pub fn export(store: &dyn Store, tenant: &Tenant, run_id: &str, path: &Path) -> Result<Cassette, CassetteError> {
+    let cassette = Cassette {
+        format: FORMAT.into(),
+        version: VERSION,
+        run: store.get_run(tenant, run_id)?,
+        journal: store.journal_of(run_id)?,
+    };
+    let text = serde_json::to_string_pretty(&cassette)
+        .map_err(|e| CassetteError::Format { path: path.display().to_string(), message: e.to_string() })?;
+    std::fs::write(path, text).map_err(|source| CassetteError::Io { path: path.display().to_string(), source })?;
+    Ok(cassette)
+}
+
+/// Reads a cassette file and stores its run and journal under `tenant`.
+pub async fn import(store: &dyn Store, tenant: &Tenant, path: &Path) -> Result<RunRecord, CassetteError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| CassetteError::Io { path: shown.clone(), source })?;
+    let cassette: Cassette = serde_json::from_str(&text)
+        .map_err(|e| CassetteError::Format { path: shown.clone(), message: e.to_string() })?;
+    if cassette.format != FORMAT || cassette.version != VERSION {
+        return Err(CassetteError::Format {
+            path: shown,
+            message: format!("format {:?} version {}", cassette.format, cassette.version),
+        });
+    }
+    if cassette.journal.iter().any(|e| e.key.run_id != cassette.run.id) {
+        return Err(CassetteError::Format { path: shown, message: "journal entries of another run".into() });
+    }
+    if store.get_run(tenant, &cassette.run.id).is_ok() {
+        return Err(CassetteError::Exists(cassette.run.id));
+    }
+    let mut run = cassette.run;
+    run.tenant = tenant.clone();
+    run.lease = None;
+    store.journal_put_all(&cassette.journal).await?;
+    store.create_run(&run).await?;
+    Ok(run)
+}

@@ -1,0 +1,407 @@
+//! A run's life: create the record, load the component, make attempts under
+//! the task's limits, retry retryable failures, and finish the record; resume
+//! runs a crashed host left behind; answer from the cache; replay cassettes.
+//!
+//! Task failures are not Rust errors here: they end as a failed
+//! [`RunRecord`] with a [`Failure`] naming the kind. [`RunnerError`] is kept
+//! for the host itself being unable to work (store, unknown task).
+
+mod attempt;
+pub mod cache;
+pub mod lease;
+mod providers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::Linker;
+
+pub use self::attempt::host_failure;
+use self::lease::{Heartbeat, host_id, is_stale, lease_until};
+pub use self::providers::build_provider;
+use crate::engine::{CairnEngine, EngineError};
+use crate::imports::{self, HostState, TaskPre};
+use crate::journal::JournalMode;
+use crate::llm::LlmProvider;
+use crate::manifest::{Manifest, TaskSpec};
+use crate::sandbox::RunDirs;
+use crate::store::redb::RedbStore;
+use crate::store::{
+    AttemptRecord, CacheEntry, Failure, Lease, RunRecord, RunStatus, Store, StoreError, Tenant, now_ms,
+};
+
+/// Bytes of stdout (and of stderr) kept per attempt.
+pub const LOG_CAP: usize = 1 << 20;
+/// The failure kind of an attempt cut short by a host crash.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Errors that stop the host from running anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The task is not in the manifest.
+    #[error("{0}")]
+    UnknownTask(String),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The runs directory is unusable.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// wasmtime could not link the host's imports.
+    #[error("cannot link the host imports: {0}")]
+    Link(String),
+    /// A run that cannot be resumed now.
+    #[error("cannot resume run {run_id}: {reason}")]
+    NotResumable {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a run gets its answers.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Replay this run's journal (a cassette) with live LLM calls forbidden.
+    pub replay: Option<String>,
+}
+
+/// A host: engine, store and manifest, ready to run tasks.
+pub struct Host {
+    manifest: Manifest,
+    engine: Arc<CairnEngine>,
+    linker: Linker<HostState>,
+    store: Arc<dyn Store>,
+    run_dirs: RunDirs,
+    tenant: Tenant,
+    host_id: String,
+    pres: Mutex<HashMap<String, TaskPre<HostState>>>,
+}
+
+/// The file name of the embedded store inside `.cairn/`.
+pub const STORE_FILE: &str = "cairn.redb";
+
+/// Opens the embedded store of a manifest's project.
+pub fn open_store(manifest: &Manifest) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(RedbStore::open(&manifest.state_dir().join(STORE_FILE))?))
+}
+
+impl Host {
+    /// Opens the project's store and engine.
+    pub fn open(manifest: Manifest) -> Result<Self, RunnerError> {
+        let store = open_store(&manifest)?;
+        Self::with_store(manifest, store)
+    }
+
+    /// A host over an already opened store.
+    pub fn with_store(manifest: Manifest, store: Arc<dyn Store>) -> Result<Self, RunnerError> {
+        let state = manifest.state_dir();
+        let engine = Arc::new(CairnEngine::new(state.join("artifacts"))?);
+        let linker = imports::linker(engine.engine()).map_err(|e| RunnerError::Link(format!("{e:#}")))?;
+        let run_dirs = RunDirs::open(&state.join("runs"))?;
+        Ok(Host {
+            manifest,
+            engine,
+            linker,
+            store,
+            run_dirs,
+            tenant: Tenant::default(),
+            host_id: host_id(),
+            pres: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The manifest this host runs.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The store this host records into.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &CairnEngine {
+        &self.engine
+    }
+
+    /// The tenant runs are created in.
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    /// The runs directory.
+    pub fn run_dirs(&self) -> &RunDirs {
+        &self.run_dirs
+    }
+
+    /// Runs `task` on `input` to completion (all attempts) and returns the
+    /// finished record, succeeded or failed.
+    pub async fn run(&self, task_name: &str, input: &str) -> Result<RunRecord, RunnerError> {
+        self.run_with(task_name, input, &RunOptions::default()).await
+    }
+
+    /// [`Host::run`] with options (replay of a cassette).
+    pub async fn run_with(&self, task_name: &str, input: &str, options: &RunOptions) -> Result<RunRecord, RunnerError> {
+        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
+        if let Some(source) = &options.replay {
+            // Fail early and clearly if the cassette is not there.
+            self.store.get_run(&self.tenant, source)?;
+        }
+        let mut run = RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: self.tenant.clone(),
+            task: task.name.clone(),
+            input: input.to_owned(),
+            status: RunStatus::Running,
+            component_digest: None,
+            created_at_ms: now_ms(),
+            finished_at_ms: None,
+            attempts: Vec::new(),
+            output: None,
+            error: None,
+            usage: Default::default(),
+            lease: Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() }),
+            cached_from: None,
+            replay_of: options.replay.clone(),
+        };
+        self.store.create_run(&run).await?;
+        tracing::info!(run = %run.id, task = %task.name, "run started");
+
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(input) {
+            let failure = Failure {
+                kind: "invalid-input".into(),
+                message: format!(
+                    "the input is not valid JSON ({e}); pass a JSON document, e.g. --input '{{\"topic\": \"...\"}}'"
+                ),
+                retryable: false,
+            };
+            return self.finish(run, Err(failure)).await;
+        }
+        let (pre, digest) = match self.prepare(&task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        run.component_digest = Some(digest.clone());
+        let cache_key = match options.replay {
+            Some(_) => None,
+            None => cache::cache_key(self.manifest.cache_of(&task), &task.name, &digest, input),
+        };
+        if let Some(key) = &cache_key
+            && let Some(hit) = self.store.cache_get(&self.tenant, key)?
+        {
+            tracing::info!(run = %run.id, from = %hit.run_id, "cache hit");
+            run.cached_from = Some(hit.run_id);
+            return self.finish(run, Ok(hit.output)).await;
+        }
+        let run = self.drive(run, &task, pre).await?;
+        if let (Some(key), RunStatus::Succeeded, Some(output)) = (&cache_key, run.status, &run.output) {
+            let entry = CacheEntry {
+                task: task.name.clone(),
+                run_id: run.id.clone(),
+                output: output.clone(),
+                created_at_ms: now_ms(),
+            };
+            if let Err(e) = self.store.cache_put(&self.tenant, key, &entry).await {
+                tracing::warn!(run = %run.id, "cannot store the result in the cache: {e}");
+            }
+        }
+        Ok(run)
+    }
+
+    /// Resumes an unfinished run from its journal: recorded calls are not
+    /// repeated, the call in flight when its host stopped is made again.
+    /// Without `force` the run's lease must be stale (expired, or its holder
+    /// on this machine gone).
+    pub async fn resume(&self, run_id: &str, force: bool) -> Result<RunRecord, RunnerError> {
+        let current = self.store.get_run(&self.tenant, run_id)?;
+        let not_resumable = |reason: String| RunnerError::NotResumable { run_id: run_id.to_owned(), reason };
+        if matches!(current.status, RunStatus::Succeeded | RunStatus::Failed) {
+            return Err(not_resumable(format!("it already {}", current.status.as_str())));
+        }
+        let now = now_ms();
+        let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
+        let claimed = self
+            .store
+            .claim_run(&self.tenant, run_id, &self.host_id, lease_until(), now, force || stale)
+            .await?
+            .ok_or_else(|| {
+                let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");
+                not_resumable(format!("{holder} holds its lease and is alive; pass --force to take it over"))
+            })?;
+        let task = self.manifest.task(&claimed.task).map_err(RunnerError::UnknownTask)?.clone();
+        tracing::info!(run = %run_id, "resuming from the journal");
+        let mut run = claimed;
+        // The attempt that was running when the host stopped did not record itself.
+        let interrupted = run.attempts.len() as u32 + 1;
+        if self.store.journal_of(run_id)?.iter().any(|e| e.attempt == interrupted) || run.attempts.is_empty() {
+            run.attempts.push(AttemptRecord {
+                number: interrupted,
+                started_at_ms: run.created_at_ms.max(run.attempts.last().map_or(0, |a| a.finished_at_ms)),
+                finished_at_ms: now,
+                error: Some(Failure {
+                    kind: INTERRUPTED.into(),
+                    message: "the host stopped during this attempt (crash or kill); the run resumed from its journal"
+                        .into(),
+                    retryable: true,
+                }),
+                llm_live: 0,
+                llm_replayed: 0,
+                trace_replayed: 0,
+            });
+        }
+        let (pre, digest) = match self.prepare(&task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        run.component_digest = Some(digest);
+        self.drive(run, &task, pre).await
+    }
+
+    /// Resumes every unfinished run whose lease is stale. Returns the resumed
+    /// runs as they finished.
+    pub async fn recover(&self) -> Result<Vec<RunRecord>, RunnerError> {
+        let now = now_ms();
+        let stale: Vec<RunRecord> = self
+            .store
+            .list_runs(&self.tenant, &Default::default())?
+            .into_iter()
+            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Pending))
+            .filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now)))
+            .collect();
+        let mut finished = Vec::new();
+        for run in stale {
+            match self.resume(&run.id, false).await {
+                Ok(record) => finished.push(record),
+                Err(RunnerError::NotResumable { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Makes attempts until one succeeds, a failure is not retryable, or the
+    /// task's retries are spent. Interrupted attempts do not count as retries.
+    async fn drive(
+        &self,
+        mut run: RunRecord,
+        task: &TaskSpec,
+        pre: TaskPre<HostState>,
+    ) -> Result<RunRecord, RunnerError> {
+        let provider = match self.provider_for(task) {
+            Ok(provider) => provider,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        let mode = match &run.replay_of {
+            Some(source) => JournalMode::Replay { source: source.clone() },
+            None => JournalMode::Live,
+        };
+        let _heartbeat = Heartbeat::start(&self.store, self.tenant.clone(), run.id.clone(), self.host_id.clone());
+        loop {
+            let number = run.attempts.len() as u32 + 1;
+            let started_at_ms = now_ms();
+            let (outcome, stats) = self.attempt(task, &pre, &provider, &run.id, &run.input, number, &mode).await;
+            run.usage.add(stats.usage);
+            run.attempts.push(AttemptRecord {
+                number,
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                error: outcome.as_ref().err().cloned(),
+                llm_live: stats.llm_live,
+                llm_replayed: stats.llm_replayed,
+                trace_replayed: stats.trace_replayed,
+            });
+            let failures =
+                run.attempts.iter().filter(|a| a.error.as_ref().is_some_and(|e| e.kind != INTERRUPTED)).count();
+            match outcome {
+                Ok(output) => return self.finish(run, Ok(output)).await,
+                Err(failure) if failure.retryable && failures <= task.retries as usize => {
+                    tracing::warn!(run = %run.id, attempt = number, "attempt failed, retrying: {failure}");
+                    self.store.update_run(&run, &self.host_id).await?;
+                }
+                Err(failure) => return self.finish(run, Err(failure)).await,
+            }
+        }
+    }
+
+    /// Makes one attempt of `task` on `input` in a fresh instance without
+    /// creating a run record: the per-call cost of the host, for benchmarks.
+    pub async fn invoke_once(&self, task_name: &str, input: &str) -> Result<Result<String, Failure>, RunnerError> {
+        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
+        let (pre, _) = match self.prepare(&task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let provider = match self.provider_for(&task) {
+            Ok(provider) => provider,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let run_id = uuid::Uuid::now_v7().to_string();
+        Ok(self.attempt(&task, &pre, &provider, &run_id, input, 1, &JournalMode::Live).await.0)
+    }
+
+    async fn finish(&self, mut run: RunRecord, outcome: Result<String, Failure>) -> Result<RunRecord, RunnerError> {
+        match outcome {
+            Ok(output) => {
+                run.status = RunStatus::Succeeded;
+                run.output = Some(output);
+            }
+            Err(failure) => {
+                tracing::warn!(run = %run.id, "run failed: {failure}");
+                run.status = RunStatus::Failed;
+                run.error = Some(failure);
+            }
+        }
+        run.finished_at_ms = Some(now_ms());
+        run.lease = None;
+        self.store.update_run(&run, &self.host_id).await?;
+        Ok(run)
+    }
+
+    /// Loads (or finds) the task's component and pre-instantiates it.
+    async fn prepare(&self, task: &TaskSpec) -> Result<(TaskPre<HostState>, String), Failure> {
+        let engine = self.engine.clone();
+        let path = task.component.clone();
+        let loaded = tokio::task::spawn_blocking(move || engine.load(&path))
+            .await
+            .map_err(|e| host_failure(format!("component loader stopped: {e}")))?
+            .map_err(|e| {
+                let kind = match e {
+                    EngineError::Missing(_) => "missing-component",
+                    _ => "invalid-component",
+                };
+                Failure {
+                    kind: kind.into(),
+                    message: format!("task {:?} (cairn.toml line {}): {e}", task.name, task.component_line),
+                    retryable: false,
+                }
+            })?;
+        if let Some(pre) = self.pres.lock().unwrap_or_else(|e| e.into_inner()).get(&loaded.digest) {
+            return Ok((pre.clone(), loaded.digest));
+        }
+        let incompatible = |e: wasmtime::Error| Failure {
+            kind: "invalid-component".into(),
+            message: format!(
+                "component {} of task {:?} does not fit the cairn:task world: {e:#}. Rebuild it against this host's wit/ directory",
+                task.component.display(),
+                task.name
+            ),
+            retryable: false,
+        };
+        let pre = self.linker.instantiate_pre(&loaded.component).map_err(incompatible)?;
+        let pre = TaskPre::new(pre).map_err(incompatible)?;
+        self.pres.lock().unwrap_or_else(|e| e.into_inner()).insert(loaded.digest.clone(), pre.clone());
+        Ok((pre, loaded.digest))
+    }
+
+    /// The task's provider, wrapped with JSON validation and provider retries.
+    fn provider_for(&self, task: &TaskSpec) -> Result<Arc<dyn LlmProvider>, Failure> {
+        let spec = self.manifest.provider_of(task);
+        build_provider(spec, |key| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string()))
+    }
+}
