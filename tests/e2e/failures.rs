@@ -26,8 +26,7 @@ fn assert_failed(run: &cairn::store::RunRecord, kind: &str, message_part: &str) 
 }
 
 fn recorded(project: &Project, run: &cairn::store::RunRecord) -> cairn::store::RunRecord {
-    let store = cairn::store::redb::RedbStore::open(&project.path().join(".cairn/cairn.redb")).unwrap();
-    store.get_run(&Tenant::default(), &run.id).unwrap()
+    project.store().get_run(&Tenant::default(), &run.id).unwrap()
 }
 
 #[tokio::test]

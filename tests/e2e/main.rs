@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod durability;
 mod failures;
 mod llm_providers;
 mod refiner;

@@ -6,37 +6,12 @@ use std::time::Duration;
 use cairn::store::{CallKind, RunStatus, Store};
 
 use crate::support::llm_server::{Fault, LlmServer, Script};
-use crate::support::project::{Project, output_json};
-
-const API_KEY: &str = "sk-test-0123456789";
-
-/// A project whose provider is the local HTTP server, with its key stored as a secret.
-fn http_project(server: &LlmServer, tasks: &str) -> Project {
-    let project = Project::new(&format!(
-        r#"
-        [llm]
-        default = "local"
-
-        [llm.providers.local]
-        kind = "openai-compatible"
-        base_url = "{}"
-        model = "test-model"
-        api_key_secret = "local-key"
-        timeout = "5s"
-        max_retries = 2
-        {tasks}
-        "#,
-        server.base_url()
-    ));
-    let created = project.cli(&["secret", "create", "local-key", API_KEY]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    project
-}
+use crate::support::project::{API_KEY, Project, output_json, refiner_script};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_run_sends_each_llm_call_exactly_once() {
     let server = LlmServer::start(Script::new().expect_api_key(API_KEY));
-    let project = http_project(
+    let project = Project::http(
         &server,
         r#"
         [tasks.flaky]
@@ -56,7 +31,7 @@ async fn a_retried_run_sends_each_llm_call_exactly_once() {
         assert_eq!(server.count_for(&format!("question {i}")), 1, "question {i} was asked once");
     }
     // The API key went in the Authorization header only: never into the store.
-    let store = cairn::store::redb::RedbStore::open(&project.path().join(".cairn/cairn.redb")).unwrap();
+    let store = project.store();
     let journal = serde_json::to_string(&store.journal_of(&run.id).unwrap()).unwrap();
     assert!(!journal.contains(API_KEY));
     assert!(!format!("{run:?}").contains(API_KEY));
@@ -64,24 +39,8 @@ async fn a_retried_run_sends_each_llm_call_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refiner_runs_on_an_openai_compatible_server() {
-    let server = LlmServer::start(
-        Script::new()
-            .expect_api_key(API_KEY)
-            .rule(
-                Some("critic"),
-                Some("[REVISED]"),
-                r#"{"score": 8, "strengths": ["clear"], "improvements": [], "summary": "ready"}"#,
-            )
-            .rule(
-                Some("critic"),
-                None,
-                r#"{"score": 4, "strengths": ["topical"], "improvements": ["add dates"], "summary": "thin"}"#,
-            )
-            .reply_when_system("executive summary", "Printing spread knowledge fast.")
-            .reply_when_system("revis", "[REVISED]\n\n# The printing press\n\nNow with dates: 1440.")
-            .rule(None, None, "# The printing press\n\nA first draft."),
-    );
-    let project = http_project(
+    let server = LlmServer::start(refiner_script());
+    let project = Project::http(
         &server,
         r#"
         [tasks.report-refiner]
@@ -103,7 +62,7 @@ async fn refiner_runs_on_an_openai_compatible_server() {
     let bodies = server.received();
     assert!(bodies.iter().all(|b| b["model"] == "test-model"));
     assert!(bodies.iter().any(|b| b["response_format"]["type"] == "json_object"), "critiques ask for JSON mode");
-    let store = cairn::store::redb::RedbStore::open(&project.path().join(".cairn/cairn.redb")).unwrap();
+    let store = project.store();
     let journal = store.journal_of(&run.id).unwrap();
     let llm_outputs: Vec<&str> =
         journal.iter().filter(|e| e.key.kind == CallKind::Llm).map(|e| e.output.as_str()).collect();
@@ -113,7 +72,7 @@ async fn refiner_runs_on_an_openai_compatible_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_outage_fails_the_run_with_an_llm_kind_and_the_key_stays_hidden() {
     let server = LlmServer::start(Script::new().expect_api_key(API_KEY).faults((0..20).map(|_| Fault::Status(503))));
-    let project = http_project(
+    let project = Project::http(
         &server,
         r#"
         [tasks.flaky]

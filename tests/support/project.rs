@@ -9,6 +9,30 @@ use cairn::runner::Host;
 use cairn::store::RunRecord;
 
 use super::guests::{cairn_bin, components};
+use super::llm_server::{LlmServer, Script};
+
+/// The API key the HTTP projects store as a secret and the server expects.
+pub const API_KEY: &str = "sk-test-0123456789";
+
+/// Server rules that make the report refiner converge in two rounds: the
+/// draft scores 4, the revision (marked `[REVISED]`) scores 8.
+pub fn refiner_script() -> Script {
+    Script::new()
+        .expect_api_key(API_KEY)
+        .rule(
+            Some("critic"),
+            Some("[REVISED]"),
+            r#"{"score": 8, "strengths": ["clear"], "improvements": [], "summary": "ready"}"#,
+        )
+        .rule(
+            Some("critic"),
+            None,
+            r#"{"score": 4, "strengths": ["topical"], "improvements": ["add dates"], "summary": "thin"}"#,
+        )
+        .reply_when_system("executive summary", "Printing spread knowledge fast.")
+        .reply_when_system("revis", "[REVISED]\n\n# The printing press\n\nNow with dates: 1440.")
+        .rule(None, None, "# The printing press\n\nA first draft.")
+}
 
 /// A temp project directory with a manifest.
 pub struct Project {
@@ -30,6 +54,47 @@ impl Project {
         let path = dir.path().join("cairn.toml");
         std::fs::write(&path, text).expect("write manifest");
         Project { dir, manifest: path }
+    }
+
+    /// A project whose default provider is the local HTTP `server`, with the
+    /// API key stored as a secret; `tasks` is appended to the manifest.
+    pub fn http(server: &LlmServer, tasks: &str) -> Project {
+        let project = Project::new(&format!(
+            r#"
+            [llm]
+            default = "local"
+
+            [llm.providers.local]
+            kind = "openai-compatible"
+            base_url = "{}"
+            model = "test-model"
+            api_key_secret = "local-key"
+            timeout = "5s"
+            max_retries = 2
+            {tasks}
+            "#,
+            server.base_url()
+        ));
+        let created = project.cli(&["secret", "create", "local-key", API_KEY]);
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        project
+    }
+
+    /// Opens the project's store (the host must not be running).
+    pub fn store(&self) -> cairn::store::redb::RedbStore {
+        cairn::store::redb::RedbStore::open(&self.path().join(".cairn/cairn.redb")).expect("store opens")
+    }
+
+    /// Runs the CLI and parses its stdout as one JSON document.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "cairn {args:?} printed no JSON ({e}):\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     /// The project's directory.

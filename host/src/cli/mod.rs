@@ -80,10 +80,39 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Tools for testing and measuring the host itself.
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
     /// Manage secrets (values are never printed).
     Secret {
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Journal records from many concurrent runs into a store file, printing
+    /// `ack RUN OCCURRENCE` as each becomes durable.
+    JournalLoad {
+        /// The redb file.
+        #[arg(long)]
+        store: PathBuf,
+        /// Concurrent runs.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Records per run.
+        #[arg(long, default_value_t = 10)]
+        calls: usize,
+        /// Bytes per record's output.
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        /// Print an ack line per durable record.
+        #[arg(long)]
+        print_acks: bool,
     },
 }
 
@@ -138,6 +167,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
+    if let Command::Debug { command } = cli.command {
+        return debug(command);
+    }
     let manifest = load_manifest(cli.manifest)?;
     match cli.command {
         Command::Build { task } => {
@@ -238,5 +270,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret::dispatch(&manifest, command),
+        Command::Debug { .. } => unreachable!("handled before the manifest is read"),
+    }
+}
+
+fn debug(command: DebugCommand) -> Result<ExitCode> {
+    match command {
+        DebugCommand::JournalLoad { store, runs, calls, payload, print_acks } => {
+            let redb = std::sync::Arc::new(cairn::store::redb::RedbStore::open(&store)?);
+            let on_ack: Option<cairn::store::load::AckFn> = print_acks.then(|| {
+                let ack: cairn::store::load::AckFn = std::sync::Arc::new(|key: &cairn::store::ReplayKey| {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "ack {} {}", key.run_id, key.input_hash);
+                    let _ = out.flush();
+                });
+                ack
+            });
+            let report =
+                runtime()?.block_on(cairn::store::load::journal_load(redb.clone(), runs, calls, payload, on_ack))?;
+            let (commits, writes, largest) = redb.commit_stats().snapshot();
+            eprintln!(
+                "{} records in {:.3}s: {:.0} records/s, {commits} commits (fsyncs), {:.1} writes per commit, largest batch {largest}",
+                report.records,
+                report.elapsed.as_secs_f64(),
+                report.records as f64 / report.elapsed.as_secs_f64(),
+                writes as f64 / commits.max(1) as f64
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -11,17 +11,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, Table, TableDefinition, WriteTransaction};
 
 use super::StoreError;
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
+/// The tables of a batch's transaction, each opened once and shared by the
+/// batch's writes.
+pub struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    open: Vec<(String, Table<'t, &'static str, &'static [u8]>)>,
+}
+
+impl<'t> Tables<'t> {
+    /// The table `definition`, opened on first use.
+    pub fn get(
+        &mut self,
+        definition: TableDefinition<'static, &'static str, &'static [u8]>,
+    ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
+        let name = definition.to_string();
+        let index = match self.open.iter().position(|(open, _)| *open == name) {
+            Some(index) => index,
+            None => {
+                let table = self.txn.open_table(definition).map_err(io)?;
+                self.open.push((name, table));
+                self.open.len() - 1
+            }
+        };
+        Ok(&mut self.open[index].1)
+    }
+}
+
 /// One write: runs inside the shared transaction. An [`StoreError::Io`] aborts
 /// the whole batch; any other error fails only this write (which must then
 /// have written nothing).
-pub type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Result<(), StoreError> + Send>;
+pub type WriteOp = Box<dyn FnOnce(&mut Tables<'_>) -> Result<(), StoreError> + Send>;
 
 enum Reply {
     Sync(mpsc::SyncSender<Result<(), StoreError>>),
@@ -150,12 +176,13 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
                 replies.extend(batch.into_iter().map(|job| (job.reply, Ok(()))));
             }
             Ok(txn) => {
+                let mut tables = Tables { txn: &txn, open: Vec::new() };
                 for job in batch {
                     if failure.is_some() {
                         replies.push((job.reply, Ok(())));
                         continue;
                     }
-                    match (job.op)(&txn) {
+                    match (job.op)(&mut tables) {
                         Err(e @ StoreError::Io { .. }) => {
                             failure = Some(e.to_string());
                             replies.push((job.reply, Ok(())));
@@ -163,6 +190,7 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
                         result => replies.push((job.reply, result)),
                     }
                 }
+                drop(tables);
                 // On failure the transaction is dropped uncommitted: nothing of the batch is written.
                 if failure.is_none()
                     && let Err(e) = txn.commit()

@@ -6,6 +6,7 @@
 //! Everything is scoped by [`Tenant`] from the first version on.
 
 pub mod commit;
+pub mod load;
 pub mod records;
 pub mod redb;
 

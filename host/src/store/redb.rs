@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::commit::{CommitStats, GroupCommitter, WriteOp};
+use super::commit::{CommitStats, GroupCommitter, Tables, WriteOp};
 use super::{
     AttemptLog, CacheEntry, JournalEntry, Lease, ReplayKey, Report, RunFilter, RunRecord, RunStatus, Store, StoreError,
     Tenant,
@@ -172,15 +172,14 @@ fn put_op(
     key: String,
     value: Vec<u8>,
 ) -> WriteOp {
-    Box::new(move |txn: &WriteTransaction| {
-        let mut t = txn.open_table(table).map_err(|e| io(operation)(e.into()))?;
-        t.insert(key.as_str(), value.as_slice()).map_err(|e| io(operation)(e.into()))?;
+    Box::new(move |tables: &mut Tables<'_>| {
+        tables.get(table)?.insert(key.as_str(), value.as_slice()).map_err(|e| io(operation)(e.into()))?;
         Ok(())
     })
 }
 
-fn read_run(txn: &WriteTransaction, key: &str, id: &str) -> Result<RunRecord, StoreError> {
-    let t = txn.open_table(RUNS).map_err(|e| io("read run")(e.into()))?;
+fn read_run(tables: &mut Tables<'_>, key: &str, id: &str) -> Result<RunRecord, StoreError> {
+    let t = tables.get(RUNS)?;
     let bytes = t.get(key).map_err(|e| io("read run")(e.into()))?.map(|v| v.value().to_vec());
     match bytes {
         Some(bytes) => decode("run", &bytes),
@@ -188,15 +187,19 @@ fn read_run(txn: &WriteTransaction, key: &str, id: &str) -> Result<RunRecord, St
     }
 }
 
-fn write_run(txn: &WriteTransaction, key: &str, run: &RunRecord) -> Result<(), StoreError> {
+fn write_run(tables: &mut Tables<'_>, key: &str, run: &RunRecord) -> Result<(), StoreError> {
     let value = encode("run", run)?;
-    let mut t = txn.open_table(RUNS).map_err(|e| io("write run")(e.into()))?;
+    let t = tables.get(RUNS)?;
     t.insert(key, value.as_slice()).map_err(|e| io("write run")(e.into()))?;
     Ok(())
 }
 
-fn remove_prefix(txn: &WriteTransaction, table: TableDefinition<&str, &[u8]>, prefix: &str) -> Result<(), StoreError> {
-    let mut t = txn.open_table(table).map_err(|e| io("delete")(e.into()))?;
+fn remove_prefix(
+    tables: &mut Tables<'_>,
+    table: TableDefinition<'static, &'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<(), StoreError> {
+    let t = tables.get(table)?;
     let (start, end) = prefix_range(prefix);
     t.retain_in(start.as_str()..end.as_str(), |_, _| false).map_err(|e| io("delete")(e.into()))?;
     Ok(())
@@ -209,8 +212,8 @@ impl Store for RedbStore {
         let value = encode("run", run)?;
         let id = run.id.clone();
         self.committer
-            .write_async(Box::new(move |txn| {
-                let mut t = txn.open_table(RUNS).map_err(|e| io("create run")(e.into()))?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(RUNS)?;
                 if t.get(key.as_str()).map_err(|e| io("create run")(e.into()))?.is_some() {
                     return Err(StoreError::Corrupt { what: "run", message: format!("run {id} already exists") });
                 }
@@ -225,14 +228,14 @@ impl Store for RedbStore {
         let run = run.clone();
         let owner = owner.to_owned();
         self.committer
-            .write_async(Box::new(move |txn| {
-                let current = read_run(txn, &key, &run.id)?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let current = read_run(tables, &key, &run.id)?;
                 if let Some(lease) = &current.lease
                     && lease.owner != owner
                 {
                     return Err(StoreError::LeaseLost { run_id: run.id.clone(), holder: lease.owner.clone() });
                 }
-                write_run(txn, &key, &run)
+                write_run(tables, &key, &run)
             }))
             .await
     }
@@ -251,8 +254,8 @@ impl Store for RedbStore {
         let claimed = Arc::new(std::sync::Mutex::new(None));
         let out = claimed.clone();
         self.committer
-            .write_async(Box::new(move |txn| {
-                let mut run = read_run(txn, &key, &id)?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut run = read_run(tables, &key, &id)?;
                 if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
                     return Ok(());
                 }
@@ -265,7 +268,7 @@ impl Store for RedbStore {
                 }
                 run.lease = Some(Lease { owner, expires_at_ms: lease_until_ms });
                 run.status = RunStatus::Running;
-                write_run(txn, &key, &run)?;
+                write_run(tables, &key, &run)?;
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
                 Ok(())
             }))
@@ -279,12 +282,12 @@ impl Store for RedbStore {
         let (id, owner) = (id.to_owned(), owner.to_owned());
         let result = self
             .committer
-            .write_async(Box::new(move |txn| {
-                let mut run = read_run(txn, &key, &id)?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut run = read_run(tables, &key, &id)?;
                 match &mut run.lease {
                     Some(lease) if lease.owner == owner => {
                         lease.expires_at_ms = lease_until_ms;
-                        write_run(txn, &key, &run)
+                        write_run(tables, &key, &run)
                     }
                     Some(lease) => Err(StoreError::LeaseLost { run_id: id.clone(), holder: lease.owner.clone() }),
                     None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (finished)".into() }),
@@ -304,16 +307,16 @@ impl Store for RedbStore {
         let existed = Arc::new(AtomicBool::new(false));
         let out = existed.clone();
         self.committer
-            .write_async(Box::new(move |txn| {
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let removed = {
-                    let mut t = txn.open_table(RUNS).map_err(|e| io("delete run")(e.into()))?;
+                    let t = tables.get(RUNS)?;
                     t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?.is_some()
                 };
                 out.store(removed, Ordering::Relaxed);
                 let prefix = format!("{id}{SEP}");
-                remove_prefix(txn, JOURNAL, &prefix)?;
-                remove_prefix(txn, LOGS, &prefix)?;
-                let mut reports = txn.open_table(REPORTS).map_err(|e| io("delete run")(e.into()))?;
+                remove_prefix(tables, JOURNAL, &prefix)?;
+                remove_prefix(tables, LOGS, &prefix)?;
+                let reports = tables.get(REPORTS)?;
                 reports.remove(id.as_str()).map_err(|e| io("delete run")(e.into()))?;
                 Ok(())
             }))
@@ -352,8 +355,8 @@ impl Store for RedbStore {
         let encoded: Vec<(String, Vec<u8>)> =
             entries.iter().map(|e| Ok((e.key.encode(), encode("journal", e)?))).collect::<Result<_, StoreError>>()?;
         self.committer
-            .write_async(Box::new(move |txn| {
-                let mut t = txn.open_table(JOURNAL).map_err(|e| io("journal append")(e.into()))?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(JOURNAL)?;
                 for (key, value) in &encoded {
                     if t.get(key.as_str()).map_err(|e| io("journal append")(e.into()))?.is_none() {
                         t.insert(key.as_str(), value.as_slice()).map_err(|e| io("journal append")(e.into()))?;
@@ -415,8 +418,8 @@ impl Store for RedbStore {
         let count = Arc::new(AtomicUsize::new(0));
         let out = count.clone();
         self.committer
-            .write_async(Box::new(move |txn| {
-                let mut t = txn.open_table(CACHE).map_err(|e| io("cache clear")(e.into()))?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(CACHE)?;
                 let (start, end) = prefix_range(&prefix);
                 let mut removed = 0;
                 t.retain_in(start.as_str()..end.as_str(), |_, value| {
@@ -463,8 +466,8 @@ impl Store for RedbStore {
         let existed = Arc::new(AtomicBool::new(false));
         let out = existed.clone();
         self.committer
-            .write_async(Box::new(move |txn| {
-                let mut t = txn.open_table(SECRETS).map_err(|e| io("delete secret")(e.into()))?;
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(SECRETS)?;
                 let removed = t.remove(key.as_str()).map_err(|e| io("delete secret")(e.into()))?.is_some();
                 out.store(removed, Ordering::Relaxed);
                 Ok(())

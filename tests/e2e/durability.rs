@@ -1,0 +1,291 @@
+//! Durable runs under a real `kill -9`: resume from the journal without
+//! repeating recorded calls; torn group commits; the cross-run cache;
+//! cassettes; garbage collection.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn::store::{RunStatus, Store, Tenant};
+use serde_json::Value;
+
+use crate::support::guests::cairn_bin;
+use crate::support::llm_server::{Fault, LlmServer};
+use crate::support::project::{Project, output_json, refiner_script};
+
+const REFINER: &str = r#"
+[tasks.report-refiner]
+component = "{refiner}"
+"#;
+const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
+/// Distinct LLM calls of an uninterrupted refiner run on `refiner_script`.
+const REFINER_CALLS: usize = 5;
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_without_repeating_recorded_calls() {
+    // The reference: the same task, uninterrupted.
+    let reference_server = LlmServer::start_blocking(refiner_script());
+    let reference = Project::http(&reference_server, REFINER);
+    let expected = reference.cli_json(&["run", "report-refiner", "--json", "--input", TOPIC]);
+    assert_eq!(expected["status"], "succeeded", "{expected}");
+    assert_eq!(reference_server.requests(), REFINER_CALLS);
+
+    for k in 1..=REFINER_CALLS {
+        // Every answer takes a while, so the kill lands with a call in flight.
+        let server = LlmServer::start_blocking(
+            refiner_script().faults((0..20).map(|_| Fault::Delay(Duration::from_millis(150)))),
+        );
+        let project = Project::http(&server, REFINER);
+        let mut child = Command::new(cairn_bin())
+            .arg("--manifest")
+            .arg(&project.manifest)
+            .args(["run", "report-refiner", "--json", "--input", TOPIC])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(&format!("{k} requests"), Duration::from_secs(30), || server.requests() >= k);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let seen_at_kill = server.requests();
+
+        let running = project.cli(&["runs", "list", "--status", "running", "--json"]);
+        let running = String::from_utf8_lossy(&running.stdout).into_owned();
+        let run: Value =
+            serde_json::from_str(running.lines().next().expect("the killed run is still running")).unwrap();
+        let run_id = run["run_id"].as_str().unwrap();
+
+        let resumed = project.cli_json(&["runs", "resume", run_id, "--json"]);
+        assert_eq!(resumed["status"], "succeeded", "k={k}: {resumed}");
+        assert_eq!(resumed["output"], expected["output"], "k={k}: the same output as an uninterrupted run");
+        let attempts = resumed["attempts"].as_array().unwrap();
+        assert_eq!(attempts[0]["error"]["kind"], "interrupted", "k={k}: {resumed}");
+        let total = server.requests();
+        assert!(
+            (REFINER_CALLS..=REFINER_CALLS + 1).contains(&total),
+            "k={k}: {total} requests; one per distinct call plus at most the one in flight at the kill ({seen_at_kill} seen then)"
+        );
+        let live = resumed["llm"]["calls_live"].as_u64().unwrap() as usize;
+        eprintln!("k={k}: {seen_at_kill} requests at the kill, {total} in all, {live} live after resuming");
+        assert_eq!(
+            live,
+            total - seen_at_kill,
+            "k={k}: every request after the kill is one live call of the resumed run"
+        );
+    }
+}
+
+#[test]
+fn a_kill_during_group_commit_loses_no_acknowledged_record() {
+    for threshold in [50, 400, 1500] {
+        let dir = tempfile::tempdir().unwrap();
+        let store_path = dir.path().join("load.redb");
+        let mut child = Command::new(cairn_bin())
+            .args(["debug", "journal-load", "--runs", "200", "--calls", "50", "--print-acks", "--store"])
+            .arg(&store_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acked = Vec::new();
+        while acked.len() < threshold {
+            match lines.next() {
+                Some(line) => acked.push(line.unwrap()),
+                None => break,
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Lines already written before the kill were acknowledged too.
+        acked.extend(lines.map_while(Result::ok));
+        assert!(acked.len() >= threshold.min(10_000), "threshold {threshold}: only {} acks", acked.len());
+
+        let store = cairn::store::redb::RedbStore::open(&store_path).expect("the file opens after a kill");
+        let mut total = 0;
+        for i in 0..200 {
+            // Every stored entry decodes: no half record is visible.
+            let entries = store.journal_of(&cairn::store::load::load_run_id(i)).expect("entries decode");
+            total += entries.len();
+        }
+        for line in &acked {
+            let mut parts = line.split_whitespace().skip(1);
+            let (run, hash) = (parts.next().unwrap(), parts.next().unwrap());
+            let entries = store.journal_of(run).unwrap();
+            assert!(entries.iter().any(|e| e.key.input_hash == hash), "acknowledged record {line} is missing");
+        }
+        assert!(total >= acked.len(), "{total} stored, {} acknowledged", acked.len());
+    }
+}
+
+/// A component that differs from `source` only by a custom section, so its digest changes.
+fn with_custom_section(source: &std::path::Path, target: &std::path::Path) {
+    let mut bytes = std::fs::read(source).unwrap();
+    let name = b"cairn-test";
+    let payload = b"changed";
+    bytes.push(0);
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    std::fs::write(target, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_hits_misses_and_invalidation() {
+    let project = Project::new(
+        r#"
+        [environments.cached]
+        cache = "auto"
+
+        [tasks.auto]
+        component = "probe.wasm"
+        environment = "cached"
+
+        [tasks.versioned]
+        component = "probe.wasm"
+        cache = { version = "1" }
+        "#,
+    );
+    let probe = &crate::support::guests::components().probe;
+    std::fs::copy(probe, project.path().join("probe.wasm")).unwrap();
+    let input = r#"{"mode": "echo", "n": 1}"#;
+    let host = project.host();
+    let first = host.run("auto", input).await.unwrap();
+    assert_eq!(first.cached_from, None);
+    let second = host.run("auto", r#"{ "n": 1, "mode": "echo" }"#).await.unwrap();
+    assert_eq!(second.cached_from.as_deref(), Some(first.id.as_str()), "same canonical input: a hit");
+    assert!(second.attempts.is_empty(), "a hit runs nothing");
+    assert_eq!(output_json(&second), output_json(&first));
+    let other = host.run("auto", r#"{"mode": "echo", "n": 2}"#).await.unwrap();
+    assert_eq!(other.cached_from, None, "another input misses");
+    let versioned = host.run("versioned", input).await.unwrap();
+    assert_eq!(versioned.cached_from, None, "each task has its own entries");
+    drop(host);
+
+    // The component changes: `auto` misses, a pinned version still hits.
+    with_custom_section(probe, &project.path().join("probe.wasm"));
+    let host = project.host();
+    let changed = host.run("auto", input).await.unwrap();
+    assert_eq!(changed.cached_from, None, "a new component digest invalidates auto");
+    let pinned = host.run("versioned", input).await.unwrap();
+    assert_eq!(pinned.cached_from.as_deref(), Some(versioned.id.as_str()));
+    drop(host);
+
+    let cleared = project.cli(&["cache", "clear", "versioned"]);
+    assert!(String::from_utf8_lossy(&cleared.stderr).contains("removed 1 cached"), "{cleared:?}");
+    let after = project.host().run("versioned", input).await.unwrap();
+    assert_eq!(after.cached_from, None);
+}
+
+#[test]
+fn a_cassette_replays_offline_and_a_miss_names_the_call() {
+    let recorder = Project::new(REFINER);
+    let recorded = recorder.cli_json(&["run", "report-refiner", "--json", "--input", TOPIC]);
+    let run_id = recorded["run_id"].as_str().unwrap();
+    let cassette = recorder.path().join("refiner.cassette.json");
+    let exported = recorder.cli(&["runs", "export", run_id, "-o", cassette.to_str().unwrap()]);
+    assert!(exported.status.success(), "{exported:?}");
+
+    // Another project whose only provider is unreachable: any live call would fail.
+    let offline = Project::new(
+        r#"
+        [llm]
+        default = "nowhere"
+
+        [llm.providers.nowhere]
+        kind = "openai-compatible"
+        base_url = "http://127.0.0.1:9/v1"
+        model = "none"
+        max_retries = 0
+
+        [tasks.report-refiner]
+        component = "{refiner}"
+        "#,
+    );
+    let imported = offline.cli(&["runs", "import", cassette.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let replayed = offline.cli_json(&["run", "report-refiner", "--json", "--replay", run_id, "--input", TOPIC]);
+    assert_eq!(replayed["status"], "succeeded", "{replayed}");
+    assert_eq!(replayed["output"], recorded["output"]);
+    assert_eq!(replayed["llm"]["calls_live"], 0);
+    assert_eq!(replayed["replay_of"], run_id);
+
+    let missed =
+        offline.cli_json(&["run", "report-refiner", "--json", "--replay", run_id, "--input", r#"{"topic": "Tides"}"#]);
+    assert_eq!(missed["status"], "failed");
+    assert_eq!(missed["error"]["kind"], "replay-miss", "{missed}");
+    let message = missed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("llm call \"complete\" #1") && message.contains("Tides"), "{message}");
+    assert_eq!(missed["attempts"].as_array().unwrap().len(), 1, "a miss is not retried");
+
+    let again = offline.cli(&["runs", "import", cassette.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already in the store"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_removes_old_finished_runs_with_their_files() {
+    let project = Project::new(
+        r#"
+        [tasks.probe]
+        component = "{probe}"
+        "#,
+    );
+    let host = project.host();
+    let a = host.run("probe", r#"{"mode": "fs"}"#).await.unwrap();
+    let b = host.run("probe", r#"{"mode": "echo"}"#).await.unwrap();
+    drop(host);
+    let kept = project.cli(&["gc", "--older-than", "1h"]);
+    assert!(String::from_utf8_lossy(&kept.stderr).contains("removed 0"), "{kept:?}");
+    let dry = project.cli(&["gc", "--older-than", "0s", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("would remove 2"), "{dry:?}");
+    let gone = project.cli(&["gc", "--older-than", "0s"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("removed 2"), "{gone:?}");
+    let store = project.store();
+    for run in [&a, &b] {
+        assert!(store.get_run(&Tenant::default(), &run.id).is_err());
+        assert!(store.journal_of(&run.id).unwrap().is_empty());
+        assert!(!project.path().join(".cairn/runs").join(&run.id).exists());
+    }
+}
+
+#[test]
+fn resume_refuses_finished_runs_and_live_leases() {
+    let project = Project::new(
+        r#"
+        [tasks.probe]
+        component = "{probe}"
+        "#,
+    );
+    let done = project.cli_json(&["run", "probe", "--json", "--input", r#"{"mode": "echo"}"#]);
+    let refused = project.cli(&["runs", "resume", done["run_id"].as_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("already succeeded"), "{refused:?}");
+    let nothing = project.cli(&["runs", "resume"]);
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("no interrupted runs"), "{nothing:?}");
+
+    // A run leased by a live process elsewhere is left alone unless forced.
+    let store = project.store();
+    let mut run = store.get_run(&Tenant::default(), done["run_id"].as_str().unwrap()).unwrap();
+    run.id = uuid_like("0000");
+    run.status = RunStatus::Running;
+    run.lease = Some(cairn::store::Lease { owner: "other-machine-1".into(), expires_at_ms: u64::MAX });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(store.create_run(&run)).unwrap();
+    drop(store);
+    let held = project.cli(&["runs", "resume", &run.id]);
+    assert!(String::from_utf8_lossy(&held.stderr).contains("holds its lease"), "{held:?}");
+    let forced = project.cli_json(&["runs", "resume", &run.id, "--force", "--json"]);
+    assert_eq!(forced["status"], "succeeded", "{forced}");
+}
+
+fn uuid_like(prefix: &str) -> String {
+    format!("{prefix}0000-0000-7000-8000-000000000000")
+}
