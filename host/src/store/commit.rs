@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Database, Table, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, Table, TableDefinition, WriteTransaction};
 
 use super::StoreError;
+use super::wal::{CHECKPOINT_BYTES, Wal};
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -66,6 +67,8 @@ impl Reply {
 
 struct Job {
     op: WriteOp,
+    /// A write-ahead-log frame that makes this write durable by itself.
+    logged: Option<Vec<u8>>,
     reply: Reply,
 }
 
@@ -100,20 +103,20 @@ fn io(e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl GroupCommitter {
-    /// Starts the writer thread over `db`.
-    pub fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    /// Starts the writer thread over `db`, logging journal writes to `wal`.
+    pub fn start(db: Arc<Database>, mut wal: Wal) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-commit".into())
-            .spawn(move || writer_loop(&db, &jobs, &thread_stats))
+            .spawn(move || writer_loop(&db, &mut wal, &jobs, &thread_stats))
             .map_err(|e| StoreError::Open { path: "(writer thread)".into(), message: e.to_string() })?;
         Ok(GroupCommitter { queue: Some(queue), thread: Some(thread), stats })
     }
 
-    fn submit(&self, op: WriteOp, reply: Reply) {
-        let job = Job { op, reply };
+    fn submit(&self, op: WriteOp, logged: Option<Vec<u8>>, reply: Reply) {
+        let job = Job { op, logged, reply };
         match &self.queue {
             Some(queue) => {
                 if let Err(mpsc::SendError(job)) = queue.send(job) {
@@ -127,14 +130,22 @@ impl GroupCommitter {
     /// Runs `op` in the next group commit and waits for it, blocking the thread.
     pub fn write(&self, op: WriteOp) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(op, Reply::Sync(tx));
+        self.submit(op, None, Reply::Sync(tx));
         rx.recv().unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Runs `op` in the next group commit and waits for it without blocking a thread.
     pub async fn write_async(&self, op: WriteOp) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(op, Reply::Async(tx));
+        self.submit(op, None, Reply::Async(tx));
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Like [`GroupCommitter::write_async`] for a write whose `frame` in the
+    /// write-ahead log makes it durable: the log is synced, redb is not.
+    pub async fn write_logged(&self, op: WriteOp, frame: Vec<u8>) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(op, Some(frame), Reply::Async(tx));
         rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -158,7 +169,7 @@ fn stopped() -> StoreError {
     StoreError::Io { operation: "commit", message: "the store's writer thread has stopped".into() }
 }
 
-fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
+fn writer_loop(db: &Database, wal: &mut Wal, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -168,14 +179,26 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
             }
         }
         let size = batch.len() as u64;
-        let mut replies = Vec::with_capacity(batch.len());
+        let logged_only = batch.iter().all(|job| job.logged.is_some());
+        let log_start = wal.len();
+        let frames: Vec<&[u8]> = batch.iter().filter_map(|job| job.logged.as_deref()).collect();
         let mut failure: Option<String> = None;
-        match db.begin_write() {
-            Err(e) => {
+        if !frames.is_empty()
+            && let Err(e) = wal.append(&frames)
+        {
+            failure = Some(e.to_string());
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        match (failure.is_none()).then(|| db.begin_write()) {
+            None => replies.extend(batch.into_iter().map(|job| (job.reply, Ok(())))),
+            Some(Err(e)) => {
                 failure = Some(io(e).to_string());
                 replies.extend(batch.into_iter().map(|job| (job.reply, Ok(()))));
             }
-            Ok(txn) => {
+            Some(Ok(mut txn)) => {
+                if logged_only && let Err(e) = txn.set_durability(Durability::None) {
+                    failure = Some(format!("cannot defer durability to the journal log: {e}"));
+                }
                 let mut tables = Tables { txn: &txn, open: Vec::new() };
                 for job in batch {
                     if failure.is_some() {
@@ -196,6 +219,28 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
                     && let Err(e) = txn.commit()
                 {
                     failure = Some(io(e).to_string());
+                }
+            }
+        }
+        if failure.is_some() && wal.len() > log_start {
+            // The batch failed: its log frames must not come back at the next open.
+            if let Err(e) = wal.rewind(log_start) {
+                tracing::error!("cannot rewind the journal log after a failed batch: {e}");
+            }
+        }
+        if failure.is_none() {
+            // A durable redb commit covers everything logged so far; otherwise checkpoint a large log.
+            let checkpoint = if logged_only { wal.len() >= CHECKPOINT_BYTES } else { !wal.is_empty() };
+            if checkpoint {
+                let durable = || -> Result<(), redb::Error> {
+                    if logged_only {
+                        db.begin_write()?.commit()?;
+                    }
+                    Ok(())
+                };
+                match durable().map_err(io).and_then(|()| wal.truncate()) {
+                    Ok(()) => {}
+                    Err(e) => tracing::error!("journal checkpoint failed (the log keeps the records): {e}"),
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod commit;
 pub mod load;
 pub mod records;
 pub mod redb;
+pub mod wal;
 
 pub use records::*;
 

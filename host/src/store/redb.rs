@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::commit::{CommitStats, GroupCommitter, Tables, WriteOp};
+use super::wal::Wal;
 use super::{
     AttemptLog, CacheEntry, JournalEntry, Lease, ReplayKey, Report, RunFilter, RunRecord, RunStatus, Store, StoreError,
     Tenant,
@@ -90,44 +91,15 @@ impl RedbStore {
             },
         })?;
         let db = Arc::new(db);
-        let committer = GroupCommitter::start(db.clone())?;
-        let store = RedbStore { db, path: path.to_path_buf(), committer };
-        store.init_schema()?;
-        Ok(store)
+        init_schema(&db, path)?;
+        let wal = replay_wal(&db, &path.with_extension("wal"))?;
+        let committer = GroupCommitter::start(db.clone(), wal)?;
+        Ok(RedbStore { db, path: path.to_path_buf(), committer })
     }
 
     /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn init_schema(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| io("open")(e.into()))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| io("open")(e.into()))?;
-            let found: Option<u64> = match meta.get("schema_version").map_err(|e| io("open")(e.into()))? {
-                Some(v) => Some(decode("meta", v.value())?),
-                None => None,
-            };
-            match found {
-                Some(version) if version > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema {
-                        path: self.path.display().to_string(),
-                        found: version,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert("schema_version", encode("meta", &SCHEMA_VERSION)?.as_slice())
-                        .map_err(|e| io("open")(e.into()))?;
-                }
-            }
-            for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE] {
-                txn.open_table(table).map_err(|e| io("open")(e.into()))?;
-            }
-        }
-        txn.commit().map_err(|e| io("open")(e.into()))
     }
 
     /// Group-commit counters: (transactions, writes, largest batch).
@@ -163,6 +135,60 @@ impl RedbStore {
         }
         Ok(out)
     }
+}
+
+fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(|e| io("open")(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| io("open")(e.into()))?;
+        let found: Option<u64> = match meta.get("schema_version").map_err(|e| io("open")(e.into()))? {
+            Some(v) => Some(decode("meta", v.value())?),
+            None => None,
+        };
+        match found {
+            Some(version) if version > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: path.display().to_string(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("schema_version", encode("meta", &SCHEMA_VERSION)?.as_slice())
+                    .map_err(|e| io("open")(e.into()))?;
+            }
+        }
+        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE] {
+            txn.open_table(table).map_err(|e| io("open")(e.into()))?;
+        }
+    }
+    txn.commit().map_err(|e| io("open")(e.into()))
+}
+
+/// Applies what the journal's write-ahead log still holds (records logged
+/// but not yet checkpointed when the last process stopped), then empties it.
+fn replay_wal(db: &Database, path: &Path) -> Result<Wal, StoreError> {
+    let (mut wal, entries) = Wal::open(path)?;
+    if !entries.is_empty() {
+        let txn = db.begin_write().map_err(|e| io("journal replay")(e.into()))?;
+        {
+            let mut t = txn.open_table(JOURNAL).map_err(|e| io("journal replay")(e.into()))?;
+            for entry in &entries {
+                let key = entry.key.encode();
+                if t.get(key.as_str()).map_err(|e| io("journal replay")(e.into()))?.is_none() {
+                    t.insert(key.as_str(), encode("journal", entry)?.as_slice())
+                        .map_err(|e| io("journal replay")(e.into()))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| io("journal replay")(e.into()))?;
+        tracing::info!("replayed {} journal records from {}", entries.len(), path.display());
+    }
+    if !wal.is_empty() {
+        wal.truncate()?;
+    }
+    Ok(wal)
 }
 
 /// A write of one value under one key.
@@ -352,19 +378,19 @@ impl Store for RedbStore {
     }
 
     async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        let frame = Wal::frame(entries)?;
         let encoded: Vec<(String, Vec<u8>)> =
             entries.iter().map(|e| Ok((e.key.encode(), encode("journal", e)?))).collect::<Result<_, StoreError>>()?;
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let t = tables.get(JOURNAL)?;
-                for (key, value) in &encoded {
-                    if t.get(key.as_str()).map_err(|e| io("journal append")(e.into()))?.is_none() {
-                        t.insert(key.as_str(), value.as_slice()).map_err(|e| io("journal append")(e.into()))?;
-                    }
+        let op: WriteOp = Box::new(move |tables: &mut Tables<'_>| {
+            let t = tables.get(JOURNAL)?;
+            for (key, value) in &encoded {
+                if t.get(key.as_str()).map_err(|e| io("journal append")(e.into()))?.is_none() {
+                    t.insert(key.as_str(), value.as_slice()).map_err(|e| io("journal append")(e.into()))?;
                 }
-                Ok(())
-            }))
-            .await
+            }
+            Ok(())
+        });
+        self.committer.write_logged(op, frame).await
     }
 
     fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {
@@ -480,7 +506,7 @@ impl Store for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CallKind, RunStatus, now_ms};
+    use crate::store::{CallKind, now_ms};
 
     fn run(id: &str, task: &str) -> RunRecord {
         RunRecord {
@@ -562,5 +588,84 @@ mod tests {
         }
         let err = RedbStore::open(&path).err().expect("must refuse a newer file");
         assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn leases_are_claimed_renewed_and_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("l.redb")).unwrap();
+        let tenant = Tenant::default();
+        let mut r = run("01-lease", "t");
+        r.lease = Some(Lease { owner: "a".into(), expires_at_ms: 1_000 });
+        store.create_run(&r).await.unwrap();
+        // Held by a until 1000: b cannot claim at 500, can at 1000.
+        assert!(store.claim_run(&tenant, &r.id, "b", 5_000, 500, false).await.unwrap().is_none());
+        assert!(store.heartbeat(&tenant, &r.id, "a", 2_000).await.unwrap());
+        assert!(store.claim_run(&tenant, &r.id, "b", 5_000, 1_500, false).await.unwrap().is_none());
+        let claimed = store.claim_run(&tenant, &r.id, "b", 5_000, 2_000, false).await.unwrap().unwrap();
+        assert_eq!(claimed.lease.as_ref().unwrap().owner, "b");
+        // a has lost it: its heartbeat and updates are refused.
+        assert!(!store.heartbeat(&tenant, &r.id, "a", 9_000).await.unwrap());
+        let err = store.update_run(&r, "a").await.unwrap_err();
+        assert!(matches!(err, StoreError::LeaseLost { ref holder, .. } if holder == "b"), "{err}");
+        // c may take it over only by force.
+        assert!(store.claim_run(&tenant, &r.id, "c", 9_000, 2_500, false).await.unwrap().is_none());
+        assert!(store.claim_run(&tenant, &r.id, "c", 9_000, 2_500, true).await.unwrap().is_some());
+        // A finished run is never claimed.
+        let mut done = store.get_run(&tenant, &r.id).unwrap();
+        done.status = RunStatus::Succeeded;
+        done.lease = None;
+        store.update_run(&done, "c").await.unwrap();
+        assert!(store.claim_run(&tenant, &r.id, "d", 9_000, 10_000, true).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("g.redb")).unwrap());
+        let mut writers = tokio::task::JoinSet::new();
+        for i in 0..200u32 {
+            let store = store.clone();
+            writers.spawn(async move {
+                let key = ReplayKey {
+                    run_id: format!("r{i}"),
+                    kind: CallKind::Trace,
+                    name: "n".into(),
+                    input_hash: "h".into(),
+                    occurrence: 1,
+                };
+                let entry = JournalEntry {
+                    key,
+                    seq: 0,
+                    attempt: 1,
+                    output: "1".into(),
+                    summary: String::new(),
+                    recorded_at_ms: 0,
+                    duration_ms: 0,
+                    usage: None,
+                };
+                store.journal_put(&entry).await.unwrap();
+                // Acknowledged means readable.
+                assert_eq!(store.journal_of(&format!("r{i}")).unwrap().len(), 1);
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap();
+        }
+        let (commits, writes, largest) = store.commit_stats().snapshot();
+        assert_eq!(writes, 200);
+        assert!(commits < 200 && largest > 1, "{commits} commits, largest batch {largest}: writes were batched");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_does_not_fail_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("f.redb")).unwrap();
+        store.create_run(&run("dup", "t")).await.unwrap();
+        let (dup, new) = (run("dup", "t"), run("new", "t"));
+        let (duplicate, fresh) = tokio::join!(store.create_run(&dup), store.create_run(&new));
+        assert!(duplicate.is_err());
+        fresh.unwrap();
+        assert!(store.get_run(&Tenant::default(), "new").is_ok());
     }
 }
