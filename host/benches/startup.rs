@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use cairn::engine::CairnEngine;
 use cairn::manifest::Manifest;
 use cairn::runner::Host;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceTable, Val};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -37,7 +38,17 @@ fn mean(total: Duration, n: u32) -> f64 {
 async fn bare_calls(engine: &Engine, component: &Component, n: u32) -> Duration {
     let mut linker: Linker<Bare> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    linker.define_unknown_imports_as_traps(component).unwrap();
+    // The probe's echo path never calls Cairn's own imports: link them as traps.
+    for (name, item) in component.component_type().imports(engine) {
+        if let (true, ComponentItem::ComponentInstance(instance)) = (name.starts_with("cairn:task/"), item.ty) {
+            let mut stubs = linker.instance(name).unwrap();
+            for (function, _) in instance.exports(engine) {
+                stubs
+                    .func_new(function, |_, _, _, _| Err(wasmtime::format_err!("not linked in the bare baseline")))
+                    .unwrap();
+            }
+        }
+    }
     let pre = linker.instantiate_pre(component).unwrap();
     let started = Instant::now();
     for _ in 0..n {
@@ -94,24 +105,33 @@ fn main() {
     let probe_default = Component::from_file(&default_engine, &probe).unwrap();
     let calls = 2000;
     let rounds = 5;
-    let (mut cairn_t, mut bare_same, mut bare_default) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut cairn_t, mut cairn_warm_dir, mut bare_same, mut bare_default) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let bench_run = "0190bench-0000-7000-8000-000000000000";
     runtime.block_on(async {
         // Warm up every path once.
-        host.invoke_once("probe", r#"{"mode":"echo"}"#).await.unwrap().unwrap();
+        host.invoke_once("probe", r#"{"mode":"echo"}"#, None).await.unwrap().unwrap();
+        host.invoke_once("probe", r#"{"mode":"echo"}"#, Some(bench_run)).await.unwrap().unwrap();
         bare_calls(host.engine().engine(), &probe_component, 10).await;
         bare_calls(&default_engine, &probe_default, 10).await;
         for _ in 0..rounds {
             let started = Instant::now();
             for _ in 0..calls {
-                host.invoke_once("probe", r#"{"mode":"echo"}"#).await.unwrap().unwrap();
+                host.invoke_once("probe", r#"{"mode":"echo"}"#, None).await.unwrap().unwrap();
             }
             cairn_t += started.elapsed();
+            let started = Instant::now();
+            for _ in 0..calls {
+                host.invoke_once("probe", r#"{"mode":"echo"}"#, Some(bench_run)).await.unwrap().unwrap();
+            }
+            cairn_warm_dir += started.elapsed();
             bare_same += bare_calls(host.engine().engine(), &probe_component, calls).await;
             bare_default += bare_calls(&default_engine, &probe_default, calls).await;
         }
     });
     let n = calls * rounds;
     let (cairn_us, same_us, default_us) = (mean(cairn_t, n), mean(bare_same, n), mean(bare_default, n));
+    let cairn_dir_us = mean(cairn_warm_dir, n);
 
     println!("startup benchmark (one run; ratios are the figures to compare)");
     println!("allocator: {:?}", host.engine().allocator());
@@ -122,7 +142,9 @@ fn main() {
     println!("trivial guest (probe echo), fresh instance per call, mean of {n}:");
     println!("  bare wasmtime, default engine               {default_us:>10.1} µs");
     println!("  bare wasmtime, Cairn's engine (pooling)     {same_us:>10.1} µs");
-    println!("  Cairn attempt (invoke_once)                 {cairn_us:>10.1} µs");
-    println!("  Cairn / bare (same engine)                  {:>10.2} x", cairn_us / same_us);
-    println!("  Cairn / bare (default engine)               {:>10.2} x", cairn_us / default_us);
+    println!("  Cairn attempt, existing run directory       {cairn_dir_us:>10.1} µs");
+    println!("  Cairn attempt, new run directory (mkdir)    {cairn_us:>10.1} µs");
+    println!("  Cairn (existing dir) / bare (same engine)   {:>10.2} x", cairn_dir_us / same_us);
+    println!("  Cairn (existing dir) / bare (default)       {:>10.2} x", cairn_dir_us / default_us);
+    println!("  Cairn (new dir) / bare (same engine)        {:>10.2} x", cairn_us / same_us);
 }

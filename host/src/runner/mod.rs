@@ -80,6 +80,24 @@ pub struct Host {
     tenant: Tenant,
     host_id: String,
     pres: Mutex<HashMap<String, TaskPre<HostState>>>,
+    /// Components already loaded, by path, with the file's identity when loaded.
+    loaded: Mutex<HashMap<std::path::PathBuf, (FileIdentity, String)>>,
+}
+
+/// What says a component file is unchanged since it was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileIdentity {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileIdentity { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() })
+    }
 }
 
 /// The file name of the embedded store inside `.cairn/`.
@@ -112,6 +130,7 @@ impl Host {
             tenant: Tenant::default(),
             host_id: host_id(),
             pres: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
         })
     }
 
@@ -331,7 +350,13 @@ impl Host {
 
     /// Makes one attempt of `task` on `input` in a fresh instance without
     /// creating a run record: the per-call cost of the host, for benchmarks.
-    pub async fn invoke_once(&self, task_name: &str, input: &str) -> Result<Result<String, Failure>, RunnerError> {
+    /// `run_id` reuses that run's directory and journal; `None` makes new ones.
+    pub async fn invoke_once(
+        &self,
+        task_name: &str,
+        input: &str,
+        run_id: Option<&str>,
+    ) -> Result<Result<String, Failure>, RunnerError> {
         let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
         let (pre, _) = match self.prepare(&task).await {
             Ok(prepared) => prepared,
@@ -341,7 +366,7 @@ impl Host {
             Ok(provider) => provider,
             Err(failure) => return Ok(Err(failure)),
         };
-        let run_id = uuid::Uuid::now_v7().to_string();
+        let run_id = run_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
         Ok(self.attempt(&task, &pre, &provider, &run_id, input, 1, &JournalMode::Live).await.0)
     }
 
@@ -365,6 +390,17 @@ impl Host {
 
     /// Loads (or finds) the task's component and pre-instantiates it.
     async fn prepare(&self, task: &TaskSpec) -> Result<(TaskPre<HostState>, String), Failure> {
+        // An unchanged file needs no reading, hashing or loading again.
+        let identity = FileIdentity::of(&task.component);
+        if let Some(identity) = &identity {
+            let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((known, digest)) = loaded.get(&task.component)
+                && known == identity
+                && let Some(pre) = self.pres.lock().unwrap_or_else(|e| e.into_inner()).get(digest)
+            {
+                return Ok((pre.clone(), digest.clone()));
+            }
+        }
         let engine = self.engine.clone();
         let path = task.component.clone();
         let loaded = tokio::task::spawn_blocking(move || engine.load(&path))
@@ -381,21 +417,31 @@ impl Host {
                     retryable: false,
                 }
             })?;
-        if let Some(pre) = self.pres.lock().unwrap_or_else(|e| e.into_inner()).get(&loaded.digest) {
-            return Ok((pre.clone(), loaded.digest));
-        }
-        let incompatible = |e: wasmtime::Error| Failure {
-            kind: "invalid-component".into(),
-            message: format!(
-                "component {} of task {:?} does not fit the cairn:task world: {e:#}. Rebuild it against this host's wit/ directory",
-                task.component.display(),
-                task.name
-            ),
-            retryable: false,
+        let known = self.pres.lock().unwrap_or_else(|e| e.into_inner()).get(&loaded.digest).cloned();
+        let pre = match known {
+            Some(pre) => pre,
+            None => {
+                let incompatible = |e: wasmtime::Error| Failure {
+                    kind: "invalid-component".into(),
+                    message: format!(
+                        "component {} of task {:?} does not fit the cairn:task world: {e:#}. Rebuild it against this host's wit/ directory",
+                        task.component.display(),
+                        task.name
+                    ),
+                    retryable: false,
+                };
+                let pre = self.linker.instantiate_pre(&loaded.component).map_err(incompatible)?;
+                let pre = TaskPre::new(pre).map_err(incompatible)?;
+                self.pres.lock().unwrap_or_else(|e| e.into_inner()).insert(loaded.digest.clone(), pre.clone());
+                pre
+            }
         };
-        let pre = self.linker.instantiate_pre(&loaded.component).map_err(incompatible)?;
-        let pre = TaskPre::new(pre).map_err(incompatible)?;
-        self.pres.lock().unwrap_or_else(|e| e.into_inner()).insert(loaded.digest.clone(), pre.clone());
+        if let Some(identity) = identity {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(task.component.clone(), (identity, loaded.digest.clone()));
+        }
         Ok((pre, loaded.digest))
     }
 

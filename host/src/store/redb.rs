@@ -668,4 +668,35 @@ mod tests {
         fresh.unwrap();
         assert!(store.get_run(&Tenant::default(), "new").is_ok());
     }
+
+    #[tokio::test]
+    async fn records_left_in_the_log_are_replayed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        drop(RedbStore::open(&path).unwrap());
+        // A process that logged a record and died before applying it to redb.
+        let key = ReplayKey {
+            run_id: "r".into(),
+            kind: CallKind::Llm,
+            name: "c".into(),
+            input_hash: "h".into(),
+            occurrence: 1,
+        };
+        let entry = JournalEntry {
+            key,
+            seq: 0,
+            attempt: 1,
+            output: "\"logged\"".into(),
+            summary: String::new(),
+            recorded_at_ms: 0,
+            duration_ms: 0,
+            usage: None,
+        };
+        let (mut wal, _) = Wal::open(&path.with_extension("wal")).unwrap();
+        wal.append(&[&Wal::frame(std::slice::from_ref(&entry)).unwrap()]).unwrap();
+        drop(wal);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.journal_of("r").unwrap(), vec![entry]);
+        assert_eq!(std::fs::metadata(path.with_extension("wal")).unwrap().len(), 0, "the log is emptied once applied");
+    }
 }

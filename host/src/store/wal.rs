@@ -107,3 +107,61 @@ impl Wal {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CallKind, ReplayKey};
+
+    fn entry(occurrence: u32) -> JournalEntry {
+        JournalEntry {
+            key: ReplayKey {
+                run_id: "r".into(),
+                kind: CallKind::Llm,
+                name: "complete".into(),
+                input_hash: "h".into(),
+                occurrence,
+            },
+            seq: occurrence as u64,
+            attempt: 1,
+            output: "\"answer\"".into(),
+            summary: String::new(),
+            recorded_at_ms: 0,
+            duration_ms: 0,
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_later_frames_follow_the_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.wal");
+        {
+            let (mut wal, entries) = Wal::open(&path).unwrap();
+            assert!(entries.is_empty());
+            let (a, b) = (Wal::frame(&[entry(1)]).unwrap(), Wal::frame(&[entry(2), entry(3)]).unwrap());
+            wal.append(&[&a, &b]).unwrap();
+        }
+        // A crash mid-append: half a frame, then a frame whose CRC is wrong.
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        let mut torn = Wal::frame(&[entry(4)]).unwrap();
+        torn.truncate(torn.len() / 2);
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&torn).unwrap();
+        let (mut wal, entries) = Wal::open(&path).unwrap();
+        assert_eq!(entries.iter().map(|e| e.key.occurrence).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(wal.len(), good_len, "the torn tail is cut off");
+        wal.append(&[&Wal::frame(&[entry(5)]).unwrap()]).unwrap();
+        drop(wal);
+
+        let mut corrupt = std::fs::read(&path).unwrap();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        std::fs::write(&path, &corrupt).unwrap();
+        let (_, entries) = Wal::open(&path).unwrap();
+        assert_eq!(entries.len(), 3, "a frame failing its CRC ends the replay");
+
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.truncate().unwrap();
+        assert!(Wal::open(&path).unwrap().1.is_empty());
+    }
+}
