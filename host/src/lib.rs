@@ -15,6 +15,7 @@ pub mod imports;
 pub mod journal;
 pub mod llm;
 pub mod manifest;
+pub mod policy;
 pub mod runner;
 pub mod sandbox;
 pub mod store;

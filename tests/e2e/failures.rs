@@ -115,7 +115,8 @@ async fn invalid_manifests_name_file_line_and_key() {
             "environment \"nope\", which is not defined",
         ),
         ("[environments.e]\nreuse = { replicas = 2 }\n", 2, "not supported yet"),
-        ("[tasks.a]\ncomponent = \"a.wasm\"\nretries = { count = 3 }\n", 3, "not supported yet"),
+        ("[tasks.a]\ncomponent = \"a.wasm\"\nretries = { count = 3, strategy = \"sideways\" }\n", 3, "sideways"),
+        ("[tasks.a]\ncomponent = \"a.wasm\"\nfallback = [\"ghost\"]\n", 3, "fallback \"ghost\" must be another task"),
     ];
     for (text, line, message) in cases {
         let dir = tempfile::tempdir().unwrap();

@@ -33,17 +33,31 @@ impl HostState {
             return Err(miss.into());
         }
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(self.attempt.llm_timeout, self.attempt.llm.complete(&request)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(LlmError::Timeout),
+        let outcome = match self.attempt.stub.take() {
+            Some(content) => Ok(ChatResponse {
+                content,
+                model: "stub".into(),
+                usage: Default::default(),
+                provider: Some("stub".into()),
+            }),
+            None => match tokio::time::timeout(self.attempt.llm_timeout, self.attempt.llm.complete(&request)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(LlmError::Timeout),
+            },
         };
         let response = match outcome {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(run = %self.attempt.run_id, "llm call failed: {err}");
+                if let LlmError::RateLimited { retry_after } = &err {
+                    self.attempt.stats.retry_after = *retry_after;
+                }
                 return Ok(Err(err));
             }
         };
+        if response.provider.as_deref().is_some_and(|p| p != self.attempt.llm.name() && p != "stub") {
+            self.attempt.stats.degraded_llm = true;
+        }
         let summary = summarize(&request, &response);
         self.attempt
             .journal

@@ -43,6 +43,10 @@ pub struct AttemptStats {
     pub trace_replayed: u32,
     /// Tokens of live calls.
     pub usage: Usage,
+    /// Whether a fallback LLM provider answered a live call.
+    pub degraded_llm: bool,
+    /// The wait the provider asked for when it last rate-limited this attempt.
+    pub retry_after: Option<Duration>,
 }
 
 /// Caps the guest's linear memory; remembers whether the cap was hit, so a
@@ -88,6 +92,9 @@ pub struct AttemptState {
     pub report: Report,
     /// Counters.
     pub stats: AttemptStats,
+    /// Answer the first LLM call that misses the journal with this text
+    /// instead of calling the provider (a DLQ retry's stub).
+    pub stub: Option<String>,
 }
 
 /// The data of a wasmtime `Store` running one attempt.

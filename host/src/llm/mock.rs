@@ -317,7 +317,12 @@ impl MockProvider {
             prompt_tokens: estimate_tokens(prompt_words),
             completion_tokens: estimate_tokens(content.split_whitespace().count()),
         };
-        ChatResponse { content, model: request.model.clone().unwrap_or_else(|| self.config.model.clone()), usage }
+        ChatResponse {
+            content,
+            model: request.model.clone().unwrap_or_else(|| self.config.model.clone()),
+            usage,
+            provider: None,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`reliable::Reliable`] wraps any provider with JSON validation and
 //! provider-level retries.
 
+pub mod chain;
 pub mod mock;
 pub mod openai;
 pub mod reliable;
@@ -98,6 +99,9 @@ pub struct ChatResponse {
     pub model: String,
     /// Token accounting.
     pub usage: Usage,
+    /// The provider that answered, when a fallback chain chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// Why a provider call failed. Messages never contain API keys.

@@ -297,7 +297,7 @@ impl LlmProvider for OpenAiProvider {
             prompt_tokens: tokens(u.prompt_tokens),
             completion_tokens: tokens(u.completion_tokens),
         });
-        Ok(ChatResponse { content, model: wire.model.unwrap_or_else(|| model.to_owned()), usage })
+        Ok(ChatResponse { content, model: wire.model.unwrap_or_else(|| model.to_owned()), usage, provider: None })
     }
 }
 

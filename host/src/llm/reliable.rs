@@ -173,6 +173,7 @@ mod tests {
                 content: content.to_owned(),
                 model: "fake".into(),
                 usage: Usage { prompt_tokens: 1, completion_tokens: 1 },
+                provider: None,
             })
         }
     }

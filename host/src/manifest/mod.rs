@@ -2,7 +2,7 @@
 //!
 //! Every error names the file, the line and the key at fault. Settings that a
 //! later version of Cairn will support (`reuse`, `depends_on`, retry
-//! strategies, fallbacks) are recognised and rejected with "not supported yet"
+//! ) are recognised and rejected with "not supported yet"
 //! rather than silently ignored.
 
 pub mod units;
@@ -16,6 +16,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::llm::mock::{MockConfig, MockRule};
+use crate::policy::breaker::BreakerConfig;
+use crate::policy::retry::{Jitter, RetryPolicy, Strategy};
 
 /// The file name Cairn looks for.
 pub const MANIFEST_FILE: &str = "cairn.toml";
@@ -130,12 +132,28 @@ pub struct TaskSpec {
     pub build: Option<BuildSpec>,
     /// Name of its environment.
     pub environment: String,
-    /// How many times a failed attempt is retried.
-    pub retries: u32,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Tasks tried in order once this one's retries are spent or its breaker is open.
+    pub fallback: Vec<String>,
+    /// The task's circuit breaker, if it has one.
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Retry out-of-memory failures with more memory.
+    pub on_oom: Option<OomPolicy>,
     /// LLM provider override.
     pub llm: Option<String>,
     /// Cache override.
     pub cache: Option<CachePolicy>,
+}
+
+/// `on_oom = { grow = 2.0, max = "2GiB" }`: after an out-of-memory failure,
+/// the next attempt gets `grow` times the memory, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OomPolicy {
+    /// Factor applied to the memory limit.
+    pub grow: f64,
+    /// Largest memory limit, in bytes.
+    pub max: u64,
 }
 
 /// Configuration of one LLM provider.
@@ -165,6 +183,10 @@ pub struct ProviderSpec {
     pub kind: ProviderKind,
     /// Provider-level retries of retryable errors.
     pub max_retries: u32,
+    /// Providers tried in order when this one fails or its breaker is open.
+    pub fallback: Vec<String>,
+    /// The provider's circuit breaker, if it has one.
+    pub circuit_breaker: Option<BreakerConfig>,
 }
 
 /// A parsed, validated `cairn.toml`.
@@ -307,6 +329,9 @@ mod raw {
             rules: Option<Vec<MockRule>>,
             #[serde(default)]
             max_retries: u32,
+            #[serde(default)]
+            fallback: Vec<Spanned<String>>,
+            circuit_breaker: Option<RawBreaker>,
         },
         OpenaiCompatible {
             base_url: String,
@@ -315,7 +340,53 @@ mod raw {
             #[serde(default, deserialize_with = "units::opt_duration")]
             timeout: Option<Duration>,
             max_retries: Option<u32>,
+            #[serde(default)]
+            fallback: Vec<Spanned<String>>,
+            circuit_breaker: Option<RawBreaker>,
         },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawBreaker {
+        failure_threshold: Option<u32>,
+        success_threshold: Option<u32>,
+        #[serde(default, deserialize_with = "units::opt_duration")]
+        timeout: Option<Duration>,
+    }
+
+    impl RawBreaker {
+        fn config(self) -> BreakerConfig {
+            let defaults = BreakerConfig::default();
+            BreakerConfig {
+                failure_threshold: self.failure_threshold.unwrap_or(defaults.failure_threshold).max(1),
+                success_threshold: self.success_threshold.unwrap_or(defaults.success_threshold).max(1),
+                timeout: self.timeout.unwrap_or(defaults.timeout),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawRetry {
+        count: u32,
+        #[serde(default)]
+        strategy: Strategy,
+        #[serde(default, deserialize_with = "units::opt_duration")]
+        base_delay: Option<Duration>,
+        #[serde(default, deserialize_with = "units::opt_duration")]
+        max_delay: Option<Duration>,
+        #[serde(default)]
+        jitter: Jitter,
+        retry_on: Option<Vec<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawOom {
+        grow: f64,
+        #[serde(deserialize_with = "units::size")]
+        max: u64,
     }
 
     #[derive(Deserialize, Default)]
@@ -366,7 +437,9 @@ mod raw {
         pub llm: Option<Spanned<String>>,
         pub resources: Option<Spanned<toml::Value>>,
         pub cache: Option<Spanned<toml::Value>>,
-        pub fallback: Option<Spanned<toml::Value>>,
+        #[serde(default)]
+        pub fallback: Vec<Spanned<String>>,
+        pub circuit_breaker: Option<RawBreaker>,
         pub on_oom: Option<Spanned<toml::Value>>,
     }
 
@@ -399,18 +472,21 @@ mod raw {
     impl Manifest {
         pub fn validate(self, locate: &Locator, path: &Path, dir: PathBuf) -> Result<super::Manifest, ManifestError> {
             let mut providers = BTreeMap::new();
+            let mut provider_fallbacks: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
             providers.insert(
                 DEFAULT_PROVIDER.to_owned(),
                 ProviderSpec {
                     name: DEFAULT_PROVIDER.into(),
                     kind: ProviderKind::Mock(MockConfig::default()),
                     max_retries: 0,
+                    fallback: Vec::new(),
+                    circuit_breaker: None,
                 },
             );
             for (name, spanned) in self.llm.providers {
                 let span = spanned.span();
                 let spec = match spanned.into_inner() {
-                    Provider::Mock { latency, model, script, rules, max_retries } => {
+                    Provider::Mock { latency, model, script, rules, max_retries, fallback, circuit_breaker } => {
                         let mut config = match &script {
                             Some(file) => MockConfig::from_file(dir.join(file.get_ref()))
                                 .map_err(|e| locate.error(file.span(), format!("llm provider {name:?}: {e}")))?,
@@ -427,9 +503,24 @@ mod raw {
                             rules.append(&mut config.rules);
                             config.rules = rules;
                         }
-                        ProviderSpec { name: name.clone(), kind: ProviderKind::Mock(config), max_retries }
+                        provider_fallbacks.push((name.clone(), fallback));
+                        ProviderSpec {
+                            name: name.clone(),
+                            kind: ProviderKind::Mock(config),
+                            max_retries,
+                            fallback: Vec::new(),
+                            circuit_breaker: circuit_breaker.map(RawBreaker::config),
+                        }
                     }
-                    Provider::OpenaiCompatible { base_url, model, api_key_secret, timeout, max_retries } => {
+                    Provider::OpenaiCompatible {
+                        base_url,
+                        model,
+                        api_key_secret,
+                        timeout,
+                        max_retries,
+                        fallback,
+                        circuit_breaker,
+                    } => {
                         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                             return Err(locate.error(
                                 span,
@@ -438,6 +529,7 @@ mod raw {
                                 ),
                             ));
                         }
+                        provider_fallbacks.push((name.clone(), fallback));
                         ProviderSpec {
                             name: name.clone(),
                             kind: ProviderKind::OpenAiCompatible {
@@ -447,6 +539,8 @@ mod raw {
                                 timeout: timeout.unwrap_or(Duration::from_secs(60)),
                             },
                             max_retries: max_retries.unwrap_or(2),
+                            fallback: Vec::new(),
+                            circuit_breaker: circuit_breaker.map(RawBreaker::config),
                         }
                     }
                 };
@@ -471,6 +565,19 @@ mod raw {
                 Some(reference) => check_provider(reference, "[llm] default")?,
                 None => DEFAULT_PROVIDER.to_owned(),
             };
+            let mut resolved_provider_fallbacks = Vec::new();
+            for (name, list) in &provider_fallbacks {
+                let owner = format!("llm provider {name:?} (fallback)");
+                let mut names = Vec::new();
+                for reference in list {
+                    let target = check_provider(reference, &owner)?;
+                    if target == *name {
+                        return Err(locate.error(reference.span(), format!("{owner} lists itself")));
+                    }
+                    names.push(target);
+                }
+                resolved_provider_fallbacks.push((name.clone(), names));
+            }
 
             let mut environments = BTreeMap::new();
             environments.insert(
@@ -509,11 +616,10 @@ mod raw {
             }
 
             let mut tasks = BTreeMap::new();
+            let mut task_fallbacks: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
             for (name, spanned) in self.tasks {
                 let task = spanned.into_inner();
                 let owner = format!("task {name:?}");
-                not_yet(locate, &task.fallback, "fallback", &owner)?;
-                not_yet(locate, &task.on_oom, "on_oom", &owner)?;
                 if let Some(resources) = &task.resources {
                     return Err(locate.error(
                         resources.span(),
@@ -535,24 +641,59 @@ mod raw {
                     }
                     None => DEFAULT_ENVIRONMENT.to_owned(),
                 };
-                let retries = match &task.retries {
-                    None => 0,
+                let retry = match &task.retries {
+                    None => RetryPolicy::default(),
                     Some(value) => match value.get_ref() {
-                        toml::Value::Integer(n) if (0..=100).contains(n) => *n as u32,
+                        toml::Value::Integer(n) if (0..=100).contains(n) => RetryPolicy::count(*n as u32),
                         toml::Value::Integer(_) => {
                             return Err(
                                 locate.error(value.span(), format!("{owner}: retries must be between 0 and 100"))
                             );
                         }
                         toml::Value::Table(_) => {
+                            let raw: RawRetry = value.get_ref().clone().try_into().map_err(|e: toml::de::Error| {
+                                locate.error(value.span(), format!("{owner}: retries: {}", e.message()))
+                            })?;
+                            if raw.count > 100 {
+                                return Err(
+                                    locate.error(value.span(), format!("{owner}: retries must be between 0 and 100"))
+                                );
+                            }
+                            let defaults = RetryPolicy::default();
+                            RetryPolicy {
+                                count: raw.count,
+                                strategy: raw.strategy,
+                                base_delay: raw.base_delay.unwrap_or(defaults.base_delay),
+                                max_delay: raw.max_delay.unwrap_or(defaults.max_delay),
+                                jitter: raw.jitter,
+                                retry_on: raw.retry_on,
+                            }
+                        }
+                        _ => {
                             return Err(locate.error(
                                 value.span(),
-                                format!("{owner}: retry strategies are not supported yet; write a count such as `retries = 3`"),
+                                format!(
+                                    "{owner}: retries must be a whole number or a table {{ count, strategy, ... }}"
+                                ),
                             ));
                         }
-                        _ => return Err(locate.error(value.span(), format!("{owner}: retries must be a whole number"))),
                     },
                 };
+                let on_oom = match &task.on_oom {
+                    None => None,
+                    Some(value) => {
+                        let raw: RawOom = value.get_ref().clone().try_into().map_err(|e: toml::de::Error| {
+                            locate.error(value.span(), format!("{owner}: on_oom: {}", e.message()))
+                        })?;
+                        if raw.grow <= 1.0 {
+                            return Err(
+                                locate.error(value.span(), format!("{owner}: on_oom.grow must be more than 1.0"))
+                            );
+                        }
+                        Some(OomPolicy { grow: raw.grow, max: raw.max })
+                    }
+                };
+                task_fallbacks.push((name.clone(), task.fallback));
                 let llm = task.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
                 let cache = task.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?;
                 let component = dir.join(task.component.get_ref());
@@ -570,11 +711,39 @@ mod raw {
                         component,
                         build,
                         environment,
-                        retries,
+                        retry,
+                        fallback: Vec::new(),
+                        circuit_breaker: task.circuit_breaker.map(RawBreaker::config),
+                        on_oom,
                         llm,
                         cache,
                     },
                 );
+            }
+            for (name, list) in task_fallbacks {
+                let mut names = Vec::new();
+                for reference in list {
+                    let target = reference.get_ref();
+                    if *target == name || !tasks.contains_key(target) {
+                        let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
+                        return Err(locate.error(
+                            reference.span(),
+                            format!(
+                                "task {name:?}: fallback {target:?} must be another task of this manifest; tasks: {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                    names.push(target.clone());
+                }
+                if let Some(task) = tasks.get_mut(&name) {
+                    task.fallback = names;
+                }
+            }
+            for (name, names) in resolved_provider_fallbacks {
+                if let Some(provider) = providers.get_mut(&name) {
+                    provider.fallback = names;
+                }
             }
             Ok(super::Manifest { path: path.to_path_buf(), dir, default_provider, providers, environments, tasks })
         }

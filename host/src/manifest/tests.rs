@@ -50,7 +50,7 @@ cache = { version = "v2" }
     let one = manifest.task("one").unwrap();
     assert_eq!(one.component, Path::new("/p/c/one.wasm"));
     assert_eq!(one.component_line, 16);
-    assert_eq!(one.retries, 2);
+    assert_eq!(one.retry, crate::policy::retry::RetryPolicy::count(2));
     assert_eq!(one.build.as_ref().unwrap().output, Path::new("/p/c/one.wasm"));
     let env = manifest.environment_of(one);
     assert_eq!(env.resources.memory, 64 << 20);

@@ -18,10 +18,22 @@ use crate::store::{AttemptLog, Failure, Report};
 
 use super::{Host, LOG_CAP};
 
+/// What one attempt gets: its number, where its journal answers from, its
+/// memory limit (grown after out-of-memory under `on_oom`) and an optional stub.
+pub(super) struct AttemptPlan {
+    /// 1-based attempt number within the run.
+    pub number: u32,
+    /// Live or replay.
+    pub mode: JournalMode,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    /// Stub answer for the first LLM call that misses the journal.
+    pub stub: Option<String>,
+}
+
 impl Host {
     /// Runs one attempt in a fresh instance; returns its outcome and counters.
     /// Logs and the report are stored before it returns.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn attempt(
         &self,
         task: &TaskSpec,
@@ -29,9 +41,9 @@ impl Host {
         provider: &Arc<dyn LlmProvider>,
         run_id: &str,
         input: &str,
-        number: u32,
-        mode: &JournalMode,
+        plan: &AttemptPlan,
     ) -> (Result<String, Failure>, AttemptStats) {
+        let (number, mode) = (plan.number, &plan.mode);
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
         let env = self.manifest.environment_of(task).clone();
@@ -39,7 +51,8 @@ impl Host {
             Ok(state) => state,
             Err(failure) => return (Err(failure), AttemptStats::default()),
         };
-        state.memory.limit = env.resources.memory;
+        state.memory.limit = plan.memory;
+        state.attempt.stub = plan.stub.clone();
         let mut store = WasmStore::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.memory);
         let ticks = (env.resources.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -58,7 +71,7 @@ impl Host {
             Ok(Ok(Err(task_error))) => {
                 Err(Failure { kind: task_error.kind, message: task_error.message, retryable: task_error.retryable })
             }
-            Ok(Err(error)) => Err(classify_trap(&error, store.data().memory.hit, &env.resources)),
+            Ok(Err(error)) => Err(classify_trap(&error, store.data().memory.hit, plan.memory)),
         };
         let state = store.into_data();
         let attempt = state.attempt;
@@ -129,6 +142,7 @@ impl Host {
                 store: self.store.clone(),
                 report: Report::default(),
                 stats: AttemptStats::default(),
+                stub: None,
             },
         })
     }
@@ -171,7 +185,7 @@ fn check_output(output: String, max_output: u64) -> Result<String, Failure> {
     Ok(output)
 }
 
-fn classify_trap(error: &wasmtime::Error, memory_hit: bool, resources: &crate::manifest::Resources) -> Failure {
+fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -> Failure {
     if let Some(journal) = error.downcast_ref::<JournalError>() {
         return match journal {
             JournalError::ReplayMiss { .. } => {
@@ -182,14 +196,18 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, resources: &crate::m
     }
     let trap = error.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {
-        return timeout_failure(resources.timeout);
+        return Failure {
+            kind: "timeout".into(),
+            message: "the guest ran past its time limit; raise `resources.timeout` of the task's environment if it needs longer".into(),
+            retryable: true,
+        };
     }
     if memory_hit {
         return Failure {
             kind: "out-of-memory".into(),
             message: format!(
                 "the guest tried to grow its memory past the {} MiB limit; raise `resources.memory` of the task's environment",
-                resources.memory >> 20
+                memory_limit >> 20
             ),
             retryable: true,
         };

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Linker;
 
+use self::attempt::AttemptPlan;
 pub use self::attempt::host_failure;
 use self::lease::{Heartbeat, host_id, is_stale, lease_until};
 pub use self::providers::build_provider;
@@ -23,17 +24,33 @@ use crate::engine::{CairnEngine, EngineError};
 use crate::imports::{self, HostState, TaskPre};
 use crate::journal::JournalMode;
 use crate::llm::LlmProvider;
+use crate::llm::chain::{Member, ProviderChain};
 use crate::manifest::{Manifest, TaskSpec};
+use crate::policy::breaker::Admission;
+use crate::policy::clock::{Clock, SystemClock};
+use crate::policy::registry::Breakers;
+use crate::policy::retry::random_unit;
 use crate::sandbox::RunDirs;
 use crate::store::redb::RedbStore;
 use crate::store::{
-    AttemptRecord, CacheEntry, Failure, Lease, RunRecord, RunStatus, Store, StoreError, Tenant, now_ms,
+    AttemptRecord, CacheEntry, DeadLetter, Failure, Lease, RunRecord, RunStatus, Store, StoreError, Tenant, now_ms,
 };
 
 /// Bytes of stdout (and of stderr) kept per attempt.
 pub const LOG_CAP: usize = 1 << 20;
 /// The failure kind of an attempt cut short by a host crash.
 pub const INTERRUPTED: &str = "interrupted";
+/// The failure kind of a task whose circuit breaker is open.
+pub const CIRCUIT_OPEN: &str = "circuit-open";
+/// The failure kind of an attempt that found its LLM provider's breaker open.
+pub const LLM_CIRCUIT_OPEN: &str = "llm-circuit-open";
+/// How many times one run may park on an open provider breaker.
+pub const MAX_PARKS: u32 = 20;
+
+/// Failure kinds that do not count against a task's retries.
+fn counts_as_retry(kind: &str) -> bool {
+    !matches!(kind, INTERRUPTED | CIRCUIT_OPEN | LLM_CIRCUIT_OPEN)
+}
 
 /// Errors that stop the host from running anything.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +97,9 @@ pub struct Host {
     tenant: Tenant,
     host_id: String,
     pres: Mutex<HashMap<String, TaskPre<HostState>>>,
+    clock: Arc<dyn Clock>,
+    breakers: Arc<Breakers>,
+    providers: Mutex<HashMap<String, Arc<ProviderChain>>>,
     /// Components already loaded, by path, with the file's identity when loaded.
     loaded: Mutex<HashMap<std::path::PathBuf, (FileIdentity, String)>>,
 }
@@ -117,18 +137,28 @@ impl Host {
 
     /// A host over an already opened store.
     pub fn with_store(manifest: Manifest, store: Arc<dyn Store>) -> Result<Self, RunnerError> {
+        Self::with_clock(manifest, store, Arc::new(SystemClock))
+    }
+
+    /// A host whose policies (backoff, breakers, parking) run on `clock`.
+    pub fn with_clock(manifest: Manifest, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, RunnerError> {
         let state = manifest.state_dir();
         let engine = Arc::new(CairnEngine::new(state.join("artifacts"))?);
         let linker = imports::linker(engine.engine()).map_err(|e| RunnerError::Link(format!("{e:#}")))?;
         let run_dirs = RunDirs::open(&state.join("runs"))?;
+        let tenant = Tenant::default();
+        let breakers = Arc::new(Breakers::load(clock.clone(), store.clone(), tenant.clone()));
         Ok(Host {
             manifest,
             engine,
             linker,
             store,
             run_dirs,
-            tenant: Tenant::default(),
+            tenant,
             host_id: host_id(),
+            clock,
+            breakers,
+            providers: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
         })
@@ -188,6 +218,9 @@ impl Host {
             lease: Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() }),
             cached_from: None,
             replay_of: options.replay.clone(),
+            produced_by: None,
+            degraded: false,
+            retry_from: 0,
         };
         self.store.create_run(&run).await?;
         tracing::info!(run = %run.id, task = %task.name, "run started");
@@ -218,7 +251,7 @@ impl Host {
             run.cached_from = Some(hit.run_id);
             return self.finish(run, Ok(hit.output)).await;
         }
-        let run = self.drive(run, &task, pre).await?;
+        let run = self.drive(run, &task, pre, None).await?;
         if let (Some(key), RunStatus::Succeeded, Some(output)) = (&cache_key, run.status, &run.output) {
             let entry = CacheEntry {
                 task: task.name.clone(),
@@ -272,6 +305,7 @@ impl Host {
                 llm_live: 0,
                 llm_replayed: 0,
                 trace_replayed: 0,
+                task: run.attempts.last().and_then(|a| a.task.clone()),
             });
         }
         let (pre, digest) = match self.prepare(&task).await {
@@ -279,7 +313,7 @@ impl Host {
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
         run.component_digest = Some(digest);
-        self.drive(run, &task, pre).await
+        self.drive(run, &task, pre, None).await
     }
 
     /// Resumes every unfinished run whose lease is stale. Returns the resumed
@@ -304,48 +338,196 @@ impl Host {
         Ok(finished)
     }
 
-    /// Makes attempts until one succeeds, a failure is not retryable, or the
-    /// task's retries are spent. Interrupted attempts do not count as retries.
+    /// Runs the task, then its fallbacks in order, each under its own retry
+    /// policy and circuit breaker, until one succeeds. A run whose every
+    /// option failed lands in the dead-letter queue. Interrupted attempts,
+    /// open breakers and parking on an open provider breaker do not count as
+    /// retries. `stub` answers the first LLM call that misses the journal.
     async fn drive(
         &self,
         mut run: RunRecord,
         task: &TaskSpec,
         pre: TaskPre<HostState>,
+        mut stub: Option<String>,
     ) -> Result<RunRecord, RunnerError> {
-        let provider = match self.provider_for(task) {
-            Ok(provider) => provider,
-            Err(failure) => return self.finish(run, Err(failure)).await,
-        };
         let mode = match &run.replay_of {
             Some(source) => JournalMode::Replay { source: source.clone() },
             None => JournalMode::Live,
         };
         let _heartbeat = Heartbeat::start(&self.store, self.tenant.clone(), run.id.clone(), self.host_id.clone());
-        loop {
-            let number = run.attempts.len() as u32 + 1;
-            let started_at_ms = now_ms();
-            let (outcome, stats) = self.attempt(task, &pre, &provider, &run.id, &run.input, number, &mode).await;
-            run.usage.add(stats.usage);
-            run.attempts.push(AttemptRecord {
-                number,
-                started_at_ms,
-                finished_at_ms: now_ms(),
-                error: outcome.as_ref().err().cloned(),
-                llm_live: stats.llm_live,
-                llm_replayed: stats.llm_replayed,
-                trace_replayed: stats.trace_replayed,
-            });
-            let failures =
-                run.attempts.iter().filter(|a| a.error.as_ref().is_some_and(|e| e.kind != INTERRUPTED)).count();
-            match outcome {
-                Ok(output) => return self.finish(run, Ok(output)).await,
-                Err(failure) if failure.retryable && failures <= task.retries as usize => {
-                    tracing::warn!(run = %run.id, attempt = number, "attempt failed, retrying: {failure}");
-                    self.store.update_run(&run, &self.host_id).await?;
+        let mut chain = vec![task.clone()];
+        for name in &task.fallback {
+            chain.push(self.manifest.task(name).map_err(RunnerError::UnknownTask)?.clone());
+        }
+        // A resumed run goes on with the option it was on.
+        let resume_at = run.attempts[run.retry_from.min(run.attempts.len())..]
+            .iter()
+            .filter_map(|a| a.task.as_deref())
+            .filter_map(|name| chain.iter().position(|t| t.name == name))
+            .max()
+            .unwrap_or(0);
+        let mut last_failure = None;
+        for (index, candidate) in chain.iter().enumerate().skip(resume_at) {
+            let breaker = format!("task:{}", candidate.name);
+            if let Some(config) = candidate.circuit_breaker
+                && let Admission::Rejected { retry_at_ms } = self.breakers.admit(&breaker, config)
+            {
+                let failure = Failure {
+                    kind: CIRCUIT_OPEN.into(),
+                    message: format!(
+                        "task {:?}'s circuit breaker is open until {retry_at_ms} ms since the epoch; not attempted",
+                        candidate.name
+                    ),
+                    retryable: true,
+                };
+                let now = now_ms();
+                run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now));
+                last_failure = Some(failure);
+                continue;
+            }
+            let prepared = if index == 0 { Ok((pre.clone(), String::new())) } else { self.prepare(candidate).await };
+            let candidate_pre = match prepared {
+                Ok((candidate_pre, _)) => candidate_pre,
+                Err(failure) => {
+                    run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now_ms()));
+                    last_failure = Some(failure);
+                    continue;
                 }
-                Err(failure) => return self.finish(run, Err(failure)).await,
+            };
+            let chain_provider = match self.provider_for(candidate) {
+                Ok(provider) => provider,
+                Err(failure) => {
+                    run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now_ms()));
+                    last_failure = Some(failure);
+                    continue;
+                }
+            };
+            let provider: Arc<dyn LlmProvider> = chain_provider.clone();
+            let mut memory = self.manifest.environment_of(candidate).resources.memory;
+            let mut parks = 0;
+            loop {
+                let plan = AttemptPlan {
+                    number: run.attempts.len() as u32 + 1,
+                    mode: mode.clone(),
+                    memory,
+                    stub: stub.take(),
+                };
+                let started_at_ms = now_ms();
+                let (outcome, stats) =
+                    self.attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan).await;
+                run.usage.add(stats.usage);
+                run.attempts.push(AttemptRecord {
+                    number: plan.number,
+                    started_at_ms,
+                    finished_at_ms: now_ms(),
+                    error: outcome.as_ref().err().cloned(),
+                    llm_live: stats.llm_live,
+                    llm_replayed: stats.llm_replayed,
+                    trace_replayed: stats.trace_replayed,
+                    task: Some(candidate.name.clone()),
+                });
+                let failure = match outcome {
+                    Ok(output) => {
+                        if let Some(config) = candidate.circuit_breaker {
+                            self.breakers.record(&breaker, config, true).await;
+                        }
+                        run.produced_by = Some(candidate.name.clone());
+                        run.degraded = index > 0 || stats.degraded_llm;
+                        return self.finish(run, Ok(output)).await;
+                    }
+                    Err(failure) => failure,
+                };
+                if failure.kind == LLM_CIRCUIT_OPEN && parks < MAX_PARKS && run.replay_of.is_none() {
+                    // Park: release the instance and wait for the provider's breaker to let a probe through.
+                    parks += 1;
+                    let now = self.clock.now_ms();
+                    let until = chain_provider.primary_retry_at().unwrap_or(now + 1000).max(now + 10);
+                    tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
+                    self.store.update_run(&run, &self.host_id).await?;
+                    self.clock.sleep(std::time::Duration::from_millis(until - now)).await;
+                    continue;
+                }
+                if let Some(config) = candidate.circuit_breaker {
+                    self.breakers.record(&breaker, config, false).await;
+                }
+                let failures = run.attempts[run.retry_from.min(run.attempts.len())..]
+                    .iter()
+                    .filter(|a| a.task.as_deref() == Some(candidate.name.as_str()))
+                    .filter(|a| a.error.as_ref().is_some_and(|e| counts_as_retry(&e.kind)))
+                    .count() as u32;
+                let breaker_open = candidate.circuit_breaker.is_some()
+                    && matches!(
+                        self.breakers.admit(&breaker, candidate.circuit_breaker.unwrap_or_default()),
+                        Admission::Rejected { .. }
+                    );
+                if !breaker_open && candidate.retry.should_retry(&failure, failures) {
+                    if failure.kind == "out-of-memory"
+                        && let Some(oom) = candidate.on_oom
+                    {
+                        memory = ((memory as f64 * oom.grow) as u64).min(oom.max).max(memory);
+                    }
+                    let mut wait = candidate.retry.wait(failures, &mut random_unit);
+                    if let Some(asked) = stats.retry_after {
+                        wait = wait.max(asked.min(candidate.retry.max_delay));
+                    }
+                    tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
+                    self.store.update_run(&run, &self.host_id).await?;
+                    self.clock.sleep(wait).await;
+                    continue;
+                }
+                last_failure = Some(failure);
+                break;
+            }
+            if index + 1 < chain.len() {
+                tracing::warn!(run = %run.id, "task {} is spent; falling back to {}", candidate.name, chain[index + 1].name);
             }
         }
+        let failure = last_failure.unwrap_or_else(|| host_failure("no task could be attempted".into()));
+        let run = self.finish(run, Err(failure.clone())).await?;
+        if run.replay_of.is_none() {
+            let letter = DeadLetter {
+                run_id: run.id.clone(),
+                task: run.task.clone(),
+                input: run.input.clone(),
+                failed_at_ms: now_ms(),
+                error: failure,
+                attempts: run.attempts.clone(),
+            };
+            self.store.dlq_put(&self.tenant, &letter).await?;
+        }
+        Ok(run)
+    }
+
+    /// Retries a dead-lettered run on its own journal: recorded calls are not
+    /// repeated, retries start afresh. `stub` answers the first LLM call the
+    /// journal does not have (the call that kept failing) instead of the provider.
+    pub async fn retry_dead(&self, run_id: &str, stub: Option<String>) -> Result<RunRecord, RunnerError> {
+        let mut run = self.store.get_run(&self.tenant, run_id)?;
+        if !self.store.dlq_list(&self.tenant)?.iter().any(|l| l.run_id == run_id) {
+            return Err(RunnerError::NotResumable {
+                run_id: run_id.to_owned(),
+                reason: "it is not in the dead-letter queue (see `cairn dlq list`)".into(),
+            });
+        }
+        let task = self.manifest.task(&run.task).map_err(RunnerError::UnknownTask)?.clone();
+        run.status = RunStatus::Running;
+        run.error = None;
+        run.finished_at_ms = None;
+        run.retry_from = run.attempts.len();
+        run.lease = Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() });
+        self.store.update_run(&run, &self.host_id).await?;
+        self.store.dlq_remove(&self.tenant, run_id).await?;
+        let (pre, digest) = match self.prepare(&task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        run.component_digest = Some(digest);
+        self.drive(run, &task, pre, stub).await
+    }
+
+    /// The host's circuit breakers.
+    pub fn breakers(&self) -> &Arc<Breakers> {
+        &self.breakers
     }
 
     /// Makes one attempt of `task` on `input` in a fresh instance without
@@ -362,12 +544,14 @@ impl Host {
             Ok(prepared) => prepared,
             Err(failure) => return Ok(Err(failure)),
         };
-        let provider = match self.provider_for(&task) {
+        let provider: Arc<dyn LlmProvider> = match self.provider_for(&task) {
             Ok(provider) => provider,
             Err(failure) => return Ok(Err(failure)),
         };
         let run_id = run_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        Ok(self.attempt(&task, &pre, &provider, &run_id, input, 1, &JournalMode::Live).await.0)
+        let memory = self.manifest.environment_of(&task).resources.memory;
+        let plan = AttemptPlan { number: 1, mode: JournalMode::Live, memory, stub: None };
+        Ok(self.attempt(&task, &pre, &provider, &run_id, input, &plan).await.0)
     }
 
     async fn finish(&self, mut run: RunRecord, outcome: Result<String, Failure>) -> Result<RunRecord, RunnerError> {
@@ -445,9 +629,45 @@ impl Host {
         Ok((pre, loaded.digest))
     }
 
-    /// The task's provider, wrapped with JSON validation and provider retries.
-    fn provider_for(&self, task: &TaskSpec) -> Result<Arc<dyn LlmProvider>, Failure> {
-        let spec = self.manifest.provider_of(task);
-        build_provider(spec, |key| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string()))
+    /// The task's provider chain (its provider, then that provider's
+    /// fallbacks), each member with JSON validation and provider retries.
+    /// Built once per host, so breakers and connections are shared by runs.
+    fn provider_for(&self, task: &TaskSpec) -> Result<Arc<ProviderChain>, Failure> {
+        let primary = self.manifest.provider_of(task);
+        if let Some(chain) = self.providers.lock().unwrap_or_else(|e| e.into_inner()).get(&primary.name) {
+            return Ok(chain.clone());
+        }
+        let secret = |key: &str| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string());
+        let mut members = vec![Member {
+            name: primary.name.clone(),
+            provider: build_provider(primary, secret)?,
+            breaker: primary.circuit_breaker,
+        }];
+        for name in &primary.fallback {
+            if let Some(spec) = self.manifest.providers.get(name) {
+                members.push(Member {
+                    name: name.clone(),
+                    provider: build_provider(spec, secret)?,
+                    breaker: spec.circuit_breaker,
+                });
+            }
+        }
+        let chain = Arc::new(ProviderChain::new(members, self.breakers.clone()));
+        self.providers.lock().unwrap_or_else(|e| e.into_inner()).insert(primary.name.clone(), chain.clone());
+        Ok(chain)
+    }
+}
+
+/// The record of an option that was not attempted (breaker open, component unusable).
+fn skipped_attempt(run: &RunRecord, task: &TaskSpec, failure: Failure, now: u64) -> AttemptRecord {
+    AttemptRecord {
+        number: run.attempts.len() as u32 + 1,
+        started_at_ms: now,
+        finished_at_ms: now,
+        error: Some(failure),
+        llm_live: 0,
+        llm_replayed: 0,
+        trace_replayed: 0,
+        task: Some(task.name.clone()),
     }
 }

@@ -13,6 +13,8 @@ pub mod wal;
 
 pub use records::*;
 
+use crate::policy::breaker::Breaker;
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -136,6 +138,18 @@ pub trait Store: Send + Sync {
     async fn cache_put(&self, tenant: &Tenant, key: &str, entry: &CacheEntry) -> Result<(), StoreError>;
     /// Drops cached results (of one task, or all); returns how many.
     async fn cache_clear(&self, tenant: &Tenant, task: Option<&str>) -> Result<usize, StoreError>;
+
+    /// Files a run in the dead-letter queue.
+    async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError>;
+    /// The dead letters of a tenant, newest first.
+    fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Removes a run from the queue; returns whether it was there.
+    async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a circuit breaker's state under `name` (`task:NAME`, `provider:NAME`).
+    async fn put_breaker(&self, tenant: &Tenant, name: &str, breaker: &Breaker) -> Result<(), StoreError>;
+    /// Every stored breaker of a tenant.
+    fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Breaker)>, StoreError>;
 
     /// Creates or replaces a secret.
     async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;

@@ -97,6 +97,9 @@ pub struct AttemptRecord {
     pub llm_replayed: u32,
     /// Traced steps answered from the journal in this attempt.
     pub trace_replayed: u32,
+    /// The task this attempt ran (the run's own, or a fallback).
+    #[serde(default)]
+    pub task: Option<String>,
 }
 
 /// A lease: which host works on a running run, and until when.
@@ -143,6 +146,32 @@ pub struct RunRecord {
     /// Set when the run replayed another run's journal with live calls forbidden.
     #[serde(default)]
     pub replay_of: Option<String>,
+    /// The task whose attempt produced the output (a fallback when degraded).
+    #[serde(default)]
+    pub produced_by: Option<String>,
+    /// Whether the output came from a fallback task or a fallback LLM provider.
+    #[serde(default)]
+    pub degraded: bool,
+    /// Attempts before this index do not count against retries (a DLQ retry starts afresh).
+    #[serde(default)]
+    pub retry_from: usize,
+}
+
+/// A run whose retries and fallbacks were all spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The run.
+    pub run_id: String,
+    /// Its task.
+    pub task: String,
+    /// Its input.
+    pub input: String,
+    /// When it landed here, ms since the Unix epoch.
+    pub failed_at_ms: u64,
+    /// The final error.
+    pub error: Failure,
+    /// Every attempt, with its error and timestamps.
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// A cached task result: what a later run with the same cache key reuses.

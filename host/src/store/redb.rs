@@ -11,6 +11,8 @@
 //! | `reports`  | `"<run id>"`                          | [`Report`]            |
 //! | `secrets`  | `"project/domain\x01<key>"`           | the value, UTF-8      |
 //! | `cache`    | `"project/domain\x01<cache key>"`     | [`CacheEntry`]        |
+//! | `dlq`      | `"project/domain\x01<run id>"`        | [`DeadLetter`]        |
+//! | `breakers` | `"project/domain\x01<kind>:<name>"`   | [`Breaker`]           |
 //!
 //! Every write goes through the [`GroupCommitter`]: concurrent writes share
 //! one transaction and one fsync, and each returns only once committed.
@@ -27,9 +29,10 @@ use serde::de::DeserializeOwned;
 use super::commit::{CommitStats, GroupCommitter, Tables, WriteOp};
 use super::wal::Wal;
 use super::{
-    AttemptLog, CacheEntry, JournalEntry, Lease, ReplayKey, Report, RunFilter, RunRecord, RunStatus, Store, StoreError,
-    Tenant,
+    AttemptLog, CacheEntry, DeadLetter, JournalEntry, Lease, ReplayKey, Report, RunFilter, RunRecord, RunStatus, Store,
+    StoreError, Tenant,
 };
+use crate::policy::breaker::Breaker;
 
 /// Schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -41,6 +44,8 @@ const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("reports");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+const DLQ: TableDefinition<&str, &[u8]> = TableDefinition::new("dlq");
+const BREAKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("breakers");
 
 /// Separator inside composite keys; sorts before every printable character.
 const SEP: char = '\u{1}';
@@ -159,7 +164,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
                     .map_err(|e| io("open")(e.into()))?;
             }
         }
-        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE] {
+        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE, DLQ, BREAKERS] {
             txn.open_table(table).map_err(|e| io("open")(e.into()))?;
         }
     }
@@ -464,6 +469,47 @@ impl Store for RedbStore {
         Ok(count.load(Ordering::Relaxed))
     }
 
+    async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.committer
+            .write_async(put_op("dead letter", DLQ, scoped(tenant, &letter.run_id), encode("dead letter", letter)?))
+            .await
+    }
+
+    fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError> {
+        self.scan("list dead letters", DLQ, &format!("{tenant}{SEP}"))?
+            .into_iter()
+            .rev()
+            .map(|(_, bytes)| decode("dead letter", &bytes))
+            .collect()
+    }
+
+    async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
+        let key = scoped(tenant, run_id);
+        let existed = Arc::new(AtomicBool::new(false));
+        let out = existed.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(DLQ)?;
+                let removed = t.remove(key.as_str()).map_err(|e| io("dead letter")(e.into()))?.is_some();
+                out.store(removed, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        Ok(existed.load(Ordering::Relaxed))
+    }
+
+    async fn put_breaker(&self, tenant: &Tenant, name: &str, breaker: &Breaker) -> Result<(), StoreError> {
+        self.committer.write_async(put_op("breaker", BREAKERS, scoped(tenant, name), encode("breaker", breaker)?)).await
+    }
+
+    fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Breaker)>, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        self.scan("list breakers", BREAKERS, &prefix)?
+            .into_iter()
+            .map(|(key, bytes)| Ok((key[prefix.len()..].to_owned(), decode("breaker", &bytes)?)))
+            .collect()
+    }
+
     async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError> {
         self.committer
             .write_async(put_op("write secret", SECRETS, scoped(tenant, key), value.as_bytes().to_vec()))
@@ -525,6 +571,9 @@ mod tests {
             lease: None,
             cached_from: None,
             replay_of: None,
+            produced_by: None,
+            degraded: false,
+            retry_from: 0,
         }
     }
 
