@@ -251,7 +251,8 @@ pub fn componentize(task: &str, output: &Path, component: &Path) -> Result<bool,
     if let Some(parent) = component.parent() {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    let partial = component.with_extension("wasm.partial");
+    // A name of this process's own, so concurrent builds never rename each other's file.
+    let partial = component.with_extension(format!("wasm.partial-{}", std::process::id()));
     std::fs::write(&partial, &bytes).map_err(write_error)?;
     std::fs::rename(&partial, component).map_err(write_error)?;
     Ok(componentized)

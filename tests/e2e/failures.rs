@@ -44,8 +44,13 @@ async fn guest_trap_is_a_failed_run_with_the_trap() {
 async fn infinite_loop_memory_bomb_and_huge_output_hit_their_limits() {
     let project = Project::new(PROBE);
     let host = project.host();
-    let looped = host.run("tight", r#"{"mode": "loop"}"#).await.unwrap();
+    // While one run spins until its deadline, the same host serves another.
+    let (looped, meanwhile) =
+        tokio::join!(host.run("tight", r#"{"mode": "loop"}"#), host.run("probe", r#"{"mode": "echo", "m": 2}"#));
+    let (looped, meanwhile) = (looped.unwrap(), meanwhile.unwrap());
     assert_failed(&looped, "timeout", "time limit");
+    assert_eq!(output_json(&meanwhile)["m"], 2);
+    assert!(meanwhile.finished_at_ms < looped.finished_at_ms, "the healthy run did not wait for the spinning one");
     let bomb = host.run("tight", r#"{"mode": "alloc", "mb": 512}"#).await.unwrap();
     assert_failed(&bomb, "out-of-memory", "resources.memory");
     let huge = host.run("tight", r#"{"mode": "big-output", "bytes": 1000000}"#).await.unwrap();

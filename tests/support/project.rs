@@ -108,6 +108,13 @@ impl Project {
         Host::open(manifest).expect("host opens")
     }
 
+    /// An in-process host whose policies run on `clock` (no real sleeping).
+    pub fn host_with_clock(&self, clock: std::sync::Arc<dyn cairn::policy::clock::Clock>) -> Host {
+        let manifest = Manifest::load(&self.manifest).expect("valid manifest");
+        let store = cairn::runner::open_store(&manifest).expect("store opens");
+        Host::with_clock(manifest, store, clock).expect("host opens")
+    }
+
     /// Runs a task in-process to completion.
     pub async fn run(&self, task: &str, input: &str) -> RunRecord {
         self.host().run(task, input).await.expect("the host keeps working")

@@ -1,8 +1,10 @@
 //! Command-line parsing and dispatch. `anyhow` lives here only.
 
+mod dlq;
 mod output;
 mod runs;
 mod secret;
+mod status;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -65,6 +67,17 @@ enum Command {
         /// Write the HTML to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// The dead-letter queue: runs whose retries and fallbacks were all spent.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Circuit breakers, the dead-letter queue, and retry counts per task.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage the result cache.
     Cache {
@@ -270,6 +283,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret::dispatch(&manifest, command),
+        Command::Dlq { command } => dlq::dispatch(&manifest, command),
+        Command::Status { json } => status::show(&manifest, json),
         Command::Debug { .. } => unreachable!("handled before the manifest is read"),
     }
 }

@@ -32,6 +32,7 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
             "llm_calls_live": a.llm_live,
             "llm_calls_replayed": a.llm_replayed,
             "traces_replayed": a.trace_replayed,
+            "task": a.task,
         })).collect::<Vec<_>>(),
         "timings": {
             "created_at_ms": run.created_at_ms,
@@ -46,6 +47,8 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
         },
         "journal_entries": journal_entries,
         "cached_from": run.cached_from,
+        "produced_by": run.produced_by,
+        "degraded": run.degraded,
         "replay_of": run.replay_of,
         "component_digest": run.component_digest,
     })

@@ -119,7 +119,12 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 println!("status    {}", record.status.as_str());
                 println!("input     {}", record.input);
                 println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
-                println!("produced  by task {}", record.task);
+                if let Some(task) = &record.produced_by {
+                    println!(
+                        "produced  by task {task}{}",
+                        if record.degraded { " (degraded: a fallback answered)" } else { "" }
+                    );
+                }
                 if let Some(from) = &record.cached_from {
                     println!("cached    output reused from run {from}");
                 }

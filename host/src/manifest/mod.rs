@@ -330,7 +330,7 @@ mod raw {
             #[serde(default)]
             max_retries: u32,
             #[serde(default)]
-            fallback: Vec<Spanned<String>>,
+            fallback: Vec<String>,
             circuit_breaker: Option<RawBreaker>,
         },
         OpenaiCompatible {
@@ -341,7 +341,7 @@ mod raw {
             timeout: Option<Duration>,
             max_retries: Option<u32>,
             #[serde(default)]
-            fallback: Vec<Spanned<String>>,
+            fallback: Vec<String>,
             circuit_breaker: Option<RawBreaker>,
         },
     }
@@ -472,6 +472,7 @@ mod raw {
     impl Manifest {
         pub fn validate(self, locate: &Locator, path: &Path, dir: PathBuf) -> Result<super::Manifest, ManifestError> {
             let mut providers = BTreeMap::new();
+            // Spans do not survive serde's internally tagged enums: errors point at the provider's table.
             let mut provider_fallbacks: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
             providers.insert(
                 DEFAULT_PROVIDER.to_owned(),
@@ -503,7 +504,10 @@ mod raw {
                             rules.append(&mut config.rules);
                             config.rules = rules;
                         }
-                        provider_fallbacks.push((name.clone(), fallback));
+                        provider_fallbacks.push((
+                            name.clone(),
+                            fallback.into_iter().map(|f| Spanned::new(span.clone(), f)).collect(),
+                        ));
                         ProviderSpec {
                             name: name.clone(),
                             kind: ProviderKind::Mock(config),
@@ -529,7 +533,10 @@ mod raw {
                                 ),
                             ));
                         }
-                        provider_fallbacks.push((name.clone(), fallback));
+                        provider_fallbacks.push((
+                            name.clone(),
+                            fallback.into_iter().map(|f| Spanned::new(span.clone(), f)).collect(),
+                        ));
                         ProviderSpec {
                             name: name.clone(),
                             kind: ProviderKind::OpenAiCompatible {

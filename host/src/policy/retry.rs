@@ -109,7 +109,7 @@ impl RetryPolicy {
     pub fn should_retry(&self, failure: &Failure, failures: u32) -> bool {
         failure.retryable
             && failures <= self.count
-            && self.retry_on.as_ref().is_none_or(|kinds| kinds.iter().any(|k| *k == failure.kind))
+            && self.retry_on.as_ref().is_none_or(|kinds| kinds.contains(&failure.kind))
     }
 }
 

@@ -9,7 +9,6 @@ use wasmtime::{Store as WasmStore, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::capture::CapturedOutput;
-use crate::engine::EPOCH_TICK;
 use crate::imports::{AttemptState, AttemptStats, HostState, MemoryCap, TaskPre};
 use crate::journal::{Journal, JournalError, JournalMode};
 use crate::llm::LlmProvider;
@@ -55,16 +54,17 @@ impl Host {
         state.attempt.stub = plan.stub.clone();
         let mut store = WasmStore::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.memory);
-        let ticks = (env.resources.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The guest yields to the executor at every epoch tick, so a spinning
+        // guest never starves other runs; the attempt's deadline is the timeout below.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
 
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
         };
-        // The epoch deadline stops guest code; this also bounds time spent in host calls.
-        let result = tokio::time::timeout(env.resources.timeout + Duration::from_secs(1), call).await;
+        // Bounds guest code (it yields every epoch tick) and host calls alike.
+        let result = tokio::time::timeout(env.resources.timeout, call).await;
         let outcome = match result {
             Err(_) => Err(timeout_failure(env.resources.timeout)),
             Ok(Ok(Ok(output))) => check_output(output, env.resources.max_output),

@@ -48,7 +48,7 @@ pub const LLM_CIRCUIT_OPEN: &str = "llm-circuit-open";
 pub const MAX_PARKS: u32 = 20;
 
 /// Failure kinds that do not count against a task's retries.
-fn counts_as_retry(kind: &str) -> bool {
+pub fn counts_as_retry(kind: &str) -> bool {
     !matches!(kind, INTERRUPTED | CIRCUIT_OPEN | LLM_CIRCUIT_OPEN)
 }
 

@@ -1,0 +1,94 @@
+//! `cairn status`: circuit breakers, the dead-letter queue, and per-task
+//! run, retry and fallback counts, for people or as JSON.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use cairn::manifest::Manifest;
+use cairn::policy::breaker::BreakerState;
+use cairn::runner::counts_as_retry;
+use cairn::store::{RunFilter, RunStatus, Tenant, now_ms};
+
+/// Prints the host's status.
+pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
+    let store = cairn::runner::open_store(manifest)?;
+    let tenant = Tenant::default();
+    let now = now_ms();
+    let breakers: Vec<Value> = store
+        .breakers(&tenant)?
+        .into_iter()
+        .map(|(name, b)| {
+            let (failures, successes, next_probe_ms) = match b.state {
+                BreakerState::Closed { failures } => (failures, 0, None),
+                BreakerState::HalfOpen { successes } => (0, successes, None),
+                BreakerState::Open { until_ms } => (b.config.failure_threshold, 0, Some(until_ms.saturating_sub(now))),
+            };
+            let state = if matches!(b.state, BreakerState::Open { until_ms } if until_ms <= now) {
+                "half-open"
+            } else {
+                b.state_name()
+            };
+            json!({
+                "name": name, "state": state, "failures": failures, "successes": successes,
+                "next_probe_in_ms": next_probe_ms, "times_opened": b.opened,
+                "failure_threshold": b.config.failure_threshold, "success_threshold": b.config.success_threshold,
+            })
+        })
+        .collect();
+    let dlq = store.dlq_list(&tenant)?.len();
+    let mut tasks: BTreeMap<String, [u64; 6]> = BTreeMap::new();
+    for run in store.list_runs(&tenant, &RunFilter::default())? {
+        let entry = tasks.entry(run.task.clone()).or_default();
+        entry[0] += 1;
+        entry[1] += u64::from(run.status == RunStatus::Succeeded);
+        entry[2] += u64::from(run.status == RunStatus::Failed);
+        // A retry: a counted failure followed by another attempt of the same task.
+        entry[3] += run
+            .attempts
+            .windows(2)
+            .filter(|pair| {
+                pair[0].error.as_ref().is_some_and(|e| counts_as_retry(&e.kind)) && pair[0].task == pair[1].task
+            })
+            .count() as u64;
+        entry[4] += u64::from(run.degraded);
+        entry[5] += u64::from(run.cached_from.is_some());
+    }
+    let tasks_json: Vec<Value> = tasks
+        .iter()
+        .map(|(task, c)| {
+            json!({"task": task, "runs": c[0], "succeeded": c[1], "failed": c[2], "retries": c[3], "degraded": c[4], "cached": c[5]})
+        })
+        .collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({"breakers": breakers, "dlq": dlq, "tasks": tasks_json}))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("dead-letter queue: {dlq} run(s)");
+    println!("\ncircuit breakers:");
+    if breakers.is_empty() {
+        println!("  (none has tripped or been configured yet)");
+    }
+    for b in &breakers {
+        println!(
+            "  {:<28} {:<9} failures {:>3}  next probe {}",
+            b["name"].as_str().unwrap_or_default(),
+            b["state"].as_str().unwrap_or_default(),
+            b["failures"],
+            b["next_probe_in_ms"]
+                .as_u64()
+                .map(|ms| format!("in {:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!(
+        "\n{:<24} {:>6} {:>9} {:>6} {:>7} {:>8} {:>6}",
+        "TASK", "RUNS", "SUCCEEDED", "FAILED", "RETRIES", "DEGRADED", "CACHED"
+    );
+    for (task, c) in &tasks {
+        println!("{task:<24} {:>6} {:>9} {:>6} {:>7} {:>8} {:>6}", c[0], c[1], c[2], c[3], c[4], c[5]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
