@@ -143,16 +143,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                     );
                 }
                 for e in store.journal_of(&record.id)? {
-                    println!(
-                        "  {:>3} {:<5} {:<12} #{:<2} attempt {} {:>6} ms  {}",
-                        e.seq,
-                        e.key.kind.as_str(),
-                        e.key.name,
-                        e.key.occurrence,
-                        e.attempt,
-                        e.duration_ms,
-                        e.summary
-                    );
+                    println!("  {}", journal_line(&e));
                 }
                 if let Some(error) = &record.error {
                     println!("error     {error}");
@@ -173,16 +164,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                     "SEQ", "KIND", "NAME", "OCC", "ATTEMPT", "MS"
                 );
                 for e in entries {
-                    println!(
-                        "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  {}",
-                        e.seq,
-                        e.key.kind.as_str(),
-                        e.key.name,
-                        e.key.occurrence,
-                        e.attempt,
-                        e.duration_ms,
-                        e.summary
-                    );
+                    println!("{}", journal_line(&e));
                 }
             }
         }
@@ -231,4 +213,18 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One journal entry as a table row.
+fn journal_line(e: &cairn::store::JournalEntry) -> String {
+    format!(
+        "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  {}",
+        e.seq,
+        e.key.kind.as_str(),
+        e.key.name,
+        e.key.occurrence,
+        e.attempt,
+        e.duration_ms,
+        e.summary
+    )
 }

@@ -107,6 +107,25 @@ impl RedbStore {
         &self.path
     }
 
+    /// Removes one key through the group committer; returns whether it existed.
+    async fn remove_key(
+        &self,
+        operation: &'static str,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: String,
+    ) -> Result<bool, StoreError> {
+        let existed = Arc::new(AtomicBool::new(false));
+        let out = existed.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let removed = tables.get(table)?.remove(key.as_str()).map_err(|e| io(operation)(e.into()))?.is_some();
+                out.store(removed, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        Ok(existed.load(Ordering::Relaxed))
+    }
+
     /// Group-commit counters: (transactions, writes, largest batch).
     pub fn commit_stats(&self) -> &CommitStats {
         self.committer.stats()
@@ -484,18 +503,7 @@ impl Store for RedbStore {
     }
 
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
-        let key = scoped(tenant, run_id);
-        let existed = Arc::new(AtomicBool::new(false));
-        let out = existed.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let t = tables.get(DLQ)?;
-                let removed = t.remove(key.as_str()).map_err(|e| io("dead letter")(e.into()))?.is_some();
-                out.store(removed, Ordering::Relaxed);
-                Ok(())
-            }))
-            .await?;
-        Ok(existed.load(Ordering::Relaxed))
+        self.remove_key("dead letter", DLQ, scoped(tenant, run_id)).await
     }
 
     async fn put_breaker(&self, tenant: &Tenant, name: &str, breaker: &Breaker) -> Result<(), StoreError> {
@@ -534,18 +542,7 @@ impl Store for RedbStore {
     }
 
     async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
-        let key = scoped(tenant, key);
-        let existed = Arc::new(AtomicBool::new(false));
-        let out = existed.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let t = tables.get(SECRETS)?;
-                let removed = t.remove(key.as_str()).map_err(|e| io("delete secret")(e.into()))?.is_some();
-                out.store(removed, Ordering::Relaxed);
-                Ok(())
-            }))
-            .await?;
-        Ok(existed.load(Ordering::Relaxed))
+        self.remove_key("delete secret", SECRETS, scoped(tenant, key)).await
     }
 }
 
