@@ -21,6 +21,14 @@ pub struct Components {
     pub refiner: PathBuf,
     /// The probe fixture.
     pub probe: PathBuf,
+    /// The report refiner in Python (componentize-py).
+    pub py_refiner: PathBuf,
+    /// The Python probe fixture.
+    pub py_probe: PathBuf,
+    /// The JavaScript summarizer (componentize-js).
+    pub js_summarize: PathBuf,
+    /// The JavaScript probe fixture.
+    pub js_probe: PathBuf,
 }
 
 /// Builds the guests (once) and returns their component paths.
@@ -43,6 +51,10 @@ pub fn components() -> &'static Components {
         Components {
             refiner: examples.join("components/report-refiner.wasm"),
             probe: examples.join("components/probe.wasm"),
+            py_refiner: examples.join("components/py-report-refiner.wasm"),
+            py_probe: examples.join("components/py-probe.wasm"),
+            js_summarize: examples.join("components/js-summarize.wasm"),
+            js_probe: examples.join("components/js-probe.wasm"),
         }
     })
 }

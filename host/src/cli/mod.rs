@@ -193,14 +193,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             if built.is_empty() {
                 eprintln!("nothing to build: no task in {} has a `build` entry", manifest.path.display());
             }
+            // Precompile now, so the first `cairn run` does not pay for compilation.
+            let engine = cairn::engine::CairnEngine::new(manifest.state_dir().join("artifacts"))?;
             for b in built {
+                let loaded = engine.load(&b.component)?;
                 eprintln!(
-                    "built {}: {} ({} KiB{}) in {:.1}s",
+                    "built {}: {} ({} KiB{}) in {:.1}s{}",
                     b.task,
                     b.component.display(),
                     b.size.div_ceil(1024),
                     if b.componentized { ", componentized from a core module" } else { "" },
-                    b.took.as_secs_f64()
+                    b.took.as_secs_f64(),
+                    if loaded.from_cache { "" } else { ", precompiled" }
                 );
             }
             Ok(ExitCode::SUCCESS)

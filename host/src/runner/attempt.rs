@@ -212,5 +212,7 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
             retryable: true,
         };
     }
-    Failure { kind: "trap".into(), message: format!("the guest trapped: {error:?}"), retryable: true }
+    // The trap's reason and the guest's own (wasm) backtrace; never the host's Rust backtrace.
+    let reason = trap.map(|t| format!(" ({t})")).unwrap_or_default();
+    Failure { kind: "trap".into(), message: format!("the guest trapped{reason}: {error:#}"), retryable: true }
 }

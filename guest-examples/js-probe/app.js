@@ -1,0 +1,46 @@
+/**
+ * js-probe: a JavaScript test and benchmark fixture with one behaviour per input `mode`:
+ *
+ * - `echo`: returns its input (parsed and serialised again by the SDK);
+ * - `throw`: throws a `TypeError` (or, with `"custom": true`, a non-retryable
+ *   `QuotaExhausted`) with `message`;
+ * - `traced-llm`: a traced step that asks the LLM `question`, then fails on
+ *   attempt 1 when `fail_on_first_attempt` is set.
+ */
+
+import { InvalidInput, TaskError, callLlm, env, exportTask, trace } from 'cairn-sdk';
+
+/** A custom error that tells the host not to retry. */
+class QuotaExhausted extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'QuotaExhausted';
+    this.retryable = false;
+  }
+}
+
+/** The traced step. */
+const ask = trace('ask', (question) => callLlm(question, 'You are a probe.'));
+
+/** Dispatches on `mode`. */
+function probe(input) {
+  switch (input.mode) {
+    case 'echo':
+      return input;
+    case 'throw': {
+      const message = input.message ?? 'js-probe: thrown on purpose';
+      throw input.custom ? new QuotaExhausted(message) : new TypeError(message);
+    }
+    case 'traced-llm': {
+      const answer = ask(input.question ?? 'question 1');
+      if (input.fail_on_first_attempt && env.attempt() === 1) {
+        throw new TaskError('flaky', 'js-probe: failing on purpose on attempt 1');
+      }
+      return { answer, attempt: env.attempt() };
+    }
+    default:
+      throw new InvalidInput(`unknown mode ${JSON.stringify(input.mode)}`);
+  }
+}
+
+export const run = exportTask(probe);

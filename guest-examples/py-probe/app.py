@@ -1,0 +1,74 @@
+"""py-probe: a Python test and benchmark fixture with one behaviour per input ``mode``.
+
+- ``echo``: returns its input (parsed and serialised again by the SDK);
+- ``raise``: raises ``exception`` (a built-in name such as ``ValueError``, or
+  ``QuotaExhausted``, a custom exception that says it is not retryable) with
+  ``message``;
+- ``traced-llm``: a traced step that asks the LLM ``question`` and counts its
+  own executions in a file of the run's directory, then fails on attempt 1
+  when ``fail_on_first_attempt`` is set, to show that a retry does not run the
+  step again.
+"""
+
+import builtins
+from typing import Any
+
+from cairn_sdk import InvalidInput, TaskError, call_llm, env, export_task, trace
+
+STEP_COUNTER = "./traced-step.count"
+"""File in the run's directory that counts how often the traced step's body ran."""
+
+
+class QuotaExhausted(Exception):
+    """A custom exception that tells the host not to retry."""
+
+    retryable = False
+
+
+class Flaky(TaskError):
+    """The failure ``traced-llm`` injects on attempt 1."""
+
+    def __init__(self) -> None:
+        super().__init__("flaky", "py-probe: failing on purpose on attempt 1")
+
+
+def probe(mode: str, **args: Any) -> Any:
+    """Dispatches on ``mode``; the other input keys are the mode's arguments."""
+    if mode == "echo":
+        return {"mode": mode, **args}
+    if mode == "raise":
+        raise exception_named(args.get("exception", "ValueError"))(args.get("message", "py-probe: raised on purpose"))
+    if mode == "traced-llm":
+        return traced_llm(args.get("question", "question 1"), bool(args.get("fail_on_first_attempt", False)))
+    raise InvalidInput(f"unknown mode {mode!r}")
+
+
+def exception_named(name: str) -> type[BaseException]:
+    """The exception class ``name``: ``QuotaExhausted`` or a built-in exception."""
+    if name == "QuotaExhausted":
+        return QuotaExhausted
+    found = getattr(builtins, name, None)
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise InvalidInput(f"{name!r} is not a built-in exception")
+    return found
+
+
+@trace
+def ask(question: str) -> str:
+    """The traced step: bumps the counter file, then asks the LLM."""
+    with open(STEP_COUNTER, "a") as counter:
+        counter.write("x")
+    return call_llm(question, "You are a probe.")
+
+
+def traced_llm(question: str, fail_on_first_attempt: bool) -> dict:
+    """Runs the traced step, then fails on attempt 1 if asked to."""
+    answer = ask(question)
+    if fail_on_first_attempt and env.attempt() == 1:
+        raise Flaky()
+    with open(STEP_COUNTER) as counter:
+        executions = len(counter.read())
+    return {"answer": answer, "step_executions": executions, "attempt": env.attempt()}
+
+
+WitWorld = export_task(probe)

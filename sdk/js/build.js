@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+/**
+ * Builds a JavaScript task into a Cairn component:
+ *
+ *     node build.js ENTRY.js -o OUT.wasm [--wit DIR]
+ *
+ * Bundles ENTRY with this SDK (imported as `cairn-sdk`) and any npm packages it
+ * uses (rolldown), then runs componentize-js on the bundle against the
+ * `cairn:task` WIT contract (default: the repository's `wit/`, two levels up),
+ * with wasi:http disabled. The work is skipped when OUT is newer than every
+ * file of ENTRY's folder, this SDK and the WIT contract.
+ */
+
+import { cp, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { componentize } from '@bytecodealliance/componentize-js';
+import { rolldown } from 'rolldown';
+
+const SDK_DIR = dirname(fileURLToPath(import.meta.url));
+
+/** The world the bundle is built for: the task world plus the WASI environment, for `env`. */
+const JS_WORLD = `package cairn:task@0.1.0;
+
+world task-js {
+  include task;
+  import wasi:cli/environment@0.2.3;
+}
+`;
+
+const WASI_ENVIRONMENT = `package wasi:cli@0.2.3;
+
+interface environment {
+  get-environment: func() -> list<tuple<string, string>>;
+}
+`;
+
+function usage(message) {
+  console.error(`${message}\nusage: node build.js ENTRY.js -o OUT.wasm [--wit DIR]`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const args = { wit: resolve(SDK_DIR, '../../wit') };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '-o' || arg === '--out') args.out = argv[++i];
+    else if (arg === '--wit') args.wit = argv[++i];
+    else if (arg.startsWith('-')) usage(`unknown option ${arg}`);
+    else if (args.entry) usage(`unexpected argument ${arg}`);
+    else args.entry = arg;
+  }
+  if (!args.entry || !args.out) usage('ENTRY and -o OUT are required');
+  return { entry: resolve(args.entry), out: resolve(args.out), wit: resolve(args.wit) };
+}
+
+/** The newest modification time under `path` (node_modules excluded), 0 if it does not exist. */
+async function newest(path) {
+  let info;
+  try {
+    info = await stat(path);
+  } catch {
+    return 0;
+  }
+  if (!info.isDirectory()) return info.mtimeMs;
+  let latest = info.mtimeMs;
+  for (const entry of await readdir(path)) {
+    if (entry !== 'node_modules') latest = Math.max(latest, await newest(join(path, entry)));
+  }
+  return latest;
+}
+
+async function upToDate({ entry, out, wit }) {
+  const built = await newest(out);
+  if (!built) return false;
+  const inputs = [dirname(entry), join(SDK_DIR, 'src'), join(SDK_DIR, 'build.js'), join(SDK_DIR, 'package-lock.json'), wit];
+  const times = await Promise.all(inputs.map(newest));
+  return times.every((time) => time < built);
+}
+
+async function build({ entry, out, wit }) {
+  const stage = await mkdtemp(join(tmpdir(), 'cairn-js-build-'));
+  try {
+    const bundle = await rolldown({
+      input: entry,
+      external: [/^(cairn|wasi):/],
+      resolve: { alias: { 'cairn-sdk': join(SDK_DIR, 'src/index.js') } },
+      logLevel: 'warn',
+    });
+    const source = join(stage, 'task.js');
+    await bundle.write({ file: source, format: 'esm' });
+    await bundle.close();
+
+    const witStage = join(stage, 'wit');
+    await cp(wit, witStage, { recursive: true });
+    await mkdir(join(witStage, 'deps/cairn-js-wasi-cli'), { recursive: true });
+    await writeFile(join(witStage, 'deps/cairn-js-wasi-cli/environment.wit'), WASI_ENVIRONMENT);
+    await writeFile(join(witStage, 'cairn-js-world.wit'), JS_WORLD);
+
+    const { component } = await componentize({
+      sourcePath: source,
+      witPath: witStage,
+      worldName: 'task-js',
+      disableFeatures: ['http', 'fetch-event'],
+    });
+    await mkdir(dirname(out), { recursive: true });
+    await writeFile(`${out}.partial`, component);
+    await cp(`${out}.partial`, out);
+    await rm(`${out}.partial`);
+  } finally {
+    await rm(stage, { recursive: true, force: true });
+  }
+}
+
+const args = parseArgs(process.argv.slice(2));
+if (await upToDate(args)) {
+  console.error(`${args.out} is up to date`);
+} else {
+  await build(args);
+  console.error(`built ${args.out}`);
+}

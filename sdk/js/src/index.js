@@ -1,0 +1,294 @@
+/**
+ * Write Cairn tasks in JavaScript (componentize-js guests of the `cairn:task` world).
+ *
+ * A task is a function from JSON input to JSON output, exported once per module:
+ *
+ * ```js
+ * import { callLlm, exportTask, trace } from 'cairn-sdk';
+ *
+ * const greet = trace('greet', (name) => callLlm(`Greet ${name}.`, 'You are kind.'));
+ *
+ * export const run = exportTask(({ name }) => ({ greeting: greet(name) }));
+ * ```
+ *
+ * Build it with `node <sdk>/build.js app.js -o app.wasm`, which bundles the
+ * module with this SDK and runs componentize-js.
+ */
+
+import * as witLlm from 'cairn:task/llm@0.1.0';
+import * as witReport from 'cairn:task/report@0.1.0';
+import * as witSecrets from 'cairn:task/secrets@0.1.0';
+import * as witTrace from 'cairn:task/trace@0.1.0';
+import { getEnvironment } from 'wasi:cli/environment@0.2.3';
+
+import { InvalidInput, InvalidOutput, TaskError, toTaskError } from './errors.js';
+import { ValidationError, isSchema, validate } from './validation.js';
+
+export { InvalidInput, InvalidOutput, TaskError, kebabCase, toTaskError } from './errors.js';
+export { ValidationError, isSchema, v, validate } from './validation.js';
+
+// ---------------------------------------------------------------- the export
+
+/**
+ * The component's `run` export, running `fn` once per attempt. Export it as
+ * `export const run = exportTask(fn);`.
+ *
+ * `fn` gets the parsed JSON input (or, with `options.input`, the input
+ * validated by that schema, an invalid input being a non-retryable
+ * `invalid-input` error) and returns the output as a JSON-serialisable value.
+ * Whatever it throws becomes a task error as described in `errors.js`.
+ *
+ * @param {(input: any) => any} fn the task
+ * @param {{input?: object}} [options] `input`: a schema made with `v`
+ * @returns {(input: string) => string}
+ */
+export function exportTask(fn, { input: inputSchema } = {}) {
+  return function run(input) {
+    try {
+      let data;
+      try {
+        data = JSON.parse(input);
+      } catch (e) {
+        throw new InvalidInput(`the input is not JSON: ${e.message}`);
+      }
+      if (inputSchema) {
+        try {
+          data = validate(inputSchema, data, "the task's input");
+        } catch (e) {
+          if (e instanceof ValidationError) throw new InvalidInput(e.message);
+          throw e;
+        }
+      }
+      const output = JSON.stringify(fn(data));
+      if (output === undefined) {
+        throw new TaskError('invalid-output', 'the task returned undefined, which is not JSON', { retryable: false });
+      }
+      return output;
+    } catch (thrown) {
+      // componentize-js turns a thrown value into the export's error: it must be a task-error record.
+      throw toTaskError(thrown);
+    }
+  };
+}
+
+// ---------------------------------------------------------------- LLM
+
+const LLM_ERRORS = {
+  'rate-limited': ['llm-rate-limited', (ms) => `the LLM provider is rate limiting${ms == null ? '' : `; it asks to wait ${ms} ms`}`, true],
+  timeout: ['llm-timeout', () => 'the LLM provider did not answer in time', true],
+  unavailable: ['llm-unavailable', (m) => `the LLM provider is unavailable: ${m}`, true],
+  'invalid-request': ['llm-invalid-request', (m) => `the LLM request is invalid: ${m}`, false],
+  'invalid-response': ['llm-invalid-response', (m) => `the LLM's answer could not be used: ${m}`, true],
+  'budget-exceeded': ['llm-budget-exceeded', () => 'the LLM token budget is used up', false],
+  'circuit-open': ['llm-circuit-open', () => "the LLM provider's circuit breaker is open", true],
+};
+
+/**
+ * A failed LLM call, as a task error of kind `llm-<case>` (`llm-invalid-request`
+ * and `llm-budget-exceeded` are not retryable). `error` is the host's raw
+ * `llm-error` (`{tag, val}`); `retryAfterMs` is set for `llm-rate-limited`.
+ */
+export class LlmError extends TaskError {
+  /** @param {{tag: string, val?: any}} error the host's `llm-error` */
+  constructor(error) {
+    const [kind, describe, retryable] = LLM_ERRORS[error?.tag] ?? ['llm-error', () => `the LLM call failed: ${JSON.stringify(error)}`, true];
+    super(kind, describe(error?.val), { retryable });
+    this.name = 'LlmError';
+    this.error = error;
+    this.retryAfterMs = error?.tag === 'rate-limited' ? (error.val ?? null) : null;
+  }
+}
+
+/** Runs a host call whose `Err` arrives as an exception with `.payload`, rethrowing it as `wrap(payload)`. */
+function hostCall(call, wrap) {
+  try {
+    return call();
+  } catch (e) {
+    if (e && typeof e === 'object' && 'payload' in e) throw wrap(e.payload);
+    throw e;
+  }
+}
+
+/**
+ * Sends `prompt` with system prompt `system` and returns the answer's text.
+ * With `jsonMode` the provider is asked for one JSON document. Throws {@link LlmError}.
+ * @returns {string}
+ */
+export function callLlm(prompt, system, jsonMode = false) {
+  return hostCall(() => witLlm.callLlm(prompt, system, jsonMode), (p) => new LlmError(p));
+}
+
+/**
+ * Sends a chat conversation (`[{role: 'system' | 'user' | 'assistant', content}]`,
+ * oldest first) and returns `{content, model, usage: {promptTokens, completionTokens}}`.
+ * Throws {@link LlmError}.
+ */
+export function complete(messages, { model, jsonMode = false, maxTokens, temperature } = {}) {
+  const request = {
+    model,
+    messages: messages.map(({ role, content }) => {
+      if (!['system', 'user', 'assistant'].includes(role)) {
+        throw new TypeError(`unknown message role ${JSON.stringify(role)}; use system, user or assistant`);
+      }
+      return { role, content };
+    }),
+    responseFormat: jsonMode ? 'json' : 'text',
+    maxTokens,
+    temperature,
+  };
+  return hostCall(() => witLlm.complete(request), (p) => new LlmError(p));
+}
+
+/**
+ * Asks for JSON and returns it checked by `schema`: a schema made with `v`, or
+ * a function that takes the parsed JSON and returns the value to use (throwing
+ * to reject it). When the answer does not parse or is rejected, asks again (up
+ * to `attempts` asks in all), adding to the prompt why the previous answer was
+ * rejected. When every ask fails, throws {@link InvalidOutput} (retryable);
+ * other LLM errors are thrown at once as {@link LlmError}.
+ */
+export function callLlmJson(prompt, system, schema, attempts = 3) {
+  const check = isSchema(schema) ? (value) => validate(schema, value, 'the answer') : schema;
+  const asks = Math.max(1, attempts);
+  let problem = '';
+  for (let ask = 1; ask <= asks; ask++) {
+    const text =
+      ask === 1
+        ? prompt
+        : `${prompt}\n\nYour previous answer was rejected: ${problem}\nAnswer again with a single JSON document of the requested shape.`;
+    let answer;
+    try {
+      answer = callLlm(text, system, true);
+    } catch (e) {
+      if (e instanceof LlmError && e.error?.tag === 'invalid-response') {
+        problem = String(e.error.val);
+        continue;
+      }
+      throw e;
+    }
+    let parsed;
+    try {
+      parsed = JSON.parse(answer);
+    } catch (e) {
+      problem = `it is not JSON of the expected shape (${e.message})`;
+      continue;
+    }
+    try {
+      return check(parsed);
+    } catch (e) {
+      problem = e instanceof ValidationError ? e.problems.map(([loc, why]) => (loc ? `${loc}: ${why}` : why)).join('; ') : String(e?.message ?? e);
+    }
+  }
+  throw new InvalidOutput(`the model gave no valid JSON answer in ${asks} attempt(s); last problem: ${problem}`);
+}
+
+// ---------------------------------------------------------------- trace
+
+/** `value` as compact JSON with object keys sorted, the form trace inputs are keyed by. */
+export function canonicalJson(value) {
+  return JSON.stringify(value, (_key, v) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]]))
+      : v,
+  );
+}
+
+/**
+ * Runs step `name` once per run: a retried or resumed run gets the recorded
+ * output back instead of running `step` again. `input` (JSON-serialisable)
+ * and `name` identify the step; the n-th call with the same name and input in
+ * a run matches the n-th record. Errors are not recorded.
+ * @template T
+ * @param {string} name
+ * @param {unknown} input
+ * @param {() => T} step
+ * @returns {T}
+ */
+export function traced(name, input, step) {
+  let key;
+  try {
+    key = canonicalJson(input ?? null);
+  } catch (e) {
+    console.error(`cairn-sdk: step ${JSON.stringify(name)} runs untraced: its input is not JSON (${e.message})`);
+    return step();
+  }
+  const recorded = witTrace.recall(name, key);
+  if (recorded !== undefined && recorded !== null) return JSON.parse(recorded);
+  const output = step();
+  const json = output === undefined ? undefined : JSON.stringify(output);
+  if (json === undefined) {
+    console.error(`cairn-sdk: step ${JSON.stringify(name)}: result not recorded, it is not JSON`);
+  } else {
+    witTrace.record(name, key, json);
+  }
+  return output;
+}
+
+/**
+ * `fn` made a durable step (the JavaScript form of Python's `@trace`): its
+ * arguments, as a JSON array, are the step's input. Use `trace('name', fn)`, or
+ * `trace(fn)` for a named function.
+ */
+export function trace(nameOrFn, fn) {
+  const step = typeof nameOrFn === 'function' ? nameOrFn : fn;
+  const name = typeof nameOrFn === 'string' ? nameOrFn : step?.name;
+  if (typeof step !== 'function' || !name) throw new TypeError('trace needs a named function, or a name and a function');
+  return (...args) => traced(name, args, () => step(...args));
+}
+
+// ---------------------------------------------------------------- secrets, report, env
+
+/** A secret that cannot be read, not retryable: kind `secret-not-declared` or `secret-not-found`. */
+export class SecretError extends TaskError {
+  /** @param {{tag: string, val: string}} error the host's `secret-error` */
+  constructor(error) {
+    const key = error?.val;
+    const declared = error?.tag !== 'not-declared';
+    super(
+      declared ? 'secret-not-found' : 'secret-not-declared',
+      declared
+        ? `secret \`${key}\` has no stored value; create it with \`cairn secret create ${key} VALUE\``
+        : `secret \`${key}\` is not declared by this task's environment; list it under \`secrets\` in cairn.toml`,
+      { retryable: false },
+    );
+    this.name = 'SecretError';
+    this.key = key;
+  }
+}
+
+/** Secrets the task's environment declares; values never enter the journal, logs or reports. */
+export const secrets = {
+  /** The value of secret `key`; throws {@link SecretError}. */
+  get: (key) => hostCall(() => witSecrets.get(key), (p) => new SecretError(p)),
+};
+
+const HTML_ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/** The run's HTML report, organised in named tabs (`cairn report RUN`). */
+export const report = {
+  /** Appends `html` to the default tab, `main`. */
+  log: (html) => witReport.log(html),
+  /** Replaces the whole content of tab `tab` with `html`. */
+  replace: (tab, html) => witReport.replace(tab, html),
+  /** Appends `html` to tab `tab`, creating the tab if needed. */
+  append: (tab, html) => witReport.append(tab, html),
+  /** Stores the report as it stands, so it can be read while the run goes on. */
+  flush: () => witReport.flush(),
+  /** `text` escaped for use inside HTML. */
+  escape: (text) => String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]),
+};
+
+function envVar(name) {
+  const found = getEnvironment().find(([key]) => key === name);
+  return found ? found[1] : undefined;
+}
+
+/** What the host tells the task about the current run (`CAIRN_RUN_ID`, `CAIRN_ATTEMPT`, `CAIRN_TASK`). */
+export const env = {
+  /** The run's id, if the host set it. */
+  runId: () => envVar('CAIRN_RUN_ID'),
+  /** The attempt number, 1 for the first attempt (1 when unset). */
+  attempt: () => Number.parseInt(envVar('CAIRN_ATTEMPT') ?? '1', 10) || 1,
+  /** The manifest name of the task being run, if the host set it. */
+  taskName: () => envVar('CAIRN_TASK'),
+};

@@ -1,0 +1,172 @@
+/**
+ * Small schema validation for JSON data, for a model's JSON answers and task inputs:
+ *
+ * ```js
+ * const Critique = v.object({
+ *   score: v.int({ ge: 1, le: 10 }),
+ *   strengths: v.array(v.string()),
+ * });
+ * const critique = validate(Critique, JSON.parse(text)); // throws ValidationError
+ * ```
+ *
+ * Keys an object schema does not declare are dropped.
+ */
+
+/** Data that does not fit a schema: `problems` lists `[location, explanation]` pairs. */
+export class ValidationError extends Error {
+  /**
+   * @param {string} title what was validated
+   * @param {Array<[string, string]>} problems where and why it does not fit
+   */
+  constructor(title, problems) {
+    const count = problems.length;
+    const lines = problems.map(([loc, why]) => `  ${loc || '(root)'}: ${why}`);
+    super([`${count} validation error${count === 1 ? '' : 's'} for ${title}`, ...lines].join('\n'));
+    this.name = 'ValidationError';
+    this.problems = problems;
+  }
+}
+
+const SCHEMA = Symbol('cairn.schema');
+
+/** Whether `value` is a schema made by `v`. */
+export function isSchema(value) {
+  return Boolean(value && value[SCHEMA]);
+}
+
+function schema(name, check) {
+  return { [SCHEMA]: true, name, check };
+}
+
+function jsonType(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'list';
+  if (typeof value === 'object') return 'object';
+  return typeof value;
+}
+
+function short(value) {
+  let text;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length <= 60 ? text : `${text.slice(0, 57)}...`;
+}
+
+function wrong(loc, expected, value, problems) {
+  const got = value === null || value === undefined ? 'null' : `${jsonType(value)} ${short(value)}`;
+  problems.push([loc, `expected ${expected}, got ${got}`]);
+  return value;
+}
+
+function bounds(value, { ge, gt, le, lt } = {}, loc, problems) {
+  if (ge !== undefined && !(value >= ge)) problems.push([loc, `must be greater than or equal to ${ge}, got ${value}`]);
+  if (gt !== undefined && !(value > gt)) problems.push([loc, `must be greater than ${gt}, got ${value}`]);
+  if (le !== undefined && !(value <= le)) problems.push([loc, `must be less than or equal to ${le}, got ${value}`]);
+  if (lt !== undefined && !(value < lt)) problems.push([loc, `must be less than ${lt}, got ${value}`]);
+}
+
+function lengths(value, { minLength, maxLength } = {}, loc, problems) {
+  if (minLength !== undefined && value.length < minLength) {
+    problems.push([loc, `must have at least ${minLength} characters or items, got ${value.length}`]);
+  }
+  if (maxLength !== undefined && value.length > maxLength) {
+    problems.push([loc, `must have at most ${maxLength} characters or items, got ${value.length}`]);
+  }
+}
+
+/** Schema builders. Each returns a schema for {@link validate}. */
+export const v = {
+  /** A string; options `minLength`, `maxLength`. */
+  string: (options = {}) =>
+    schema('a string', (value, loc, problems) => {
+      if (typeof value !== 'string') return wrong(loc, 'a string', value, problems);
+      lengths(value, options, loc, problems);
+      return value;
+    }),
+  /** An integer (not `9.5`); options `ge`, `gt`, `le`, `lt`. */
+  int: (options = {}) =>
+    schema('an integer', (value, loc, problems) => {
+      if (!Number.isInteger(value)) return wrong(loc, 'an integer', value, problems);
+      bounds(value, options, loc, problems);
+      return value;
+    }),
+  /** A finite number; options `ge`, `gt`, `le`, `lt`. */
+  number: (options = {}) =>
+    schema('a number', (value, loc, problems) => {
+      if (typeof value !== 'number' || !Number.isFinite(value)) return wrong(loc, 'a number', value, problems);
+      bounds(value, options, loc, problems);
+      return value;
+    }),
+  /** `true` or `false`. */
+  boolean: () =>
+    schema('a boolean', (value, loc, problems) =>
+      typeof value === 'boolean' ? value : wrong(loc, 'a boolean', value, problems),
+    ),
+  /** Any JSON value, unchecked. */
+  any: () => schema('any value', (value) => value),
+  /** One of the given values (compared with `===`). */
+  literal: (...values) =>
+    schema(`one of ${values.map(short).join(', ')}`, (value, loc, problems) => {
+      if (!values.includes(value)) problems.push([loc, `expected one of ${values.map(short).join(', ')}, got ${short(value)}`]);
+      return value;
+    }),
+  /** A list whose items fit `item`; options `minLength`, `maxLength`. */
+  array: (item, options = {}) =>
+    schema(`a list of ${item.name}`, (value, loc, problems) => {
+      if (!Array.isArray(value)) return wrong(loc, 'a list', value, problems);
+      lengths(value, options, loc, problems);
+      return value.map((entry, i) => item.check(entry, `${loc}[${i}]`, problems));
+    }),
+  /** An object with the given fields (a map of name to schema); other keys are dropped. */
+  object: (shape) =>
+    schema('an object', (value, loc, problems) => {
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+        return wrong(loc, 'an object', value, problems);
+      }
+      const out = {};
+      for (const [key, field] of Object.entries(shape)) {
+        const where = loc ? `${loc}.${key}` : key;
+        if (Object.hasOwn(value, key) && value[key] !== undefined) {
+          out[key] = field.check(value[key], where, problems);
+        } else if (field.optional) {
+          if (field.fallback !== undefined) out[key] = structuredClone(field.fallback);
+        } else {
+          problems.push([where, 'field required']);
+        }
+      }
+      return out;
+    }),
+  /** A field that may be missing (then `fallback`, if given, is used); `null` also fits. */
+  optional: (inner, fallback = undefined) => ({
+    ...schema(`${inner.name} or null`, (value, loc, problems) =>
+      value === null ? fallback ?? null : inner.check(value, loc, problems),
+    ),
+    optional: true,
+    fallback,
+  }),
+  /** `inner`, then `check(value)`, which returns a problem text to reject the value. */
+  refine: (inner, check) =>
+    schema(inner.name, (value, loc, problems) => {
+      const before = problems.length;
+      const result = inner.check(value, loc, problems);
+      if (problems.length === before) {
+        const problem = check(result);
+        if (problem) problems.push([loc, problem]);
+      }
+      return result;
+    }),
+};
+
+/**
+ * `value` checked against `schema`; returns the checked value (objects keep
+ * only declared keys) or throws a {@link ValidationError}.
+ */
+export function validate(schemaToUse, value, title = 'the value') {
+  const problems = [];
+  const result = schemaToUse.check(value, '', problems);
+  if (problems.length) throw new ValidationError(title, problems);
+  return result;
+}

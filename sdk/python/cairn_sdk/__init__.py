@@ -1,0 +1,55 @@
+"""Write Cairn tasks in Python (componentize-py guests of the ``cairn:task`` world).
+
+A task is a function from JSON input to JSON output, exported once per module::
+
+    from cairn_sdk import call_llm, export_task, trace
+
+    @trace
+    def greet(name: str) -> str:
+        return call_llm(f"Greet {name}.", "You are kind.")
+
+    def hello(name: str) -> dict:
+        return {"greeting": greet(name)}
+
+    WitWorld = export_task(hello)
+
+Imports: :func:`call_llm`, :func:`complete` and :func:`call_llm_json` (LLM,
+journaled by the host), :func:`trace` (durable checkpoints for your own steps),
+:mod:`~cairn_sdk.secrets`, :mod:`~cairn_sdk.report` and :mod:`~cairn_sdk.env`;
+errors in :mod:`~cairn_sdk.errors`; Pydantic-style validation in
+:mod:`~cairn_sdk.validation`.
+"""
+
+from . import env, report, secrets
+from .errors import InvalidInput, InvalidOutput, TaskError, kebab_case, to_task_error
+from .llm import LlmError, Response, call_llm, call_llm_json, complete
+from .secrets import SecretError
+from .task import export_task
+from .tracing import canonical_json, trace
+from .validation import Field, Model, ValidationError, model_validator, to_jsonable, validate_as
+
+__all__ = [
+    "Field",
+    "InvalidInput",
+    "InvalidOutput",
+    "LlmError",
+    "Model",
+    "Response",
+    "SecretError",
+    "TaskError",
+    "ValidationError",
+    "call_llm",
+    "call_llm_json",
+    "canonical_json",
+    "complete",
+    "env",
+    "export_task",
+    "kebab_case",
+    "model_validator",
+    "report",
+    "secrets",
+    "to_jsonable",
+    "to_task_error",
+    "trace",
+    "validate_as",
+]
