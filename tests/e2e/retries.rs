@@ -87,4 +87,8 @@ async fn provider_outage_fails_the_run_with_an_llm_kind_and_the_key_stays_hidden
     // 2 attempts x (1 call + 2 provider retries)
     assert_eq!(server.requests(), 6);
     assert!(!format!("{run:?}").contains(API_KEY));
+    let status = project.cli_json(&["status", "--json"]);
+    assert_eq!(status["providers"][0]["provider"], "local");
+    assert_eq!(status["providers"][0]["retries"], 4, "{status}");
+    assert_eq!(status["dlq"], 1);
 }

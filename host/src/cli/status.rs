@@ -62,9 +62,25 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
             json!({"task": task, "runs": c[0], "succeeded": c[1], "failed": c[2], "retries": c[3], "degraded": c[4], "cached": c[5]})
         })
         .collect();
+    let providers: Vec<Value> = store
+        .counters(&tenant)?
+        .into_iter()
+        .filter_map(|(name, n)| {
+            let provider = name.strip_prefix("provider:")?.strip_suffix(":retries")?;
+            Some(json!({"provider": provider, "retries": n}))
+        })
+        .collect();
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({"breakers": breakers, "dlq": dlq, "tasks": tasks_json}))?);
+        let status = json!({"breakers": breakers, "dlq": dlq, "tasks": tasks_json, "providers": providers});
+        println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if !providers.is_empty() {
+        println!("llm provider retries:");
+        for p in &providers {
+            println!("  {:<28} {}", p["provider"].as_str().unwrap_or_default(), p["retries"]);
+        }
+        println!();
     }
     println!("dead-letter queue: {dlq} run(s)");
     println!("\ncircuit breakers:");

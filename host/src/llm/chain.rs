@@ -16,6 +16,8 @@ pub struct Member {
     pub provider: Arc<dyn LlmProvider>,
     /// Its breaker, if it has one.
     pub breaker: Option<BreakerConfig>,
+    /// Retries it made (provider-level), not yet added to the store's counters.
+    pub retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Providers tried in order.
@@ -28,6 +30,15 @@ impl ProviderChain {
     /// A chain of `members` (the first is the primary).
     pub fn new(members: Vec<Member>, breakers: Arc<Breakers>) -> Self {
         ProviderChain { members, breakers }
+    }
+
+    /// Takes each member's retries since the last call: (provider name, count).
+    pub fn take_retries(&self) -> Vec<(String, u64)> {
+        self.members
+            .iter()
+            .map(|m| (m.name.clone(), m.retries.swap(0, std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// When the primary's breaker lets a probe through, if it is open.

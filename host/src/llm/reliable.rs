@@ -9,9 +9,12 @@
 //! one. After the last retry the last error is returned.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{ChatRequest, ChatResponse, LlmError, LlmProvider};
+use crate::policy::retry::{RetryPolicy, random_unit};
+use crate::store::Failure;
 
 /// How [`Reliable`] retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +54,20 @@ impl RetryConfig {
 pub struct Reliable<P: ?Sized = dyn LlmProvider> {
     inner: Arc<P>,
     config: RetryConfig,
+    /// A manifest retry policy (strategy, jitter, retry_on) that replaces the default backoff.
+    policy: Option<RetryPolicy>,
+    /// Retries made so far, for `cairn status`.
+    retries: Arc<AtomicU64>,
 }
 
 impl<P: ?Sized> Clone for Reliable<P> {
     fn clone(&self) -> Self {
-        Reliable { inner: Arc::clone(&self.inner), config: self.config }
+        Reliable {
+            inner: Arc::clone(&self.inner),
+            config: self.config,
+            policy: self.policy.clone(),
+            retries: self.retries.clone(),
+        }
     }
 }
 
@@ -68,7 +80,41 @@ impl<P: ?Sized> std::fmt::Debug for Reliable<P> {
 impl<P: LlmProvider + ?Sized> Reliable<P> {
     /// Wraps `inner`.
     pub fn new(inner: Arc<P>, config: RetryConfig) -> Self {
-        Reliable { inner, config }
+        Reliable { inner, config, policy: None, retries: Arc::default() }
+    }
+
+    /// Wraps `inner` under a manifest retry policy: its count, strategy,
+    /// jitter and `retry_on` kinds (`llm-unavailable`, `llm-rate-limited`, …).
+    /// A rate limit still waits at least the provider's `retry_after`.
+    pub fn with_policy(inner: Arc<P>, policy: RetryPolicy) -> Self {
+        let config =
+            RetryConfig { max_retries: policy.count, base_delay: policy.base_delay, max_delay: policy.max_delay };
+        Reliable { inner, config, policy: Some(policy), retries: Arc::default() }
+    }
+
+    /// The counter of retries this provider made.
+    pub fn retry_counter(&self) -> Arc<AtomicU64> {
+        self.retries.clone()
+    }
+
+    /// Whether to retry after `error` as retry number `retry`, and after how long.
+    fn next_retry(&self, retry: u32, error: &LlmError) -> Option<Duration> {
+        match &self.policy {
+            None => {
+                (error.is_retryable() && retry <= self.config.max_retries).then(|| self.config.delay_for(retry, error))
+            }
+            Some(policy) => {
+                let failure =
+                    Failure { kind: error.kind().into(), message: String::new(), retryable: error.is_retryable() };
+                policy.should_retry(&failure, retry).then(|| {
+                    let wait = policy.wait(retry, &mut random_unit);
+                    match error {
+                        LlmError::RateLimited { retry_after: Some(asked) } => wait.max((*asked).min(policy.max_delay)),
+                        _ => wait,
+                    }
+                })
+            }
+        }
     }
 
     /// The wrapped provider.
@@ -105,25 +151,24 @@ impl<P: LlmProvider + ?Sized> LlmProvider for Reliable<P> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let mut retry = 0u32;
         loop {
-            match self.attempt(request).await {
+            let error = match self.attempt(request).await {
                 Ok(response) => return Ok(response),
-                Err(error) if error.is_retryable() && retry < self.config.max_retries => {
-                    retry += 1;
-                    let delay = self.config.delay_for(retry, &error);
-                    tracing::warn!(
-                        provider = self.inner.name(),
-                        kind = error.kind(),
-                        %error,
-                        retry,
-                        max_retries = self.config.max_retries,
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "LLM call failed; retrying"
-                    );
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-                Err(error) => return Err(error),
+                Err(error) => error,
+            };
+            retry += 1;
+            let Some(delay) = self.next_retry(retry, &error) else { return Err(error) };
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                provider = self.inner.name(),
+                kind = error.kind(),
+                %error,
+                retry,
+                max_retries = self.config.max_retries,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "LLM call failed; retrying"
+            );
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
         }
     }
@@ -224,6 +269,34 @@ mod tests {
         let r = reliable.complete(&ChatRequest::simple("p", "s", false)).await.unwrap();
         assert_eq!(r.content, "ok");
         assert_eq!(fake.gaps(), [100, 200, 350].map(Duration::from_millis));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_manifest_policy_sets_strategy_and_retry_on_and_counts_retries() {
+        use crate::policy::retry::{RetryPolicy, Strategy};
+        let policy = RetryPolicy {
+            count: 3,
+            strategy: Strategy::Linear,
+            base_delay: Duration::from_millis(100),
+            retry_on: Some(vec!["llm-unavailable".into(), "llm-rate-limited".into()]),
+            ..RetryPolicy::default()
+        };
+        let fake = Scripted::new(vec![
+            Err(unavailable()),
+            Err(LlmError::RateLimited { retry_after: Some(Duration::from_millis(500)) }),
+            Ok("ok"),
+        ]);
+        let reliable = Reliable::with_policy(fake.clone(), policy.clone());
+        let counter = reliable.retry_counter();
+        assert_eq!(reliable.complete(&ChatRequest::simple("p", "s", false)).await.unwrap().content, "ok");
+        // Linear: 100 ms, then 200 ms raised to the 500 ms the provider asked for.
+        assert_eq!(fake.gaps(), [100, 500].map(Duration::from_millis));
+        assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+        let fake = Scripted::new(vec![Err(LlmError::Timeout), Ok("never")]);
+        let reliable = Reliable::with_policy(fake.clone(), policy);
+        assert_eq!(reliable.complete(&ChatRequest::simple("p", "s", false)).await.unwrap_err(), LlmError::Timeout);
+        assert_eq!(fake.calls().len(), 1, "llm-timeout is not in retry_on");
     }
 
     #[tokio::test(start_paused = true)]

@@ -183,6 +183,8 @@ pub struct ProviderSpec {
     pub kind: ProviderKind,
     /// Provider-level retries of retryable errors.
     pub max_retries: u32,
+    /// A full retry policy (`retries = { … }`), replacing `max_retries`'s default backoff.
+    pub retry: Option<RetryPolicy>,
     /// Providers tried in order when this one fails or its breaker is open.
     pub fallback: Vec<String>,
     /// The provider's circuit breaker, if it has one.
@@ -329,6 +331,7 @@ mod raw {
             rules: Option<Vec<MockRule>>,
             #[serde(default)]
             max_retries: u32,
+            retries: Option<toml::Value>,
             #[serde(default)]
             fallback: Vec<String>,
             circuit_breaker: Option<RawBreaker>,
@@ -340,6 +343,7 @@ mod raw {
             #[serde(default, deserialize_with = "units::opt_duration")]
             timeout: Option<Duration>,
             max_retries: Option<u32>,
+            retries: Option<toml::Value>,
             #[serde(default)]
             fallback: Vec<String>,
             circuit_breaker: Option<RawBreaker>,
@@ -459,6 +463,48 @@ mod raw {
         }
     }
 
+    /// `retries = N` or `retries = { count, strategy, base_delay, max_delay, jitter, retry_on }`.
+    fn retry_policy(
+        locate: &Locator,
+        value: &toml::Value,
+        span: Range<usize>,
+        owner: &str,
+    ) -> Result<RetryPolicy, ManifestError> {
+        match value {
+            toml::Value::Integer(n) if (0..=100).contains(n) => Ok(RetryPolicy::count(*n as u32)),
+            toml::Value::Integer(_) => Err(locate.error(span, format!("{owner}: retries must be between 0 and 100"))),
+            toml::Value::Table(_) => {
+                let raw: RawRetry = value.clone().try_into().map_err(|e: toml::de::Error| {
+                    locate.error(span.clone(), format!("{owner}: retries: {}", e.message()))
+                })?;
+                if raw.count > 100 {
+                    return Err(locate.error(span, format!("{owner}: retries must be between 0 and 100")));
+                }
+                let defaults = RetryPolicy::default();
+                Ok(RetryPolicy {
+                    count: raw.count,
+                    strategy: raw.strategy,
+                    base_delay: raw.base_delay.unwrap_or(defaults.base_delay),
+                    max_delay: raw.max_delay.unwrap_or(defaults.max_delay),
+                    jitter: raw.jitter,
+                    retry_on: raw.retry_on,
+                })
+            }
+            _ => Err(locate
+                .error(span, format!("{owner}: retries must be a whole number or a table {{ count, strategy, ... }}"))),
+        }
+    }
+
+    /// A provider's `retries`, if given.
+    fn provider_retry(
+        locate: &Locator,
+        span: &Range<usize>,
+        value: Option<toml::Value>,
+        name: &str,
+    ) -> Result<Option<RetryPolicy>, ManifestError> {
+        value.map(|v| retry_policy(locate, &v, span.clone(), &format!("llm provider {name:?}"))).transpose()
+    }
+
     fn not_yet<T>(locate: &Locator, field: &Option<Spanned<T>>, what: &str, owner: &str) -> Result<(), ManifestError> {
         match field {
             Some(value) => Err(locate.error(
@@ -480,6 +526,7 @@ mod raw {
                     name: DEFAULT_PROVIDER.into(),
                     kind: ProviderKind::Mock(MockConfig::default()),
                     max_retries: 0,
+                    retry: None,
                     fallback: Vec::new(),
                     circuit_breaker: None,
                 },
@@ -487,7 +534,16 @@ mod raw {
             for (name, spanned) in self.llm.providers {
                 let span = spanned.span();
                 let spec = match spanned.into_inner() {
-                    Provider::Mock { latency, model, script, rules, max_retries, fallback, circuit_breaker } => {
+                    Provider::Mock {
+                        latency,
+                        model,
+                        script,
+                        rules,
+                        max_retries,
+                        retries,
+                        fallback,
+                        circuit_breaker,
+                    } => {
                         let mut config = match &script {
                             Some(file) => MockConfig::from_file(dir.join(file.get_ref()))
                                 .map_err(|e| locate.error(file.span(), format!("llm provider {name:?}: {e}")))?,
@@ -512,6 +568,7 @@ mod raw {
                             name: name.clone(),
                             kind: ProviderKind::Mock(config),
                             max_retries,
+                            retry: provider_retry(locate, &span, retries, &name)?,
                             fallback: Vec::new(),
                             circuit_breaker: circuit_breaker.map(RawBreaker::config),
                         }
@@ -522,6 +579,7 @@ mod raw {
                         api_key_secret,
                         timeout,
                         max_retries,
+                        retries,
                         fallback,
                         circuit_breaker,
                     } => {
@@ -546,6 +604,7 @@ mod raw {
                                 timeout: timeout.unwrap_or(Duration::from_secs(60)),
                             },
                             max_retries: max_retries.unwrap_or(2),
+                            retry: provider_retry(locate, &span, retries, &name)?,
                             fallback: Vec::new(),
                             circuit_breaker: circuit_breaker.map(RawBreaker::config),
                         }
@@ -650,41 +709,7 @@ mod raw {
                 };
                 let retry = match &task.retries {
                     None => RetryPolicy::default(),
-                    Some(value) => match value.get_ref() {
-                        toml::Value::Integer(n) if (0..=100).contains(n) => RetryPolicy::count(*n as u32),
-                        toml::Value::Integer(_) => {
-                            return Err(
-                                locate.error(value.span(), format!("{owner}: retries must be between 0 and 100"))
-                            );
-                        }
-                        toml::Value::Table(_) => {
-                            let raw: RawRetry = value.get_ref().clone().try_into().map_err(|e: toml::de::Error| {
-                                locate.error(value.span(), format!("{owner}: retries: {}", e.message()))
-                            })?;
-                            if raw.count > 100 {
-                                return Err(
-                                    locate.error(value.span(), format!("{owner}: retries must be between 0 and 100"))
-                                );
-                            }
-                            let defaults = RetryPolicy::default();
-                            RetryPolicy {
-                                count: raw.count,
-                                strategy: raw.strategy,
-                                base_delay: raw.base_delay.unwrap_or(defaults.base_delay),
-                                max_delay: raw.max_delay.unwrap_or(defaults.max_delay),
-                                jitter: raw.jitter,
-                                retry_on: raw.retry_on,
-                            }
-                        }
-                        _ => {
-                            return Err(locate.error(
-                                value.span(),
-                                format!(
-                                    "{owner}: retries must be a whole number or a table {{ count, strategy, ... }}"
-                                ),
-                            ));
-                        }
-                    },
+                    Some(value) => retry_policy(locate, value.get_ref(), value.span(), &owner)?,
                 };
                 let on_oom = match &task.on_oom {
                     None => None,

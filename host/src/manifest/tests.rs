@@ -29,6 +29,8 @@ kind = "openai-compatible"
 base_url = "http://127.0.0.1:8080/v1/"
 model = "llama"
 api_key_secret = "key"
+retries = { count = 1, strategy = "linear", retry_on = ["llm-rate-limited"] }
+fallback = ["mock"]
 
 [environments.llm]
 resources = { memory = "64MiB", timeout = "90s" }
@@ -49,7 +51,7 @@ cache = { version = "v2" }
     .unwrap();
     let one = manifest.task("one").unwrap();
     assert_eq!(one.component, Path::new("/p/c/one.wasm"));
-    assert_eq!(one.component_line, 16);
+    assert_eq!(one.component_line, 18);
     assert_eq!(one.retry, crate::policy::retry::RetryPolicy::count(2));
     assert_eq!(one.build.as_ref().unwrap().output, Path::new("/p/c/one.wasm"));
     let env = manifest.environment_of(one);
@@ -62,6 +64,10 @@ cache = { version = "v2" }
         ProviderKind::OpenAiCompatible { base_url, .. } => assert_eq!(base_url, "http://127.0.0.1:8080/v1"),
         other => panic!("{other:?}"),
     }
+    let local = manifest.provider_of(one);
+    assert_eq!(local.fallback, ["mock"]);
+    let retry = local.retry.as_ref().unwrap();
+    assert_eq!((retry.count, retry.strategy), (1, crate::policy::retry::Strategy::Linear));
     let two = manifest.task("two").unwrap();
     assert_eq!(two.environment, DEFAULT_ENVIRONMENT);
     assert_eq!(manifest.provider_of(two).name, "mock");

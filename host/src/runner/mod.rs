@@ -525,6 +525,22 @@ impl Host {
         self.drive(run, &task, pre, stub).await
     }
 
+    /// Adds the providers' retries since the last flush to the store's counters.
+    async fn flush_provider_retries(&self) {
+        let chains: Vec<Arc<ProviderChain>> =
+            self.providers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let deltas: Vec<(String, u64)> = chains
+            .iter()
+            .flat_map(|chain| chain.take_retries())
+            .map(|(provider, n)| (format!("provider:{provider}:retries"), n))
+            .collect();
+        if !deltas.is_empty()
+            && let Err(e) = self.store.add_counters(&self.tenant, &deltas).await
+        {
+            tracing::warn!("cannot store provider retry counts: {e}");
+        }
+    }
+
     /// The host's circuit breakers.
     pub fn breakers(&self) -> &Arc<Breakers> {
         &self.breakers
@@ -569,6 +585,7 @@ impl Host {
         run.finished_at_ms = Some(now_ms());
         run.lease = None;
         self.store.update_run(&run, &self.host_id).await?;
+        self.flush_provider_retries().await;
         Ok(run)
     }
 
@@ -638,19 +655,16 @@ impl Host {
             return Ok(chain.clone());
         }
         let secret = |key: &str| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string());
-        let mut members = vec![Member {
-            name: primary.name.clone(),
-            provider: build_provider(primary, secret)?,
-            breaker: primary.circuit_breaker,
-        }];
-        for name in &primary.fallback {
-            if let Some(spec) = self.manifest.providers.get(name) {
-                members.push(Member {
-                    name: name.clone(),
-                    provider: build_provider(spec, secret)?,
-                    breaker: spec.circuit_breaker,
-                });
-            }
+        let mut members = Vec::new();
+        let fallbacks = primary.fallback.iter().filter_map(|name| self.manifest.providers.get(name));
+        for spec in std::iter::once(primary).chain(fallbacks) {
+            let reliable = build_provider(spec, secret)?;
+            members.push(Member {
+                name: spec.name.clone(),
+                retries: reliable.retry_counter(),
+                provider: reliable,
+                breaker: spec.circuit_breaker,
+            });
         }
         let chain = Arc::new(ProviderChain::new(members, self.breakers.clone()));
         self.providers.lock().unwrap_or_else(|e| e.into_inner()).insert(primary.name.clone(), chain.clone());

@@ -15,8 +15,14 @@ use super::attempt::host_failure;
 pub fn build_provider(
     spec: &ProviderSpec,
     secret: impl Fn(&str) -> Result<Option<String>, String>,
-) -> Result<Arc<dyn LlmProvider>, Failure> {
+) -> Result<Arc<Reliable>, Failure> {
     let retry = RetryConfig { max_retries: spec.max_retries, ..RetryConfig::default() };
+    let wrap = |inner: Arc<dyn LlmProvider>| -> Reliable {
+        match &spec.retry {
+            Some(policy) => Reliable::with_policy(inner, policy.clone()),
+            None => Reliable::new(inner, retry),
+        }
+    };
     let inner: Arc<dyn LlmProvider> = match &spec.kind {
         ProviderKind::Mock(config) => Arc::new(MockProvider::new(config.clone()).with_name(spec.name.clone())),
         ProviderKind::OpenAiCompatible { base_url, model, api_key_secret, timeout } => {
@@ -41,5 +47,5 @@ pub fn build_provider(
             Arc::new(OpenAiProvider::new(config).map_err(|e| host_failure(e.to_string()))?)
         }
     };
-    Ok(Arc::new(Reliable::new(inner, retry)))
+    Ok(Arc::new(wrap(inner)))
 }

@@ -151,6 +151,11 @@ pub trait Store: Send + Sync {
     /// Every stored breaker of a tenant.
     fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Breaker)>, StoreError>;
 
+    /// Adds to named counters (e.g. `provider:NAME:retries`).
+    async fn add_counters(&self, tenant: &Tenant, deltas: &[(String, u64)]) -> Result<(), StoreError>;
+    /// Every counter of a tenant.
+    fn counters(&self, tenant: &Tenant) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Creates or replaces a secret.
     async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
     /// A secret's value.

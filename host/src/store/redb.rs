@@ -13,6 +13,7 @@
 //! | `cache`    | `"project/domain\x01<cache key>"`     | [`CacheEntry`]        |
 //! | `dlq`      | `"project/domain\x01<run id>"`        | [`DeadLetter`]        |
 //! | `breakers` | `"project/domain\x01<kind>:<name>"`   | [`Breaker`]           |
+//! | `counters` | `"project/domain\x01<name>"`          | u64 (as JSON)         |
 //!
 //! Every write goes through the [`GroupCommitter`]: concurrent writes share
 //! one transaction and one fsync, and each returns only once committed.
@@ -46,6 +47,7 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 const DLQ: TableDefinition<&str, &[u8]> = TableDefinition::new("dlq");
 const BREAKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("breakers");
+const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
 
 /// Separator inside composite keys; sorts before every printable character.
 const SEP: char = '\u{1}';
@@ -183,7 +185,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
                     .map_err(|e| io("open")(e.into()))?;
             }
         }
-        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE, DLQ, BREAKERS] {
+        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE, DLQ, BREAKERS, COUNTERS] {
             txn.open_table(table).map_err(|e| io("open")(e.into()))?;
         }
     }
@@ -515,6 +517,32 @@ impl Store for RedbStore {
         self.scan("list breakers", BREAKERS, &prefix)?
             .into_iter()
             .map(|(key, bytes)| Ok((key[prefix.len()..].to_owned(), decode("breaker", &bytes)?)))
+            .collect()
+    }
+
+    async fn add_counters(&self, tenant: &Tenant, deltas: &[(String, u64)]) -> Result<(), StoreError> {
+        let deltas: Vec<(String, u64)> = deltas.iter().map(|(name, n)| (scoped(tenant, name), *n)).collect();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(COUNTERS)?;
+                for (key, delta) in &deltas {
+                    let current: u64 = match t.get(key.as_str()).map_err(|e| io("counter")(e.into()))? {
+                        Some(v) => decode("counter", v.value())?,
+                        None => 0,
+                    };
+                    let value = encode("counter", &(current + delta))?;
+                    t.insert(key.as_str(), value.as_slice()).map_err(|e| io("counter")(e.into()))?;
+                }
+                Ok(())
+            }))
+            .await
+    }
+
+    fn counters(&self, tenant: &Tenant) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        self.scan("list counters", COUNTERS, &prefix)?
+            .into_iter()
+            .map(|(key, bytes)| Ok((key[prefix.len()..].to_owned(), decode("counter", &bytes)?)))
             .collect()
     }
 
