@@ -74,3 +74,26 @@ fn engine_falls_back_to_on_demand_allocation_when_address_space_is_short() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["output"]["k"], 7);
 }
+
+#[test]
+fn report_and_logs_are_kept_per_run() {
+    let project = Project::new(
+        r#"
+        [tasks.report-refiner]
+        component = "{refiner}"
+        "#,
+    );
+    let run = project.cli_json(&["run", "report-refiner", "--json", "--input", r#"{"topic": "Tides"}"#]);
+    let run_id = run["run_id"].as_str().unwrap();
+    let html = project.path().join("report.html");
+    let saved = project.cli(&["report", run_id, "-o", html.to_str().unwrap()]);
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains(run_id), "{page}");
+    assert!(page.contains("<section"), "one section per tab: {page}");
+    let logs = project.cli(&["runs", "logs", run_id]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("attempt 1 stdout"));
+    let none = project.cli_json(&["run", "report-refiner", "--json", "--input", "not json"]);
+    let missing = project.cli(&["report", none["run_id"].as_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("made no report"));
+}
