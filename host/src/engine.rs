@@ -5,7 +5,10 @@
 //! `.cairn/artifacts/<component sha256>-<engine hash>.cwasm` and later loads
 //! are an mmap ([`Component::deserialize_file`]). The engine hash covers the
 //! wasmtime version and every compilation setting, so an artifact made by a
-//! different build of the host is never loaded.
+//! different build of the host is never loaded. An index under
+//! `artifacts/index/` remembers each component file's digest by its path,
+//! length, modification time and inode, so an unchanged file is not even
+//! read again.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -164,6 +167,53 @@ impl CairnEngine {
     /// Loads the component at `path`, compiling it only if no artifact for
     /// this exact file and engine is cached.
     pub fn load(&self, path: &Path) -> Result<LoadedComponent, EngineError> {
+        // A file unchanged since it was last loaded needs no reading or hashing.
+        let identity = FileIdentity::of(path);
+        if let Some(digest) = identity.as_ref().and_then(|id| self.indexed_digest(path, id)) {
+            let artifact = self.artifact_path(&digest);
+            // SAFETY: as below: our own artifact, named by the engine's compatibility hash.
+            if artifact.is_file()
+                && let Ok(component) = unsafe { Component::deserialize_file(&self.engine, &artifact) }
+            {
+                return Ok(LoadedComponent { component, digest, from_cache: true });
+            }
+        }
+        let loaded = self.load_from_bytes(path)?;
+        if let Some(identity) = identity {
+            self.index(path, &identity, &loaded.digest);
+        }
+        Ok(loaded)
+    }
+
+    fn artifact_path(&self, digest: &str) -> PathBuf {
+        self.artifacts.join(format!("{digest}-{}.cwasm", self.compatibility_hash()))
+    }
+
+    fn index_path(&self, path: &Path) -> PathBuf {
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = hex::encode(Sha256::digest(absolute.to_string_lossy().as_bytes()));
+        self.artifacts.join("index").join(format!("{key}.json"))
+    }
+
+    fn indexed_digest(&self, path: &Path, identity: &FileIdentity) -> Option<String> {
+        let text = std::fs::read_to_string(self.index_path(path)).ok()?;
+        let (known, digest): (FileIdentity, String) = serde_json::from_str(&text).ok()?;
+        (known == *identity).then_some(digest)
+    }
+
+    fn index(&self, path: &Path, identity: &FileIdentity, digest: &str) {
+        let entry = self.index_path(path);
+        let written = entry.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            let partial = entry.with_extension(format!("partial-{}", std::process::id()));
+            std::fs::write(&partial, serde_json::to_vec(&(identity, digest)).unwrap_or_default())?;
+            std::fs::rename(&partial, &entry)
+        });
+        if let Err(e) = written {
+            tracing::debug!("cannot index component {}: {e}", path.display());
+        }
+    }
+
+    fn load_from_bytes(&self, path: &Path) -> Result<LoadedComponent, EngineError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(EngineError::Missing(path.to_path_buf())),
@@ -171,7 +221,7 @@ impl CairnEngine {
         };
         check_is_component(path, &bytes)?;
         let digest = hex::encode(Sha256::digest(&bytes));
-        let artifact = self.artifacts.join(format!("{digest}-{}.cwasm", self.compatibility_hash()));
+        let artifact = self.artifact_path(&digest);
         if artifact.is_file() {
             // SAFETY: the artifact was written by this host from `Component::serialize`
             // into its own state directory, and its name pins the engine's
@@ -207,6 +257,24 @@ impl Drop for CairnEngine {
     }
 }
 
+/// What says a file is unchanged: its length, modification time and inode.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    len: u64,
+    modified_ns: u128,
+    inode: u64,
+}
+
+impl FileIdentity {
+    /// The identity of the file at `path`, if it can be read.
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let modified_ns = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        Some(FileIdentity { len: meta.len(), modified_ns, inode: meta.ino() })
+    }
+}
+
 /// Checks the header: a component, not a core module or something else.
 pub fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     if wasmparser::Parser::is_component(bytes) {
@@ -215,5 +283,33 @@ pub fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), EngineError> 
         Err(EngineError::CoreModule(path.to_path_buf()))
     } else {
         Err(EngineError::NotWasm(path.to_path_buf()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_file_loads_from_the_index_and_a_changed_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("c.wasm");
+        std::fs::write(&component, wat::parse_str("(component)").unwrap()).unwrap();
+        let artifacts = dir.path().join("artifacts");
+        let first = CairnEngine::new(artifacts.clone()).unwrap().load(&component).unwrap();
+        assert!(!first.from_cache);
+        let engine = CairnEngine::new(artifacts).unwrap();
+        let identity = FileIdentity::of(&component).unwrap();
+        assert_eq!(engine.indexed_digest(&component, &identity).as_deref(), Some(first.digest.as_str()));
+        let again = engine.load(&component).unwrap();
+        assert!(again.from_cache);
+        assert_eq!(again.digest, first.digest);
+        // A different component at the same path: a new digest, compiled afresh.
+        std::fs::write(&component, wat::parse_str("(component (core module))").unwrap()).unwrap();
+        let changed = engine.load(&component).unwrap();
+        assert_ne!(changed.digest, first.digest);
+        assert!(!changed.from_cache);
+        std::fs::write(&component, b"junk").unwrap();
+        assert!(matches!(engine.load(&component), Err(EngineError::NotWasm(_))));
     }
 }

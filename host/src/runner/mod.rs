@@ -20,7 +20,7 @@ use self::attempt::AttemptPlan;
 pub use self::attempt::host_failure;
 use self::lease::{Heartbeat, host_id, is_stale, lease_until};
 pub use self::providers::build_provider;
-use crate::engine::{CairnEngine, EngineError};
+use crate::engine::{CairnEngine, EngineError, FileIdentity};
 use crate::imports::{self, HostState, TaskPre};
 use crate::journal::JournalMode;
 use crate::llm::LlmProvider;
@@ -102,22 +102,6 @@ pub struct Host {
     providers: Mutex<HashMap<String, Arc<ProviderChain>>>,
     /// Components already loaded, by path, with the file's identity when loaded.
     loaded: Mutex<HashMap<std::path::PathBuf, (FileIdentity, String)>>,
-}
-
-/// What says a component file is unchanged since it was loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileIdentity {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    inode: u64,
-}
-
-impl FileIdentity {
-    fn of(path: &std::path::Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok()?;
-        Some(FileIdentity { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() })
-    }
 }
 
 /// The file name of the embedded store inside `.cairn/`.
