@@ -35,6 +35,7 @@ pub async fn collect(
         }
         if !dry_run {
             store.delete_run(tenant, &run.id).await?;
+            store.dlq_remove(tenant, &run.id).await?;
             if let Err(e) = dirs.remove(&run.id) {
                 tracing::warn!(run = %run.id, "cannot remove the run's directory: {e}");
             }

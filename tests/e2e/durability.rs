@@ -280,6 +280,20 @@ fn resume_refuses_finished_runs_and_live_leases() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(store.create_run(&run)).unwrap();
     drop(store);
+    // A crashed run of a task that no longer exists does not stop the host.
+    let mut orphan = run.clone();
+    orphan.id = uuid_like("1111");
+    orphan.task = "renamed-away".into();
+    orphan.lease = Some(cairn::store::Lease { owner: "gone-1".into(), expires_at_ms: 0 });
+    let store = project.store();
+    runtime.block_on(store.create_run(&orphan)).unwrap();
+    drop(store);
+    let still_runs = project.cli_json(&["run", "probe", "--json", "--input", r#"{"mode": "echo"}"#]);
+    assert_eq!(still_runs["status"], "succeeded", "{still_runs}");
+    let ended = project.cli_json(&["runs", "show", &orphan.id, "--json"]);
+    assert_eq!(ended["status"], "failed", "the host ended it at start: {ended}");
+    assert_eq!(ended["error"]["kind"], "unknown-task");
+
     let held = project.cli(&["runs", "resume", &run.id]);
     assert!(String::from_utf8_lossy(&held.stderr).contains("holds its lease"), "{held:?}");
     let forced = project.cli_json(&["runs", "resume", &run.id, "--force", "--json"]);

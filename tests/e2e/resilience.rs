@@ -62,11 +62,15 @@ async fn backoff_follows_the_strategy_on_the_clock_and_spent_runs_go_to_the_dlq(
 
     let picky = host.run("picky", failing).await.unwrap();
     assert_eq!(picky.attempts.len(), 1, "`flaky` is not in retry_on");
+    // A guest that claims a host-only kind gets no free retries.
+    let posing =
+        host.run("picky", r#"{"topic": "Tides", "always_fail": true, "fail_kind": "llm-circuit-open"}"#).await.unwrap();
+    assert_eq!(posing.attempts.len(), 1, "{:?}", kinds(&posing));
     let not_retryable = host.run("exp", r#"{"no-topic": true}"#).await.unwrap();
     assert_eq!(kinds(&not_retryable), ["exp:invalid-input"], "a non-retryable error stops at once");
 
     let letters = host.store().dlq_list(&Tenant::default()).unwrap();
-    assert_eq!(letters.len(), 4);
+    assert_eq!(letters.len(), 5);
     let letter = letters.iter().find(|l| l.run_id == run.id).expect("the spent run is dead-lettered");
     assert_eq!(letter.input, failing);
     assert_eq!(letter.attempts.len(), 5);
@@ -202,6 +206,7 @@ async fn a_provider_fallback_answers_and_marks_the_run_degraded() {
         r#"
         [tasks.writer]
         component = "{writer}"
+        cache = "auto"
         "#,
         r#"fallback = ["mock"]"#,
     );
@@ -209,6 +214,9 @@ async fn a_provider_fallback_answers_and_marks_the_run_degraded() {
     let run = host.run("writer", r#"{"topic": "Tides"}"#).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert!(run.degraded, "the mock, a fallback provider, answered");
+    let again = host.run("writer", r#"{"topic": "Tides"}"#).await.unwrap();
+    assert_eq!(again.cached_from, None, "a degraded answer is never cached");
+    assert!(!again.degraded, "the provider is back");
     let journal = host.store().journal_of(&run.id).unwrap();
     assert!(journal.iter().any(|e| e.output.contains("\"provider\":\"mock\"")), "{journal:?}");
 }

@@ -46,13 +46,9 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         entry[1] += u64::from(run.status == RunStatus::Succeeded);
         entry[2] += u64::from(run.status == RunStatus::Failed);
         // A retry: a counted failure followed by another attempt of the same task.
-        entry[3] += run
-            .attempts
-            .windows(2)
-            .filter(|pair| {
-                pair[0].error.as_ref().is_some_and(|e| counts_as_retry(&e.kind)) && pair[0].task == pair[1].task
-            })
-            .count() as u64;
+        entry[3] +=
+            run.attempts.windows(2).filter(|pair| counts_as_retry(&pair[0]) && pair[0].task == pair[1].task).count()
+                as u64;
         entry[4] += u64::from(run.degraded);
         entry[5] += u64::from(run.cached_from.is_some());
     }

@@ -27,6 +27,7 @@ impl HostState {
         if let Some(entry) = self.attempt.journal.lookup(&key).await? {
             let response: ChatResponse = serde_json::from_str(&entry.output)?;
             self.attempt.stats.llm_replayed += 1;
+            self.note_fallback_provider(&response);
             return Ok(Ok(response));
         }
         if let Some(miss) = self.attempt.journal.replay_miss(&key, format!(", prompt {:?}", prompt_start(&request))) {
@@ -49,15 +50,15 @@ impl HostState {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(run = %self.attempt.run_id, "llm call failed: {err}");
-                if let LlmError::RateLimited { retry_after } = &err {
-                    self.attempt.stats.retry_after = *retry_after;
+                match &err {
+                    LlmError::RateLimited { retry_after } => self.attempt.stats.retry_after = *retry_after,
+                    LlmError::CircuitOpen => self.attempt.stats.circuit_open = true,
+                    _ => {}
                 }
                 return Ok(Err(err));
             }
         };
-        if response.provider.as_deref().is_some_and(|p| p != self.attempt.llm.name() && p != "stub") {
-            self.attempt.stats.degraded_llm = true;
-        }
+        self.note_fallback_provider(&response);
         let summary = summarize(&request, &response);
         self.attempt
             .journal
@@ -66,6 +67,15 @@ impl HostState {
         self.attempt.stats.llm_live += 1;
         self.attempt.stats.usage.add(response.usage);
         Ok(Ok(response))
+    }
+}
+
+impl HostState {
+    /// Marks the attempt degraded when a fallback provider gave `response`.
+    fn note_fallback_provider(&mut self, response: &ChatResponse) {
+        if response.provider.as_deref().is_some_and(|p| p != self.attempt.llm.name() && p != "stub") {
+            self.attempt.stats.degraded_llm = true;
+        }
     }
 }
 

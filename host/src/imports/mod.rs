@@ -47,6 +47,8 @@ pub struct AttemptStats {
     pub degraded_llm: bool,
     /// The wait the provider asked for when it last rate-limited this attempt.
     pub retry_after: Option<Duration>,
+    /// Whether the host answered an LLM call with `circuit-open` in this attempt.
+    pub circuit_open: bool,
 }
 
 /// Caps the guest's linear memory; remembers whether the cap was hit, so a

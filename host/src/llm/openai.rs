@@ -284,7 +284,7 @@ impl LlmProvider for OpenAiProvider {
             LlmError::InvalidResponse(format!(
                 "{}: the body is not a chat completion ({e}): {}",
                 self.config.name,
-                self.scrub(&text.chars().take(200).collect::<String>())
+                self.scrub(&text).chars().take(200).collect::<String>()
             ))
         })?;
         let Some(choice) = wire.choices.into_iter().next() else {

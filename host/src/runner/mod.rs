@@ -47,9 +47,10 @@ pub const LLM_CIRCUIT_OPEN: &str = "llm-circuit-open";
 /// How many times one run may park on an open provider breaker.
 pub const MAX_PARKS: u32 = 20;
 
-/// Failure kinds that do not count against a task's retries.
-pub fn counts_as_retry(kind: &str) -> bool {
-    !matches!(kind, INTERRUPTED | CIRCUIT_OPEN | LLM_CIRCUIT_OPEN)
+/// Whether an attempt used up a retry: it failed, and the host did not mark
+/// it as interrupted, skipped on an open breaker or parked.
+pub fn counts_as_retry(attempt: &AttemptRecord) -> bool {
+    attempt.error.is_some() && !attempt.not_counted
 }
 
 /// Errors that stop the host from running anything.
@@ -236,7 +237,10 @@ impl Host {
             return self.finish(run, Ok(hit.output)).await;
         }
         let run = self.drive(run, &task, pre, None).await?;
-        if let (Some(key), RunStatus::Succeeded, Some(output)) = (&cache_key, run.status, &run.output) {
+        // A degraded answer (from a fallback) is not what the task itself would give: never cache it.
+        if let (Some(key), RunStatus::Succeeded, Some(output), false) =
+            (&cache_key, run.status, &run.output, run.degraded)
+        {
             let entry = CacheEntry {
                 task: task.name.clone(),
                 run_id: run.id.clone(),
@@ -260,6 +264,7 @@ impl Host {
         if matches!(current.status, RunStatus::Succeeded | RunStatus::Failed) {
             return Err(not_resumable(format!("it already {}", current.status.as_str())));
         }
+        let task = self.manifest.task(&current.task).ok().cloned();
         let now = now_ms();
         let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
         let claimed = self
@@ -270,7 +275,19 @@ impl Host {
                 let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");
                 not_resumable(format!("{holder} holds its lease and is alive; pass --force to take it over"))
             })?;
-        let task = self.manifest.task(&claimed.task).map_err(RunnerError::UnknownTask)?.clone();
+        let Some(task) = task else {
+            // Its task left the manifest: nothing can run it again, so end it clearly.
+            let failure = Failure {
+                kind: "unknown-task".into(),
+                message: format!(
+                    "the run's task {:?} is no longer in {}; the run cannot be resumed",
+                    claimed.task,
+                    self.manifest.path.display()
+                ),
+                retryable: false,
+            };
+            return self.finish(claimed, Err(failure)).await;
+        };
         tracing::info!(run = %run_id, "resuming from the journal");
         let mut run = claimed;
         // The attempt that was running when the host stopped did not record itself.
@@ -290,6 +307,7 @@ impl Host {
                 llm_replayed: 0,
                 trace_replayed: 0,
                 task: run.attempts.last().and_then(|a| a.task.clone()),
+                not_counted: true,
             });
         }
         let (pre, digest) = match self.prepare(&task).await {
@@ -313,10 +331,10 @@ impl Host {
             .collect();
         let mut finished = Vec::new();
         for run in stale {
+            // One run that cannot be resumed must not stop the others, or the host.
             match self.resume(&run.id, false).await {
                 Ok(record) => finished.push(record),
-                Err(RunnerError::NotResumable { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => tracing::warn!(run = %run.id, "not resumed: {e}"),
             }
         }
         Ok(finished)
@@ -409,6 +427,7 @@ impl Host {
                     llm_replayed: stats.llm_replayed,
                     trace_replayed: stats.trace_replayed,
                     task: Some(candidate.name.clone()),
+                    not_counted: false,
                 });
                 let failure = match outcome {
                     Ok(output) => {
@@ -421,7 +440,15 @@ impl Host {
                     }
                     Err(failure) => failure,
                 };
-                if failure.kind == LLM_CIRCUIT_OPEN && parks < MAX_PARKS && run.replay_of.is_none() {
+                // Parking needs the host's own word that the provider's breaker was open.
+                if failure.kind == LLM_CIRCUIT_OPEN
+                    && stats.circuit_open
+                    && parks < MAX_PARKS
+                    && run.replay_of.is_none()
+                {
+                    if let Some(last) = run.attempts.last_mut() {
+                        last.not_counted = true;
+                    }
                     // Park: release the instance and wait for the provider's breaker to let a probe through.
                     parks += 1;
                     let now = self.clock.now_ms();
@@ -437,7 +464,7 @@ impl Host {
                 let failures = run.attempts[run.retry_from.min(run.attempts.len())..]
                     .iter()
                     .filter(|a| a.task.as_deref() == Some(candidate.name.as_str()))
-                    .filter(|a| a.error.as_ref().is_some_and(|e| counts_as_retry(&e.kind)))
+                    .filter(|a| counts_as_retry(a))
                     .count() as u32;
                 let breaker_open = candidate.circuit_breaker.is_some()
                     && matches!(
@@ -467,6 +494,12 @@ impl Host {
             }
         }
         let failure = last_failure.unwrap_or_else(|| host_failure("no task could be attempted".into()));
+        self.dead_letter(run, failure).await
+    }
+
+    /// Finishes a run whose options are all spent and files it in the
+    /// dead-letter queue (replays excepted: they only check a cassette).
+    async fn dead_letter(&self, run: RunRecord, failure: Failure) -> Result<RunRecord, RunnerError> {
         let run = self.finish(run, Err(failure.clone())).await?;
         if run.replay_of.is_none() {
             let letter = DeadLetter {
@@ -503,7 +536,7 @@ impl Host {
         self.store.dlq_remove(&self.tenant, run_id).await?;
         let (pre, digest) = match self.prepare(&task).await {
             Ok(prepared) => prepared,
-            Err(failure) => return self.finish(run, Err(failure)).await,
+            Err(failure) => return self.dead_letter(run, failure).await,
         };
         run.component_digest = Some(digest);
         self.drive(run, &task, pre, stub).await
@@ -667,5 +700,6 @@ fn skipped_attempt(run: &RunRecord, task: &TaskSpec, failure: Failure, now: u64)
         llm_replayed: 0,
         trace_replayed: 0,
         task: Some(task.name.clone()),
+        not_counted: true,
     }
 }

@@ -100,6 +100,10 @@ pub struct AttemptRecord {
     /// The task this attempt ran (the run's own, or a fallback).
     #[serde(default)]
     pub task: Option<String>,
+    /// Set by the host for attempts that do not use up a retry: interrupted by
+    /// a host crash, skipped on an open breaker, or parked on a provider's.
+    #[serde(default)]
+    pub not_counted: bool,
 }
 
 /// A lease: which host works on a running run, and until when.

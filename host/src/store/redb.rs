@@ -287,6 +287,13 @@ impl Store for RedbStore {
                 {
                     return Err(StoreError::LeaseLost { run_id: run.id.clone(), holder: lease.owner.clone() });
                 }
+                // The heartbeat may have renewed the lease since the caller read it: keep the later expiry.
+                let mut run = run;
+                if let (Some(stored), Some(lease)) = (&current.lease, &mut run.lease)
+                    && stored.owner == lease.owner
+                {
+                    lease.expires_at_ms = lease.expires_at_ms.max(stored.expires_at_ms);
+                }
                 write_run(tables, &key, &run)
             }))
             .await

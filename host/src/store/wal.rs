@@ -23,6 +23,9 @@ pub struct Wal {
     file: File,
     path: PathBuf,
     len: u64,
+    /// Set when a failed append could not be cut back: later frames would
+    /// follow a torn one and be lost at replay, so the log takes no more.
+    poisoned: bool,
 }
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
@@ -51,7 +54,13 @@ impl Wal {
             }
             offset += 8 + len;
         }
-        let mut wal = Wal { file, path: path.to_path_buf(), len: bytes.len() as u64 };
+        if bytes.is_empty()
+            && let Some(dir) = path.parent()
+        {
+            // Make the new file's directory entry durable along with the frames to come.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(path, e))?;
+        }
+        let mut wal = Wal { file, path: path.to_path_buf(), len: bytes.len() as u64, poisoned: false };
         if offset != bytes.len() {
             // Drop the torn tail so new frames follow the last good one.
             wal.file.set_len(offset as u64).map_err(|e| io(path, e))?;
@@ -73,10 +82,18 @@ impl Wal {
 
     /// Appends frames and makes them durable (one `fdatasync`).
     pub fn append(&mut self, frames: &[&[u8]]) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(io(
+                &self.path,
+                std::io::Error::other("an earlier failed write could not be undone; reopen the store"),
+            ));
+        }
         let bytes: Vec<u8> = frames.concat();
         if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.sync_data()) {
             // Leave no partial frame behind for the next append to follow.
-            let _ = self.file.set_len(self.len);
+            if self.file.set_len(self.len).is_err() {
+                self.poisoned = true;
+            }
             return Err(io(&self.path, e));
         }
         self.len += bytes.len() as u64;
