@@ -22,26 +22,17 @@ use std::time::{Duration, Instant};
 use cairn::engine::CairnEngine;
 use sha2::{Digest, Sha256};
 use wasmtime::Store;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Func, InstancePre, Linker, ResourceTable, Val};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, Func, InstancePre, Val};
+
+#[path = "support/bare.rs"]
+mod bare;
+use bare::{Bare, bare_pre};
 
 const ECHO: &str = r#"{"mode":"echo"}"#;
 const COMPILE_ROUNDS: u32 = 2;
 const LOAD_ROUNDS: u32 = 20;
 const FRESH_CALLS: u32 = 500;
 const WARM_CALLS: u32 = 5000;
-
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
 
 /// One guest's figures.
 struct Row {
@@ -63,7 +54,7 @@ fn mean(total: Duration, n: u32) -> Duration {
 }
 
 fn new_store(engine: &wasmtime::Engine) -> Store<Bare> {
-    let mut store = Store::new(engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+    let mut store = Store::new(engine, Bare::new());
     store.set_epoch_deadline(u64::MAX / 2);
     store
 }
@@ -113,20 +104,7 @@ fn measure(runtime: &tokio::runtime::Runtime, scratch: &Path, guest: &'static st
     let read_and_hash = mean(started.elapsed(), LOAD_ROUNDS);
 
     let wasm = engine.engine();
-    let mut linker: Linker<Bare> = Linker::new(wasm);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    // The echo path calls none of Cairn's own imports: link them as traps.
-    for (name, item) in component.component_type().imports(wasm) {
-        if let (true, ComponentItem::ComponentInstance(instance)) = (name.starts_with("cairn:task/"), item.ty) {
-            let mut stubs = linker.instance(name).unwrap();
-            for (function, _) in instance.exports(wasm) {
-                stubs
-                    .func_new(function, |_, _, _, _| Err(wasmtime::format_err!("not linked in this benchmark")))
-                    .unwrap();
-            }
-        }
-    }
-    let pre = linker.instantiate_pre(&component).unwrap();
+    let pre = bare_pre(wasm, &component);
 
     let (fresh_call, warm_call) = runtime.block_on(async {
         fresh_instance_call(&pre).await; // warm-up

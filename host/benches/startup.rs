@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 use cairn::engine::CairnEngine;
 use cairn::manifest::Manifest;
 use cairn::runner::Host;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker, ResourceTable, Val};
+use wasmtime::component::{Component, Val};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
+#[path = "support/bare.rs"]
+mod bare;
+use bare::{Bare, bare_pre};
 
 fn mean(total: Duration, n: u32) -> f64 {
     total.as_secs_f64() * 1e6 / n as f64
@@ -36,23 +27,10 @@ fn mean(total: Duration, n: u32) -> f64 {
 
 /// Bare wasmtime: pre-instantiated component, fresh store, instantiate, call `run`, drop.
 async fn bare_calls(engine: &Engine, component: &Component, n: u32) -> Duration {
-    let mut linker: Linker<Bare> = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    // The probe's echo path never calls Cairn's own imports: link them as traps.
-    for (name, item) in component.component_type().imports(engine) {
-        if let (true, ComponentItem::ComponentInstance(instance)) = (name.starts_with("cairn:task/"), item.ty) {
-            let mut stubs = linker.instance(name).unwrap();
-            for (function, _) in instance.exports(engine) {
-                stubs
-                    .func_new(function, |_, _, _, _| Err(wasmtime::format_err!("not linked in the bare baseline")))
-                    .unwrap();
-            }
-        }
-    }
-    let pre = linker.instantiate_pre(component).unwrap();
+    let pre = bare_pre(engine, component);
     let started = Instant::now();
     for _ in 0..n {
-        let mut store = Store::new(engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        let mut store = Store::new(engine, Bare::new());
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = pre.instantiate_async(&mut store).await.unwrap();
         let run = instance.get_func(&mut store, "run").expect("probe exports run");

@@ -1,0 +1,43 @@
+//! Bare wasmtime for the benchmarks' baselines: WASI 0.2 linked, Cairn's own
+//! imports linked as traps (the guests' echo paths never call them), nothing else.
+
+use wasmtime::Engine;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The store data of a bare instance.
+pub struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl Bare {
+    /// A fresh, empty WASI context.
+    pub fn new() -> Self {
+        Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() }
+    }
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// `component` pre-instantiated with WASI and trapping stubs for `cairn:task/*`.
+pub fn bare_pre(engine: &Engine, component: &Component) -> InstancePre<Bare> {
+    let mut linker: Linker<Bare> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    for (name, item) in component.component_type().imports(engine) {
+        if let (true, ComponentItem::ComponentInstance(instance)) = (name.starts_with("cairn:task/"), item.ty) {
+            let mut stubs = linker.instance(name).unwrap();
+            for (function, _) in instance.exports(engine) {
+                stubs
+                    .func_new(function, |_, _, _, _| Err(wasmtime::format_err!("not linked in the bare baseline")))
+                    .unwrap();
+            }
+        }
+    }
+    linker.instantiate_pre(component).unwrap()
+}
