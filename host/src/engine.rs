@@ -204,7 +204,7 @@ impl CairnEngine {
     fn index(&self, path: &Path, identity: &FileIdentity, digest: &str) {
         let entry = self.index_path(path);
         let written = entry.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-            let partial = entry.with_extension(format!("partial-{}", std::process::id()));
+            let partial = entry.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
             std::fs::write(&partial, serde_json::to_vec(&(identity, digest)).unwrap_or_default())?;
             std::fs::rename(&partial, &entry)
         });
@@ -233,7 +233,10 @@ impl CairnEngine {
         }
         let component = Component::new(&self.engine, &bytes)
             .map_err(|e| EngineError::Compile { path: path.to_path_buf(), message: format!("{e:#}") })?;
-        self.store_artifact(&artifact, &component)?;
+        // The cache only saves time: a failure to write it does not fail the load.
+        if let Err(e) = self.store_artifact(&artifact, &component) {
+            tracing::warn!("{e}");
+        }
         Ok(LoadedComponent { component, digest, from_cache: false })
     }
 
@@ -244,7 +247,8 @@ impl CairnEngine {
         let cache_error = |source| EngineError::Cache { path: artifact.to_path_buf(), source };
         std::fs::create_dir_all(&self.artifacts).map_err(cache_error)?;
         // Write then rename, so a crash never leaves a half artifact under the final name.
-        let partial = artifact.with_extension(format!("partial-{}", std::process::id()));
+        // A name of this write's own: concurrent loads of one component may race here.
+        let partial = artifact.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
         std::fs::write(&partial, serialized).map_err(cache_error)?;
         std::fs::rename(&partial, artifact).map_err(cache_error)?;
         Ok(())
@@ -311,5 +315,19 @@ mod tests {
         assert!(!changed.from_cache);
         std::fs::write(&component, b"junk").unwrap();
         assert!(matches!(engine.load(&component), Err(EngineError::NotWasm(_))));
+    }
+
+    #[test]
+    fn concurrent_first_loads_of_one_component_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("c.wasm");
+        std::fs::write(&component, wat::parse_str("(component (core module))").unwrap()).unwrap();
+        let engine = CairnEngine::new(dir.path().join("artifacts")).unwrap();
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = (0..8).map(|_| scope.spawn(|| engine.load(&component).map(|l| l.digest))).collect();
+            let digests: Vec<String> = loads.into_iter().map(|l| l.join().unwrap().unwrap()).collect();
+            assert!(digests.windows(2).all(|pair| pair[0] == pair[1]));
+        });
+        assert!(engine.load(&component).unwrap().from_cache);
     }
 }
