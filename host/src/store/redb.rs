@@ -586,6 +586,20 @@ mod tests {
     use super::*;
     use crate::store::{CallKind, now_ms};
 
+    /// A journal entry of run `run_id`: the first occurrence of one call.
+    fn entry(run_id: &str, kind: CallKind, output: &str) -> JournalEntry {
+        JournalEntry {
+            key: ReplayKey { run_id: run_id.into(), kind, name: "c".into(), input_hash: "h".into(), occurrence: 1 },
+            seq: 0,
+            attempt: 1,
+            output: output.into(),
+            summary: String::new(),
+            recorded_at_ms: 0,
+            duration_ms: 0,
+            usage: None,
+        }
+    }
+
     fn run(id: &str, task: &str) -> RunRecord {
         RunRecord {
             id: id.into(),
@@ -708,24 +722,7 @@ mod tests {
         for i in 0..200u32 {
             let store = store.clone();
             writers.spawn(async move {
-                let key = ReplayKey {
-                    run_id: format!("r{i}"),
-                    kind: CallKind::Trace,
-                    name: "n".into(),
-                    input_hash: "h".into(),
-                    occurrence: 1,
-                };
-                let entry = JournalEntry {
-                    key,
-                    seq: 0,
-                    attempt: 1,
-                    output: "1".into(),
-                    summary: String::new(),
-                    recorded_at_ms: 0,
-                    duration_ms: 0,
-                    usage: None,
-                };
-                store.journal_put(&entry).await.unwrap();
+                store.journal_put(&entry(&format!("r{i}"), CallKind::Trace, "1")).await.unwrap();
                 // Acknowledged means readable.
                 assert_eq!(store.journal_of(&format!("r{i}")).unwrap().len(), 1);
             });
@@ -756,23 +753,7 @@ mod tests {
         let path = dir.path().join("w.redb");
         drop(RedbStore::open(&path).unwrap());
         // A process that logged a record and died before applying it to redb.
-        let key = ReplayKey {
-            run_id: "r".into(),
-            kind: CallKind::Llm,
-            name: "c".into(),
-            input_hash: "h".into(),
-            occurrence: 1,
-        };
-        let entry = JournalEntry {
-            key,
-            seq: 0,
-            attempt: 1,
-            output: "\"logged\"".into(),
-            summary: String::new(),
-            recorded_at_ms: 0,
-            duration_ms: 0,
-            usage: None,
-        };
+        let entry = entry("r", CallKind::Llm, "\"logged\"");
         let (mut wal, _) = Wal::open(&path.with_extension("wal")).unwrap();
         wal.append(&[&Wal::frame(std::slice::from_ref(&entry)).unwrap()]).unwrap();
         drop(wal);
