@@ -6,18 +6,40 @@
 //! A lone writer pays one fsync per write (nothing to batch with); under
 //! concurrency the cost of an fsync is shared by the whole batch.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use redb::{Database, Durability, Table, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::StoreError;
 use super::wal::{CHECKPOINT_BYTES, Wal};
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 4096;
+/// Logged writes are applied to redb once this many are waiting…
+pub const APPLY_BATCH: usize = 512;
+/// …or once no write has come for this long.
+pub const APPLY_IDLE: Duration = Duration::from_millis(5);
+
+/// Journal records that are durable in the write-ahead log and acknowledged,
+/// but not yet applied to redb, by encoded key. Readers look here first, so an
+/// acknowledged record is always visible.
+pub type Pending = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// The redb table logged records are applied to.
+pub type JournalTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// A write made durable by the write-ahead log: its frame, and the records it
+/// stores (visible to readers in [`Pending`] until applied to the journal table).
+pub struct Logged {
+    /// The write-ahead-log frame.
+    pub frame: Vec<u8>,
+    /// (encoded key, encoded record) pairs.
+    pub records: Vec<(String, Vec<u8>)>,
+}
 
 /// The tables of a batch's transaction, each opened once and shared by the
 /// batch's writes.
@@ -67,8 +89,8 @@ impl Reply {
 
 struct Job {
     op: WriteOp,
-    /// A write-ahead-log frame that makes this write durable by itself.
-    logged: Option<Vec<u8>>,
+    /// The write-ahead-log frame that makes this write durable by itself.
+    logged: Option<Logged>,
     reply: Reply,
 }
 
@@ -103,19 +125,20 @@ fn io(e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl GroupCommitter {
-    /// Starts the writer thread over `db`, logging journal writes to `wal`.
-    pub fn start(db: Arc<Database>, mut wal: Wal) -> Result<Self, StoreError> {
+    /// Starts the writer thread over `db`, logging journal writes to `wal` and
+    /// showing them in `pending` until they are applied to redb.
+    pub fn start(db: Arc<Database>, mut wal: Wal, pending: Pending, journal: JournalTable) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-commit".into())
-            .spawn(move || writer_loop(&db, &mut wal, &jobs, &thread_stats))
+            .spawn(move || writer_loop(&db, &mut wal, &jobs, &thread_stats, &pending, journal))
             .map_err(|e| StoreError::Open { path: "(writer thread)".into(), message: e.to_string() })?;
         Ok(GroupCommitter { queue: Some(queue), thread: Some(thread), stats })
     }
 
-    fn submit(&self, op: WriteOp, logged: Option<Vec<u8>>, reply: Reply) {
+    fn submit(&self, op: WriteOp, logged: Option<Logged>, reply: Reply) {
         let job = Job { op, logged, reply };
         match &self.queue {
             Some(queue) => {
@@ -141,11 +164,12 @@ impl GroupCommitter {
         rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Like [`GroupCommitter::write_async`] for a write whose `frame` in the
-    /// write-ahead log makes it durable: the log is synced, redb is not.
-    pub async fn write_logged(&self, op: WriteOp, frame: Vec<u8>) -> Result<(), StoreError> {
+    /// Stores journal records durably through the write-ahead log: they are
+    /// acknowledged once the log is synced, and applied to the journal table
+    /// (first record of a key wins, no fsync) a little later.
+    pub async fn write_logged(&self, logged: Logged) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(op, Some(frame), Reply::Async(tx));
+        self.submit(Box::new(|_| Ok(())), Some(logged), Reply::Async(tx));
         rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -169,8 +193,34 @@ fn stopped() -> StoreError {
     StoreError::Io { operation: "commit", message: "the store's writer thread has stopped".into() }
 }
 
-fn writer_loop(db: &Database, wal: &mut Wal, jobs: &mpsc::Receiver<Job>, stats: &CommitStats) {
-    while let Ok(first) = jobs.recv() {
+fn writer_loop(
+    db: &Database,
+    wal: &mut Wal,
+    jobs: &mpsc::Receiver<Job>,
+    stats: &CommitStats,
+    pending: &Pending,
+    journal: JournalTable,
+) {
+    // Set when logged records could not be applied: the log must then keep
+    // them (and readers see them in `pending`) until the next open replays them.
+    let mut stuck = false;
+    loop {
+        let waiting = !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() && !stuck;
+        let first = if !waiting {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        } else {
+            match jobs.recv_timeout(APPLY_IDLE) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    stuck |= !apply_pending(db, wal, pending, journal, false, stuck);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -179,28 +229,67 @@ fn writer_loop(db: &Database, wal: &mut Wal, jobs: &mpsc::Receiver<Job>, stats: 
             }
         }
         let size = batch.len() as u64;
-        let logged_only = batch.iter().all(|job| job.logged.is_some());
+        let count = |stats: &CommitStats| {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(size, Ordering::Relaxed);
+            stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+        };
         let log_start = wal.len();
-        let frames: Vec<&[u8]> = batch.iter().filter_map(|job| job.logged.as_deref()).collect();
-        let mut failure: Option<String> = None;
+        let frames: Vec<&[u8]> =
+            batch.iter().filter_map(|job| job.logged.as_ref().map(|l| l.frame.as_slice())).collect();
         if !frames.is_empty()
             && let Err(e) = wal.append(&frames)
         {
-            failure = Some(e.to_string());
-        }
-        let mut replies = Vec::with_capacity(batch.len());
-        match (failure.is_none()).then(|| db.begin_write()) {
-            None => replies.extend(batch.into_iter().map(|job| (job.reply, Ok(())))),
-            Some(Err(e)) => {
-                failure = Some(io(e).to_string());
-                replies.extend(batch.into_iter().map(|job| (job.reply, Ok(()))));
+            let message = e.to_string();
+            for job in batch {
+                job.reply.send(Err(StoreError::Io { operation: "commit", message: message.clone() }));
             }
-            Some(Ok(mut txn)) => {
-                if logged_only && let Err(e) = txn.set_durability(Durability::None) {
-                    failure = Some(format!("cannot defer durability to the journal log: {e}"));
+            continue;
+        }
+        // Logged records are durable now: make them visible until they are applied.
+        let logged_only = batch.iter().all(|job| job.logged.is_some());
+        let mut others = Vec::new();
+        {
+            let mut visible = pending.lock().unwrap_or_else(|e| e.into_inner());
+            for mut job in batch {
+                match job.logged.take() {
+                    Some(logged) => {
+                        for (key, value) in logged.records {
+                            visible.entry(key).or_insert(value);
+                        }
+                        if logged_only {
+                            job.reply.send(Ok(()));
+                        } else {
+                            others.push(job);
+                        }
+                    }
+                    None => others.push(job),
                 }
+            }
+        }
+        if logged_only {
+            count(stats);
+            let size = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+            let checkpoint = wal.len() >= CHECKPOINT_BYTES;
+            if size >= APPLY_BATCH || checkpoint {
+                stuck |= !apply_pending(db, wal, pending, journal, checkpoint, stuck);
+            }
+            continue;
+        }
+        // A batch with other writes commits durably, with the pending records applied first.
+        let mut replies = Vec::with_capacity(others.len());
+        let mut failure: Option<String> = None;
+        match db.begin_write() {
+            Err(e) => {
+                failure = Some(io(e).to_string());
+                replies.extend(others.into_iter().map(|job| (job.reply, Ok(()))));
+            }
+            Ok(txn) => {
                 let mut tables = Tables { txn: &txn, open: Vec::new() };
-                for job in batch {
+                if !stuck && let Err(e) = insert_pending(&mut tables, pending, journal) {
+                    failure = Some(e.to_string());
+                }
+                for job in others {
                     if failure.is_some() {
                         replies.push((job.reply, Ok(())));
                         continue;
@@ -222,42 +311,94 @@ fn writer_loop(db: &Database, wal: &mut Wal, jobs: &mpsc::Receiver<Job>, stats: 
                 }
             }
         }
-        if failure.is_some() && wal.len() > log_start {
-            // The batch failed: its log frames must not come back at the next open.
-            if let Err(e) = wal.rewind(log_start) {
-                tracing::error!("cannot rewind the journal log after a failed batch: {e}");
-            }
-        }
-        if failure.is_none() {
-            // A durable redb commit covers everything logged so far; otherwise checkpoint a large log.
-            let checkpoint = if logged_only { wal.len() >= CHECKPOINT_BYTES } else { !wal.is_empty() };
-            if checkpoint {
-                let durable = || -> Result<(), redb::Error> {
-                    if logged_only {
-                        db.begin_write()?.commit()?;
-                    }
-                    Ok(())
-                };
-                match durable().map_err(io).and_then(|()| wal.truncate()) {
-                    Ok(()) => {}
-                    Err(e) => tracing::error!("journal checkpoint failed (the log keeps the records): {e}"),
-                }
-            }
-        }
         match failure {
             None => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.writes.fetch_add(size, Ordering::Relaxed);
-                stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+                // Everything logged so far is now durable in redb (unless some could not be applied).
+                if !stuck {
+                    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    if !wal.is_empty()
+                        && let Err(e) = wal.truncate()
+                    {
+                        tracing::error!("cannot empty the journal log after a durable commit: {e}");
+                    }
+                }
+                count(stats);
                 for (reply, result) in replies {
                     reply.send(result);
                 }
             }
             Some(message) => {
+                // The batch's logged records are durable and were acknowledged with it only if
+                // it succeeds: take its frames back out of the log. Earlier records stay.
+                if wal.len() > log_start
+                    && let Err(e) = wal.rewind(log_start)
+                {
+                    tracing::error!("cannot rewind the journal log after a failed batch: {e}");
+                }
                 for (reply, _) in replies {
                     reply.send(Err(StoreError::Io { operation: "commit", message: message.clone() }));
                 }
             }
+        }
+    }
+    apply_pending(db, wal, pending, journal, true, stuck);
+}
+
+/// Inserts every pending record into the journal table (the first record of a key wins).
+fn insert_pending(tables: &mut Tables<'_>, pending: &Pending, journal: JournalTable) -> Result<(), StoreError> {
+    let records: Vec<(String, Vec<u8>)> =
+        pending.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let table = tables.get(journal)?;
+    for (key, value) in &records {
+        if table.get(key.as_str()).map_err(io)?.is_none() {
+            table.insert(key.as_str(), value.as_slice()).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the pending records to redb in one transaction: without an fsync
+/// normally (the log keeps them durable), durably when `checkpoint` is set,
+/// after which the log is emptied (unless earlier records are `stuck`).
+/// Returns whether the records were applied.
+fn apply_pending(
+    db: &Database,
+    wal: &mut Wal,
+    pending: &Pending,
+    journal: JournalTable,
+    checkpoint: bool,
+    stuck: bool,
+) -> bool {
+    if stuck {
+        return false;
+    }
+    let applied = (|| -> Result<(), StoreError> {
+        let mut txn = db.begin_write().map_err(io)?;
+        if !checkpoint {
+            txn.set_durability(Durability::None)
+                .map_err(|e| StoreError::Io { operation: "commit", message: e.to_string() })?;
+        }
+        {
+            let mut tables = Tables { txn: &txn, open: Vec::new() };
+            insert_pending(&mut tables, pending, journal)?;
+        }
+        txn.commit().map_err(io)
+    })();
+    match applied {
+        Ok(()) => {
+            pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            if checkpoint
+                && !wal.is_empty()
+                && let Err(e) = wal.truncate()
+            {
+                tracing::error!("cannot empty the journal log after a checkpoint: {e}");
+            }
+            true
+        }
+        // The records stay durable in the log and visible in `pending`; the next open applies them.
+        Err(e) => {
+            tracing::error!("cannot apply logged journal records to redb (the log keeps them): {e}");
+            false
         }
     }
 }

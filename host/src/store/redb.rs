@@ -27,7 +27,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::commit::{CommitStats, GroupCommitter, Tables, WriteOp};
+use super::commit::{CommitStats, GroupCommitter, Logged, Pending, Tables, WriteOp};
 use super::wal::Wal;
 use super::{
     AttemptLog, CacheEntry, DeadLetter, JournalEntry, Lease, ReplayKey, Report, RunFilter, RunRecord, RunStatus, Store,
@@ -57,6 +57,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
     committer: GroupCommitter,
+    /// Acknowledged journal records not yet applied to redb (see [`Pending`]).
+    pending: Pending,
 }
 
 fn io(operation: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -100,8 +102,9 @@ impl RedbStore {
         let db = Arc::new(db);
         init_schema(&db, path)?;
         let wal = replay_wal(&db, &path.with_extension("wal"))?;
-        let committer = GroupCommitter::start(db.clone(), wal)?;
-        Ok(RedbStore { db, path: path.to_path_buf(), committer })
+        let pending = Pending::default();
+        let committer = GroupCommitter::start(db.clone(), wal, pending.clone(), JOURNAL)?;
+        Ok(RedbStore { db, path: path.to_path_buf(), committer, pending })
     }
 
     /// Where the file is.
@@ -412,30 +415,31 @@ impl Store for RedbStore {
 
     async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
         let frame = Wal::frame(entries)?;
-        let encoded: Vec<(String, Vec<u8>)> =
+        let records: Vec<(String, Vec<u8>)> =
             entries.iter().map(|e| Ok((e.key.encode(), encode("journal", e)?))).collect::<Result<_, StoreError>>()?;
-        let op: WriteOp = Box::new(move |tables: &mut Tables<'_>| {
-            let t = tables.get(JOURNAL)?;
-            for (key, value) in &encoded {
-                if t.get(key.as_str()).map_err(|e| io("journal append")(e.into()))?.is_none() {
-                    t.insert(key.as_str(), value.as_slice()).map_err(|e| io("journal append")(e.into()))?;
-                }
-            }
-            Ok(())
-        });
-        self.committer.write_logged(op, frame).await
+        self.committer.write_logged(Logged { frame, records }).await
     }
 
     fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {
-        self.get("journal lookup", JOURNAL, &key.encode())?.map(|bytes| decode("journal", &bytes)).transpose()
+        let key = key.encode();
+        // `pending` first, then redb: a record applied in between is then found in redb,
+        // which also holds the first record of a key when both have one.
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let stored = self.get("journal lookup", JOURNAL, &key)?;
+        stored.or(pending).map(|bytes| decode("journal", &bytes)).transpose()
     }
 
     fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        let mut entries: Vec<JournalEntry> = self
-            .scan("journal read", JOURNAL, &format!("{run_id}{SEP}"))?
-            .iter()
-            .map(|(_, bytes)| decode("journal", bytes))
-            .collect::<Result<_, _>>()?;
+        let prefix = format!("{run_id}{SEP}");
+        let mut found: std::collections::BTreeMap<String, Vec<u8>> = {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (start, end) = prefix_range(&prefix);
+            pending.range(start..end).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        // Read redb after `pending`: a record applied in between is then found in redb.
+        found.extend(self.scan("journal read", JOURNAL, &prefix)?);
+        let mut entries: Vec<JournalEntry> =
+            found.values().map(|bytes| decode("journal", bytes)).collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.seq);
         Ok(entries)
     }
