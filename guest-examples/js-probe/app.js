@@ -5,10 +5,13 @@
  * - `throw`: throws a `TypeError` (or, with `"custom": true`, a non-retryable
  *   `QuotaExhausted`) with `message`;
  * - `traced-llm`: a traced step that asks the LLM `question`, then fails on
- *   attempt 1 when `fail_on_first_attempt` is set.
+ *   attempt 1 when `fail_on_first_attempt` is set;
+ * - `context`: the current run's context (`tasks.current()`), as `env` sees it;
+ * - `call`: runs `task` on `input` as a child (`tasks.callJson`) and returns
+ *   `{output}`; the child's error becomes this run's error.
  */
 
-import { InvalidInput, TaskError, callLlm, env, exportTask, trace } from 'cairn-sdk';
+import { InvalidInput, TaskError, callLlm, env, exportTask, tasks, trace } from 'cairn-sdk';
 
 /** A custom error that tells the host not to retry. */
 class QuotaExhausted extends Error {
@@ -38,6 +41,10 @@ function probe(input) {
       }
       return { answer, attempt: env.attempt() };
     }
+    case 'context':
+      return { ...tasks.current(), env: { runId: env.runId(), attempt: env.attempt(), taskName: env.taskName() } };
+    case 'call':
+      return { output: tasks.callJson(input.task, input.input ?? {}) };
     default:
       throw new InvalidInput(`unknown mode ${JSON.stringify(input.mode)}`);
   }

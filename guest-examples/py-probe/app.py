@@ -7,13 +7,17 @@
 - ``traced-llm``: a traced step that asks the LLM ``question`` and counts its
   own executions in a file of the run's directory, then fails on attempt 1
   when ``fail_on_first_attempt`` is set, to show that a retry does not run the
-  step again.
+  step again;
+- ``context``: the current run's context (``tasks.current()``), as the ``env``
+  functions see it;
+- ``call``: runs ``task`` on ``input`` as a child (``tasks.call_json``) and
+  returns ``{"output": ...}``; the child's error becomes this run's error.
 """
 
 import builtins
 from typing import Any
 
-from cairn_sdk import InvalidInput, TaskError, call_llm, env, export_task, trace
+from cairn_sdk import InvalidInput, TaskError, call_llm, env, export_task, tasks, trace
 
 STEP_COUNTER = "./traced-step.count"
 """File in the run's directory that counts how often the traced step's body ran."""
@@ -40,6 +44,17 @@ def probe(mode: str, **args: Any) -> Any:
         raise exception_named(args.get("exception", "ValueError"))(args.get("message", "py-probe: raised on purpose"))
     if mode == "traced-llm":
         return traced_llm(args.get("question", "question 1"), bool(args.get("fail_on_first_attempt", False)))
+    if mode == "context":
+        run = tasks.current()
+        return {
+            "run_id": run.run_id,
+            "task": run.task,
+            "attempt": run.attempt,
+            "parent": run.parent,
+            "env": {"run_id": env.run_id(), "attempt": env.attempt(), "task_name": env.task_name()},
+        }
+    if mode == "call":
+        return {"output": tasks.call_json(args["task"], args.get("input", {}))}
     raise InvalidInput(f"unknown mode {mode!r}")
 
 

@@ -43,6 +43,21 @@ impl CapturedOutput {
     }
 }
 
+impl CapturedOutput {
+    /// [`CapturedOutput::text`], then empties the buffer (for the next call on a reused instance).
+    pub fn take_text(&self) -> String {
+        {
+            let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            if buffer.bytes.is_empty() && buffer.dropped == 0 {
+                return String::new();
+            }
+        }
+        let text = self.text();
+        *self.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Buffer::default();
+        text
+    }
+}
+
 impl IsTerminal for CapturedOutput {
     fn is_terminal(&self) -> bool {
         false

@@ -84,13 +84,15 @@ fn call_id(key: &ReplayKey) -> CallId {
 }
 
 /// One attempt's view of its run's journal. The run's recorded entries are
-/// loaded once when the attempt starts, so a replayed call costs a map lookup.
+/// loaded once, at the attempt's first journaled call, so a replayed call
+/// costs a map lookup and an attempt that journals nothing reads nothing.
 pub struct Journal {
     store: Arc<dyn Store>,
     run_id: String,
     attempt: u32,
     next_seq: u64,
     mode: JournalMode,
+    loaded: bool,
     recorded: HashMap<CallId, JournalEntry>,
     occurrences: HashMap<(CallKind, String, String), u32>,
     /// Trace steps recalled without a hit: the occurrence their `record` will use.
@@ -98,33 +100,51 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal of `run_id` for attempt `attempt`, answering from
-    /// `mode`'s source.
+    /// The journal of `run_id` as seen by attempt `attempt`. Nothing is read
+    /// until the first call needs it, so an attempt that journals nothing
+    /// costs no store read.
+    pub fn new(store: Arc<dyn Store>, run_id: &str, attempt: u32, mode: JournalMode) -> Self {
+        Journal {
+            store,
+            run_id: run_id.to_owned(),
+            attempt,
+            next_seq: 0,
+            mode,
+            loaded: false,
+            recorded: HashMap::new(),
+            occurrences: HashMap::new(),
+            pending_traces: HashMap::new(),
+        }
+    }
+
+    /// [`Journal::new`], read at once.
     pub async fn open(
         store: Arc<dyn Store>,
         run_id: &str,
         attempt: u32,
         mode: JournalMode,
     ) -> Result<Self, JournalError> {
-        let own = read_all(&store, run_id).await?;
-        let next_seq = own.iter().map(|e| e.seq + 1).max().unwrap_or(0);
-        let answers = match &mode {
-            JournalMode::Live => own,
-            JournalMode::Replay { source } => read_all(&store, source).await?,
-        };
-        Ok(Journal {
-            store,
-            run_id: run_id.to_owned(),
-            attempt,
-            next_seq,
-            mode,
-            recorded: answers.into_iter().map(|e| (call_id(&e.key), e)).collect(),
-            occurrences: HashMap::new(),
-            pending_traces: HashMap::new(),
-        })
+        let mut journal = Self::new(store, run_id, attempt, mode);
+        journal.load().await?;
+        Ok(journal)
     }
 
-    /// Whether a miss may be answered by calling live.
+    /// Reads the run's own records (and a cassette's, in replay) once.
+    async fn load(&mut self) -> Result<(), JournalError> {
+        if self.loaded {
+            return Ok(());
+        }
+        let own = read_all(&self.store, &self.run_id).await?;
+        self.next_seq = own.iter().map(|e| e.seq + 1).max().unwrap_or(0).max(self.next_seq);
+        let answers = match &self.mode {
+            JournalMode::Live => own,
+            JournalMode::Replay { source } => read_all(&self.store, source).await?,
+        };
+        self.recorded.extend(answers.into_iter().map(|e| (call_id(&e.key), e)));
+        self.loaded = true;
+        Ok(())
+    }
+
     pub fn live_allowed(&self) -> bool {
         self.mode == JournalMode::Live
     }
@@ -160,6 +180,7 @@ impl Journal {
     /// The recorded entry for `key`, if any. In replay mode a hit is also
     /// copied into this run's journal, so the run shows what it used.
     pub async fn lookup(&mut self, key: &ReplayKey) -> Result<Option<JournalEntry>, JournalError> {
+        self.load().await?;
         let Some(entry) = self.recorded.get(&call_id(key)).cloned() else {
             return Ok(None);
         };
@@ -180,6 +201,22 @@ impl Journal {
         took: Duration,
         usage: Option<Usage>,
     ) -> Result<(), JournalError> {
+        let entry = self.record_deferred(key, output, summary, took, usage).await?;
+        self.put(entry).await
+    }
+
+    /// Takes a record into this attempt's view (and its sequence number) but
+    /// leaves storing it to the caller: for work that must not start before
+    /// the record is durable, without making the guest wait for that.
+    pub async fn record_deferred(
+        &mut self,
+        key: ReplayKey,
+        output: String,
+        summary: String,
+        took: Duration,
+        usage: Option<Usage>,
+    ) -> Result<JournalEntry, JournalError> {
+        self.load().await?;
         let entry = JournalEntry {
             key,
             seq: self.next_seq,
@@ -191,11 +228,20 @@ impl Journal {
             usage,
         };
         self.next_seq += 1;
-        self.put(entry.clone()).await?;
         if self.live_allowed() {
-            self.recorded.insert(call_id(&entry.key), entry);
+            self.recorded.insert(call_id(&entry.key), entry.clone());
         }
-        Ok(())
+        Ok(entry)
+    }
+
+    /// The store this journal records into.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The attempt this view belongs to.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     async fn put(&self, entry: JournalEntry) -> Result<(), JournalError> {

@@ -4,7 +4,8 @@
 //! The modules follow the life of a run: [`manifest`] says what to run,
 //! [`builder`] makes components, [`engine`] compiles and caches them,
 //! [`runner`] runs attempts with the [`imports`] a guest sees (LLM calls via
-//! [`llm`], checkpoints via [`journal`]), and [`store`] keeps it all durable.
+//! [`llm`], checkpoints via [`journal`]) in fresh or [`pool`]ed instances,
+//! and [`store`] keeps it all durable.
 
 pub mod builder;
 pub mod capture;
@@ -16,6 +17,8 @@ pub mod journal;
 pub mod llm;
 pub mod manifest;
 pub mod policy;
+pub mod pool;
+pub mod progress;
 pub mod runner;
 pub mod sandbox;
 pub mod store;

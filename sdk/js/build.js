@@ -21,22 +21,6 @@ import { rolldown } from 'rolldown';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 
-/** The world the bundle is built for: the task world plus the WASI environment, for `env`. */
-const JS_WORLD = `package cairn:task@0.1.0;
-
-world task-js {
-  include task;
-  import wasi:cli/environment@0.2.3;
-}
-`;
-
-const WASI_ENVIRONMENT = `package wasi:cli@0.2.3;
-
-interface environment {
-  get-environment: func() -> list<tuple<string, string>>;
-}
-`;
-
 function usage(message) {
   console.error(`${message}\nusage: node build.js ENTRY.js -o OUT.wasm [--wit DIR]`);
   process.exit(2);
@@ -93,16 +77,10 @@ async function build({ entry, out, wit }) {
     await bundle.write({ file: source, format: 'esm' });
     await bundle.close();
 
-    const witStage = join(stage, 'wit');
-    await cp(wit, witStage, { recursive: true });
-    await mkdir(join(witStage, 'deps/cairn-js-wasi-cli'), { recursive: true });
-    await writeFile(join(witStage, 'deps/cairn-js-wasi-cli/environment.wit'), WASI_ENVIRONMENT);
-    await writeFile(join(witStage, 'cairn-js-world.wit'), JS_WORLD);
-
     const { component } = await componentize({
       sourcePath: source,
-      witPath: witStage,
-      worldName: 'task-js',
+      witPath: wit,
+      worldName: 'task',
       disableFeatures: ['http', 'fetch-event'],
     });
     await mkdir(dirname(out), { recursive: true });

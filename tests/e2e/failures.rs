@@ -119,7 +119,8 @@ async fn invalid_manifests_name_file_line_and_key() {
             3,
             "environment \"nope\", which is not defined",
         ),
-        ("[environments.e]\nreuse = { replicas = 2 }\n", 2, "not supported yet"),
+        ("[environments.e]\nreuse = { replicas = 2, scaledown_ttl = \"10s\" }\n", 2, "at least 30s"),
+        ("[environments.e]\ndepends_on = [\"e\"]\n", 2, "lists itself"),
         ("[tasks.a]\ncomponent = \"a.wasm\"\nretries = { count = 3, strategy = \"sideways\" }\n", 3, "sideways"),
         ("[tasks.a]\ncomponent = \"a.wasm\"\nfallback = [\"ghost\"]\n", 3, "fallback \"ghost\" must be another task"),
     ];

@@ -21,6 +21,8 @@ pub struct Components {
     pub refiner: PathBuf,
     /// The probe fixture.
     pub probe: PathBuf,
+    /// The fan-out driver.
+    pub batch_driver: PathBuf,
     /// The report refiner in Python (componentize-py).
     pub py_refiner: PathBuf,
     /// The Python probe fixture.
@@ -51,6 +53,7 @@ pub fn components() -> &'static Components {
         Components {
             refiner: examples.join("components/report-refiner.wasm"),
             probe: examples.join("components/probe.wasm"),
+            batch_driver: examples.join("components/batch-driver.wasm"),
             py_refiner: examples.join("components/py-report-refiner.wasm"),
             py_probe: examples.join("components/py-probe.wasm"),
             js_summarize: examples.join("components/js-summarize.wasm"),

@@ -43,13 +43,14 @@ pub struct Project {
 }
 
 impl Project {
-    /// Writes `manifest` (with `{probe}` and `{refiner}` replaced by the built
+    /// Writes `manifest` (with `{probe}`, `{refiner}` and `{batch_driver}` replaced by the built
     /// components' paths) into a fresh temp dir.
     pub fn new(manifest: &str) -> Project {
         let built = components();
         let text = manifest
             .replace("{probe}", &built.probe.display().to_string())
-            .replace("{refiner}", &built.refiner.display().to_string());
+            .replace("{refiner}", &built.refiner.display().to_string())
+            .replace("{batch_driver}", &built.batch_driver.display().to_string());
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("cairn.toml");
         std::fs::write(&path, text).expect("write manifest");
@@ -103,13 +104,13 @@ impl Project {
     }
 
     /// An in-process host over this project.
-    pub fn host(&self) -> Host {
+    pub fn host(&self) -> std::sync::Arc<Host> {
         let manifest = Manifest::load(&self.manifest).expect("valid manifest");
         Host::open(manifest).expect("host opens")
     }
 
     /// An in-process host whose policies run on `clock` (no real sleeping).
-    pub fn host_with_clock(&self, clock: std::sync::Arc<dyn cairn::policy::clock::Clock>) -> Host {
+    pub fn host_with_clock(&self, clock: std::sync::Arc<dyn cairn::policy::clock::Clock>) -> std::sync::Arc<Host> {
         let manifest = Manifest::load(&self.manifest).expect("valid manifest");
         let store = cairn::runner::open_store(&manifest).expect("store opens");
         Host::with_clock(manifest, store, clock).expect("host opens")

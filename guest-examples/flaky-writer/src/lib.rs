@@ -53,7 +53,7 @@ impl Task for FlakyWriter {
         }
         let prompt = format!("Write a short report on: {}", input.topic);
         let report = traced("write", &input.topic, || call_llm(&prompt, WRITER_SYSTEM, false))?;
-        let writer = cairn_sdk::env::task_name().unwrap_or_default();
+        let writer = cairn_sdk::env::task_name();
         Ok(Output { topic: input.topic, report, writer })
     }
 }

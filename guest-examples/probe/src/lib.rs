@@ -1,9 +1,15 @@
 //! `probe`: a test fixture with one behaviour per input `mode`. It implements
 //! the raw `run(string)` export (no typed input), so `echo` returns its input
 //! byte for byte and stays cheap.
+//!
+//! Modes: `echo`, `llm-calls`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
+//! `error`, `secret`, `trace`, `stdout`, and for warm instances and child
+//! tasks: `counter`, `sleep`, `fanout` and `call` (see each function).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_sdk::bindings::Guest;
-use cairn_sdk::{TaskError, traced};
+use cairn_sdk::{TaskError, tasks, traced};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -33,6 +39,10 @@ impl Guest for Probe {
             "secret" => secret(&args)?,
             "trace" => trace(&args)?,
             "stdout" => stdout(&args),
+            "counter" => counter(),
+            "sleep" => sleep(&args)?,
+            "fanout" => fanout(&args)?,
+            "call" => call(&args)?,
             other => return Err(TaskError::invalid_input(format!("unknown mode {other:?}"))),
         };
         Ok(out.to_string())
@@ -60,7 +70,7 @@ fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, TaskError> {
 fn llm_calls(args: &Value) -> Result<Value, TaskError> {
     let calls = u64_arg(args, "calls")?.unwrap_or(1);
     let fail_after = u64_arg(args, "fail_after")?;
-    let first_attempt = std::env::var("CAIRN_ATTEMPT").as_deref() == Ok("1");
+    let first_attempt = cairn_sdk::env::attempt() == 1;
     let flaky =
         |done: u64| TaskError::new("flaky", format!("probe: failing on purpose after {done} call(s) on attempt 1"));
     let mut answers = Vec::new();
@@ -197,4 +207,66 @@ fn stdout(args: &Value) -> Value {
     println!("stdout: {text}");
     eprintln!("stderr: {text}");
     json!({ "printed": true })
+}
+
+/// Runs of this instance so far: a global survives from run to run on a reused
+/// (warm) instance and starts at 0 on a fresh one.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts this run in [`RUNS`]: `{"count": n, "run_id": ..., "attempt": ...}`.
+fn counter() -> Value {
+    let count = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+    let run = tasks::current();
+    json!({ "count": count, "run_id": run.run_id, "attempt": run.attempt })
+}
+
+/// Sleeps `ms` milliseconds (default 0) in the guest: `{"slept": ms}`.
+fn sleep(args: &Value) -> Result<Value, TaskError> {
+    let ms = u64_arg(args, "ms")?.unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Ok(json!({ "slept": ms }))
+}
+
+/// Submits `count` children of `task` (default `probe`), then waits for all of
+/// them, inside group `group` if given: `{"children": N, "failed": k,
+/// "outputs_bytes": total length of the successful outputs}`.
+///
+/// Child `i` (from 0) gets `child` with a field `"i": null` replaced by `i`, or
+/// `{"mode": "echo", "i": i}` when `child` is absent.
+fn fanout(args: &Value) -> Result<Value, TaskError> {
+    let task = args.get("task").and_then(Value::as_str).unwrap_or("probe");
+    let count = u64_arg(args, "count")?.unwrap_or(1);
+    let group = match args.get("group") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(str_arg(args, "group")?),
+    };
+    let input = |i: u64| match args.get("child") {
+        None | Some(Value::Null) => json!({ "mode": "echo", "i": i }),
+        Some(child) => {
+            let mut child = child.clone();
+            if let Some(slot) = child.get_mut("i").filter(|v| v.is_null()) {
+                *slot = json!(i);
+            }
+            child
+        }
+    };
+    let _group = group.map(tasks::Group::new);
+    let children = (0..count).map(|i| tasks::submit(task, &input(i))).collect::<Result<Vec<_>, _>>()?;
+    let (mut failed, mut outputs_bytes) = (0u64, 0u64);
+    for child in &children {
+        match child.get() {
+            Ok(output) => outputs_bytes += output.len() as u64,
+            Err(_) => failed += 1,
+        }
+    }
+    Ok(json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes }))
+}
+
+/// One child run of `task` on `input` (default `{}`): `{"output": <its output
+/// as JSON>}`; the child's final error becomes this run's error.
+fn call(args: &Value) -> Result<Value, TaskError> {
+    let task = str_arg(args, "task")?;
+    let input = args.get("input").cloned().unwrap_or_else(|| json!({}));
+    let output: Value = tasks::call_json(task, &input)?;
+    Ok(json!({ "output": output }))
 }

@@ -2,6 +2,7 @@
 
 mod dlq;
 mod output;
+mod progress;
 mod runs;
 mod secret;
 mod status;
@@ -54,6 +55,10 @@ enum Command {
         /// Replay this run's journal (a cassette): recorded answers only, live LLM calls are an error.
         #[arg(long, value_name = "RUN")]
         replay: Option<String>,
+        /// Show no progress for a run with children (progress goes to stderr:
+        /// a live line on a terminal, plain lines otherwise).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Inspect runs.
     Runs {
@@ -209,7 +214,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { task, input, input_file, json, replay } => {
+        Command::Run { task, input, input_file, json, replay, quiet } => {
             let input = match (input, input_file) {
                 (Some(input), _) => input,
                 (None, Some(path)) if path.as_os_str() == "-" => {
@@ -223,6 +228,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let host = Host::open(manifest)?;
             let options = cairn::runner::RunOptions { replay };
+            let reporter = progress::Reporter::start(host.progress().clone(), progress::Style::detect(quiet || json));
             let record = runtime()?.block_on(async {
                 // A host that starts first finishes what a crashed host left behind.
                 for resumed in host.recover().await? {
@@ -234,11 +240,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     );
                 }
                 host.run_with(&task, &input, &options).await
-            })?;
+            });
+            reporter.finish();
+            host.save_pool_status(true);
+            let record = record?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&output::run_json(&record, host.store().as_ref()))?);
             } else {
                 output::print_run_for_people(&record);
+                output::print_children_summary(&host.progress().snapshot());
             }
             Ok(if record.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

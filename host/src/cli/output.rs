@@ -85,6 +85,16 @@ pub fn print_run_for_people(run: &RunRecord) {
     }
 }
 
+/// After a run with children: how they ended and what they spent.
+pub fn print_children_summary(children: &cairn::progress::ProgressSnapshot) {
+    if children.children > 0 {
+        eprintln!(
+            "children: {} succeeded, {} failed; with the children, LLM calls: {} live; tokens: {}",
+            children.succeeded, children.failed, children.llm_calls, children.tokens
+        );
+    }
+}
+
 /// An object's short fields print as `key: value` lines, then its long
 /// strings (a report, a summary) as sections; anything else is pretty JSON.
 fn print_output(output: &str) {

@@ -14,7 +14,21 @@ use cairn::store::{RunFilter, RunStatus, Tenant, now_ms};
 
 /// Prints the host's status.
 pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
-    let store = cairn::runner::open_store(manifest)?;
+    let pools = pools_json(manifest);
+    let store = match cairn::runner::open_store(manifest) {
+        Ok(store) => store,
+        // A running host holds the store; its pools are still worth showing.
+        Err(e) if !pools.is_null() => {
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&json!({"pools": pools, "store_error": e.to_string()}))?);
+            } else {
+                print_pools(&pools);
+                println!("(runs, breakers and the dead-letter queue are not shown: {e})");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let tenant = Tenant::default();
     let now = now_ms();
     let breakers: Vec<Value> = store
@@ -67,10 +81,12 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         })
         .collect();
     if as_json {
-        let status = json!({"breakers": breakers, "dlq": dlq, "tasks": tasks_json, "providers": providers});
+        let status =
+            json!({"pools": pools, "breakers": breakers, "dlq": dlq, "tasks": tasks_json, "providers": providers});
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_pools(&pools);
     if !providers.is_empty() {
         println!("llm provider retries:");
         for p in &providers {
@@ -103,4 +119,53 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         println!("{task:<24} {:>6} {:>9} {:>6} {:>7} {:>8} {:>6}", c[0], c[1], c[2], c[3], c[4], c[5]);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last pool snapshot a host saved, with whether that host still runs;
+/// `null` when no host has had pools in this project.
+fn pools_json(manifest: &Manifest) -> Value {
+    let Some(report) = cairn::pool::status::read(&manifest.state_dir()) else { return Value::Null };
+    let running = cairn::runner::lease::holder_alive(&report.host);
+    json!({
+        "host": report.host,
+        "host_running": running,
+        "updated_at_ms": report.updated_at_ms,
+        "environments": report.pools,
+    })
+}
+
+fn print_pools(pools: &Value) {
+    let Some(environments) = pools["environments"].as_array() else { return };
+    let age = now_ms().saturating_sub(pools["updated_at_ms"].as_u64().unwrap_or_default());
+    let state = match pools["host_running"].as_bool() {
+        Some(true) => "running",
+        Some(false) => "exited",
+        None => "on another machine",
+    };
+    println!(
+        "environment pools (host {}, {state}; as of {:.1}s ago):",
+        pools["host"].as_str().unwrap_or_default(),
+        age as f64 / 1000.0
+    );
+    println!(
+        "  {:<20} {:>8} {:>5} {:>5} {:>5} {:>6} {:>7} {:>14} {:>7}",
+        "ENVIRONMENT", "REPLICAS", "LIVE", "IDLE", "BUSY", "QUEUED", "PEAK", "INSTANTIATIONS", "REUSES"
+    );
+    for pool in environments {
+        let n = |key: &str| pool[key].as_u64().unwrap_or_default();
+        let replicas = format!("{}/{}-{}", n("replicas"), n("min_replicas"), n("max_replicas"));
+        println!(
+            "  {:<20} {:>8} {:>5} {:>5} {:>5} {:>6} {:>7} {:>14} {:>7}",
+            pool["environment"].as_str().unwrap_or_default(),
+            replicas,
+            n("live"),
+            n("idle"),
+            n("busy"),
+            n("queued"),
+            n("peak_busy"),
+            n("instantiations"),
+            n("reuses")
+        );
+    }
+    println!();
 }

@@ -65,6 +65,8 @@ impl HostState {
             .record(key, serde_json::to_string(&response)?, summary, started.elapsed(), Some(response.usage))
             .await?;
         self.attempt.stats.llm_live += 1;
+        let tokens = u64::from(response.usage.prompt_tokens) + u64::from(response.usage.completion_tokens);
+        self.attempt.progress.llm_call(tokens);
         self.attempt.stats.usage.add(response.usage);
         Ok(Ok(response))
     }

@@ -6,6 +6,7 @@
 pub mod llm;
 pub mod report;
 pub mod secrets;
+pub mod tasks;
 pub mod trace;
 
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use self::tasks::{ChildRuns, RunContext};
 use crate::journal::Journal;
 use crate::llm::{LlmProvider, Usage};
 use crate::manifest::SecretDecl;
+use crate::progress::Progress;
 use crate::store::{Report, Store, Tenant};
 
 /// Bindings generated from `wit/`.
@@ -27,6 +30,10 @@ pub mod bindings {
         world: "task",
         imports: { default: async | trappable },
         exports: { default: async },
+        with: {
+            "cairn:task/tasks.pending": crate::imports::tasks::PendingChild,
+            "cairn:task/tasks.group": crate::imports::tasks::GroupScope,
+        },
     });
 }
 
@@ -87,7 +94,7 @@ pub struct AttemptState {
     /// Upper bound on one LLM call, retries included.
     pub llm_timeout: Duration,
     /// Secrets the task's environment declares.
-    pub secrets: Vec<SecretDecl>,
+    pub secrets: Arc<[SecretDecl]>,
     /// The store (secrets and report flushes).
     pub store: Arc<dyn Store>,
     /// The report built so far.
@@ -97,6 +104,14 @@ pub struct AttemptState {
     /// Answer the first LLM call that misses the journal with this text
     /// instead of calling the provider (a DLQ retry's stub).
     pub stub: Option<String>,
+    /// The run as `tasks.current` reports it.
+    pub context: RunContext,
+    /// Starts child runs; `None` where children are not allowed.
+    pub children: Option<Arc<dyn ChildRuns>>,
+    /// Open groups, innermost last, by full path.
+    pub groups: Vec<String>,
+    /// The host's live counters.
+    pub progress: Arc<Progress>,
 }
 
 /// The data of a wasmtime `Store` running one attempt.

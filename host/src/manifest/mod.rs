@@ -1,10 +1,10 @@
 //! `cairn.toml`: the project's manifest, parsed into typed, validated config.
 //!
 //! Every error names the file, the line and the key at fault. Settings that a
-//! later version of Cairn will support (`reuse`, `depends_on`, retry
-//! ) are recognised and rejected with "not supported yet"
-//! rather than silently ignored.
+//! later version of Cairn will support (per-task `resources`) are recognised
+//! and rejected with "not supported yet" rather than silently ignored.
 
+pub mod reuse;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ use toml::Spanned;
 use crate::llm::mock::{MockConfig, MockRule};
 use crate::policy::breaker::BreakerConfig;
 use crate::policy::retry::{Jitter, RetryPolicy, Strategy};
+pub use reuse::ReusePolicy;
 
 /// The file name Cairn looks for.
 pub const MANIFEST_FILE: &str = "cairn.toml";
@@ -102,11 +103,15 @@ pub struct Environment {
     /// Limits of each attempt.
     pub resources: Resources,
     /// Secrets its tasks may read.
-    pub secrets: Vec<SecretDecl>,
+    pub secrets: std::sync::Arc<[SecretDecl]>,
     /// LLM provider its tasks call, unless a task overrides it.
     pub llm: Option<String>,
     /// Result cache of its tasks, unless a task overrides it.
     pub cache: CachePolicy,
+    /// Warm, reusable instances; `None` gives every attempt a fresh instance.
+    pub reuse: Option<ReusePolicy>,
+    /// Environments loaded and warmed together with this one.
+    pub depends_on: Vec<String>,
 }
 
 /// How `cairn build` produces a task's component.
@@ -265,6 +270,30 @@ impl Manifest {
         task.cache.as_ref().unwrap_or(&self.environment_of(task).cache)
     }
 
+    /// The tasks of environment `name`, by name.
+    pub fn tasks_in<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TaskSpec> + 'a {
+        self.tasks.values().filter(move |task| task.environment == name)
+    }
+
+    /// `name` and every environment it depends on, directly or not, each once,
+    /// dependencies first.
+    pub fn environment_closure(&self, name: &str) -> Vec<String> {
+        fn visit(manifest: &Manifest, name: &str, out: &mut Vec<String>) {
+            if out.iter().any(|seen| seen == name) {
+                return;
+            }
+            if let Some(env) = manifest.environments.get(name) {
+                for dependency in &env.depends_on {
+                    visit(manifest, dependency, out);
+                }
+                out.push(name.to_owned());
+            }
+        }
+        let mut out = Vec::new();
+        visit(self, name, &mut out);
+        out
+    }
+
     /// The `.cairn/` state directory next to the manifest.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join(".cairn")
@@ -421,7 +450,8 @@ mod raw {
         pub llm: Option<Spanned<String>>,
         pub cache: Option<Spanned<toml::Value>>,
         pub reuse: Option<Spanned<toml::Value>>,
-        pub depends_on: Option<Spanned<toml::Value>>,
+        #[serde(default)]
+        pub depends_on: Vec<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -505,14 +535,34 @@ mod raw {
         value.map(|v| retry_policy(locate, &v, span.clone(), &format!("llm provider {name:?}"))).transpose()
     }
 
-    fn not_yet<T>(locate: &Locator, field: &Option<Spanned<T>>, what: &str, owner: &str) -> Result<(), ManifestError> {
-        match field {
-            Some(value) => Err(locate.error(
-                value.span(),
-                format!("`{what}` in {owner} is not supported yet by this version of cairn; remove it"),
-            )),
-            None => Ok(()),
+    /// A chain of `depends_on` that comes back to its start, if there is one.
+    fn dependency_cycle(environments: &BTreeMap<String, super::Environment>) -> Option<Vec<String>> {
+        fn walk(
+            environments: &BTreeMap<String, super::Environment>,
+            name: &str,
+            path: &mut Vec<String>,
+            done: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(start) = path.iter().position(|seen| seen == name) {
+                let mut cycle = path[start..].to_vec();
+                cycle.push(name.to_owned());
+                return Some(cycle);
+            }
+            if done.iter().any(|d| d == name) {
+                return None;
+            }
+            path.push(name.to_owned());
+            for dependency in environments.get(name).map(|e| e.depends_on.as_slice()).unwrap_or_default() {
+                if let Some(cycle) = walk(environments, dependency, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.push(name.to_owned());
+            None
         }
+        let mut done = Vec::new();
+        environments.keys().find_map(|name| walk(environments, name, &mut Vec::new(), &mut done))
     }
 
     impl Manifest {
@@ -651,16 +701,29 @@ mod raw {
                 super::Environment {
                     name: DEFAULT_ENVIRONMENT.into(),
                     resources: super::Resources::default(),
-                    secrets: Vec::new(),
+                    secrets: Vec::new().into(),
                     llm: None,
                     cache: CachePolicy::Disable,
+                    reuse: None,
+                    depends_on: Vec::new(),
                 },
             );
+            let env_names: Vec<String> = self.environments.keys().cloned().collect();
+            let mut env_dependencies: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
+            let mut env_spans = BTreeMap::new();
             for (name, spanned) in self.environments {
+                env_spans.insert(name.clone(), spanned.span());
                 let env = spanned.into_inner();
                 let owner = format!("environment {name:?}");
-                not_yet(locate, &env.reuse, "reuse", &owner)?;
-                not_yet(locate, &env.depends_on, "depends_on", &owner)?;
+                let reuse = env
+                    .reuse
+                    .as_ref()
+                    .map(|value| {
+                        reuse::parse(value.get_ref())
+                            .map_err(|message| locate.error(value.span(), format!("{owner}: reuse: {message}")))
+                    })
+                    .transpose()?;
+                env_dependencies.push((name.clone(), env.depends_on));
                 let llm = env.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
                 let defaults = super::Resources::default();
                 let resources = super::Resources {
@@ -678,7 +741,43 @@ mod raw {
                     .collect();
                 let cache =
                     env.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?.unwrap_or_default();
-                environments.insert(name.clone(), super::Environment { name, resources, secrets, llm, cache });
+                environments.insert(
+                    name.clone(),
+                    super::Environment { name, resources, secrets, llm, cache, reuse, depends_on: Vec::new() },
+                );
+            }
+            for (name, list) in env_dependencies {
+                let owner = format!("environment {name:?} (depends_on)");
+                let mut names = Vec::new();
+                for reference in list {
+                    let target = reference.get_ref();
+                    if !env_names.contains(target) && target != DEFAULT_ENVIRONMENT {
+                        return Err(locate.error(
+                            reference.span(),
+                            format!(
+                                "{owner} names environment {target:?}, which is not defined; defined environments: {}",
+                                env_names.join(", ")
+                            ),
+                        ));
+                    }
+                    if *target == name {
+                        return Err(locate.error(reference.span(), format!("{owner} lists itself")));
+                    }
+                    names.push(target.clone());
+                }
+                if let Some(env) = environments.get_mut(&name) {
+                    env.depends_on = names;
+                }
+            }
+            if let Some(cycle) = dependency_cycle(&environments) {
+                let span = env_spans.get(&cycle[0]).cloned().unwrap_or(0..0);
+                return Err(locate.error(
+                    span,
+                    format!(
+                        "environments depend on each other in a cycle ({}); remove one of these depends_on entries",
+                        cycle.join(" -> ")
+                    ),
+                ));
             }
 
             let mut tasks = BTreeMap::new();

@@ -98,9 +98,19 @@ fn errors_name_line_and_key() {
     assert_eq!(line, 2);
     assert!(message.contains("cache must be \"auto\""), "{message}");
 
-    let (line, message) = error_of("[environments.e]\nreuse = { replicas = 2 }\n");
+    let (line, message) = error_of("[environments.e]\nreuse = { replicas = 2, idle_ttl = \"5s\" }\n");
     assert_eq!(line, 2);
-    assert!(message.contains("`reuse`") && message.contains("not supported yet"), "{message}");
+    assert!(message.contains("environment \"e\": reuse: idle_ttl") && message.contains("at least 30s"), "{message}");
+
+    let (line, message) = error_of("[environments.e]\ndepends_on = [\"ghost\"]\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("names environment \"ghost\", which is not defined"), "{message}");
+
+    let (line, message) = error_of(
+        "[environments.a]\ndepends_on = [\"b\"]\n[environments.b]\ndepends_on = [\"c\"]\n[environments.c]\ndepends_on = [\"a\"]\n",
+    );
+    assert_eq!(line, 1);
+    assert!(message.contains("cycle (a -> b -> c -> a)"), "{message}");
 
     let (_, message) = error_of("[llm.providers.x]\nkind = \"smoke-signals\"\n");
     assert!(message.contains("smoke-signals"), "{message}");
@@ -111,4 +121,33 @@ fn display_shows_the_offending_line() {
     let err = parse("[tasks.a]\ncomponent = \"a.wasm\"\nflavour = 1\n").unwrap_err().to_string();
     assert!(err.starts_with("/p/cairn.toml:3:1: unknown field `flavour`"), "{err}");
     assert!(err.contains("flavour = 1"), "{err}");
+}
+
+#[test]
+fn environments_carry_reuse_and_their_dependencies() {
+    let manifest = parse(
+        r#"
+[environments.llm]
+reuse = { replicas = [1, 2], concurrency = 4, scaledown_ttl = "5m", idle_ttl = "30m" }
+
+[environments.driver]
+depends_on = ["llm"]
+
+[tasks.refine]
+component = "r.wasm"
+environment = "llm"
+
+[tasks.drive]
+component = "d.wasm"
+environment = "driver"
+"#,
+    )
+    .unwrap();
+    let llm = &manifest.environments["llm"];
+    let reuse = llm.reuse.expect("reuse is parsed");
+    assert_eq!((reuse.min_replicas, reuse.max_replicas, reuse.concurrency), (1, 2, 4));
+    assert_eq!(reuse.idle_ttl, Duration::from_secs(1800));
+    assert_eq!(manifest.environments["driver"].reuse, None);
+    assert_eq!(manifest.environment_closure("driver"), ["llm", "driver"]);
+    assert_eq!(manifest.tasks_in("llm").map(|t| t.name.as_str()).collect::<Vec<_>>(), ["refine"]);
 }

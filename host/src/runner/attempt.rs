@@ -1,6 +1,8 @@
-//! One attempt: a fresh instance of the task's component under its limits,
-//! with captured stdio, the run's journal and directory, and the outcome
-//! classified into a [`Failure`] kind.
+//! One attempt: an instance of the task's component under its limits, with
+//! captured stdio and the run's journal, and the outcome classified into a
+//! [`Failure`] kind. Without `reuse` the instance is fresh (pooling allocator
+//! and pre-instantiation) and preopens the run's own directory; with `reuse`
+//! it comes from the environment's pool (see [`super::warm`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,17 +10,20 @@ use std::time::Duration;
 use wasmtime::{Store as WasmStore, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::warm::WarmInstance;
+use super::{Host, LOG_CAP};
 use crate::capture::CapturedOutput;
+use crate::imports::tasks::RunContext;
 use crate::imports::{AttemptState, AttemptStats, HostState, MemoryCap, TaskPre};
 use crate::journal::{Journal, JournalError, JournalMode};
 use crate::llm::LlmProvider;
-use crate::manifest::TaskSpec;
+use crate::manifest::{Environment, TaskSpec};
+use crate::pool::reap;
 use crate::store::{AttemptLog, Failure, Report};
 
-use super::{Host, LOG_CAP};
-
 /// What one attempt gets: its number, where its journal answers from, its
-/// memory limit (grown after out-of-memory under `on_oom`) and an optional stub.
+/// memory limit (grown after out-of-memory under `on_oom`), an optional stub,
+/// the component (its digest: the pool's key) and the run's parent.
 pub(super) struct AttemptPlan {
     /// 1-based attempt number within the run.
     pub number: u32,
@@ -28,11 +33,22 @@ pub(super) struct AttemptPlan {
     pub memory: u64,
     /// Stub answer for the first LLM call that misses the journal.
     pub stub: Option<String>,
+    /// sha256 of the component.
+    pub component: String,
+    /// The submitting run, for a child.
+    pub parent: Option<String>,
+}
+
+/// What an attempt leaves behind besides its outcome.
+struct Leftovers {
+    report: Report,
+    stats: AttemptStats,
+    log: AttemptLog,
 }
 
 impl Host {
-    /// Runs one attempt in a fresh instance; returns its outcome and counters.
-    /// Logs and the report are stored before it returns.
+    /// Runs one attempt; returns its outcome and counters. Logs and the
+    /// report are stored before it returns.
     pub(super) async fn attempt(
         &self,
         task: &TaskSpec,
@@ -42,75 +58,118 @@ impl Host {
         input: &str,
         plan: &AttemptPlan,
     ) -> (Result<String, Failure>, AttemptStats) {
-        let (number, mode) = (plan.number, &plan.mode);
+        let env = self.manifest.environment_of(task);
+        let services = self.attempt_services(task, provider, run_id, plan);
+        let (outcome, leftovers) = match self.pool_of(env) {
+            Some(pool) => {
+                let mut lease = match pool.acquire(&plan.component).await {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        let failure = Failure { kind: "queue-timeout".into(), message: e.to_string(), retryable: true };
+                        return (Err(failure), AttemptStats::default());
+                    }
+                };
+                let call = async {
+                    if let Some(warm) = lease.instance() {
+                        warm.reset(services, plan.memory);
+                    } else {
+                        let warm = WarmInstance::new(self, env, pre, services, plan.memory).await?;
+                        lease.fill(warm);
+                    }
+                    let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };
+                    warm.call(input).await
+                };
+                let result = tokio::time::timeout(env.resources.timeout, call).await;
+                let Some(warm) = lease.instance() else {
+                    // Instantiation failed or timed out: the slot goes back empty.
+                    let failure = match result {
+                        Err(_) => timeout_failure(env.resources.timeout),
+                        Ok(Err(error)) => classify_trap(&error, false, plan.memory),
+                        Ok(Ok(_)) => host_failure("the instance vanished during the call".into()),
+                    };
+                    return (Err(failure), AttemptStats::default());
+                };
+                // Only a call that returned normally leaves an instance fit for the next one.
+                let healthy = matches!(result, Ok(Ok(_)));
+                let outcome = classify(result, env, warm.memory_hit(), plan.memory);
+                let leftovers = warm.leftovers();
+                if healthy {
+                    lease.keep();
+                }
+                (outcome, Leftovers { report: leftovers.0, stats: leftovers.1, log: leftovers.2 })
+            }
+            None => match self.fresh_attempt(task, env, pre, services, input, plan).await {
+                Ok(done) => done,
+                Err(failure) => return (Err(failure), AttemptStats::default()),
+            },
+        };
+        if leftovers.log != AttemptLog::default()
+            && let Err(e) = self.store.put_log(run_id, plan.number, &leftovers.log).await
+        {
+            tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
+        }
+        if !leftovers.report.tabs.is_empty()
+            && let Err(e) = self.store.put_report(run_id, &leftovers.report).await
+        {
+            tracing::warn!(run = %run_id, "cannot store the report: {e}");
+        }
+        (outcome, leftovers.stats)
+    }
+
+    /// A fresh instance with the run's directory preopened, called once and
+    /// torn down off the caller's path.
+    async fn fresh_attempt(
+        &self,
+        task: &TaskSpec,
+        env: &Environment,
+        pre: &TaskPre<HostState>,
+        services: AttemptState,
+        input: &str,
+        plan: &AttemptPlan,
+    ) -> Result<(Result<String, Failure>, Leftovers), Failure> {
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
-        let env = self.manifest.environment_of(task).clone();
-        let mut state = match self.attempt_state(task, provider, run_id, number, mode, &stdout, &stderr).await {
-            Ok(state) => state,
-            Err(failure) => return (Err(failure), AttemptStats::default()),
+        let work = self.run_dirs.work_dir(&services.run_id).map_err(|e| host_failure(e.to_string()))?;
+        let mut wasi = self.wasi_builder(env, &stdout, &stderr)?;
+        wasi.env("CAIRN_RUN_ID", &services.run_id)
+            .env("CAIRN_TASK", &task.name)
+            .env("CAIRN_ATTEMPT", plan.number.to_string());
+        wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
+            .map_err(|e| host_failure(format!("cannot preopen the run directory {}: {e}", work.display())))?;
+        let state = HostState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            memory: MemoryCap { limit: plan.memory, hit: false },
+            attempt: services,
         };
-        state.memory.limit = plan.memory;
-        state.attempt.stub = plan.stub.clone();
-        let mut store = WasmStore::new(self.engine.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        // The guest yields to the executor at every epoch tick, so a spinning
-        // guest never starves other runs; the attempt's deadline is the timeout below.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-
+        let mut store = new_store(self, state);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
         };
         // Bounds guest code (it yields every epoch tick) and host calls alike.
         let result = tokio::time::timeout(env.resources.timeout, call).await;
-        let outcome = match result {
-            Err(_) => Err(timeout_failure(env.resources.timeout)),
-            Ok(Ok(Ok(output))) => check_output(output, env.resources.max_output),
-            Ok(Ok(Err(task_error))) => {
-                Err(Failure { kind: task_error.kind, message: task_error.message, retryable: task_error.retryable })
-            }
-            Ok(Err(error)) => Err(classify_trap(&error, store.data().memory.hit, plan.memory)),
+        let outcome = classify(result, env, store.data().memory.hit, plan.memory);
+        let data = store.data_mut();
+        let leftovers = Leftovers {
+            report: std::mem::take(&mut data.attempt.report),
+            stats: data.attempt.stats,
+            log: AttemptLog { stdout: stdout.text(), stderr: stderr.text() },
         };
-        let state = store.into_data();
-        let attempt = state.attempt;
-        let log = AttemptLog { stdout: stdout.text(), stderr: stderr.text() };
-        if log != AttemptLog::default()
-            && let Err(e) = self.store.put_log(run_id, number, &log).await
-        {
-            tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
-        }
-        if !attempt.report.tabs.is_empty()
-            && let Err(e) = self.store.put_report(run_id, &attempt.report).await
-        {
-            tracing::warn!(run = %run_id, "cannot store the report: {e}");
-        }
-        (outcome, attempt.stats)
+        reap(store);
+        Ok((outcome, leftovers))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt_state(
+    /// The WASI context every instance of `env` starts from: captured stdio
+    /// and the secrets the environment exposes as variables.
+    pub(super) fn wasi_builder(
         &self,
-        task: &TaskSpec,
-        provider: &Arc<dyn LlmProvider>,
-        run_id: &str,
-        number: u32,
-        mode: &JournalMode,
+        env: &Environment,
         stdout: &CapturedOutput,
         stderr: &CapturedOutput,
-    ) -> Result<HostState, Failure> {
-        let env = self.manifest.environment_of(task);
-        let work = self.run_dirs.work_dir(run_id).map_err(|e| host_failure(e.to_string()))?;
-        let journal = Journal::open(self.store.clone(), run_id, number, mode.clone())
-            .await
-            .map_err(|e: JournalError| host_failure(e.to_string()))?;
+    ) -> Result<WasiCtxBuilder, Failure> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .env("CAIRN_RUN_ID", run_id)
-            .env("CAIRN_TASK", &task.name)
-            .env("CAIRN_ATTEMPT", number.to_string());
+        wasi.stdout(stdout.clone()).stderr(stderr.clone()).env("CAIRN_ENVIRONMENT", &env.name);
         for secret in env.secrets.iter().filter(|s| s.as_env_var.is_some()) {
             let value = self
                 .store
@@ -126,25 +185,68 @@ impl Host {
                 })?;
             wasi.env(secret.as_env_var.as_deref().unwrap_or_default(), value);
         }
-        wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
-            .map_err(|e| host_failure(format!("cannot preopen the run directory {}: {e}", work.display())))?;
-        Ok(HostState {
-            wasi: wasi.build(),
-            table: Default::default(),
-            memory: MemoryCap { limit: env.resources.memory, hit: false },
-            attempt: AttemptState {
+        Ok(wasi)
+    }
+
+    /// Cairn's own services for one call: journal (read lazily), provider,
+    /// secrets, report, children and counters.
+    pub(super) fn attempt_services(
+        &self,
+        task: &TaskSpec,
+        provider: &Arc<dyn LlmProvider>,
+        run_id: &str,
+        plan: &AttemptPlan,
+    ) -> AttemptState {
+        let env = self.manifest.environment_of(task);
+        AttemptState {
+            run_id: run_id.to_owned(),
+            tenant: self.tenant.clone(),
+            journal: Journal::new(self.store.clone(), run_id, plan.number, plan.mode.clone()),
+            llm: provider.clone(),
+            llm_timeout: env.resources.timeout,
+            secrets: env.secrets.clone(),
+            store: self.store.clone(),
+            report: Report::default(),
+            stats: AttemptStats::default(),
+            stub: plan.stub.clone(),
+            context: RunContext {
                 run_id: run_id.to_owned(),
-                tenant: self.tenant.clone(),
-                journal,
-                llm: provider.clone(),
-                llm_timeout: env.resources.timeout,
-                secrets: env.secrets.clone(),
-                store: self.store.clone(),
-                report: Report::default(),
-                stats: AttemptStats::default(),
-                stub: None,
+                task: task.name.clone(),
+                attempt: plan.number,
+                parent: plan.parent.clone(),
             },
-        })
+            children: Some(self.children.clone()),
+            groups: Vec::new(),
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+/// A wasmtime store for `state` under the host's engine, memory cap and epochs.
+pub(super) fn new_store(host: &Host, state: HostState) -> WasmStore<HostState> {
+    let mut store = WasmStore::new(host.engine.engine(), state);
+    store.limiter(|s| &mut s.memory);
+    // The guest yields to the executor at every epoch tick, so a spinning
+    // guest never starves other runs; the attempt's deadline is its timeout.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
+}
+
+type CallResult = Result<
+    wasmtime::Result<Result<String, crate::imports::bindings::cairn::task::types::TaskError>>,
+    tokio::time::error::Elapsed,
+>;
+
+/// The outcome of a call, bounded by the environment's timeout.
+fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limit: u64) -> Result<String, Failure> {
+    match result {
+        Err(_) => Err(timeout_failure(env.resources.timeout)),
+        Ok(Ok(Ok(output))) => check_output(output, env.resources.max_output),
+        Ok(Ok(Err(task_error))) => {
+            Err(Failure { kind: task_error.kind, message: task_error.message, retryable: task_error.retryable })
+        }
+        Ok(Err(error)) => Err(classify_trap(&error, memory_hit, memory_limit)),
     }
 }
 

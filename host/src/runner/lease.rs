@@ -36,6 +36,14 @@ pub fn is_stale(lease: &Lease, now_ms: u64) -> bool {
     host == hostname() && pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !process_alive(pid))
 }
 
+/// Whether the host named `owner` (`<hostname>-<pid>`) is a live process
+/// of this machine; `None` when it runs on another machine.
+pub fn holder_alive(owner: &str) -> Option<bool> {
+    let (host, pid) = owner.rsplit_once('-')?;
+    let pid = pid.parse::<u32>().ok()?;
+    (host == hostname()).then(|| process_alive(pid))
+}
+
 fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -8,18 +8,22 @@
 
 mod attempt;
 pub mod cache;
+pub mod children;
 pub mod lease;
 mod providers;
+pub mod warm;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
 
 use wasmtime::component::Linker;
 
 use self::attempt::AttemptPlan;
 pub use self::attempt::host_failure;
+use self::children::ChildSpawner;
 use self::lease::{Heartbeat, host_id, is_stale, lease_until};
 pub use self::providers::build_provider;
+use self::warm::WarmInstance;
 use crate::engine::{CairnEngine, EngineError, FileIdentity};
 use crate::imports::{self, HostState, TaskPre};
 use crate::journal::JournalMode;
@@ -30,6 +34,8 @@ use crate::policy::breaker::Admission;
 use crate::policy::clock::{Clock, SystemClock};
 use crate::policy::registry::Breakers;
 use crate::policy::retry::random_unit;
+use crate::pool::Pool;
+use crate::progress::Progress;
 use crate::sandbox::RunDirs;
 use crate::store::redb::RedbStore;
 use crate::store::{
@@ -103,6 +109,18 @@ pub struct Host {
     providers: Mutex<HashMap<String, Arc<ProviderChain>>>,
     /// Components already loaded, by path, with the file's identity when loaded.
     loaded: Mutex<HashMap<std::path::PathBuf, (FileIdentity, String)>>,
+    /// Directories of warm instances (`.cairn/instances/`).
+    instance_dirs: RunDirs,
+    /// Warm-instance pools of environments with `reuse`, by environment.
+    pools: Mutex<HashMap<String, Arc<Pool<WarmInstance>>>>,
+    /// Environments already loaded and warmed.
+    started: Mutex<HashSet<String>>,
+    /// Child runs.
+    children: Arc<ChildSpawner>,
+    /// Live counters for progress displays.
+    progress: Arc<Progress>,
+    /// The pools' status as last saved.
+    pool_status: Mutex<Vec<crate::pool::PoolStats>>,
 }
 
 /// The file name of the embedded store inside `.cairn/`.
@@ -113,27 +131,42 @@ pub fn open_store(manifest: &Manifest) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(RedbStore::open(&manifest.state_dir().join(STORE_FILE))?))
 }
 
+/// How often pool TTLs are checked.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Host {
     /// Opens the project's store and engine.
-    pub fn open(manifest: Manifest) -> Result<Self, RunnerError> {
+    pub fn open(manifest: Manifest) -> Result<Arc<Self>, RunnerError> {
         let store = open_store(&manifest)?;
         Self::with_store(manifest, store)
     }
 
     /// A host over an already opened store.
-    pub fn with_store(manifest: Manifest, store: Arc<dyn Store>) -> Result<Self, RunnerError> {
+    pub fn with_store(manifest: Manifest, store: Arc<dyn Store>) -> Result<Arc<Self>, RunnerError> {
         Self::with_clock(manifest, store, Arc::new(SystemClock))
     }
 
     /// A host whose policies (backoff, breakers, parking) run on `clock`.
-    pub fn with_clock(manifest: Manifest, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, RunnerError> {
+    pub fn with_clock(
+        manifest: Manifest,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, RunnerError> {
         let state = manifest.state_dir();
         let engine = Arc::new(CairnEngine::new(state.join("artifacts"))?);
         let linker = imports::linker(engine.engine()).map_err(|e| RunnerError::Link(format!("{e:#}")))?;
         let run_dirs = RunDirs::open(&state.join("runs"))?;
+        // Instance directories die with their instances; ones left by a crashed host go now.
+        let instances = state.join("instances");
+        if let Err(e) = std::fs::remove_dir_all(&instances)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot clear {}: {e}", instances.display());
+        }
+        let instance_dirs = RunDirs::open(&instances)?;
         let tenant = Tenant::default();
         let breakers = Arc::new(Breakers::load(clock.clone(), store.clone(), tenant.clone()));
-        Ok(Host {
+        let host = Arc::new_cyclic(|me: &Weak<Host>| Host {
             manifest,
             engine,
             linker,
@@ -146,7 +179,30 @@ impl Host {
             providers: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
-        })
+            instance_dirs,
+            pools: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashSet::new()),
+            children: Arc::new(ChildSpawner::new(me.clone())),
+            progress: Arc::new(Progress::default()),
+            pool_status: Mutex::new(Vec::new()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let me = Arc::downgrade(&host);
+            runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(SWEEP_EVERY);
+                loop {
+                    ticks.tick().await;
+                    let Some(host) = me.upgrade() else { break };
+                    host.sweep_pools();
+                }
+            });
+        }
+        Ok(host)
+    }
+
+    /// The host's live counters (children, LLM calls, tokens).
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// The manifest this host runs.
@@ -187,10 +243,19 @@ impl Host {
             // Fail early and clearly if the cassette is not there.
             self.store.get_run(&self.tenant, source)?;
         }
-        let mut run = RunRecord {
+        let run = self.new_record(&task.name, input, options);
+        self.store.create_run(&run).await?;
+        tracing::info!(run = %run.id, task = %task.name, "run started");
+        self.start_environment(&task.environment).await;
+        self.start(run, &task, options).await
+    }
+
+    /// A new run record of `task` on `input`, running under this host's lease.
+    fn new_record(&self, task: &str, input: &str, options: &RunOptions) -> RunRecord {
+        RunRecord {
             id: uuid::Uuid::now_v7().to_string(),
             tenant: self.tenant.clone(),
-            task: task.name.clone(),
+            task: task.to_owned(),
             input: input.to_owned(),
             status: RunStatus::Running,
             component_digest: None,
@@ -206,11 +271,15 @@ impl Host {
             produced_by: None,
             degraded: false,
             retry_from: 0,
-        };
-        self.store.create_run(&run).await?;
-        tracing::info!(run = %run.id, task = %task.name, "run started");
+            parent: None,
+            group: None,
+        }
+    }
 
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(input) {
+    /// Runs a stored, new run to its end: input check, cache, attempts.
+    async fn start(&self, mut run: RunRecord, task: &TaskSpec, options: &RunOptions) -> Result<RunRecord, RunnerError> {
+        let input = run.input.clone();
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
             let failure = Failure {
                 kind: "invalid-input".into(),
                 message: format!(
@@ -220,14 +289,14 @@ impl Host {
             };
             return self.finish(run, Err(failure)).await;
         }
-        let (pre, digest) = match self.prepare(&task).await {
+        let (pre, digest) = match self.prepare(task).await {
             Ok(prepared) => prepared,
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
         run.component_digest = Some(digest.clone());
         let cache_key = match options.replay {
             Some(_) => None,
-            None => cache::cache_key(self.manifest.cache_of(&task), &task.name, &digest, input),
+            None => cache::cache_key(self.manifest.cache_of(task), &task.name, &digest, &input),
         };
         if let Some(key) = &cache_key
             && let Some(hit) = self.store.cache_get(&self.tenant, key)?
@@ -236,7 +305,7 @@ impl Host {
             run.cached_from = Some(hit.run_id);
             return self.finish(run, Ok(hit.output)).await;
         }
-        let run = self.drive(run, &task, pre, None).await?;
+        let run = self.drive(run, task, pre, None).await?;
         // A degraded answer (from a fallback) is not what the task itself would give: never cache it.
         if let (Some(key), RunStatus::Succeeded, Some(output), false) =
             (&cache_key, run.status, &run.output, run.degraded)
@@ -315,6 +384,7 @@ impl Host {
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
         run.component_digest = Some(digest);
+        self.start_environment(&task.environment).await;
         self.drive(run, &task, pre, None).await
     }
 
@@ -327,6 +397,8 @@ impl Host {
             .list_runs(&self.tenant, &Default::default())?
             .into_iter()
             .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Pending))
+            // Children are resumed by their parent, which re-attaches to them.
+            .filter(|r| r.parent.is_none())
             .filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now)))
             .collect();
         let mut finished = Vec::new();
@@ -387,9 +459,13 @@ impl Host {
                 last_failure = Some(failure);
                 continue;
             }
-            let prepared = if index == 0 { Ok((pre.clone(), String::new())) } else { self.prepare(candidate).await };
-            let candidate_pre = match prepared {
-                Ok((candidate_pre, _)) => candidate_pre,
+            let prepared = if index == 0 {
+                Ok((pre.clone(), run.component_digest.clone().unwrap_or_default()))
+            } else {
+                self.prepare(candidate).await
+            };
+            let (candidate_pre, component) = match prepared {
+                Ok(prepared) => prepared,
                 Err(failure) => {
                     run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now_ms()));
                     last_failure = Some(failure);
@@ -413,6 +489,8 @@ impl Host {
                     mode: mode.clone(),
                     memory,
                     stub: stub.take(),
+                    component: component.clone(),
+                    parent: run.parent.clone(),
                 };
                 let started_at_ms = now_ms();
                 let (outcome, stats) =
@@ -483,7 +561,14 @@ impl Host {
                     }
                     tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
                     self.store.update_run(&run, &self.host_id).await?;
+                    let child = run.parent.is_some();
+                    if child {
+                        self.progress.child_retrying(true);
+                    }
                     self.clock.sleep(wait).await;
+                    if child {
+                        self.progress.child_retrying(false);
+                    }
                     continue;
                 }
                 last_failure = Some(failure);
@@ -519,13 +604,19 @@ impl Host {
     /// repeated, retries start afresh. `stub` answers the first LLM call the
     /// journal does not have (the call that kept failing) instead of the provider.
     pub async fn retry_dead(&self, run_id: &str, stub: Option<String>) -> Result<RunRecord, RunnerError> {
-        let mut run = self.store.get_run(&self.tenant, run_id)?;
+        let run = self.store.get_run(&self.tenant, run_id)?;
         if !self.store.dlq_list(&self.tenant)?.iter().any(|l| l.run_id == run_id) {
             return Err(RunnerError::NotResumable {
                 run_id: run_id.to_owned(),
                 reason: "it is not in the dead-letter queue (see `cairn dlq list`)".into(),
             });
         }
+        self.redrive(run, stub).await
+    }
+
+    /// Runs a finished, failed run again on its own journal with its retries
+    /// afresh; takes it out of the dead-letter queue while it runs.
+    async fn redrive(&self, mut run: RunRecord, stub: Option<String>) -> Result<RunRecord, RunnerError> {
         let task = self.manifest.task(&run.task).map_err(RunnerError::UnknownTask)?.clone();
         run.status = RunStatus::Running;
         run.error = None;
@@ -533,7 +624,7 @@ impl Host {
         run.retry_from = run.attempts.len();
         run.lease = Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() });
         self.store.update_run(&run, &self.host_id).await?;
-        self.store.dlq_remove(&self.tenant, run_id).await?;
+        self.store.dlq_remove(&self.tenant, &run.id).await?;
         let (pre, digest) = match self.prepare(&task).await {
             Ok(prepared) => prepared,
             Err(failure) => return self.dead_letter(run, failure).await,
@@ -563,8 +654,8 @@ impl Host {
         &self.breakers
     }
 
-    /// Makes one attempt of `task` on `input` in a fresh instance without
-    /// creating a run record: the per-call cost of the host, for benchmarks.
+    /// Makes one attempt of `task` on `input` (in a fresh instance, or a
+    /// pooled one under `reuse`) without creating a run record: the per-call cost of the host, for benchmarks.
     /// `run_id` reuses that run's directory and journal; `None` makes new ones.
     pub async fn invoke_once(
         &self,
@@ -572,19 +663,19 @@ impl Host {
         input: &str,
         run_id: Option<&str>,
     ) -> Result<Result<String, Failure>, RunnerError> {
-        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
-        let (pre, _) = match self.prepare(&task).await {
+        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?;
+        let (pre, component) = match self.prepare(task).await {
             Ok(prepared) => prepared,
             Err(failure) => return Ok(Err(failure)),
         };
-        let provider: Arc<dyn LlmProvider> = match self.provider_for(&task) {
+        let provider: Arc<dyn LlmProvider> = match self.provider_for(task) {
             Ok(provider) => provider,
             Err(failure) => return Ok(Err(failure)),
         };
         let run_id = run_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        let memory = self.manifest.environment_of(&task).resources.memory;
-        let plan = AttemptPlan { number: 1, mode: JournalMode::Live, memory, stub: None };
-        Ok(self.attempt(&task, &pre, &provider, &run_id, input, &plan).await.0)
+        let memory = self.manifest.environment_of(task).resources.memory;
+        let plan = AttemptPlan { number: 1, mode: JournalMode::Live, memory, stub: None, component, parent: None };
+        Ok(self.attempt(task, &pre, &provider, &run_id, input, &plan).await.0)
     }
 
     async fn finish(&self, mut run: RunRecord, outcome: Result<String, Failure>) -> Result<RunRecord, RunnerError> {

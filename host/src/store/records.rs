@@ -159,6 +159,12 @@ pub struct RunRecord {
     /// Attempts before this index do not count against retries (a DLQ retry starts afresh).
     #[serde(default)]
     pub retry_from: usize,
+    /// The run that submitted this one through `tasks`, for a child run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The group the parent submitted it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A run whose retries and fallbacks were all spent.
@@ -199,6 +205,10 @@ pub enum CallKind {
     Llm,
     /// A `trace.record`ed guest step.
     Trace,
+    /// A child run submitted through `tasks`; the output names the child.
+    Child,
+    /// A `tasks.group` opened.
+    Group,
 }
 
 impl CallKind {
@@ -207,6 +217,8 @@ impl CallKind {
         match self {
             CallKind::Llm => "llm",
             CallKind::Trace => "trace",
+            CallKind::Child => "child",
+            CallKind::Group => "group",
         }
     }
 }

@@ -624,6 +624,8 @@ mod tests {
             produced_by: None,
             degraded: false,
             retry_from: 0,
+            parent: None,
+            group: None,
         }
     }
 

@@ -15,11 +15,11 @@
  * module with this SDK and runs componentize-js.
  */
 
-import * as witLlm from 'cairn:task/llm@0.1.0';
-import * as witReport from 'cairn:task/report@0.1.0';
-import * as witSecrets from 'cairn:task/secrets@0.1.0';
-import * as witTrace from 'cairn:task/trace@0.1.0';
-import { getEnvironment } from 'wasi:cli/environment@0.2.3';
+import * as witLlm from 'cairn:task/llm@0.1.1';
+import * as witReport from 'cairn:task/report@0.1.1';
+import * as witSecrets from 'cairn:task/secrets@0.1.1';
+import * as witTasks from 'cairn:task/tasks@0.1.1';
+import * as witTrace from 'cairn:task/trace@0.1.1';
 
 import { InvalidInput, InvalidOutput, TaskError, toTaskError } from './errors.js';
 import { ValidationError, isSchema, validate } from './validation.js';
@@ -236,7 +236,7 @@ export function trace(nameOrFn, fn) {
   return (...args) => traced(name, args, () => step(...args));
 }
 
-// ---------------------------------------------------------------- secrets, report, env
+// ---------------------------------------------------------------- secrets, report
 
 /** A secret that cannot be read, not retryable: kind `secret-not-declared` or `secret-not-found`. */
 export class SecretError extends TaskError {
@@ -278,17 +278,156 @@ export const report = {
   escape: (text) => String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]),
 };
 
-function envVar(name) {
-  const found = getEnvironment().find(([key]) => key === name);
-  return found ? found[1] : undefined;
+// ---------------------------------------------------------------- child tasks
+
+/**
+ * A child run's final error (or a failed submission), with the child's `kind`,
+ * `message` and `retryable`: left uncaught, it fails the parent the same way.
+ * `task` is the child's task, `runId` its run id when known.
+ */
+export class ChildError extends TaskError {
+  /**
+   * @param {{kind: string, message: string, retryable: boolean}} error the host's `task-error`
+   * @param {string} task the child's task
+   * @param {string | null} [runId] the child's run id
+   */
+  constructor(error, task, runId = null) {
+    super(String(error?.kind ?? 'child-error'), String(error?.message ?? JSON.stringify(error)), {
+      retryable: error?.retryable !== false,
+    });
+    this.name = 'ChildError';
+    this.task = task;
+    this.runId = runId;
+  }
 }
 
-/** What the host tells the task about the current run (`CAIRN_RUN_ID`, `CAIRN_ATTEMPT`, `CAIRN_TASK`). */
+/** The symbol componentize-js gives a resource's release method. */
+const DISPOSE = Symbol.dispose || Symbol.for('dispose');
+
+/** `input` as a JSON document: a string is taken as JSON already, anything else is serialised. */
+function toJson(input) {
+  if (typeof input === 'string') return input;
+  const json = JSON.stringify(input ?? null);
+  if (json === undefined) throw new TypeError('the child input is not JSON-serialisable');
+  return json;
+}
+
+/** A submitted child run (from {@link tasks}.submit). Dropping it does not cancel the child. */
+export class Pending {
+  /** @param {object} handle the host's `pending` resource @param {string} task */
+  constructor(handle, task) {
+    this.handle = handle;
+    /** The child's task name, as submitted. */
+    this.task = task;
+    /** The child run's id (see `cairn runs show`). */
+    this.runId = handle.runId();
+  }
+
+  /**
+   * Waits for the child to finish and returns its output (a JSON document);
+   * throws {@link ChildError} with its final error once its retries and
+   * fallbacks are spent. May be called more than once.
+   * @returns {string}
+   */
+  get() {
+    return hostCall(() => this.handle.get(), (p) => new ChildError(p, this.task, this.runId));
+  }
+
+  /** {@link Pending#get}, parsed from JSON. */
+  getJson() {
+    return JSON.parse(this.get());
+  }
+}
+
+/**
+ * A named group of children (Flyte's `group`), open until {@link Group#close}:
+ * children submitted meanwhile belong to it, groups opened inside nest under it.
+ * Prefer {@link tasks}.group(name, fn), which closes it for you.
+ */
+export class Group {
+  /** Opens the group `name` (recorded in the run's journal). @param {string} name */
+  constructor(name) {
+    this.handle = new witTasks.Group(name);
+    /** The group's full name: outer groups first, joined by `/`. */
+    this.name = this.handle.name();
+  }
+
+  /** Closes the group; later submissions no longer belong to it. Idempotent. */
+  close() {
+    const handle = this.handle;
+    this.handle = null;
+    handle?.[DISPOSE]?.();
+  }
+}
+
+/**
+ * Child tasks, fan-out and the current run. A child is a run of its own, with
+ * its task's retries, fallbacks, cache and pool; submissions are journaled in
+ * the parent, so a retried or resumed parent gets the same children back.
+ */
+export const tasks = {
+  /**
+   * The current run: `{runId, task, attempt, parent}` (`parent`: the submitting
+   * run's id, or null). It changes from run to run on a reused instance.
+   */
+  current() {
+    const { runId, task, attempt, parent } = witTasks.current();
+    return { runId, task, attempt, parent: parent ?? null };
+  },
+
+  /**
+   * Starts task `task` (a name from the manifest) on `input` (a JSON string, or a
+   * value to serialise) and returns a {@link Pending} at once; children run
+   * concurrently. Throws {@link ChildError} when the task is unknown or the
+   * host cannot record the submission.
+   * @returns {Pending}
+   */
+  submit(task, input) {
+    const json = toJson(input);
+    return new Pending(hostCall(() => witTasks.submit(task, json), (p) => new ChildError(p, task)), task);
+  },
+
+  /** Runs `task` on `input` as a child and waits: its output (a JSON document), or throws {@link ChildError}. */
+  call(task, input) {
+    const json = toJson(input);
+    return hostCall(() => witTasks.call(task, json), (p) => new ChildError(p, task));
+  },
+
+  /** {@link tasks}.call, parsed from JSON. */
+  callJson(task, input) {
+    return JSON.parse(tasks.call(task, input));
+  },
+
+  /**
+   * Runs `fn(fullName)` inside the group `name` and returns its result; the
+   * group is closed afterwards, also when `fn` throws.
+   * @template T
+   * @param {string} name
+   * @param {(fullName: string) => T} fn
+   * @returns {T}
+   */
+  group(name, fn) {
+    const group = new Group(name);
+    try {
+      return fn(group.name);
+    } finally {
+      group.close();
+    }
+  },
+};
+
+/**
+ * Where the task runs, read from the host ({@link tasks}.current) on every call.
+ * The `CAIRN_*` environment variables are fixed when an instance starts, so on
+ * a reused (warm) instance they describe an earlier run: use these instead.
+ */
 export const env = {
-  /** The run's id, if the host set it. */
-  runId: () => envVar('CAIRN_RUN_ID'),
-  /** The attempt number, 1 for the first attempt (1 when unset). */
-  attempt: () => Number.parseInt(envVar('CAIRN_ATTEMPT') ?? '1', 10) || 1,
-  /** The manifest name of the task being run, if the host set it. */
-  taskName: () => envVar('CAIRN_TASK'),
+  /** The current run's id. */
+  runId: () => tasks.current().runId,
+  /** The current attempt number, 1 for the first attempt. */
+  attempt: () => tasks.current().attempt,
+  /** The manifest name of the task being run. */
+  taskName: () => tasks.current().task,
+  /** The run that submitted this one, for a child run; null for a top-level run. */
+  parentRunId: () => tasks.current().parent,
 };

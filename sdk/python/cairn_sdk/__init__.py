@@ -15,26 +15,31 @@ A task is a function from JSON input to JSON output, exported once per module::
 
 Imports: :func:`call_llm`, :func:`complete` and :func:`call_llm_json` (LLM,
 journaled by the host), :func:`trace` (durable checkpoints for your own steps),
+:mod:`~cairn_sdk.tasks` (child runs, fan-out, groups, the current run),
 :mod:`~cairn_sdk.secrets`, :mod:`~cairn_sdk.report` and :mod:`~cairn_sdk.env`;
 errors in :mod:`~cairn_sdk.errors`; Pydantic-style validation in
 :mod:`~cairn_sdk.validation`.
 """
 
-from . import env, report, secrets
+from . import env, report, secrets, tasks
 from .errors import InvalidInput, InvalidOutput, TaskError, kebab_case, to_task_error
 from .llm import LlmError, Response, call_llm, call_llm_json, complete
 from .secrets import SecretError
 from .task import export_task
+from .tasks import ChildError, Pending, RunContext
 from .tracing import canonical_json, trace
 from .validation import Field, Model, ValidationError, model_validator, to_jsonable, validate_as
 
 __all__ = [
+    "ChildError",
     "Field",
     "InvalidInput",
     "InvalidOutput",
     "LlmError",
     "Model",
+    "Pending",
     "Response",
+    "RunContext",
     "SecretError",
     "TaskError",
     "ValidationError",
@@ -48,6 +53,7 @@ __all__ = [
     "model_validator",
     "report",
     "secrets",
+    "tasks",
     "to_jsonable",
     "to_task_error",
     "trace",

@@ -1,24 +1,31 @@
-"""What the host tells the task about the current run, through environment
-variables (``CAIRN_RUN_ID``, ``CAIRN_ATTEMPT``, ``CAIRN_TASK``)."""
+"""Where the task runs: the current run's id, attempt and task name, read from
+the host with :func:`cairn_sdk.tasks.current` on every call.
 
-import os
+The host also sets ``CAIRN_RUN_ID``, ``CAIRN_ATTEMPT`` and ``CAIRN_TASK``, but a
+WASI environment is fixed when an instance starts: on a reused (warm) instance
+they still describe the run the instance was created for. Use these functions,
+not ``os.environ``."""
 
-__all__ = ["attempt", "run_id", "task_name"]
+from .tasks import current
+
+__all__ = ["attempt", "parent_run_id", "run_id", "task_name"]
 
 
-def run_id() -> str | None:
-    """The run's id, if the host set ``CAIRN_RUN_ID``."""
-    return os.environ.get("CAIRN_RUN_ID")
+def run_id() -> str:
+    """The current run's id."""
+    return current().run_id
 
 
 def attempt() -> int:
-    """The attempt number, 1 for the first attempt (1 when ``CAIRN_ATTEMPT`` is unset)."""
-    try:
-        return int(os.environ.get("CAIRN_ATTEMPT", "1"))
-    except ValueError:
-        return 1
+    """The current attempt number, 1 for the first attempt."""
+    return current().attempt
 
 
-def task_name() -> str | None:
-    """The manifest name of the task being run, if the host set ``CAIRN_TASK``."""
-    return os.environ.get("CAIRN_TASK")
+def task_name() -> str:
+    """The manifest name of the task being run."""
+    return current().task
+
+
+def parent_run_id() -> str | None:
+    """The run that submitted this one, for a child run; ``None`` for a top-level run."""
+    return current().parent

@@ -1,17 +1,33 @@
-//! What the host tells the task about the current run, through WASI
-//! environment variables (`CAIRN_RUN_ID`, `CAIRN_ATTEMPT`, `CAIRN_TASK`).
+//! Where the task runs: the current run's id, attempt and task name, read from
+//! the host with [`tasks::current`] on every call.
+//!
+//! The host also sets the environment variables `CAIRN_RUN_ID`,
+//! `CAIRN_ATTEMPT` and `CAIRN_TASK`, but a WASI environment is fixed when an
+//! instance starts: on a reused (warm) instance they still describe the run
+//! the instance was created for. Use these functions, not `std::env::var`.
 
-/// The run's id, if the host set `CAIRN_RUN_ID`.
-pub fn run_id() -> Option<String> {
-    std::env::var("CAIRN_RUN_ID").ok()
+use crate::tasks;
+
+/// The current run's id.
+#[must_use]
+pub fn run_id() -> String {
+    tasks::current().run_id
 }
 
-/// The attempt number, 1 for the first attempt (1 when `CAIRN_ATTEMPT` is unset).
+/// The current attempt number, 1 for the first attempt.
+#[must_use]
 pub fn attempt() -> u32 {
-    std::env::var("CAIRN_ATTEMPT").ok().and_then(|a| a.trim().parse().ok()).unwrap_or(1)
+    tasks::current().attempt
 }
 
-/// The manifest name of the task being run, if the host set `CAIRN_TASK`.
-pub fn task_name() -> Option<String> {
-    std::env::var("CAIRN_TASK").ok()
+/// The manifest name of the task being run.
+#[must_use]
+pub fn task_name() -> String {
+    tasks::current().task
+}
+
+/// The run that submitted this one, for a child run; `None` for a top-level run.
+#[must_use]
+pub fn parent_run_id() -> Option<String> {
+    tasks::current().parent
 }

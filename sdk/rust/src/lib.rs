@@ -26,8 +26,9 @@
 //! ```
 //!
 //! Imports: [`call_llm`], [`complete`] and [`call_llm_json`] (LLM, journaled by
-//! the host), [`traced`] (durable checkpoints for your own steps), [`secrets`],
-//! [`report`] and [`env`].
+//! the host), [`traced`] (durable checkpoints for your own steps), [`tasks`]
+//! (child runs, fan-out in [`Group`]s, the current [`RunContext`]),
+//! [`secrets`], [`report`] and [`env`](mod@env).
 
 #![warn(missing_docs)]
 
@@ -43,9 +44,10 @@ pub mod bindings {
         default_bindings_module: "cairn_sdk::bindings",
         export_macro_name: "export",
         additional_type_attributes: {
-            "cairn:task/types@0.1.0/task-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/llm@0.1.0/llm-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/secrets@0.1.0/secret-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/types@0.1.1/task-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/llm@0.1.1/llm-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/secrets@0.1.1/secret-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/tasks@0.1.1/run-context": [#[derive(PartialEq, Eq)]],
         },
     });
 }
@@ -56,6 +58,7 @@ pub mod llm;
 pub mod report;
 pub mod secrets;
 mod task;
+pub mod tasks;
 mod trace;
 
 pub use bindings::cairn::task::llm::LlmError;
@@ -63,6 +66,7 @@ pub use bindings::cairn::task::secrets::SecretError;
 pub use bindings::cairn::task::types::TaskError;
 pub use llm::{call_llm, call_llm_json, complete};
 pub use task::Task;
+pub use tasks::{Group, Pending, RunContext};
 pub use trace::traced;
 
 /// `serde_json`, re-exported so tasks can build ad-hoc JSON (`cairn_sdk::serde_json::json!`).

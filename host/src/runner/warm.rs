@@ -1,0 +1,195 @@
+//! Warm instances for environments with `reuse`: one wasmtime store and
+//! instance kept across calls, its per-call services swapped in before each
+//! call. The guest's globals (a loaded interpreter, parsed data, caches)
+//! persist from call to call and from run to run: that is the point of
+//! reuse. Its filesystem is a directory of its own under
+//! `.cairn/instances/`, preopened as `.`, which also persists for the
+//! instance's life and is removed with it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::Store as WasmStore;
+use wasmtime_wasi::FsPerms;
+
+use super::attempt::new_store;
+use super::{Host, LOG_CAP};
+use crate::capture::CapturedOutput;
+use crate::imports::bindings::cairn::task::types::TaskError;
+use crate::imports::{AttemptState, AttemptStats, HostState, MemoryCap, Task, TaskPre};
+use crate::manifest::Environment;
+use crate::pool::status::PoolReport;
+use crate::pool::{Pool, PoolStats};
+use crate::store::{AttemptLog, Report};
+
+/// An instantiated component, kept warm in its environment's pool.
+pub struct WarmInstance {
+    store: WasmStore<HostState>,
+    instance: Task,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    dir: PathBuf,
+}
+
+impl WarmInstance {
+    /// Instantiates `pre` with `services` for its first call.
+    pub(super) async fn new(
+        host: &Host,
+        env: &Environment,
+        pre: &TaskPre<HostState>,
+        services: AttemptState,
+        memory: u64,
+    ) -> wasmtime::Result<Self> {
+        let stdout = CapturedOutput::new(LOG_CAP);
+        let stderr = CapturedOutput::new(LOG_CAP);
+        let name = format!("{}-{}", env.name, uuid::Uuid::now_v7());
+        let dir = host.instance_dirs.work_dir(&name).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let mut wasi = host.wasi_builder(env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
+        wasi.preopened_dir(&dir, ".", FsPerms::ReadWrite)?;
+        let state = HostState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            memory: MemoryCap { limit: memory, hit: false },
+            attempt: services,
+        };
+        let mut store = new_store(host, state);
+        let instance = pre.instantiate_async(&mut store).await?;
+        Ok(WarmInstance { store, instance, stdout, stderr, dir })
+    }
+
+    /// Gets the instance ready for another call: its services and memory limit.
+    pub(super) fn reset(&mut self, services: AttemptState, memory: u64) {
+        let data = self.store.data_mut();
+        data.attempt = services;
+        data.memory = MemoryCap { limit: memory, hit: false };
+    }
+
+    /// Calls the guest's `run`, yielding every epoch tick.
+    pub(super) async fn call(&mut self, input: &str) -> wasmtime::Result<Result<String, TaskError>> {
+        self.store.set_epoch_deadline(1);
+        self.instance.call_run(&mut self.store, input).await
+    }
+
+    /// Whether the last call hit the memory limit.
+    pub(super) fn memory_hit(&self) -> bool {
+        self.store.data().memory.hit
+    }
+
+    /// The last call's report, counters and log, leaving the instance clean.
+    pub(super) fn leftovers(&mut self) -> (Report, AttemptStats, AttemptLog) {
+        let attempt = &mut self.store.data_mut().attempt;
+        let report = std::mem::take(&mut attempt.report);
+        let stats = std::mem::take(&mut attempt.stats);
+        attempt.groups.clear();
+        (report, stats, AttemptLog { stdout: self.stdout.take_text(), stderr: self.stderr.take_text() })
+    }
+}
+
+impl Drop for WarmInstance {
+    fn drop(&mut self) {
+        // Runs on the reaper thread (see `pool::reap`).
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove instance directory {}: {e}", self.dir.display());
+        }
+    }
+}
+
+impl Host {
+    /// The pool of `env`, made on first use, if it has `reuse`.
+    pub(super) fn pool_of(&self, env: &Environment) -> Option<Arc<Pool<WarmInstance>>> {
+        let policy = env.reuse?;
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        Some(pools.entry(env.name.clone()).or_insert_with(|| Pool::new(&env.name, policy, self.clock.clone())).clone())
+    }
+
+    /// Pools made so far, by environment.
+    pub fn pools(&self) -> Vec<Arc<Pool<WarmInstance>>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Loads the components of environment `name` and of every environment
+    /// it depends on, and warms the `min_replicas` of those with `reuse`.
+    /// Done once per environment per host; later calls return at once.
+    pub async fn start_environment(&self, name: &str) {
+        for env_name in self.manifest.environment_closure(name) {
+            if !self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(env_name.clone()) {
+                continue;
+            }
+            let Some(env) = self.manifest.environments.get(&env_name) else { continue };
+            let mut prepared = Vec::new();
+            for task in self.manifest.tasks_in(&env_name) {
+                match self.prepare(task).await {
+                    Ok((pre, digest)) => prepared.push((task, pre, digest)),
+                    // The run that needs it reports the problem; warming goes on.
+                    Err(failure) => {
+                        tracing::debug!("environment {env_name:?}: not warming task {:?}: {failure}", task.name)
+                    }
+                }
+            }
+            let Some(pool) = self.pool_of(env) else { continue };
+            let keys: Vec<String> = prepared.iter().map(|(_, _, digest)| digest.clone()).collect();
+            let slots = pool.warm_slots(&keys);
+            let count = slots.len();
+            for (n, mut slot) in slots.into_iter().enumerate() {
+                let (task, pre, _) = &prepared[n % prepared.len()];
+                let Ok(provider) = self.provider_for(task) else { continue };
+                let provider: Arc<dyn crate::llm::LlmProvider> = provider;
+                let plan = super::attempt::AttemptPlan {
+                    number: 0,
+                    mode: crate::journal::JournalMode::Live,
+                    memory: env.resources.memory,
+                    stub: None,
+                    component: String::new(),
+                    parent: None,
+                };
+                let services = self.attempt_services(task, &provider, "", &plan);
+                match WarmInstance::new(self, env, pre, services, env.resources.memory).await {
+                    Ok(instance) => {
+                        slot.fill(instance);
+                        slot.keep();
+                    }
+                    Err(e) => {
+                        tracing::warn!("environment {env_name:?}: cannot warm an instance of {:?}: {e:#}", task.name)
+                    }
+                }
+            }
+            if count > 0 {
+                tracing::info!("environment {env_name:?}: warmed {count} instance(s)");
+            }
+        }
+    }
+
+    /// Drops what the pools' TTLs say to drop and saves the pools' status
+    /// when it changed; the host calls it every second.
+    pub fn sweep_pools(&self) {
+        let pools = self.pools();
+        for pool in &pools {
+            pool.sweep();
+        }
+        if !pools.is_empty() {
+            self.save_pool_status(false);
+        }
+    }
+
+    /// Writes the pools' snapshot to `.cairn/pools.json` (see
+    /// [`crate::pool::status`]) if it changed since the last write, or always with `force`.
+    pub fn save_pool_status(&self, force: bool) {
+        let mut pools: Vec<PoolStats> = self.pools().iter().map(|p| p.stats()).collect();
+        if pools.is_empty() {
+            return;
+        }
+        pools.sort_by(|a, b| a.environment.cmp(&b.environment));
+        let mut last = self.pool_status.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && *last == pools {
+            return;
+        }
+        let report =
+            PoolReport { updated_at_ms: crate::store::now_ms(), host: self.host_id.clone(), pools: pools.clone() };
+        match crate::pool::status::write(&self.manifest.state_dir(), &report) {
+            Ok(()) => *last = pools,
+            Err(e) => tracing::warn!("cannot write the pools' status: {e}"),
+        }
+    }
+}
