@@ -43,14 +43,15 @@ pub struct Project {
 }
 
 impl Project {
-    /// Writes `manifest` (with `{probe}`, `{refiner}` and `{batch_driver}` replaced by the built
+    /// Writes `manifest` (with `{probe}`, `{refiner}`, `{batch_driver}` and `{py_probe}` replaced by the built
     /// components' paths) into a fresh temp dir.
     pub fn new(manifest: &str) -> Project {
         let built = components();
         let text = manifest
             .replace("{probe}", &built.probe.display().to_string())
             .replace("{refiner}", &built.refiner.display().to_string())
-            .replace("{batch_driver}", &built.batch_driver.display().to_string());
+            .replace("{batch_driver}", &built.batch_driver.display().to_string())
+            .replace("{py_probe}", &built.py_probe.display().to_string());
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("cairn.toml");
         std::fs::write(&path, text).expect("write manifest");

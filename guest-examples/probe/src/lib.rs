@@ -252,14 +252,21 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
     };
     let _group = group.map(tasks::Group::new);
     let children = (0..count).map(|i| tasks::submit(task, &input(i))).collect::<Result<Vec<_>, _>>()?;
-    let (mut failed, mut outputs_bytes) = (0u64, 0u64);
+    let (mut failed, mut outputs_bytes, mut first_error) = (0u64, 0u64, None);
     for child in &children {
         match child.get() {
             Ok(output) => outputs_bytes += output.len() as u64,
-            Err(_) => failed += 1,
+            Err(error) => {
+                failed += 1;
+                first_error.get_or_insert(json!({ "kind": error.kind, "message": error.message }));
+            }
         }
     }
-    Ok(json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes }))
+    if args.get("fail_on_first_attempt") == Some(&Value::Bool(true)) && cairn_sdk::env::attempt() == 1 {
+        return Err(TaskError::new("flaky", "probe: failing on purpose after the children finished, on attempt 1"));
+    }
+    let ids: Vec<&str> = children.iter().map(|c| c.run_id()).collect();
+    Ok(json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes, "first_error": first_error, "run_ids": ids }))
 }
 
 /// One child run of `task` on `input` (default `{}`): `{"output": <its output

@@ -50,6 +50,8 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
         "produced_by": run.produced_by,
         "degraded": run.degraded,
         "replay_of": run.replay_of,
+        "parent": run.parent,
+        "group": run.group,
         "component_digest": run.component_digest,
     })
 }

@@ -25,6 +25,9 @@ pub enum RunsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Also list child runs (submitted by other runs through `tasks`).
+        #[arg(long)]
+        children: bool,
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -81,7 +84,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
     let store = cairn::runner::open_store(manifest)?;
     let tenant = Tenant::default();
     match command {
-        RunsCommand::List { status, task, limit, json } => {
+        RunsCommand::List { status, task, limit, children, json } => {
             let status = match status {
                 None => None,
                 Some(s) => match RunStatus::parse(&s) {
@@ -89,7 +92,13 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                     None => bail!("unknown status {s:?}; use pending, running, succeeded or failed"),
                 },
             };
-            let runs = store.list_runs(&tenant, &RunFilter { task, status, limit: Some(limit) })?;
+            // Children are filtered out after reading, so the limit applies to what is shown.
+            let runs: Vec<_> = store
+                .list_runs(&tenant, &RunFilter { task, status, limit: children.then_some(limit) })?
+                .into_iter()
+                .filter(|run| children || run.parent.is_none())
+                .take(limit)
+                .collect();
             if json {
                 for run in &runs {
                     println!("{}", output::run_json(run, store.as_ref()));
@@ -127,6 +136,18 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 }
                 if let Some(from) = &record.cached_from {
                     println!("cached    output reused from run {from}");
+                }
+                if let Some(parent) = &record.parent {
+                    let group = record.group.as_deref().map(|g| format!(" in group {g}")).unwrap_or_default();
+                    println!("parent    run {parent}{group}");
+                }
+                let children: Vec<_> = store
+                    .journal_of(&record.id)?
+                    .into_iter()
+                    .filter(|e| e.key.kind == cairn::store::CallKind::Child)
+                    .collect();
+                if !children.is_empty() {
+                    println!("children  {} (see `cairn runs journal {}`)", children.len(), record.id);
                 }
                 if let Some(source) = &record.replay_of {
                     println!("replay    of run {source} (live calls forbidden)");

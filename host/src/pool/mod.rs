@@ -73,7 +73,8 @@ pub struct PoolStats {
     pub queued: usize,
     /// Instances made.
     pub instantiations: u64,
-    /// Calls served by an instance that had served one before.
+    /// Calls served by an instance that had served one before (a warmed
+    /// instance's first call is not a reuse).
     pub reuses: u64,
     /// Instances dropped because a call broke them (trap, limit, timeout).
     pub discarded: u64,
@@ -84,6 +85,8 @@ pub struct PoolStats {
 struct Idle<T> {
     key: String,
     instance: T,
+    /// Whether it has served a call (a warmed instance has not).
+    served: bool,
 }
 
 struct Replica<T> {
@@ -103,6 +106,8 @@ impl<T> Replica<T> {
 struct Grant<T> {
     replica: u64,
     instance: Option<T>,
+    /// The instance served a call before.
+    served: bool,
 }
 
 struct Waiter<T> {
@@ -229,13 +234,15 @@ impl<T: Send + 'static> Pool<T> {
             while state.replicas[index].live() < self.policy.concurrency as usize {
                 state.replicas[index].busy += 1;
                 state.stats.instantiations += 1;
-                grants.push(Grant { replica: state.replicas[index].id, instance: None });
+                grants.push(Grant { replica: state.replicas[index].id, instance: None, served: false });
             }
         }
         Self::count(&mut state);
         drop(state);
         for (n, grant) in grants.into_iter().enumerate() {
-            leases.push(self.lease(&keys[n % keys.len()], grant));
+            let mut lease = self.lease(&keys[n % keys.len()], grant);
+            lease.warming = true;
+            leases.push(lease);
         }
         leases
     }
@@ -260,9 +267,10 @@ impl<T: Send + 'static> Pool<T> {
             pool: self.clone(),
             replica: grant.replica,
             key: key.to_owned(),
-            reused: grant.instance.is_some(),
+            reused: grant.served,
             instance: grant.instance,
             keep: false,
+            warming: false,
         }
     }
 
@@ -283,23 +291,23 @@ impl<T: Send + 'static> Pool<T> {
             .iter()
             .enumerate()
             .find_map(|(r, replica)| replica.idle.iter().rposition(|idle| idle.key == key).map(|i| (r, i)));
-        let (index, instance) = if let Some((r, i)) = reuse {
+        let (index, instance, served) = if let Some((r, i)) = reuse {
             let idle = state.replicas[r].idle.swap_remove(i);
-            state.stats.reuses += 1;
-            (r, Some(idle.instance))
+            state.stats.reuses += u64::from(idle.served);
+            (r, Some(idle.instance), idle.served)
         } else if let Some(r) = state.replicas.iter().position(|replica| replica.live() < concurrency) {
             state.stats.instantiations += 1;
-            (r, None)
+            (r, None, false)
         } else if state.replicas.len() < self.policy.max_replicas as usize {
             state.stats.instantiations += 1;
-            (self.add_replica(state, now), None)
+            (self.add_replica(state, now), None, false)
         } else if let Some(r) = state.replicas.iter().position(|replica| !replica.idle.is_empty()) {
             // Full, partly of idle instances of other components: make room for this one.
             if let Some(evicted) = state.replicas[r].idle.pop() {
                 garbage.push(evicted.instance);
             }
             state.stats.instantiations += 1;
-            (r, None)
+            (r, None, false)
         } else {
             return None;
         };
@@ -308,10 +316,11 @@ impl<T: Send + 'static> Pool<T> {
         replica.last_active_ms = now;
         let id = replica.id;
         Self::count(state);
-        Some(Grant { replica: id, instance })
+        state.stats.peak_busy = state.stats.peak_busy.max(state.stats.busy);
+        Some(Grant { replica: id, instance, served })
     }
 
-    fn release(&self, replica: u64, key: String, instance: Option<T>, keep: bool) {
+    fn release(&self, replica: u64, key: String, instance: Option<T>, keep: bool, served: bool) {
         let mut garbage = Vec::new();
         let mut state = self.lock();
         let now = self.clock.now_ms();
@@ -320,7 +329,7 @@ impl<T: Send + 'static> Pool<T> {
             slot.busy = slot.busy.saturating_sub(1);
             slot.last_active_ms = now;
             match instance {
-                Some(instance) if keep => slot.idle.push(Idle { key, instance }),
+                Some(instance) if keep => slot.idle.push(Idle { key, instance, served }),
                 Some(instance) => {
                     state.stats.discarded += 1;
                     garbage.push(instance);
@@ -348,7 +357,7 @@ impl<T: Send + 'static> Pool<T> {
                 if let Some(slot) = state.replicas.iter_mut().find(|r| r.id == grant.replica) {
                     slot.busy = slot.busy.saturating_sub(1);
                     if let Some(instance) = grant.instance {
-                        slot.idle.push(Idle { key, instance });
+                        slot.idle.push(Idle { key, instance, served: grant.served });
                     }
                 }
             }
@@ -386,7 +395,6 @@ impl<T: Send + 'static> Pool<T> {
         stats.idle = state.replicas.iter().map(|r| r.idle.len()).sum();
         stats.busy = state.replicas.iter().map(|r| r.busy).sum();
         stats.live = stats.idle + stats.busy;
-        stats.peak_busy = stats.peak_busy.max(stats.busy);
         stats.queued = state.queue.len();
     }
 }
@@ -400,6 +408,8 @@ pub struct Lease<T: Send + 'static> {
     reused: bool,
     instance: Option<T>,
     keep: bool,
+    /// Made by [`Pool::warm_slots`]: its instance has not served a call.
+    warming: bool,
 }
 
 impl<T: Send + 'static> Lease<T> {
@@ -426,7 +436,8 @@ impl<T: Send + 'static> Lease<T> {
 
 impl<T: Send + 'static> Drop for Lease<T> {
     fn drop(&mut self) {
-        self.pool.release(self.replica, std::mem::take(&mut self.key), self.instance.take(), self.keep);
+        let served = !self.warming;
+        self.pool.release(self.replica, std::mem::take(&mut self.key), self.instance.take(), self.keep, served);
     }
 }
 

@@ -102,6 +102,7 @@ impl Host {
             run.parent = Some(child.parent.clone());
             run.group = child.group.clone();
             self.store.create_run(&run).await?;
+            self.start_environment(&task.environment).await;
             return self.start(run, &task, &RunOptions::default()).await;
         };
         match run.status {
