@@ -4,11 +4,14 @@
 //! the guest's write: a chatty task must not crash because of its logging.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 #[derive(Default)]
 struct Buffer {
@@ -21,12 +24,14 @@ struct Buffer {
 pub struct CapturedOutput {
     cap: usize,
     buffer: Arc<Mutex<Buffer>>,
+    /// Whether anything was written since the last take: read without the lock.
+    written: Arc<AtomicBool>,
 }
 
 impl CapturedOutput {
     /// A capture that keeps at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
-        CapturedOutput { cap, buffer: Arc::default() }
+        CapturedOutput { cap, buffer: Arc::default(), written: Arc::default() }
     }
 
     /// What was written, lossily decoded as UTF-8, with a note if output was dropped.
@@ -46,11 +51,8 @@ impl CapturedOutput {
 impl CapturedOutput {
     /// [`CapturedOutput::text`], then empties the buffer (for the next call on a reused instance).
     pub fn take_text(&self) -> String {
-        {
-            let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            if buffer.bytes.is_empty() && buffer.dropped == 0 {
-                return String::new();
-            }
+        if !self.written.swap(false, Ordering::Acquire) {
+            return String::new();
         }
         let text = self.text();
         *self.buffer.lock().unwrap_or_else(|e| e.into_inner()) = Buffer::default();
@@ -68,15 +70,48 @@ impl StdoutStream for CapturedOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    /// Writes straight into the buffer: no adapter task per stream.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
 }
 
-impl AsyncWrite for CapturedOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+impl CapturedOutput {
+    /// Keeps what fits under the cap and counts the rest as dropped.
+    fn append(&self, data: &[u8]) {
+        self.written.store(true, Ordering::Release);
         let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let room = self.cap.saturating_sub(buffer.bytes.len());
         let kept = room.min(data.len());
         buffer.bytes.extend_from_slice(&data[..kept]);
         buffer.dropped += data.len() - kept;
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+impl AsyncWrite for CapturedOutput {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.append(data);
         Poll::Ready(Ok(data.len()))
     }
 

@@ -117,6 +117,22 @@ impl Journal {
         }
     }
 
+    /// Turns this journal into [`Journal::new`]'s for another run or attempt,
+    /// keeping its allocations (a warm instance's next call).
+    pub fn reset(&mut self, run_id: &str, attempt: u32, mode: &JournalMode) {
+        self.run_id.clear();
+        self.run_id.push_str(run_id);
+        self.attempt = attempt;
+        self.next_seq = 0;
+        if self.mode != *mode {
+            self.mode = mode.clone();
+        }
+        self.loaded = false;
+        self.recorded.clear();
+        self.occurrences.clear();
+        self.pending_traces.clear();
+    }
+
     /// [`Journal::new`], read at once.
     pub async fn open(
         store: Arc<dyn Store>,

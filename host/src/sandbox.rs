@@ -6,7 +6,9 @@
 //! directory, preopened as `.` by WASI; the rest of the host's filesystem
 //! does not exist for it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -35,10 +37,16 @@ pub enum SandboxError {
     },
 }
 
+/// How many made directories are remembered before the memory starts over.
+const MADE_REMEMBERED: usize = 100_000;
+
 /// The directory holding every run's files.
 pub struct RunDirs {
     root: Dir,
     root_path: PathBuf,
+    /// Runs whose directory this process made (or found), so a retried
+    /// attempt does not walk the path again.
+    made: Mutex<HashSet<String>>,
 }
 
 impl RunDirs {
@@ -47,7 +55,7 @@ impl RunDirs {
         let root_error = |source| SandboxError::Root { path: path.to_path_buf(), source };
         std::fs::create_dir_all(path).map_err(root_error)?;
         let root = Dir::open_ambient_dir(path, ambient_authority()).map_err(root_error)?;
-        Ok(RunDirs { root, root_path: path.to_path_buf() })
+        Ok(RunDirs { root, root_path: path.to_path_buf(), made: Mutex::new(HashSet::new()) })
     }
 
     /// Creates the work directory of `run_id` and returns its host path,
@@ -57,9 +65,16 @@ impl RunDirs {
             return Err(SandboxError::BadRunId(run_id.to_owned()));
         }
         let relative = Path::new(run_id).join("work");
-        self.root
-            .create_dir_all(&relative)
-            .map_err(|source| SandboxError::Create { run_id: run_id.to_owned(), source })?;
+        if !self.made.lock().unwrap_or_else(|e| e.into_inner()).contains(run_id) {
+            self.root
+                .create_dir_all(&relative)
+                .map_err(|source| SandboxError::Create { run_id: run_id.to_owned(), source })?;
+            let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+            if made.len() >= MADE_REMEMBERED {
+                made.clear();
+            }
+            made.insert(run_id.to_owned());
+        }
         Ok(self.root_path.join(relative))
     }
 }
@@ -71,6 +86,7 @@ impl RunDirs {
         if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(SandboxError::BadRunId(run_id.to_owned()));
         }
+        self.made.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
         match self.root.remove_dir_all(run_id) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

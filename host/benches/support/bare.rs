@@ -3,7 +3,7 @@
 
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, ResourceType};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The store data of a bare instance.
@@ -25,6 +25,11 @@ impl WasiView for Bare {
     }
 }
 
+/// Stand-in host type of `cairn:task/tasks.pending`.
+struct PendingStub;
+/// Stand-in host type of `cairn:task/tasks.group`.
+struct GroupStub;
+
 /// `component` pre-instantiated with WASI and trapping stubs for `cairn:task/*`.
 pub fn bare_pre(engine: &Engine, component: &Component) -> InstancePre<Bare> {
     let mut linker: Linker<Bare> = Linker::new(engine);
@@ -32,10 +37,21 @@ pub fn bare_pre(engine: &Engine, component: &Component) -> InstancePre<Bare> {
     for (name, item) in component.component_type().imports(engine) {
         if let (true, ComponentItem::ComponentInstance(instance)) = (name.starts_with("cairn:task/"), item.ty) {
             let mut stubs = linker.instance(name).unwrap();
-            for (function, _) in instance.exports(engine) {
-                stubs
-                    .func_new(function, |_, _, _, _| Err(wasmtime::format_err!("not linked in the bare baseline")))
-                    .unwrap();
+            for (export, item) in instance.exports(engine) {
+                match item.ty {
+                    // Each imported resource type needs a host type of its own.
+                    ComponentItem::Resource(_) => {
+                        let ty = match export {
+                            "pending" => ResourceType::host::<PendingStub>(),
+                            "group" => ResourceType::host::<GroupStub>(),
+                            other => panic!("the bare baseline does not know resource {other:?}"),
+                        };
+                        stubs.resource(export, ty, |_, _| Ok(())).unwrap();
+                    }
+                    _ => stubs
+                        .func_new(export, |_, _, _, _| Err(wasmtime::format_err!("not linked in the bare baseline")))
+                        .unwrap(),
+                }
             }
         }
     }

@@ -2,13 +2,36 @@
 //! tests use [`TestClock`], which records every sleep and advances at once.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Milliseconds since the epoch as of the engine's last epoch tick (every
+/// 10 ms); 0 until the first tick.
+static COARSE_NOW_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Advances the coarse clock; the engine's epoch ticker calls it every tick.
+pub fn tick_coarse() {
+    COARSE_NOW_MS.store(crate::store::now_ms(), Ordering::Relaxed);
+}
+
+/// Wall-clock milliseconds, at most a few ticks old, without a clock read:
+/// for decisions measured in seconds (pool TTLs, re-checking files).
+pub fn coarse_now_ms() -> u64 {
+    match COARSE_NOW_MS.load(Ordering::Relaxed) {
+        0 => crate::store::now_ms(),
+        now => now,
+    }
+}
 
 /// A source of time and of waiting.
 #[async_trait::async_trait]
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+    /// [`Clock::now_ms`] where ticks of about 10 ms are precise enough; cheaper.
+    fn coarse_now_ms(&self) -> u64 {
+        self.now_ms()
+    }
     /// Waits for `duration`.
     async fn sleep(&self, duration: Duration);
 }
@@ -20,6 +43,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         crate::store::now_ms()
+    }
+
+    fn coarse_now_ms(&self) -> u64 {
+        coarse_now_ms()
     }
 
     async fn sleep(&self, duration: Duration) {

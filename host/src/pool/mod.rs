@@ -9,7 +9,8 @@
 //! A lease dropped without [`Lease::keep`] (trap, limit, timeout, cancel)
 //! drops its instance: a broken instance is never reused.
 //!
-//! Time comes from the host's [`Clock`]: [`Pool::sweep`] drops replicas
+//! Time comes from the host's [`Clock`] (its coarse reading: TTLs are
+//! seconds long): [`Pool::sweep`], which the host calls every second, drops replicas
 //! above `min_replicas` idle past `scaledown_ttl`, and every replica once the
 //! environment has had no work for `idle_ttl`. The pool is generic over the
 //! instance type, so its accounting is tested without an engine.
@@ -83,7 +84,7 @@ pub struct PoolStats {
 }
 
 struct Idle<T> {
-    key: String,
+    key: Arc<str>,
     instance: T,
     /// Whether it has served a call (a warmed instance has not).
     served: bool,
@@ -112,7 +113,7 @@ struct Grant<T> {
 
 struct Waiter<T> {
     id: u64,
-    key: String,
+    key: Arc<str>,
     grant: oneshot::Sender<Grant<T>>,
 }
 
@@ -141,7 +142,7 @@ impl<T: Send + 'static> Pool<T> {
             concurrency: policy.concurrency,
             ..Default::default()
         };
-        let now = clock.now_ms();
+        let now = clock.coarse_now_ms();
         Arc::new(Pool {
             policy,
             clock,
@@ -167,13 +168,12 @@ impl<T: Send + 'static> Pool<T> {
     /// A lease on an instance of component `key`: an idle one if there is
     /// one, else an empty slot the caller instantiates into. Waits in the
     /// queue when the pool is full, at most `queue_timeout`.
-    pub async fn acquire(self: &Arc<Self>, key: &str) -> Result<Lease<T>, PoolError> {
+    pub async fn acquire(self: &Arc<Self>, key: &Arc<str>) -> Result<Lease<T>, PoolError> {
         let receiver = {
             let mut garbage = Vec::new();
             let mut state = self.lock();
-            let now = self.clock.now_ms();
+            let now = self.clock.coarse_now_ms();
             state.last_work_ms = now;
-            self.sweep_locked(&mut state, now, &mut garbage);
             let granted = if state.queue.is_empty() { self.take(&mut state, key, now, &mut garbage) } else { None };
             let outcome = match granted {
                 Some(grant) => Ok(grant),
@@ -181,7 +181,7 @@ impl<T: Send + 'static> Pool<T> {
                     let (sender, receiver) = oneshot::channel();
                     state.next_id += 1;
                     let id = state.next_id;
-                    state.queue.push_back(Waiter { id, key: key.to_owned(), grant: sender });
+                    state.queue.push_back(Waiter { id, key: key.clone(), grant: sender });
                     state.stats.queued = state.queue.len();
                     Err((id, receiver))
                 }
@@ -218,13 +218,13 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Empty slots filling `min_replicas` replicas to `concurrency` instances
     /// each; the caller instantiates into them (cycling `keys`) and keeps them.
-    pub fn warm_slots(self: &Arc<Self>, keys: &[String]) -> Vec<Lease<T>> {
+    pub fn warm_slots(self: &Arc<Self>, keys: &[Arc<str>]) -> Vec<Lease<T>> {
         let mut leases = Vec::new();
         if keys.is_empty() {
             return leases;
         }
         let mut state = self.lock();
-        let now = self.clock.now_ms();
+        let now = self.clock.coarse_now_ms();
         state.last_work_ms = now;
         while state.replicas.len() < self.policy.min_replicas as usize {
             self.add_replica(&mut state, now);
@@ -251,7 +251,7 @@ impl<T: Send + 'static> Pool<T> {
     pub fn sweep(&self) {
         let mut garbage = Vec::new();
         let mut state = self.lock();
-        let now = self.clock.now_ms();
+        let now = self.clock.coarse_now_ms();
         self.sweep_locked(&mut state, now, &mut garbage);
         drop(state);
         garbage.into_iter().for_each(reap);
@@ -262,11 +262,11 @@ impl<T: Send + 'static> Pool<T> {
         self.lock().stats.clone()
     }
 
-    fn lease(self: &Arc<Self>, key: &str, grant: Grant<T>) -> Lease<T> {
+    fn lease(self: &Arc<Self>, key: &Arc<str>, grant: Grant<T>) -> Lease<T> {
         Lease {
             pool: self.clone(),
             replica: grant.replica,
-            key: key.to_owned(),
+            key: key.clone(),
             reused: grant.served,
             instance: grant.instance,
             keep: false,
@@ -284,13 +284,13 @@ impl<T: Send + 'static> Pool<T> {
     /// A slot for `key` if one is free now: an idle instance of `key`, room
     /// in a replica, an idle instance of another component to evict, or a
     /// new replica.
-    fn take(&self, state: &mut State<T>, key: &str, now: u64, garbage: &mut Vec<T>) -> Option<Grant<T>> {
+    fn take(&self, state: &mut State<T>, key: &Arc<str>, now: u64, garbage: &mut Vec<T>) -> Option<Grant<T>> {
         let concurrency = self.policy.concurrency as usize;
         let reuse = state
             .replicas
             .iter()
             .enumerate()
-            .find_map(|(r, replica)| replica.idle.iter().rposition(|idle| idle.key == key).map(|i| (r, i)));
+            .find_map(|(r, replica)| replica.idle.iter().rposition(|idle| idle.key == *key).map(|i| (r, i)));
         let (index, instance, served) = if let Some((r, i)) = reuse {
             let idle = state.replicas[r].idle.swap_remove(i);
             state.stats.reuses += u64::from(idle.served);
@@ -320,10 +320,10 @@ impl<T: Send + 'static> Pool<T> {
         Some(Grant { replica: id, instance, served })
     }
 
-    fn release(&self, replica: u64, key: String, instance: Option<T>, keep: bool, served: bool) {
+    fn release(&self, replica: u64, key: Arc<str>, instance: Option<T>, keep: bool, served: bool) {
         let mut garbage = Vec::new();
         let mut state = self.lock();
-        let now = self.clock.now_ms();
+        let now = self.clock.coarse_now_ms();
         state.last_work_ms = now;
         if let Some(slot) = state.replicas.iter_mut().find(|r| r.id == replica) {
             slot.busy = slot.busy.saturating_sub(1);
@@ -404,7 +404,7 @@ impl<T: Send + 'static> Pool<T> {
 pub struct Lease<T: Send + 'static> {
     pool: Arc<Pool<T>>,
     replica: u64,
-    key: String,
+    key: Arc<str>,
     reused: bool,
     instance: Option<T>,
     keep: bool,
@@ -437,7 +437,8 @@ impl<T: Send + 'static> Lease<T> {
 impl<T: Send + 'static> Drop for Lease<T> {
     fn drop(&mut self) {
         let served = !self.warming;
-        self.pool.release(self.replica, std::mem::take(&mut self.key), self.instance.take(), self.keep, served);
+        let key = self.key.clone();
+        self.pool.release(self.replica, key, self.instance.take(), self.keep, served);
     }
 }
 

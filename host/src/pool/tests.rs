@@ -26,7 +26,7 @@ fn pool(policy: ReusePolicy) -> (Arc<Pool<Instance>>, Arc<TestClock>) {
 
 /// Acquires, instantiating into an empty slot with the next serial number.
 async fn take(pool: &Arc<Pool<Instance>>, serial: &AtomicUsize) -> Lease<Instance> {
-    let mut lease = pool.acquire("a").await.expect("acquire");
+    let mut lease = pool.acquire(&"a".into()).await.expect("acquire");
     if lease.instance().is_none() {
         lease.fill(serial.fetch_add(1, Ordering::SeqCst) as u32);
     }
@@ -73,7 +73,7 @@ async fn grows_on_demand_up_to_max_then_queues_fairly() {
     for n in 0..3 {
         let (waiting, order) = (pool.clone(), order.clone());
         waiters.push(tokio::spawn(async move {
-            let mut lease = waiting.acquire("a").await.unwrap();
+            let mut lease = waiting.acquire(&"a".into()).await.unwrap();
             order.lock().unwrap().push(n);
             lease.keep();
             tokio::task::yield_now().await;
@@ -156,7 +156,7 @@ async fn other_components_are_evicted_when_full() {
     for mut lease in [take(&pool, &serial).await, take(&pool, &serial).await] {
         lease.keep();
     }
-    let mut other = pool.acquire("b").await.unwrap();
+    let mut other = pool.acquire(&"b".into()).await.unwrap();
     assert!(other.instance().is_none(), "no idle instance of b: a slot to instantiate into");
     other.fill(9);
     other.keep();
@@ -172,7 +172,7 @@ async fn a_bounded_wait_fails_clearly() {
     let (pool, _) = pool(tight);
     let serial = AtomicUsize::new(0);
     let _held = take(&pool, &serial).await;
-    let error = pool.acquire("a").await.err().expect("times out").to_string();
+    let error = pool.acquire(&"a".into()).await.err().expect("times out").to_string();
     assert!(error.contains("no instance became free within 20ms"), "{error}");
     assert!(error.contains("reuse.replicas"), "{error}");
     let stats = pool.stats();

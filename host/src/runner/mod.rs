@@ -9,11 +9,14 @@
 mod attempt;
 pub mod cache;
 pub mod children;
+mod invoke;
 pub mod lease;
 mod providers;
 pub mod warm;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use wasmtime::component::Linker;
@@ -21,6 +24,7 @@ use wasmtime::component::Linker;
 use self::attempt::AttemptPlan;
 pub use self::attempt::host_failure;
 use self::children::ChildSpawner;
+pub use self::invoke::PreparedTask;
 use self::lease::{Heartbeat, host_id, is_stale, lease_until};
 pub use self::providers::build_provider;
 use self::warm::WarmInstance;
@@ -31,7 +35,7 @@ use crate::llm::LlmProvider;
 use crate::llm::chain::{Member, ProviderChain};
 use crate::manifest::{Manifest, TaskSpec};
 use crate::policy::breaker::Admission;
-use crate::policy::clock::{Clock, SystemClock};
+use crate::policy::clock::{Clock, SystemClock, coarse_now_ms};
 use crate::policy::registry::Breakers;
 use crate::policy::retry::random_unit;
 use crate::pool::Pool;
@@ -107,8 +111,8 @@ pub struct Host {
     clock: Arc<dyn Clock>,
     breakers: Arc<Breakers>,
     providers: Mutex<HashMap<String, Arc<ProviderChain>>>,
-    /// Components already loaded, by path, with the file's identity when loaded.
-    loaded: Mutex<HashMap<std::path::PathBuf, (FileIdentity, String)>>,
+    /// Components already loaded and pre-instantiated, by task name.
+    loaded: Mutex<HashMap<String, Loaded>>,
     /// Directories of warm instances (`.cairn/instances/`).
     instance_dirs: RunDirs,
     /// Warm-instance pools of environments with `reuse`, by environment.
@@ -122,6 +126,20 @@ pub struct Host {
     /// The pools' status as last saved.
     pool_status: Mutex<Vec<crate::pool::PoolStats>>,
 }
+
+/// A component file as last loaded: what identified it, and when that was checked.
+struct Loaded {
+    identity: FileIdentity,
+    /// When the identity was last checked, on the coarse clock.
+    checked_at_ms: u64,
+    digest: Arc<str>,
+    pre: TaskPre<HostState>,
+}
+
+/// How long a loaded component's file is trusted unchanged before it is
+/// checked again: a component rebuilt under a running host is picked up by
+/// the next run that starts after this.
+const RECHECK_COMPONENT_MS: u64 = 500;
 
 /// The file name of the embedded store inside `.cairn/`.
 pub const STORE_FILE: &str = "cairn.redb";
@@ -176,11 +194,11 @@ impl Host {
             host_id: host_id(),
             clock,
             breakers,
-            providers: Mutex::new(HashMap::new()),
-            pres: Mutex::new(HashMap::new()),
-            loaded: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::default()),
+            pres: Mutex::new(HashMap::default()),
+            loaded: Mutex::new(HashMap::default()),
             instance_dirs,
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::default()),
             started: Mutex::new(HashSet::new()),
             children: Arc::new(ChildSpawner::new(me.clone())),
             progress: Arc::new(Progress::default()),
@@ -293,7 +311,7 @@ impl Host {
             Ok(prepared) => prepared,
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
-        run.component_digest = Some(digest.clone());
+        run.component_digest = Some(digest.to_string());
         let cache_key = match options.replay {
             Some(_) => None,
             None => cache::cache_key(self.manifest.cache_of(task), &task.name, &digest, &input),
@@ -383,7 +401,7 @@ impl Host {
             Ok(prepared) => prepared,
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
-        run.component_digest = Some(digest);
+        run.component_digest = Some(digest.to_string());
         self.start_environment(&task.environment).await;
         self.drive(run, &task, pre, None).await
     }
@@ -460,7 +478,7 @@ impl Host {
                 continue;
             }
             let prepared = if index == 0 {
-                Ok((pre.clone(), run.component_digest.clone().unwrap_or_default()))
+                Ok((pre.clone(), Arc::from(run.component_digest.as_deref().unwrap_or_default())))
             } else {
                 self.prepare(candidate).await
             };
@@ -481,6 +499,7 @@ impl Host {
                 }
             };
             let provider: Arc<dyn LlmProvider> = chain_provider.clone();
+            let pool = self.pool_of(self.manifest.environment_of(candidate));
             let mut memory = self.manifest.environment_of(candidate).resources.memory;
             let mut parks = 0;
             loop {
@@ -491,6 +510,7 @@ impl Host {
                     stub: stub.take(),
                     component: component.clone(),
                     parent: run.parent.clone(),
+                    pool: pool.clone(),
                 };
                 let started_at_ms = now_ms();
                 let (outcome, stats) =
@@ -629,7 +649,7 @@ impl Host {
             Ok(prepared) => prepared,
             Err(failure) => return self.dead_letter(run, failure).await,
         };
-        run.component_digest = Some(digest);
+        run.component_digest = Some(digest.to_string());
         self.drive(run, &task, pre, stub).await
     }
 
@@ -654,30 +674,6 @@ impl Host {
         &self.breakers
     }
 
-    /// Makes one attempt of `task` on `input` (in a fresh instance, or a
-    /// pooled one under `reuse`) without creating a run record: the per-call cost of the host, for benchmarks.
-    /// `run_id` reuses that run's directory and journal; `None` makes new ones.
-    pub async fn invoke_once(
-        &self,
-        task_name: &str,
-        input: &str,
-        run_id: Option<&str>,
-    ) -> Result<Result<String, Failure>, RunnerError> {
-        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?;
-        let (pre, component) = match self.prepare(task).await {
-            Ok(prepared) => prepared,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        let provider: Arc<dyn LlmProvider> = match self.provider_for(task) {
-            Ok(provider) => provider,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        let run_id = run_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        let memory = self.manifest.environment_of(task).resources.memory;
-        let plan = AttemptPlan { number: 1, mode: JournalMode::Live, memory, stub: None, component, parent: None };
-        Ok(self.attempt(task, &pre, &provider, &run_id, input, &plan).await.0)
-    }
-
     async fn finish(&self, mut run: RunRecord, outcome: Result<String, Failure>) -> Result<RunRecord, RunnerError> {
         match outcome {
             Ok(output) => {
@@ -698,18 +694,22 @@ impl Host {
     }
 
     /// Loads (or finds) the task's component and pre-instantiates it.
-    async fn prepare(&self, task: &TaskSpec) -> Result<(TaskPre<HostState>, String), Failure> {
+    async fn prepare(&self, task: &TaskSpec) -> Result<(TaskPre<HostState>, Arc<str>), Failure> {
         // An unchanged file needs no reading, hashing or loading again.
-        let identity = FileIdentity::of(&task.component);
-        if let Some(identity) = &identity {
-            let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((known, digest)) = loaded.get(&task.component)
-                && known == identity
-                && let Some(pre) = self.pres.lock().unwrap_or_else(|e| e.into_inner()).get(digest)
-            {
-                return Ok((pre.clone(), digest.clone()));
+        {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(known) = loaded.get_mut(&task.name) {
+                let now = coarse_now_ms();
+                if now.saturating_sub(known.checked_at_ms) < RECHECK_COMPONENT_MS {
+                    return Ok((known.pre.clone(), known.digest.clone()));
+                }
+                if FileIdentity::of(&task.component).is_some_and(|identity| identity == known.identity) {
+                    known.checked_at_ms = now;
+                    return Ok((known.pre.clone(), known.digest.clone()));
+                }
             }
         }
+        let identity = FileIdentity::of(&task.component);
         let engine = self.engine.clone();
         let path = task.component.clone();
         let loaded = tokio::task::spawn_blocking(move || engine.load(&path))
@@ -746,12 +746,15 @@ impl Host {
             }
         };
         if let Some(identity) = identity {
-            self.loaded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(task.component.clone(), (identity, loaded.digest.clone()));
+            let entry = Loaded {
+                identity,
+                checked_at_ms: coarse_now_ms(),
+                digest: Arc::from(loaded.digest.as_str()),
+                pre: pre.clone(),
+            };
+            self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(task.name.clone(), entry);
         }
-        Ok((pre, loaded.digest))
+        Ok((pre, Arc::from(loaded.digest)))
     }
 
     /// The task's provider chain (its provider, then that provider's

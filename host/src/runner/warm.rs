@@ -57,11 +57,12 @@ impl WarmInstance {
         Ok(WarmInstance { store, instance, stdout, stderr, dir })
     }
 
-    /// Gets the instance ready for another call: its services and memory limit.
-    pub(super) fn reset(&mut self, services: AttemptState, memory: u64) {
+    /// Gets the instance ready for another call under `memory` and returns
+    /// its services, to be refilled for that call.
+    pub(super) fn services(&mut self, memory: u64) -> &mut AttemptState {
         let data = self.store.data_mut();
-        data.attempt = services;
         data.memory = MemoryCap { limit: memory, hit: false };
+        &mut data.attempt
     }
 
     /// Calls the guest's `run`, yielding every epoch tick.
@@ -101,7 +102,12 @@ impl Host {
     pub(super) fn pool_of(&self, env: &Environment) -> Option<Arc<Pool<WarmInstance>>> {
         let policy = env.reuse?;
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        Some(pools.entry(env.name.clone()).or_insert_with(|| Pool::new(&env.name, policy, self.clock.clone())).clone())
+        if let Some(pool) = pools.get(&env.name) {
+            return Some(pool.clone());
+        }
+        let pool = Pool::new(&env.name, policy, self.clock.clone());
+        pools.insert(env.name.clone(), pool.clone());
+        Some(pool)
     }
 
     /// Pools made so far, by environment.
@@ -129,7 +135,7 @@ impl Host {
                 }
             }
             let Some(pool) = self.pool_of(env) else { continue };
-            let keys: Vec<String> = prepared.iter().map(|(_, _, digest)| digest.clone()).collect();
+            let keys: Vec<Arc<str>> = prepared.iter().map(|(_, _, digest)| digest.clone()).collect();
             let slots = pool.warm_slots(&keys);
             let count = slots.len();
             for (n, mut slot) in slots.into_iter().enumerate() {
@@ -141,8 +147,9 @@ impl Host {
                     mode: crate::journal::JournalMode::Live,
                     memory: env.resources.memory,
                     stub: None,
-                    component: String::new(),
+                    component: Arc::from(""),
                     parent: None,
+                    pool: None,
                 };
                 let services = self.attempt_services(task, &provider, "", &plan);
                 match WarmInstance::new(self, env, pre, services, env.resources.memory).await {
