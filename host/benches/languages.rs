@@ -12,7 +12,7 @@
 //! - fresh instantiate + call: new store, instantiate (from an `InstancePre`),
 //!   call `run` with the echo input, drop; what each attempt pays without reuse;
 //! - warm call: `run` called again and again on one instance; what a reused
-//!   instance would pay (the host has no instance pool yet).
+//!   instance pays (Cairn's pool adds little to it: see `--bench reuse`).
 //!
 //! Run with `cargo bench -p cairn --bench languages` after `./x setup` (which builds the guests).
 
@@ -21,14 +21,12 @@ use std::time::{Duration, Instant};
 
 use cairn::engine::CairnEngine;
 use sha2::{Digest, Sha256};
-use wasmtime::Store;
-use wasmtime::component::{Component, Func, InstancePre, Val};
+use wasmtime::component::{Component, InstancePre};
 
 #[path = "support/bare.rs"]
 mod bare;
-use bare::{Bare, bare_pre};
+use bare::{Bare, bare_pre, call_echo, new_store};
 
-const ECHO: &str = r#"{"mode":"echo"}"#;
 const COMPILE_ROUNDS: u32 = 2;
 const LOAD_ROUNDS: u32 = 20;
 const FRESH_CALLS: u32 = 500;
@@ -51,18 +49,6 @@ fn examples() -> PathBuf {
 
 fn mean(total: Duration, n: u32) -> Duration {
     total / n
-}
-
-fn new_store(engine: &wasmtime::Engine) -> Store<Bare> {
-    let mut store = Store::new(engine, Bare::new());
-    store.set_epoch_deadline(u64::MAX / 2);
-    store
-}
-
-async fn call_echo(store: &mut Store<Bare>, run: &Func) {
-    let mut results = [Val::Bool(false)];
-    run.call_async(&mut *store, &[Val::String(ECHO.into())], &mut results).await.unwrap();
-    assert!(matches!(&results[0], Val::Result(Ok(_))), "echo failed: {results:?}");
 }
 
 /// A new store and instance, one echo call, then both dropped: an attempt without reuse.

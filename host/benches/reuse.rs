@@ -20,14 +20,12 @@ use std::time::{Duration, Instant};
 
 use cairn::manifest::Manifest;
 use cairn::runner::Host;
-use wasmtime::Store;
-use wasmtime::component::{Component, Func, InstancePre, Val};
+use wasmtime::component::{Component, InstancePre};
 
 #[path = "support/bare.rs"]
 mod bare;
-use bare::{Bare, bare_pre};
+use bare::{Bare, ECHO, bare_pre, call_echo, new_store};
 
-const ECHO: &str = r#"{"mode":"echo"}"#;
 const ROUNDS: u32 = 5;
 const RUN: &str = "0190bench-0000-7000-8000-000000000001";
 
@@ -37,18 +35,6 @@ fn examples() -> PathBuf {
 
 fn us(total: Duration, n: u32) -> f64 {
     total.as_secs_f64() * 1e6 / f64::from(n)
-}
-
-fn new_store(engine: &wasmtime::Engine) -> Store<Bare> {
-    let mut store = Store::new(engine, Bare::new());
-    store.set_epoch_deadline(u64::MAX / 2);
-    store
-}
-
-async fn call_echo(store: &mut Store<Bare>, run: &Func) {
-    let mut results = [Val::Bool(false)];
-    run.call_async(&mut *store, &[Val::String(ECHO.into())], &mut results).await.unwrap();
-    assert!(matches!(&results[0], Val::Result(Ok(_))), "echo failed: {results:?}");
 }
 
 /// Bare: `n` × (store, instantiate, call, drop).

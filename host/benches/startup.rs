@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use cairn::engine::CairnEngine;
 use cairn::manifest::Manifest;
 use cairn::runner::Host;
-use wasmtime::component::{Component, Val};
-use wasmtime::{Engine, Store};
+use wasmtime::Engine;
+use wasmtime::component::Component;
 
 #[path = "support/bare.rs"]
 mod bare;
-use bare::{Bare, bare_pre};
+use bare::{bare_pre, call_echo, new_store};
 
 fn mean(total: Duration, n: u32) -> f64 {
     total.as_secs_f64() * 1e6 / n as f64
@@ -30,13 +30,10 @@ async fn bare_calls(engine: &Engine, component: &Component, n: u32) -> Duration 
     let pre = bare_pre(engine, component);
     let started = Instant::now();
     for _ in 0..n {
-        let mut store = Store::new(engine, Bare::new());
-        store.set_epoch_deadline(u64::MAX / 2);
+        let mut store = new_store(engine);
         let instance = pre.instantiate_async(&mut store).await.unwrap();
         let run = instance.get_func(&mut store, "run").expect("probe exports run");
-        let mut results = [Val::Bool(false)];
-        run.call_async(&mut store, &[Val::String(r#"{"mode":"echo"}"#.into())], &mut results).await.unwrap();
-        assert!(matches!(&results[0], Val::Result(Ok(_))), "{results:?}");
+        call_echo(&mut store, &run).await;
     }
     started.elapsed()
 }

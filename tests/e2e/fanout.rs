@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::guests::cairn_bin;
 use crate::support::llm_server::{Fault, LlmServer, Script};
-use crate::support::project::{Project, output_json, refiner_script};
+use crate::support::project::{Project, driver_and_refiner, output_json, refiner_script};
 
 /// The probe as a fan-out parent (fresh instances) and as pooled children.
 const PROBES: &str = r#"
@@ -180,24 +180,7 @@ fn a_parent_killed_mid_fan_out_resumes_without_resubmitting_finished_children() 
     // Slow answers, so the kill lands with some children done and others mid-way.
     let server =
         LlmServer::start_blocking(refiner_script().faults((0..200).map(|_| Fault::Delay(Duration::from_millis(60)))));
-    let project = Project::http(
-        &server,
-        r#"
-        [environments.llm]
-        reuse = { replicas = 1, concurrency = 2 }
-
-        [environments.driver]
-        depends_on = ["llm"]
-
-        [tasks.report-refiner]
-        component = "{refiner}"
-        environment = "llm"
-
-        [tasks.batch-driver]
-        component = "{batch_driver}"
-        environment = "driver"
-        "#,
-    );
+    let project = Project::http(&server, &driver_and_refiner("{ replicas = 1, concurrency = 2 }"));
     let input = json!({"topics": topics}).to_string();
     let mut cairn = Command::new(cairn_bin())
         .arg("--manifest")

@@ -11,7 +11,7 @@ use cairn::runner::Host;
 use cairn::store::RunStatus;
 use serde_json::json;
 
-use crate::support::project::{Project, output_json};
+use crate::support::project::{Project, driver_and_refiner, output_json};
 
 /// The probe in a pooled environment `warm`, and again in the default (fresh) one.
 fn pooled(reuse: &str) -> Project {
@@ -132,23 +132,7 @@ async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::ta
 
 #[tokio::test]
 async fn depends_on_loads_and_warms_the_dependencies() {
-    let project = Project::new(
-        r#"
-        [environments.llm]
-        reuse = { replicas = 2, concurrency = 4 }
-
-        [environments.driver]
-        depends_on = ["llm"]
-
-        [tasks.report-refiner]
-        component = "{refiner}"
-        environment = "llm"
-
-        [tasks.batch-driver]
-        component = "{batch_driver}"
-        environment = "driver"
-        "#,
-    );
+    let project = Project::new(&driver_and_refiner("{ replicas = 2, concurrency = 4 }"));
     let host = project.host();
     host.start_environment("driver").await;
     let llm = stats(&host, "llm");

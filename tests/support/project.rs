@@ -34,6 +34,28 @@ pub fn refiner_script() -> Script {
         .rule(None, None, "# The printing press\n\nA first draft.")
 }
 
+/// The seed's fan-out: `batch-driver` in environment `driver`, which
+/// depends on `llm`, where `report-refiner` runs under `reuse`.
+pub fn driver_and_refiner(reuse: &str) -> String {
+    format!(
+        r#"
+        [environments.llm]
+        reuse = {reuse}
+
+        [environments.driver]
+        depends_on = ["llm"]
+
+        [tasks.report-refiner]
+        component = "{{refiner}}"
+        environment = "llm"
+
+        [tasks.batch-driver]
+        component = "{{batch_driver}}"
+        environment = "driver"
+        "#
+    )
+}
+
 /// A temp project directory with a manifest.
 pub struct Project {
     /// Keeps the directory alive.

@@ -1,9 +1,9 @@
 //! Bare wasmtime for the benchmarks' baselines: WASI 0.2 linked, Cairn's own
 //! imports linked as traps (the guests' echo paths never call them), nothing else.
 
-use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, ResourceType};
+use wasmtime::component::{Component, Func, InstancePre, Linker, ResourceTable, ResourceType, Val};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The store data of a bare instance.
@@ -56,4 +56,21 @@ pub fn bare_pre(engine: &Engine, component: &Component) -> InstancePre<Bare> {
         }
     }
     linker.instantiate_pre(component).unwrap()
+}
+
+/// The probes' cheapest input: `echo` returns it unchanged.
+pub const ECHO: &str = r#"{"mode":"echo"}"#;
+
+/// A fresh store with no deadline to speak of.
+pub fn new_store(engine: &Engine) -> Store<Bare> {
+    let mut store = Store::new(engine, Bare::new());
+    store.set_epoch_deadline(u64::MAX / 2);
+    store
+}
+
+/// Calls `run` with [`ECHO`] and checks that it succeeded.
+pub async fn call_echo(store: &mut Store<Bare>, run: &Func) {
+    let mut results = [Val::Bool(false)];
+    run.call_async(&mut *store, &[Val::String(ECHO.into())], &mut results).await.unwrap();
+    assert!(matches!(&results[0], Val::Result(Ok(_))), "echo failed: {results:?}");
 }

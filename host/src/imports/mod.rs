@@ -141,3 +141,32 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     Task::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::Component;
+
+    /// A component importing `trace.recall` from package version `version`.
+    fn importing(version: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(component
+                (import "cairn:task/trace@{version}" (instance
+                    (export "recall" (func (param "name" string) (param "input" string) (result (option string))))
+                ))
+            )"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn components_built_against_0_1_0_still_link() {
+        let engine = wasmtime::Engine::default();
+        let linker = super::linker(&engine).unwrap();
+        for version in ["0.1.0", "0.1.1"] {
+            let component = Component::new(&engine, importing(version)).unwrap();
+            linker.instantiate_pre(&component).unwrap_or_else(|e| panic!("{version}: {e:#}"));
+        }
+        let newer = Component::new(&engine, importing("0.2.0")).unwrap();
+        assert!(linker.instantiate_pre(&newer).is_err(), "an incompatible version must not link");
+    }
+}
