@@ -20,6 +20,15 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// Component instances the pooling allocator holds at once: warm instances
+/// of every pool plus fresh ones (see [`MAX_FRESH_INSTANCES`]).
+pub const MAX_INSTANCES: u32 = 1000;
+/// Fresh (not pooled) instances alive at once; more attempts wait their turn.
+pub const MAX_FRESH_INSTANCES: usize = 200;
+/// The most warm instances all pools together may hold: what is left of
+/// [`MAX_INSTANCES`] after fresh instances and the reaper's backlog.
+pub const MAX_POOLED_INSTANCES: usize = 700;
+
 /// How often the epoch advances; attempt timeouts are measured in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -135,11 +144,13 @@ impl CairnEngine {
         config.epoch_interruption(true);
         if allocator == Allocator::Pooling {
             let mut pooling = PoolingAllocationConfig::default();
-            pooling.total_component_instances(1000);
-            pooling.total_core_instances(2000);
-            pooling.total_memories(1000);
-            pooling.total_tables(2000);
-            pooling.total_stacks(1000);
+            // A componentized guest has several core instances and tables per
+            // component instance (its module, the WASI adapter, shims).
+            pooling.total_component_instances(MAX_INSTANCES);
+            pooling.total_core_instances(MAX_INSTANCES * 10);
+            pooling.total_memories(MAX_INSTANCES * 2);
+            pooling.total_tables(MAX_INSTANCES * 10);
+            pooling.total_stacks(MAX_INSTANCES);
             pooling.max_memory_size(4 << 30);
             pooling.max_unused_warm_slots(100);
             // A freed slot's touched pages are found with PAGEMAP_SCAN (Linux

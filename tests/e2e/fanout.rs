@@ -235,3 +235,61 @@ fn a_parent_killed_mid_fan_out_resumes_without_resubmitting_finished_children() 
         assert!(reported.contains(&done.id.as_str()), "the resumed parent used child {}'s result", done.id);
     }
 }
+
+#[tokio::test]
+async fn a_parent_failing_right_after_submitting_is_retried_without_duplicate_children() {
+    let project = Project::new(PROBES);
+    let host = project.host();
+    let parent = json!({
+        "mode": "fanout", "task": "child", "count": 50, "fail_after_submitting": true,
+        "child": {"mode": "sleep", "ms": 20, "i": null},
+    });
+    let run = host.run("parent", &parent.to_string()).await.unwrap();
+    let output = output_json(&run);
+    assert_eq!(run.attempts.len(), 2, "attempt 1 failed at once, attempt 2 re-attached: {:?}", run.attempts);
+    assert_eq!((output["children"].as_u64(), output["failed"].as_u64()), (Some(50), Some(0)), "{output}");
+    let children = children_of(host.store().as_ref(), &run.id);
+    assert_eq!(children.len(), 50, "every submission of the retry found the first attempt's child");
+}
+
+#[tokio::test]
+async fn a_child_whose_parent_finished_is_recovered_on_its_own() {
+    let project = Project::new(PROBES);
+    let stranded = {
+        let store = project.store();
+        let record = |id: &str, task: &str, status: RunStatus| RunRecord {
+            id: id.into(),
+            tenant: Tenant::default(),
+            task: task.into(),
+            input: r#"{"mode": "echo", "n": 1}"#.into(),
+            status,
+            component_digest: None,
+            created_at_ms: 1,
+            finished_at_ms: None,
+            attempts: Vec::new(),
+            output: None,
+            error: None,
+            usage: Default::default(),
+            // A host of another machine whose lease ran out long ago.
+            lease: Some(cairn::store::Lease { owner: "elsewhere-1".into(), expires_at_ms: 2 }),
+            cached_from: None,
+            replay_of: None,
+            produced_by: None,
+            degraded: false,
+            retry_from: 0,
+            parent: None,
+            group: None,
+        };
+        let mut parent = record("01900000-0000-7000-8000-00000000000a", "parent", RunStatus::Failed);
+        parent.lease = None;
+        let mut child = record("01900000-0000-7000-8000-00000000000b", "child", RunStatus::Running);
+        child.parent = Some(parent.id.clone());
+        store.create_run(&parent).await.unwrap();
+        store.create_run(&child).await.unwrap();
+        child.id
+    };
+    let host = project.host();
+    let recovered = host.recover().await.unwrap();
+    let child = recovered.iter().find(|r| r.id == stranded).expect("the stranded child was resumed");
+    assert_eq!(child.status, RunStatus::Succeeded, "{child:?}");
+}

@@ -189,3 +189,14 @@ fn status_shows_each_pool() {
         text.lines().find(|l| l.trim_start().starts_with("warm")).unwrap().split_whitespace().collect();
     assert_eq!(row, ["warm", "1/1-2", "2", "2", "0", "0", "1", "2", "0"], "{text}");
 }
+
+#[tokio::test]
+async fn a_child_in_its_parents_pooled_environment_is_refused_at_once() {
+    let project = pooled("{ replicas = 1, concurrency = 1 }");
+    let host = project.host();
+    let run =
+        host.run("warm-probe", r#"{"mode": "call", "task": "warm-probe", "input": {"mode": "echo"}}"#).await.unwrap();
+    let error = run.error.expect("refused");
+    assert_eq!(error.kind, "invalid-child");
+    assert!(error.message.contains("put the child task in another environment"), "{}", error.message);
+}

@@ -252,6 +252,9 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
     };
     let _group = group.map(tasks::Group::new);
     let children = (0..count).map(|i| tasks::submit(task, &input(i))).collect::<Result<Vec<_>, _>>()?;
+    if args.get("fail_after_submitting") == Some(&Value::Bool(true)) && cairn_sdk::env::attempt() == 1 {
+        return Err(TaskError::new("flaky", "probe: failing on purpose right after submitting, on attempt 1"));
+    }
     let (mut failed, mut outputs_bytes, mut first_error) = (0u64, 0u64, None);
     for child in &children {
         match child.get() {

@@ -239,7 +239,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         resumed.status.as_str()
                     );
                 }
-                host.run_with(&task, &input, &options).await
+                let record = host.run_with(&task, &input, &options).await;
+                let left = host.child_runs().running();
+                if left > 0 {
+                    eprintln!("waiting for {left} child run(s) still running to finish");
+                    host.wait_for_children().await;
+                }
+                record
             });
             reporter.finish();
             host.save_pool_status(true);

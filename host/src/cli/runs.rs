@@ -197,6 +197,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 Some(id) => vec![runtime.block_on(host.resume(&id, force))?],
                 None => runtime.block_on(host.recover())?,
             };
+            runtime.block_on(host.wait_for_children());
             if resumed.is_empty() {
                 eprintln!("no interrupted runs to resume");
             }

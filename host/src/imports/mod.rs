@@ -108,8 +108,12 @@ pub struct AttemptState {
     pub context: RunContext,
     /// Starts child runs; `None` where children are not allowed.
     pub children: Option<Arc<dyn ChildRuns>>,
-    /// Open groups, innermost last, by full path.
-    pub groups: Vec<String>,
+    /// Open groups, innermost last: (id, full path).
+    pub groups: Vec<(u64, String)>,
+    /// Ids given to groups so far (never reused on an instance).
+    pub next_group: u64,
+    /// Child submissions of this call whose journal record is not stored yet.
+    pub unstored: Vec<tokio::sync::oneshot::Receiver<()>>,
     /// The host's live counters.
     pub progress: Arc<Progress>,
 }

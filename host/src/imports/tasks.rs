@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use wasmtime::component::Resource;
 
 use super::HostState;
@@ -42,7 +42,7 @@ pub struct ChildLink {
 }
 
 /// A child to start, or to re-attach to when it already exists.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ChildStart {
     /// The child's run id.
     pub id: String,
@@ -57,6 +57,8 @@ pub struct ChildStart {
     /// The parent's journal record of the submission, to be stored before the
     /// child starts; `None` when it is already stored.
     pub record: Option<JournalEntry>,
+    /// Told once `record` is stored (dropped if storing it failed).
+    pub stored: Option<oneshot::Sender<()>>,
     /// Replaying a cassette: read the child's recorded result, never run it.
     pub replay: bool,
 }
@@ -69,8 +71,9 @@ pub type ChildHandle = watch::Receiver<Option<ChildOutcome>>;
 
 /// What the `tasks` interface needs from the host.
 pub trait ChildRuns: Send + Sync {
-    /// Whether the manifest has a task named `name`.
-    fn has_task(&self, name: &str) -> bool;
+    /// Whether a run of `parent_task` may submit `task`; the error is the
+    /// `task-error` (kind, message) to give the guest.
+    fn admit(&self, parent_task: &str, task: &str) -> Result<(), (String, String)>;
     /// Starts the child, or re-attaches to it if it exists, and returns a
     /// handle that resolves with its outcome.
     fn start(&self, child: ChildStart) -> ChildHandle;
@@ -81,11 +84,14 @@ pub struct PendingChild {
     run_id: String,
     task: String,
     handle: ChildHandle,
+    /// The run that submitted it: a warm instance may hold a handle from an earlier run.
+    parent: String,
 }
 
-/// The host side of a `group` resource: its full path.
+/// The host side of a `group` resource: its full path and its place in the open groups.
 pub struct GroupScope {
     path: String,
+    id: u64,
 }
 
 fn task_error(kind: &str, message: String) -> TaskError {
@@ -97,18 +103,15 @@ impl HostState {
         let Some(children) = self.attempt.children.clone() else {
             return Ok(Err(task_error("host-error", "child tasks cannot be submitted from this call".into())));
         };
-        if !children.has_task(&task) {
-            return Ok(Err(task_error(
-                "unknown-task",
-                format!("cannot submit child task {task:?}: the manifest has no task of that name"),
-            )));
+        if let Err((kind, message)) = children.admit(&self.attempt.context.task, &task) {
+            return Ok(Err(task_error(&kind, message)));
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
             return Ok(Err(task_error("invalid-input", format!("the input of child task {task:?} is not JSON: {e}"))));
         }
         let journal = &mut self.attempt.journal;
         let key = journal.next_key(CallKind::Child, &task, &canonical_input(&input));
-        let group = self.attempt.groups.last().cloned();
+        let group = self.attempt.groups.last().map(|(_, path)| path.clone());
         let (id, record) = match journal.lookup(&key).await? {
             Some(entry) => (serde_json::from_str::<ChildLink>(&entry.output)?.run_id, None),
             None => {
@@ -127,17 +130,24 @@ impl HostState {
             }
         };
         let replay = !journal.live_allowed();
-        self.attempt.progress.child_submitted();
+        // The attempt does not end before this record is stored, so its retry finds it.
+        let stored = record.as_ref().map(|_| {
+            let (sender, receiver) = oneshot::channel();
+            self.attempt.unstored.push(receiver);
+            sender
+        });
+        let parent = self.attempt.run_id.clone();
         let handle = children.start(ChildStart {
             id: id.clone(),
-            parent: self.attempt.run_id.clone(),
+            parent: parent.clone(),
             task: task.clone(),
             input,
             group,
             record,
+            stored,
             replay,
         });
-        Ok(Ok(PendingChild { run_id: id, task, handle }))
+        Ok(Ok(PendingChild { run_id: id, task, handle, parent }))
     }
 }
 
@@ -195,6 +205,15 @@ impl HostPending for HostState {
 
     async fn get(&mut self, pending: Resource<PendingChild>) -> wasmtime::Result<Result<String, TaskError>> {
         let child = self.table.get(&pending)?;
+        if child.parent != self.attempt.run_id {
+            return Ok(Err(task_error(
+                "stale-handle",
+                format!(
+                    "child run {} was submitted by run {}, not by this one: a reused instance kept its handle; submit it again",
+                    child.run_id, child.parent
+                ),
+            )));
+        }
         let (run_id, task, handle) = (child.run_id.clone(), child.task.clone(), child.handle.clone());
         Ok(outcome_of(&run_id, &task, handle).await)
     }
@@ -209,7 +228,7 @@ impl HostPending for HostState {
 impl HostGroup for HostState {
     async fn new(&mut self, name: String) -> wasmtime::Result<Resource<GroupScope>> {
         let path = match self.attempt.groups.last() {
-            Some(outer) => format!("{outer}/{name}"),
+            Some((_, outer)) => format!("{outer}/{name}"),
             None => name,
         };
         let journal = &mut self.attempt.journal;
@@ -217,8 +236,10 @@ impl HostGroup for HostState {
         if journal.lookup(&key).await?.is_none() && journal.live_allowed() {
             journal.record(key, "{}".into(), path.clone(), Duration::ZERO, None).await?;
         }
-        self.attempt.groups.push(path.clone());
-        Ok(self.table.push(GroupScope { path })?)
+        self.attempt.next_group += 1;
+        let id = self.attempt.next_group;
+        self.attempt.groups.push((id, path.clone()));
+        Ok(self.table.push(GroupScope { path, id })?)
     }
 
     async fn name(&mut self, group: Resource<GroupScope>) -> wasmtime::Result<String> {
@@ -227,7 +248,7 @@ impl HostGroup for HostState {
 
     async fn drop(&mut self, group: Resource<GroupScope>) -> wasmtime::Result<()> {
         let scope = self.table.delete(group)?;
-        if let Some(index) = self.attempt.groups.iter().rposition(|path| *path == scope.path) {
+        if let Some(index) = self.attempt.groups.iter().position(|(id, _)| *id == scope.id) {
             self.attempt.groups.remove(index);
         }
         Ok(())

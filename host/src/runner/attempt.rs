@@ -42,10 +42,12 @@ pub(super) struct AttemptPlan {
 }
 
 /// What an attempt leaves behind besides its outcome.
-struct Leftovers {
-    report: Report,
-    stats: AttemptStats,
-    log: AttemptLog,
+pub(super) struct Leftovers {
+    pub report: Report,
+    pub stats: AttemptStats,
+    pub log: AttemptLog,
+    /// Child submissions whose journal record is still being stored.
+    pub unstored: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Host {
@@ -91,14 +93,15 @@ impl Host {
                     };
                     return (Err(failure), AttemptStats::default());
                 };
-                // Only a call that returned normally leaves an instance fit for the next one.
-                let healthy = matches!(result, Ok(Ok(_)));
+                // Only a call that returned normally, within its limits, leaves an
+                // instance fit for the next one.
+                let healthy = matches!(result, Ok(Ok(_))) && !warm.memory_hit();
                 let outcome = classify(result, env, warm.memory_hit(), plan.memory);
                 let leftovers = warm.leftovers();
                 if healthy {
                     lease.keep();
                 }
-                (outcome, Leftovers { report: leftovers.0, stats: leftovers.1, log: leftovers.2 })
+                (outcome, leftovers)
             }
             None => match self
                 .fresh_attempt(task, env, pre, self.attempt_services(task, provider, run_id, plan), input, plan)
@@ -108,6 +111,10 @@ impl Host {
                 Err(failure) => return (Err(failure), AttemptStats::default()),
             },
         };
+        // A retry of this run must find every child this attempt submitted.
+        for stored in leftovers.unstored {
+            let _ = stored.await;
+        }
         if leftovers.log != AttemptLog::default()
             && let Err(e) = self.store.put_log(run_id, plan.number, &leftovers.log).await
         {
@@ -132,6 +139,13 @@ impl Host {
         input: &str,
         plan: &AttemptPlan,
     ) -> Result<(Result<String, Failure>, Leftovers), Failure> {
+        // Held until the instance is dropped.
+        let _slot = self
+            .fresh_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| host_failure("the host is shutting down".into()))?;
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
         let work = self.run_dirs.work_dir(&services.run_id).map_err(|e| host_failure(e.to_string()))?;
@@ -160,6 +174,7 @@ impl Host {
             report: std::mem::take(&mut data.attempt.report),
             stats: data.attempt.stats,
             log: AttemptLog { stdout: stdout.text(), stderr: stderr.text() },
+            unstored: std::mem::take(&mut data.attempt.unstored),
         };
         // Dropped here, not on the reaper thread: on this 2-core machine the
         // reaper's cross-CPU TLB shootdowns cost the caller more than the
@@ -225,6 +240,8 @@ impl Host {
             },
             children: Some(self.children.clone()),
             groups: Vec::new(),
+            next_group: 0,
+            unstored: Vec::new(),
             progress: self.progress.clone(),
         }
     }
@@ -261,6 +278,7 @@ fn refill_services(
     context.attempt = plan.number;
     context.parent.clone_from(&plan.parent);
     state.groups.clear();
+    state.unstored.clear();
 }
 
 /// A wasmtime store for `state` under the host's engine, memory cap and epochs.
@@ -337,6 +355,11 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
             }
             _ => host_failure(journal.to_string()),
         };
+    }
+    let text = format!("{error:#}");
+    if text.contains("concurrent limit") {
+        // The engine's instance slots are all taken: the host's limit, not the guest's fault.
+        return host_failure(format!("no instance slot is free in the engine ({text}); the attempt will be retried"));
     }
     let trap = error.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {

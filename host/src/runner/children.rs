@@ -36,13 +36,40 @@ impl ChildSpawner {
 }
 
 impl ChildRuns for ChildSpawner {
-    fn has_task(&self, name: &str) -> bool {
-        self.host.upgrade().is_some_and(|host| host.manifest.tasks.contains_key(name))
+    fn admit(&self, parent_task: &str, task: &str) -> Result<(), (String, String)> {
+        let Some(host) = self.host.upgrade() else {
+            return Err(("host-error".into(), "the host is shutting down".into()));
+        };
+        let Some(child) = host.manifest.tasks.get(task) else {
+            return Err((
+                "unknown-task".into(),
+                format!("cannot submit child task {task:?}: the manifest has no task of that name"),
+            ));
+        };
+        // A parent holds its warm instance while it waits: children queued
+        // behind it on the same pool could wait for each other for ever.
+        let parent_env = host.manifest.tasks.get(parent_task).map(|t| t.environment.as_str());
+        if parent_env == Some(child.environment.as_str())
+            && host.manifest.environments.get(&child.environment).is_some_and(|env| env.reuse.is_some())
+        {
+            return Err((
+                "invalid-child".into(),
+                format!(
+                    "task {parent_task:?} cannot submit {task:?}: both run in environment {:?}, whose pool the parent holds an instance of while it waits; put the child task in another environment",
+                    child.environment
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn start(&self, child: ChildStart) -> ChildHandle {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(handle) = running.get(&child.id) {
+            // Already running here; its record is stored (or being stored) by the first start.
+            if let Some(stored) = child.stored {
+                let _ = stored.send(());
+            }
             return handle.clone();
         }
         let (sender, handle) = watch::channel(None);
@@ -52,24 +79,40 @@ impl ChildRuns for ChildSpawner {
         };
         running.insert(child.id.clone(), handle.clone());
         drop(running);
+        host.progress.child_submitted();
         tokio::spawn(async move {
-            let id = child.id.clone();
+            // Forgets the child here however the task ends (a panic included).
+            let _forget = Forget { spawner: host.children.clone(), id: child.id.clone() };
             let outcome = host.run_child(child).await;
             let _ = sender.send(Some(outcome));
-            host.children.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         });
         handle
+    }
+}
+
+/// Removes a child from the running map when dropped.
+struct Forget {
+    spawner: Arc<ChildSpawner>,
+    id: String,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.spawner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
     }
 }
 
 impl Host {
     /// Stores the parent's record of the child, then starts or re-attaches
     /// to the child and returns its outcome.
-    async fn run_child(&self, child: ChildStart) -> ChildOutcome {
+    async fn run_child(&self, mut child: ChildStart) -> ChildOutcome {
         let store_failure =
             |e: &dyn std::fmt::Display| host_failure(format!("child run {} of run {}: {e}", child.id, child.parent));
         if let Some(record) = &child.record {
             self.store.journal_put(record).await.map_err(|e| store_failure(&e))?;
+        }
+        if let Some(stored) = child.stored.take() {
+            let _ = stored.send(());
         }
         self.progress.child_running(true);
         let finished = self.child_record(&child).await;
@@ -110,28 +153,36 @@ impl Host {
             RunStatus::Failed if child.replay || !run.error.as_ref().is_some_and(|f| f.retryable) => Ok(run),
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
             RunStatus::Failed => self.redrive(run, None).await,
-            _ if child.replay => self.wait_finished(&run.id).await,
-            _ => match self.resume(&run.id, false).await {
-                Ok(run) => Ok(run),
-                // Another live host holds it: wait for that host to finish it.
-                Err(RunnerError::NotResumable { .. }) => self.wait_finished(&run.id).await,
-                Err(e) => Err(e),
-            },
+            _ if child.replay => {
+                Ok(self.unfinished(child, "replay-miss", "the cassette's child run never finished; record a new run"))
+            }
+            // Nothing in this process drives it (else the running map would have
+            // it), yet it holds this process's lease: an earlier start stopped on
+            // an error. Take it up again.
+            _ if run.lease.as_ref().is_some_and(|lease| lease.owner == self.host_id) => {
+                self.resume(&run.id, true).await
+            }
+            _ => self.attach_elsewhere(&run.id).await,
         }
     }
 
-    /// Polls the store until run `id` is finished.
-    async fn wait_finished(&self, id: &str) -> Result<RunRecord, RunnerError> {
+    /// Resumes a child another host left running as soon as its lease is
+    /// stale; until then waits for that host to finish it.
+    async fn attach_elsewhere(&self, id: &str) -> Result<RunRecord, RunnerError> {
         loop {
+            match self.resume(id, false).await {
+                Err(RunnerError::NotResumable { .. }) => {}
+                done => return done,
+            }
+            tokio::time::sleep(POLL).await;
             let run = self.store.get_run(&self.tenant, id)?;
             if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
                 return Ok(run);
             }
-            tokio::time::sleep(POLL).await;
         }
     }
 
-    /// A failed stand-in record for a child that cannot be found.
+    /// A failed stand-in record for a child that cannot be run.
     fn unfinished(&self, child: &ChildStart, kind: &str, why: &str) -> RunRecord {
         let mut run = self.new_record(&child.task, &child.input, &RunOptions::default());
         run.id = child.id.clone();
@@ -144,5 +195,14 @@ impl Host {
     /// The host's child runner, as attempts see it.
     pub fn child_runs(&self) -> Arc<ChildSpawner> {
         self.children.clone()
+    }
+
+    /// Waits until no child run is running in this process: a run's children
+    /// finish even when their parent ended first (it failed, or dropped a
+    /// handle without waiting).
+    pub async fn wait_for_children(&self) {
+        while self.children.running() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

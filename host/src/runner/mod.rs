@@ -81,6 +81,9 @@ pub enum RunnerError {
     /// wasmtime could not link the host's imports.
     #[error("cannot link the host imports: {0}")]
     Link(String),
+    /// The manifest asks for more instances than the host can hold.
+    #[error("{0}")]
+    Capacity(String),
     /// A run that cannot be resumed now.
     #[error("cannot resume run {run_id}: {reason}")]
     NotResumable {
@@ -123,6 +126,9 @@ pub struct Host {
     children: Arc<ChildSpawner>,
     /// Live counters for progress displays.
     progress: Arc<Progress>,
+    /// Permits for fresh instances, so a wide fan-out waits instead of
+    /// exhausting the engine's instance slots.
+    fresh_slots: Arc<tokio::sync::Semaphore>,
     /// The pools' status as last saved.
     pool_status: Mutex<Vec<crate::pool::PoolStats>>,
 }
@@ -170,6 +176,14 @@ impl Host {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, RunnerError> {
+        let pooled: usize = manifest.environments.values().filter_map(|env| env.reuse).map(|r| r.capacity()).sum();
+        if pooled > crate::engine::MAX_POOLED_INSTANCES {
+            return Err(RunnerError::Capacity(format!(
+                "the environments' `reuse` policies allow {pooled} warm instances in all (replicas max × concurrency, summed), more than this host's {}; lower `replicas` or `concurrency` in {}",
+                crate::engine::MAX_POOLED_INSTANCES,
+                manifest.path.display()
+            )));
+        }
         let state = manifest.state_dir();
         let engine = Arc::new(CairnEngine::new(state.join("artifacts"))?);
         let linker = imports::linker(engine.engine()).map_err(|e| RunnerError::Link(format!("{e:#}")))?;
@@ -202,6 +216,7 @@ impl Host {
             started: Mutex::new(HashSet::new()),
             children: Arc::new(ChildSpawner::new(me.clone())),
             progress: Arc::new(Progress::default()),
+            fresh_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_FRESH_INSTANCES)),
             pool_status: Mutex::new(Vec::new()),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -415,10 +430,17 @@ impl Host {
             .list_runs(&self.tenant, &Default::default())?
             .into_iter()
             .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Pending))
-            // Children are resumed by their parent, which re-attaches to them.
-            .filter(|r| r.parent.is_none())
             .filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now)))
             .collect();
+        // A child is resumed by its parent, which re-attaches to it; one whose
+        // parent is finished or gone has nobody else to finish it.
+        let parent_unfinished = |id: &str| {
+            self.store
+                .get_run(&self.tenant, id)
+                .is_ok_and(|parent| matches!(parent.status, RunStatus::Running | RunStatus::Pending))
+        };
+        let stale: Vec<RunRecord> =
+            stale.into_iter().filter(|r| r.parent.as_deref().is_none_or(|p| !parent_unfinished(p))).collect();
         let mut finished = Vec::new();
         for run in stale {
             // One run that cannot be resumed must not stop the others, or the host.

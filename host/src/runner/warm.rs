@@ -12,15 +12,15 @@ use std::sync::Arc;
 use wasmtime::Store as WasmStore;
 use wasmtime_wasi::FsPerms;
 
-use super::attempt::new_store;
+use super::attempt::{Leftovers, new_store};
 use super::{Host, LOG_CAP};
 use crate::capture::CapturedOutput;
 use crate::imports::bindings::cairn::task::types::TaskError;
-use crate::imports::{AttemptState, AttemptStats, HostState, MemoryCap, Task, TaskPre};
+use crate::imports::{AttemptState, HostState, MemoryCap, Task, TaskPre};
 use crate::manifest::Environment;
 use crate::pool::status::PoolReport;
 use crate::pool::{Pool, PoolStats};
-use crate::store::{AttemptLog, Report};
+use crate::store::AttemptLog;
 
 /// An instantiated component, kept warm in its environment's pool.
 pub struct WarmInstance {
@@ -43,18 +43,24 @@ impl WarmInstance {
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
         let name = format!("{}-{}", env.name, uuid::Uuid::now_v7());
-        let dir = host.instance_dirs.work_dir(&name).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-        let mut wasi = host.wasi_builder(env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
-        wasi.preopened_dir(&dir, ".", FsPerms::ReadWrite)?;
-        let state = HostState {
-            wasi: wasi.build(),
-            table: Default::default(),
-            memory: MemoryCap { limit: memory, hit: false },
-            attempt: services,
+        let work = host.instance_dirs.work_dir(&name).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let dir = work.parent().map(PathBuf::from).unwrap_or_else(|| work.clone());
+        let made = async {
+            let mut wasi = host.wasi_builder(env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
+            wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)?;
+            let limit = MemoryCap { limit: memory, hit: false };
+            let state = HostState { wasi: wasi.build(), table: Default::default(), memory: limit, attempt: services };
+            let mut store = new_store(host, state);
+            let instance = pre.instantiate_async(&mut store).await?;
+            wasmtime::Result::Ok((store, instance))
         };
-        let mut store = new_store(host, state);
-        let instance = pre.instantiate_async(&mut store).await?;
-        Ok(WarmInstance { store, instance, stdout, stderr, dir })
+        match made.await {
+            Ok((store, instance)) => Ok(WarmInstance { store, instance, stdout, stderr, dir }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// Gets the instance ready for another call under `memory` and returns
@@ -76,13 +82,16 @@ impl WarmInstance {
         self.store.data().memory.hit
     }
 
-    /// The last call's report, counters and log, leaving the instance clean.
-    pub(super) fn leftovers(&mut self) -> (Report, AttemptStats, AttemptLog) {
+    /// The last call's report, counters, log and unstored child records,
+    /// leaving the instance clean.
+    pub(super) fn leftovers(&mut self) -> Leftovers {
         let attempt = &mut self.store.data_mut().attempt;
         let report = std::mem::take(&mut attempt.report);
         let stats = std::mem::take(&mut attempt.stats);
+        let unstored = std::mem::take(&mut attempt.unstored);
         attempt.groups.clear();
-        (report, stats, AttemptLog { stdout: self.stdout.take_text(), stderr: self.stderr.take_text() })
+        let log = AttemptLog { stdout: self.stdout.take_text(), stderr: self.stderr.take_text() };
+        Leftovers { report, stats, log, unstored }
     }
 }
 
@@ -153,7 +162,9 @@ impl Host {
                 };
                 let services = self.attempt_services(task, &provider, "", &plan);
                 match WarmInstance::new(self, env, pre, services, env.resources.memory).await {
-                    Ok(instance) => {
+                    Ok(mut instance) => {
+                        // What it printed while starting belongs to no run.
+                        drop(instance.leftovers());
                         slot.fill(instance);
                         slot.keep();
                     }
