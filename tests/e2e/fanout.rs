@@ -258,27 +258,10 @@ async fn a_child_whose_parent_finished_is_recovered_on_its_own() {
     let stranded = {
         let store = project.store();
         let record = |id: &str, task: &str, status: RunStatus| RunRecord {
-            id: id.into(),
-            tenant: Tenant::default(),
-            task: task.into(),
-            input: r#"{"mode": "echo", "n": 1}"#.into(),
             status,
-            component_digest: None,
-            created_at_ms: 1,
-            finished_at_ms: None,
-            attempts: Vec::new(),
-            output: None,
-            error: None,
-            usage: Default::default(),
             // A host of another machine whose lease ran out long ago.
             lease: Some(cairn::store::Lease { owner: "elsewhere-1".into(), expires_at_ms: 2 }),
-            cached_from: None,
-            replay_of: None,
-            produced_by: None,
-            degraded: false,
-            retry_from: 0,
-            parent: None,
-            group: None,
+            ..RunRecord::new(id.into(), Tenant::default(), task.into(), r#"{"mode": "echo", "n": 1}"#.into())
         };
         let mut parent = record("01900000-0000-7000-8000-00000000000a", "parent", RunStatus::Failed);
         parent.lease = None;

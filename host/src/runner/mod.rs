@@ -286,26 +286,9 @@ impl Host {
     /// A new run record of `task` on `input`, running under this host's lease.
     fn new_record(&self, task: &str, input: &str, options: &RunOptions) -> RunRecord {
         RunRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            tenant: self.tenant.clone(),
-            task: task.to_owned(),
-            input: input.to_owned(),
-            status: RunStatus::Running,
-            component_digest: None,
-            created_at_ms: now_ms(),
-            finished_at_ms: None,
-            attempts: Vec::new(),
-            output: None,
-            error: None,
-            usage: Default::default(),
             lease: Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() }),
-            cached_from: None,
             replay_of: options.replay.clone(),
-            produced_by: None,
-            degraded: false,
-            retry_from: 0,
-            parent: None,
-            group: None,
+            ..RunRecord::new(uuid::Uuid::now_v7().to_string(), self.tenant.clone(), task.to_owned(), input.to_owned())
         }
     }
 

@@ -167,6 +167,35 @@ pub struct RunRecord {
     pub group: Option<String>,
 }
 
+impl RunRecord {
+    /// A new, running record of `task` on `input` in `tenant`, created now,
+    /// with no attempts, lease, links or result yet.
+    pub fn new(id: String, tenant: Tenant, task: String, input: String) -> Self {
+        RunRecord {
+            id,
+            tenant,
+            task,
+            input,
+            status: RunStatus::Running,
+            component_digest: None,
+            created_at_ms: now_ms(),
+            finished_at_ms: None,
+            attempts: Vec::new(),
+            output: None,
+            error: None,
+            usage: Default::default(),
+            lease: None,
+            cached_from: None,
+            replay_of: None,
+            produced_by: None,
+            degraded: false,
+            retry_from: 0,
+            parent: None,
+            group: None,
+        }
+    }
+}
+
 /// A run whose retries and fallbacks were all spent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -588,7 +588,7 @@ impl Store for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CallKind, now_ms};
+    use crate::store::CallKind;
 
     /// A journal entry of run `run_id`: the first occurrence of one call.
     fn entry(run_id: &str, kind: CallKind, output: &str) -> JournalEntry {
@@ -605,28 +605,7 @@ mod tests {
     }
 
     fn run(id: &str, task: &str) -> RunRecord {
-        RunRecord {
-            id: id.into(),
-            tenant: Tenant::default(),
-            task: task.into(),
-            input: "{}".into(),
-            status: RunStatus::Running,
-            component_digest: None,
-            created_at_ms: now_ms(),
-            finished_at_ms: None,
-            attempts: vec![],
-            output: None,
-            error: None,
-            usage: Default::default(),
-            lease: None,
-            cached_from: None,
-            replay_of: None,
-            produced_by: None,
-            degraded: false,
-            retry_from: 0,
-            parent: None,
-            group: None,
-        }
+        RunRecord::new(id.into(), Tenant::default(), task.into(), "{}".into())
     }
 
     #[tokio::test]
