@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use cairn::manifest::Manifest;
+use cairn::model::{CallKind, RunStatus};
 use cairn::runner::Host;
-use cairn::store::{CallKind, RunStatus};
 use serde_json::json;
 
 /// A line of /proc/self/status in KiB (`VmRSS`, `VmHWM`).

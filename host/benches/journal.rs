@@ -13,10 +13,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn::journal::load::journal_load;
 use cairn::journal::{Journal, JournalMode};
-use cairn::store::load::journal_load;
+use cairn::model::{CallKind, JournalEntry};
+use cairn::store::prelude::*;
 use cairn::store::redb::RedbStore;
-use cairn::store::{CallKind, JournalEntry, Store};
 
 const SEQUENTIAL: usize = 1000;
 const PAYLOAD: usize = 256;

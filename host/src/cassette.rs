@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{JournalEntry, RunRecord, Store, StoreError, Tenant};
+use crate::model::{JournalEntry, RunRecord, Tenant};
+use crate::store::StoreError;
+use crate::store::prelude::*;
 
 /// The format tag of a cassette file.
 pub const FORMAT: &str = "cairn-cassette";

@@ -131,7 +131,7 @@ impl CairnEngine {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
-                    crate::policy::clock::tick_coarse();
+                    crate::clock::tick_coarse();
                 }
             })
             .map_err(|e| EngineError::Config(format!("cannot start the epoch ticker thread: {e}")))?;

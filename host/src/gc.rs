@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use crate::model::{RunStatus, Tenant, now_ms};
 use crate::sandbox::RunDirs;
-use crate::store::{RunFilter, RunStatus, Store, StoreError, Tenant, now_ms};
+use crate::store::prelude::*;
+use crate::store::{RunFilter, StoreError};
 
 /// What a collection removed (or would remove, on a dry run).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

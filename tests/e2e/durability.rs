@@ -6,7 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn::store::{RunStatus, Store, Tenant};
+use cairn::model::{RunStatus, Tenant};
+use cairn::store::prelude::*;
 use serde_json::Value;
 
 use crate::support::guests::cairn_bin;
@@ -113,7 +114,7 @@ fn a_kill_during_group_commit_loses_no_acknowledged_record() {
         let mut total = 0;
         for i in 0..200 {
             // Every stored entry decodes: no half record is visible.
-            let entries = store.journal_of(&cairn::store::load::load_run_id(i)).expect("entries decode");
+            let entries = store.journal_of(&cairn::journal::load::load_run_id(i)).expect("entries decode");
             total += entries.len();
         }
         for line in &acked {
@@ -276,7 +277,7 @@ fn resume_refuses_finished_runs_and_live_leases() {
     let mut run = store.get_run(&Tenant::default(), done["run_id"].as_str().unwrap()).unwrap();
     run.id = uuid_like("0000");
     run.status = RunStatus::Running;
-    run.lease = Some(cairn::store::Lease { owner: "other-machine-1".into(), expires_at_ms: u64::MAX });
+    run.lease = Some(cairn::model::Lease { owner: "other-machine-1".into(), expires_at_ms: u64::MAX });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(store.create_run(&run)).unwrap();
     drop(store);
@@ -284,7 +285,7 @@ fn resume_refuses_finished_runs_and_live_leases() {
     let mut orphan = run.clone();
     orphan.id = uuid_like("1111");
     orphan.task = "renamed-away".into();
-    orphan.lease = Some(cairn::store::Lease { owner: "gone-1".into(), expires_at_ms: 0 });
+    orphan.lease = Some(cairn::model::Lease { owner: "gone-1".into(), expires_at_ms: 0 });
     let store = project.store();
     runtime.block_on(store.create_run(&orphan)).unwrap();
     drop(store);

@@ -1,7 +1,8 @@
 //! Bad input of every kind gives a clear error and, where a run was asked
 //! for, a recorded failed run; the host keeps serving.
 
-use cairn::store::{RunStatus, Store, Tenant};
+use cairn::model::{RunStatus, Tenant};
+use cairn::store::prelude::*;
 
 use crate::support::project::{Project, output_json};
 
@@ -18,14 +19,14 @@ environment = "tight"
 retries = 1
 "#;
 
-fn assert_failed(run: &cairn::store::RunRecord, kind: &str, message_part: &str) {
+fn assert_failed(run: &cairn::model::RunRecord, kind: &str, message_part: &str) {
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     let error = run.error.as_ref().expect("a failed run has an error");
     assert_eq!(error.kind, kind, "{error:?}");
     assert!(error.message.contains(message_part), "{:?} should mention {message_part:?}", error.message);
 }
 
-fn recorded(project: &Project, run: &cairn::store::RunRecord) -> cairn::store::RunRecord {
+fn recorded(project: &Project, run: &cairn::model::RunRecord) -> cairn::model::RunRecord {
     project.store().get_run(&Tenant::default(), &run.id).unwrap()
 }
 

@@ -5,7 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn::store::{CallKind, RunFilter, RunRecord, RunStatus, Store, Tenant};
+use cairn::model::{CallKind, RunRecord, RunStatus, Tenant};
+use cairn::store::RunFilter;
+use cairn::store::prelude::*;
 use serde_json::{Value, json};
 
 use crate::support::guests::cairn_bin;
@@ -260,7 +262,7 @@ async fn a_child_whose_parent_finished_is_recovered_on_its_own() {
         let record = |id: &str, task: &str, status: RunStatus| RunRecord {
             status,
             // A host of another machine whose lease ran out long ago.
-            lease: Some(cairn::store::Lease { owner: "elsewhere-1".into(), expires_at_ms: 2 }),
+            lease: Some(cairn::model::Lease { owner: "elsewhere-1".into(), expires_at_ms: 2 }),
             ..RunRecord::new(id.into(), Tenant::default(), task.into(), r#"{"mode": "echo", "n": 1}"#.into())
         };
         let mut parent = record("01900000-0000-7000-8000-00000000000a", "parent", RunStatus::Failed);

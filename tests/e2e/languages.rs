@@ -4,7 +4,7 @@
 //! retries, and traced steps are not run again on retry (counted at a real HTTP
 //! server).
 
-use cairn::store::{CallKind, RunRecord, RunStatus};
+use cairn::model::{CallKind, RunRecord, RunStatus};
 
 use crate::support::guests::components;
 use crate::support::llm_server::{LlmServer, Script};

@@ -255,7 +255,7 @@ async fn api_key_is_sent_and_never_shown() {
     for _ in 0..6 {
         errors.push(good.complete(&ChatRequest::simple("hi", "s", false)).await.unwrap_err());
     }
-    let kinds: Vec<&str> = errors.iter().map(LlmError::kind).collect();
+    let kinds: Vec<String> = errors.iter().map(|e| e.kind().to_string()).collect();
     assert_eq!(
         kinds,
         [

@@ -1,6 +1,6 @@
 //! The report refiner, the seed's loop, end to end.
 
-use cairn::store::CallKind;
+use cairn::model::CallKind;
 
 use crate::support::project::{Project, output_json};
 

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::policy::clock::TestClock;
-use cairn::store::{RunStatus, Store, Tenant};
+use cairn::clock::TestClock;
+use cairn::model::{RunStatus, Tenant};
+use cairn::store::prelude::*;
 
 use crate::support::guests::{components, repo_root};
 use crate::support::llm_server::{Fault, LlmServer, Script};
@@ -23,7 +24,7 @@ fn project(manifest: &str) -> Project {
     )
 }
 
-fn kinds(run: &cairn::store::RunRecord) -> Vec<String> {
+fn kinds(run: &cairn::model::RunRecord) -> Vec<String> {
     run.attempts
         .iter()
         .map(|a| format!("{}:{}", a.task.as_deref().unwrap_or("?"), a.error.as_ref().map_or("ok", |e| e.kind.as_str())))
@@ -124,7 +125,9 @@ async fn a_task_breaker_opens_fails_fast_half_opens_and_closes() {
     let host = project.host_with_clock(clock.clone());
     let failing = r#"{"topic": "Tides", "always_fail": true}"#;
     let state = |host: &cairn::runner::Host| {
-        host.store().breakers(&Tenant::default()).unwrap().into_iter().find(|(n, _)| n == "task:guarded").unwrap().1
+        let stored = host.store().breakers(&Tenant::default()).unwrap();
+        let state = stored.into_iter().find(|(n, _)| n == "task:guarded").unwrap().1;
+        cairn::breakers::decode(&state).expect("a readable breaker state")
     };
     host.run("guarded", failing).await.unwrap();
     assert_eq!(state(&host).state_name(), "closed");

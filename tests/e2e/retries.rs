@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use cairn::store::{CallKind, RunStatus, Store};
+use cairn::model::{CallKind, RunStatus};
+use cairn::store::prelude::*;
 
 use crate::support::llm_server::{Fault, LlmServer, Script};
 use crate::support::project::{API_KEY, Project, output_json, refiner_script};

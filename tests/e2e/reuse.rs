@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::policy::clock::TestClock;
+use cairn::clock::TestClock;
+use cairn::model::RunStatus;
 use cairn::pool::PoolStats;
 use cairn::runner::Host;
-use cairn::store::RunStatus;
 use serde_json::json;
 
 use crate::support::project::{Project, driver_and_refiner, output_json};

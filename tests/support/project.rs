@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cairn::manifest::Manifest;
+use cairn::model::RunRecord;
 use cairn::runner::Host;
-use cairn::store::RunRecord;
 
 use super::guests::{cairn_bin, components};
 use super::llm_server::{LlmServer, Script};
@@ -133,7 +133,7 @@ impl Project {
     }
 
     /// An in-process host whose policies run on `clock` (no real sleeping).
-    pub fn host_with_clock(&self, clock: std::sync::Arc<dyn cairn::policy::clock::Clock>) -> std::sync::Arc<Host> {
+    pub fn host_with_clock(&self, clock: std::sync::Arc<dyn cairn::clock::Clock>) -> std::sync::Arc<Host> {
         let manifest = Manifest::load(&self.manifest).expect("valid manifest");
         let store = cairn::runner::open_store(&manifest).expect("store opens");
         Host::with_clock(manifest, store, clock).expect("host opens")
@@ -152,6 +152,6 @@ impl Project {
 
 /// The output of a successful run, parsed.
 pub fn output_json(run: &RunRecord) -> serde_json::Value {
-    assert_eq!(run.status, cairn::store::RunStatus::Succeeded, "run failed: {:?}", run.error);
+    assert_eq!(run.status, cairn::model::RunStatus::Succeeded, "run failed: {:?}", run.error);
     serde_json::from_str(run.output.as_deref().expect("an output")).expect("output is JSON")
 }

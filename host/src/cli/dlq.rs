@@ -6,8 +6,8 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 use cairn::manifest::Manifest;
+use cairn::model::{RunStatus, Tenant};
 use cairn::runner::Host;
-use cairn::store::{RunStatus, Tenant};
 
 use super::output;
 

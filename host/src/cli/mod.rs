@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use cairn::manifest::Manifest;
+use cairn::model::RunStatus;
 use cairn::runner::Host;
-use cairn::store::RunStatus;
 
 /// Cairn runs tasks compiled to WebAssembly components, durably.
 #[derive(Parser)]
@@ -261,7 +261,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Runs { command } => runs::dispatch(&manifest, command),
         Command::Report { run, output } => {
             let store = cairn::runner::open_store(&manifest)?;
-            let tenant = cairn::store::Tenant::default();
+            let tenant = cairn::model::Tenant::default();
             store.get_run(&tenant, &run)?;
             let Some(report) = store.get_report(&run)? else {
                 bail!("run {run} made no report (its task never called the report interface)");
@@ -281,7 +281,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 manifest.task(name).map_err(anyhow::Error::msg)?;
             }
             let store = cairn::runner::open_store(&manifest)?;
-            let removed = runtime()?.block_on(store.cache_clear(&cairn::store::Tenant::default(), task.as_deref()))?;
+            let removed = runtime()?.block_on(store.cache_clear(&cairn::model::Tenant::default(), task.as_deref()))?;
             eprintln!("removed {removed} cached result(s)");
             Ok(ExitCode::SUCCESS)
         }
@@ -289,7 +289,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let age = cairn::manifest::units::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
             let store = cairn::runner::open_store(&manifest)?;
             let dirs = cairn::sandbox::RunDirs::open(&manifest.state_dir().join("runs"))?;
-            let tenant = cairn::store::Tenant::default();
+            let tenant = cairn::model::Tenant::default();
             let report = runtime()?.block_on(cairn::gc::collect(store.as_ref(), &dirs, &tenant, age, dry_run))?;
             for id in &report.removed {
                 println!("{id}");
@@ -313,8 +313,8 @@ fn debug(command: DebugCommand) -> Result<ExitCode> {
     match command {
         DebugCommand::JournalLoad { store, runs, calls, payload, print_acks } => {
             let redb = std::sync::Arc::new(cairn::store::redb::RedbStore::open(&store)?);
-            let on_ack: Option<cairn::store::load::AckFn> = print_acks.then(|| {
-                let ack: cairn::store::load::AckFn = std::sync::Arc::new(|key: &cairn::store::ReplayKey| {
+            let on_ack: Option<cairn::journal::load::AckFn> = print_acks.then(|| {
+                let ack: cairn::journal::load::AckFn = std::sync::Arc::new(|key: &cairn::model::ReplayKey| {
                     use std::io::Write;
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "ack {} {}", key.run_id, key.input_hash);
@@ -323,7 +323,7 @@ fn debug(command: DebugCommand) -> Result<ExitCode> {
                 ack
             });
             let report =
-                runtime()?.block_on(cairn::store::load::journal_load(redb.clone(), runs, calls, payload, on_ack))?;
+                runtime()?.block_on(cairn::journal::load::journal_load(redb.clone(), runs, calls, payload, on_ack))?;
             let (commits, writes, largest) = redb.commit_stats().snapshot();
             eprintln!(
                 "{} records in {:.3}s: {:.0} records/s, {commits} commits (fsyncs), {:.1} writes per commit, largest batch {largest}",

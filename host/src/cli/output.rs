@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 
-use cairn::store::{Report, RunRecord, RunStatus, Store};
+use cairn::model::{Report, RunRecord, RunStatus};
+use cairn::store::prelude::*;
 
 /// Wall time of a run in milliseconds.
 pub fn duration_ms(run: &RunRecord) -> Option<u64> {

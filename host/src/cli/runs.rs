@@ -7,7 +7,8 @@ use clap::Subcommand;
 use serde_json::json;
 
 use cairn::manifest::Manifest;
-use cairn::store::{RunFilter, RunStatus, Tenant};
+use cairn::model::{RunStatus, Tenant};
+use cairn::store::RunFilter;
 
 use super::output;
 
@@ -144,7 +145,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 let children: Vec<_> = store
                     .journal_of(&record.id)?
                     .into_iter()
-                    .filter(|e| e.key.kind == cairn::store::CallKind::Child)
+                    .filter(|e| e.key.kind == cairn::model::CallKind::Child)
                     .collect();
                 if !children.is_empty() {
                     println!("children  {} (see `cairn runs journal {}`)", children.len(), record.id);
@@ -238,7 +239,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
 }
 
 /// One journal entry as a table row.
-fn journal_line(e: &cairn::store::JournalEntry) -> String {
+fn journal_line(e: &cairn::model::JournalEntry) -> String {
     format!(
         "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  {}",
         e.seq,

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 use cairn::manifest::Manifest;
-use cairn::store::Tenant;
+use cairn::model::Tenant;
 
 /// Secret subcommands.
 #[derive(Subcommand)]

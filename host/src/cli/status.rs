@@ -8,9 +8,9 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use cairn::manifest::Manifest;
+use cairn::model::{RunStatus, Tenant, now_ms};
 use cairn::policy::breaker::BreakerState;
-use cairn::runner::counts_as_retry;
-use cairn::store::{RunFilter, RunStatus, Tenant, now_ms};
+use cairn::store::RunFilter;
 
 /// Prints the host's status.
 pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
@@ -34,6 +34,7 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
     let breakers: Vec<Value> = store
         .breakers(&tenant)?
         .into_iter()
+        .filter_map(|(name, state)| Some((name, cairn::breakers::decode(&state)?)))
         .map(|(name, b)| {
             let (failures, successes, next_probe_ms) = match b.state {
                 BreakerState::Closed { failures } => (failures, 0, None),
@@ -61,7 +62,7 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         entry[2] += u64::from(run.status == RunStatus::Failed);
         // A retry: a counted failure followed by another attempt of the same task.
         entry[3] +=
-            run.attempts.windows(2).filter(|pair| counts_as_retry(&pair[0]) && pair[0].task == pair[1].task).count()
+            run.attempts.windows(2).filter(|pair| pair[0].counts_as_retry() && pair[0].task == pair[1].task).count()
                 as u64;
         entry[4] += u64::from(run.degraded);
         entry[5] += u64::from(run.cached_from.is_some());

@@ -1,7 +1,19 @@
-//! The host side of the `cairn:task` world: one file per WIT interface, each a
-//! thin adapter from the generated bindings onto the services of
-//! [`AttemptState`]. WASI 0.2 is linked whole (with sockets denied by the
+//! The host side of the `cairn:task` world, the wasmtime-wasi way: one
+//! context per WIT interface ([`llm::LlmCtx`], [`trace::TraceCtx`],
+//! [`secrets::SecretsCtx`], [`report::ReportCtx`], [`tasks::TasksCtx`]),
+//! each linked through a projection of the store's data onto a small view of
+//! what that interface may touch (its own context, and the run's journal
+//! where it journals). The adapters are thin: the logic is in
+//! [`crate::services`]. WASI 0.2 is linked whole (with sockets denied by the
 //! context), so guests from any toolchain instantiate.
+//!
+//! Every context has the same life: made once per instance from the host's
+//! [`HostServices`], [`Capability::reset`] before each call from its
+//! [`CallSetup`], and [`Capability::drain`]ed into a [`CallReport`] after it.
+//! A fresh instance and a reused one go through the same two steps.
+//!
+//! Adding a capability: a WIT file, a context with its adapter in this
+//! directory, its service, and one line in [`capabilities!`] below.
 
 pub mod llm;
 pub mod report;
@@ -10,18 +22,19 @@ pub mod tasks;
 pub mod trace;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use self::tasks::{ChildRuns, RunContext};
-use crate::journal::Journal;
-use crate::llm::{LlmProvider, Usage};
-use crate::manifest::SecretDecl;
+use crate::journal::{Journal, JournalMode};
+use crate::llm::LlmProvider;
+use crate::manifest::{Environment, TaskSpec};
+use crate::model::{Report, Tenant};
 use crate::progress::Progress;
-use crate::store::{Report, Store, Tenant};
+use crate::services::children::ChildRuns;
+use crate::services::llm::LlmStats;
+use crate::store::Store;
 
 /// Bindings generated from `wit/`.
 pub mod bindings {
@@ -39,23 +52,111 @@ pub mod bindings {
 
 pub use bindings::{Task, TaskPre};
 
-/// Counters of one attempt, reported in the run record.
+/// What every instance of a host gets, for the life of the instance.
+#[derive(Clone)]
+pub struct HostServices {
+    /// The store; each context keeps only the roles it needs.
+    pub store: Arc<dyn Store>,
+    /// The tenant runs are made in (secrets are read in its scope).
+    pub tenant: Tenant,
+    /// Starts child runs; `None` where children are not allowed.
+    pub children: Option<Arc<dyn ChildRuns>>,
+    /// The host's live counters.
+    pub progress: Arc<Progress>,
+}
+
+/// What one call of the guest's `run` is: whose run, which task and
+/// environment, which attempt, and how its LLM calls are answered.
+pub struct CallSetup<'a> {
+    /// The run's id (empty while an instance is only being warmed).
+    pub run_id: &'a str,
+    /// The task.
+    pub task: &'a TaskSpec,
+    /// The task's environment (resources, secrets).
+    pub env: &'a Environment,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// The submitting run, for a child.
+    pub parent: Option<&'a str>,
+    /// Where the journal answers from.
+    pub mode: &'a JournalMode,
+    /// The task's LLM provider.
+    pub provider: &'a Arc<dyn LlmProvider>,
+    /// Stub answer for the first LLM call that misses the journal.
+    pub stub: Option<&'a str>,
+}
+
+/// Counters of one call, reported in the run record.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AttemptStats {
-    /// LLM calls made live.
-    pub llm_live: u32,
-    /// LLM calls answered from the journal.
-    pub llm_replayed: u32,
+    /// LLM use.
+    pub llm: LlmStats,
     /// Traced steps answered from the journal.
     pub trace_replayed: u32,
-    /// Tokens of live calls.
-    pub usage: Usage,
-    /// Whether a fallback LLM provider answered a live call.
-    pub degraded_llm: bool,
-    /// The wait the provider asked for when it last rate-limited this attempt.
-    pub retry_after: Option<Duration>,
-    /// Whether the host answered an LLM call with `circuit-open` in this attempt.
-    pub circuit_open: bool,
+}
+
+/// What a call leaves behind besides its outcome.
+#[derive(Default)]
+pub struct CallReport {
+    /// The report built.
+    pub report: Report,
+    /// Counters.
+    pub stats: AttemptStats,
+    /// Child submissions whose journal record is still being stored.
+    pub unstored: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// The life of one interface's context on an instance.
+pub trait Capability: Send + Sized + 'static {
+    /// The context of a new instance.
+    fn new(services: &HostServices) -> Self;
+    /// Gets ready for the call `call`, forgetting the last one.
+    fn reset(&mut self, call: &CallSetup<'_>);
+    /// Moves what the call left into `report`.
+    fn drain(&mut self, report: &mut CallReport);
+}
+
+/// Declares the capabilities: each line is a field of [`Capabilities`], its
+/// context type, and the function that links its interface.
+macro_rules! capabilities {
+    ($($(#[$doc:meta])* $field:ident: $ctx:ty => $link:path,)*) => {
+        /// Every interface's context of one instance.
+        pub struct Capabilities {
+            $($(#[$doc])* pub $field: $ctx,)*
+        }
+
+        impl Capabilities {
+            fn new(services: &HostServices) -> Self {
+                Capabilities { $($field: <$ctx as Capability>::new(services),)* }
+            }
+
+            fn reset(&mut self, call: &CallSetup<'_>) {
+                $(self.$field.reset(call);)*
+            }
+
+            fn drain(&mut self, report: &mut CallReport) {
+                $(self.$field.drain(report);)*
+            }
+        }
+
+        fn link_capabilities(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            $($link(linker)?;)*
+            Ok(())
+        }
+    };
+}
+
+capabilities! {
+    /// `cairn:task/llm`.
+    llm: llm::LlmCtx => llm::add_to_linker,
+    /// `cairn:task/trace`.
+    trace: trace::TraceCtx => trace::add_to_linker,
+    /// `cairn:task/secrets`.
+    secrets: secrets::SecretsCtx => secrets::add_to_linker,
+    /// `cairn:task/report`.
+    report: report::ReportCtx => report::add_to_linker,
+    /// `cairn:task/tasks`.
+    tasks: tasks::TasksCtx => tasks::add_to_linker,
 }
 
 /// Caps the guest's linear memory; remembers whether the cap was hit, so a
@@ -81,53 +182,48 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Everything the host functions of one attempt reach.
-pub struct AttemptState {
-    /// The run's id.
-    pub run_id: String,
-    /// The run's tenant (secrets are read in its scope).
-    pub tenant: Tenant,
-    /// The run's journal as seen by this attempt.
-    pub journal: Journal,
-    /// The task's LLM provider (already wrapped with provider retries).
-    pub llm: Arc<dyn LlmProvider>,
-    /// Upper bound on one LLM call, retries included.
-    pub llm_timeout: Duration,
-    /// Secrets the task's environment declares.
-    pub secrets: Arc<[SecretDecl]>,
-    /// The store (secrets and report flushes).
-    pub store: Arc<dyn Store>,
-    /// The report built so far.
-    pub report: Report,
-    /// Counters.
-    pub stats: AttemptStats,
-    /// Answer the first LLM call that misses the journal with this text
-    /// instead of calling the provider (a DLQ retry's stub).
-    pub stub: Option<String>,
-    /// The run as `tasks.current` reports it.
-    pub context: RunContext,
-    /// Starts child runs; `None` where children are not allowed.
-    pub children: Option<Arc<dyn ChildRuns>>,
-    /// Open groups, innermost last: (id, full path).
-    pub groups: Vec<(u64, String)>,
-    /// Ids given to groups so far (never reused on an instance).
-    pub next_group: u64,
-    /// Child submissions of this call whose journal record is not stored yet.
-    pub unstored: Vec<tokio::sync::oneshot::Receiver<()>>,
-    /// The host's live counters.
-    pub progress: Arc<Progress>,
-}
-
-/// The data of a wasmtime `Store` running one attempt.
+/// The data of a wasmtime `Store`: WASI, the memory cap, the run's journal
+/// and every interface's context.
 pub struct HostState {
     /// WASI context (preopens, env, captured stdio).
     pub wasi: WasiCtx,
-    /// WASI resources.
+    /// Resources of WASI and of `cairn:task` (pending children, groups).
     pub table: ResourceTable,
     /// Memory cap.
     pub memory: MemoryCap,
-    /// Cairn's own services.
-    pub attempt: AttemptState,
+    /// The run's journal as seen by the current call; shared by the
+    /// interfaces that journal.
+    pub journal: Journal,
+    /// The interfaces' contexts.
+    pub caps: Capabilities,
+}
+
+impl HostState {
+    /// The data of a new instance under `memory` bytes; ready for its first
+    /// call after [`HostState::begin_call`].
+    pub fn new(wasi: WasiCtx, memory: u64, services: &HostServices) -> Self {
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap { limit: memory, hit: false },
+            journal: Journal::new(services.store.clone(), "", 0, JournalMode::Live),
+            caps: Capabilities::new(services),
+        }
+    }
+
+    /// Gets every context ready for `call` under `memory` bytes.
+    pub fn begin_call(&mut self, call: &CallSetup<'_>, memory: u64) {
+        self.memory = MemoryCap { limit: memory, hit: false };
+        self.journal.reset(call.run_id, call.attempt, call.mode);
+        self.caps.reset(call);
+    }
+
+    /// What the last call left, leaving the contexts clean.
+    pub fn end_call(&mut self) -> CallReport {
+        let mut report = CallReport::default();
+        self.caps.drain(&mut report);
+        report
+    }
 }
 
 impl WasiView for HostState {
@@ -142,7 +238,8 @@ impl bindings::cairn::task::types::Host for HostState {}
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    Task::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+    bindings::cairn::task::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+    link_capabilities(&mut linker)?;
     Ok(linker)
 }
 

@@ -1,25 +1,73 @@
 //! `cairn:task/secrets`: declared secrets only. Values are returned to the
-//! guest and go nowhere else: not the journal, the logs or the reports.
+//! guest and go nowhere else: not the journal, the logs or the reports. The
+//! context holds the store's secrets role and nothing else of it.
 
-use super::HostState;
-use super::bindings::cairn::task::secrets::{Host, SecretError};
+use std::sync::Arc;
 
-impl Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<String, SecretError>> {
-        if !self.attempt.secrets.iter().any(|s| s.key == key) {
+use wasmtime::component::{HasData, Linker};
+
+use super::bindings::cairn::task::secrets::{self as wit, Host, SecretError};
+use super::{CallReport, CallSetup, Capability, HostServices, HostState};
+use crate::manifest::SecretDecl;
+use crate::model::Tenant;
+use crate::store::SecretStore;
+
+/// The `secrets` context of an instance.
+pub struct SecretsCtx {
+    store: Arc<dyn SecretStore>,
+    tenant: Tenant,
+    /// Secrets the task's environment declares.
+    declared: Arc<[SecretDecl]>,
+}
+
+impl Capability for SecretsCtx {
+    fn new(services: &HostServices) -> Self {
+        SecretsCtx { store: services.store.clone(), tenant: services.tenant.clone(), declared: Arc::new([]) }
+    }
+
+    fn reset(&mut self, call: &CallSetup<'_>) {
+        if !Arc::ptr_eq(&self.declared, &call.env.secrets) {
+            self.declared = call.env.secrets.clone();
+        }
+    }
+
+    fn drain(&mut self, _report: &mut CallReport) {}
+}
+
+impl SecretsCtx {
+    /// The value of a declared secret.
+    async fn get(&self, key: String) -> wasmtime::Result<Result<String, SecretError>> {
+        if !self.declared.iter().any(|s| s.key == key) {
             return Ok(Err(SecretError::NotDeclared(format!(
                 "secret {key:?} is not declared by this task's environment; add it to the environment's `secrets` list in cairn.toml"
             ))));
         }
-        let store = self.attempt.store.clone();
-        let tenant = self.attempt.tenant.clone();
+        let store = self.store.clone();
+        let tenant = self.tenant.clone();
         let lookup_key = key.clone();
         let value = tokio::task::spawn_blocking(move || store.get_secret(&tenant, &lookup_key)).await??;
         Ok(value.ok_or_else(|| {
             SecretError::NotFound(format!(
                 "secret {key:?} has no value in tenant {}; create it with `cairn secret create {key} VALUE`",
-                self.attempt.tenant
+                self.tenant
             ))
         }))
+    }
+}
+
+struct SecretsImports;
+
+impl HasData for SecretsImports {
+    type Data<'a> = &'a mut SecretsCtx;
+}
+
+/// Links `cairn:task/secrets`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, SecretsImports>(linker, |state| &mut state.caps.secrets)
+}
+
+impl Host for &mut SecretsCtx {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<String, SecretError>> {
+        SecretsCtx::get(self, key).await
     }
 }

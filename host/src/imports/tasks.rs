@@ -1,24 +1,16 @@
-//! `cairn:task/tasks`: child runs, groups and the run's own context.
-//!
-//! A submission is journaled in the parent under (task, canonical input,
-//! occurrence) with the child's run id. The guest does not wait for that
-//! record to be durable, but the child does not start before it is, so a
-//! crash never leaves a child the parent's journal does not know. A parent
-//! retried or resumed finds the record and re-attaches to the same child.
+//! `cairn:task/tasks`: child runs, groups and the run's own context. The
+//! submission protocol is [`crate::services::children`]'s.
 
-use std::time::Duration;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
-use wasmtime::component::Resource;
-
-use super::HostState;
-use super::bindings::cairn::task::tasks::{Host, HostGroup, HostPending, RunContext as WitRunContext};
+use super::bindings::cairn::task::tasks::{self as wit, Host, HostGroup, HostPending, RunContext as WitRunContext};
 use super::bindings::cairn::task::types::TaskError;
-use crate::journal::canonical_input;
-use crate::store::{CallKind, Failure, JournalEntry};
+use super::{CallReport, CallSetup, Capability, HostServices, HostState};
+use crate::journal::Journal;
+use crate::model::{Failure, FailureKind};
+use crate::services::children::{ChildHandle, Submissions, outcome};
 
-/// The run an attempt belongs to, as `tasks.current` reports it.
+/// The run a call belongs to, as `tasks.current` reports it.
 #[derive(Debug, Clone, Default)]
 pub struct RunContext {
     /// The run's id.
@@ -31,52 +23,32 @@ pub struct RunContext {
     pub parent: Option<String>,
 }
 
-/// What a parent's journal records about a child: the output of its `child` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChildLink {
-    /// The child run's id.
-    pub run_id: String,
-    /// The group it was submitted in, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+/// The `tasks` context of an instance.
+pub struct TasksCtx {
+    context: RunContext,
+    submissions: Submissions,
 }
 
-/// A child to start, or to re-attach to when it already exists.
-#[derive(Debug)]
-pub struct ChildStart {
-    /// The child's run id.
-    pub id: String,
-    /// The submitting run.
-    pub parent: String,
-    /// The child's task.
-    pub task: String,
-    /// Its JSON input.
-    pub input: String,
-    /// The group it belongs to.
-    pub group: Option<String>,
-    /// The parent's journal record of the submission, to be stored before the
-    /// child starts; `None` when it is already stored.
-    pub record: Option<JournalEntry>,
-    /// Told once `record` is stored (dropped if storing it failed).
-    pub stored: Option<oneshot::Sender<()>>,
-    /// Replaying a cassette: read the child's recorded result, never run it.
-    pub replay: bool,
-}
+impl Capability for TasksCtx {
+    fn new(services: &HostServices) -> Self {
+        TasksCtx { context: RunContext::default(), submissions: Submissions::new(services.children.clone()) }
+    }
 
-/// A child's final outcome: its output, or the failure that ended it.
-pub type ChildOutcome = Result<String, Failure>;
+    fn reset(&mut self, call: &CallSetup<'_>) {
+        let context = &mut self.context;
+        context.run_id.clear();
+        context.run_id.push_str(call.run_id);
+        context.task.clear();
+        context.task.push_str(&call.task.name);
+        context.attempt = call.attempt;
+        context.parent = call.parent.map(str::to_owned);
+        self.submissions.reset();
+    }
 
-/// Watches a child until its outcome is known (`Some`).
-pub type ChildHandle = watch::Receiver<Option<ChildOutcome>>;
-
-/// What the `tasks` interface needs from the host.
-pub trait ChildRuns: Send + Sync {
-    /// Whether a run of `parent_task` may submit `task`; the error is the
-    /// `task-error` (kind, message) to give the guest.
-    fn admit(&self, parent_task: &str, task: &str) -> Result<(), (String, String)>;
-    /// Starts the child, or re-attaches to it if it exists, and returns a
-    /// handle that resolves with its outcome.
-    fn start(&self, child: ChildStart) -> ChildHandle;
+    fn drain(&mut self, report: &mut CallReport) {
+        report.unstored = self.submissions.take_unstored();
+        self.submissions.reset();
+    }
 }
 
 /// The host side of a `pending` resource.
@@ -94,83 +66,48 @@ pub struct GroupScope {
     id: u64,
 }
 
-fn task_error(kind: &str, message: String) -> TaskError {
-    TaskError { kind: kind.into(), message, retryable: false }
+/// What the `tasks` adapter reaches: its context, the run's journal and the
+/// resource table.
+pub struct TasksView<'a> {
+    ctx: &'a mut TasksCtx,
+    journal: &'a mut Journal,
+    table: &'a mut ResourceTable,
 }
 
-impl HostState {
-    async fn submit_child(&mut self, task: String, input: String) -> wasmtime::Result<Result<PendingChild, TaskError>> {
-        let Some(children) = self.attempt.children.clone() else {
-            return Ok(Err(task_error("host-error", "child tasks cannot be submitted from this call".into())));
-        };
-        if let Err((kind, message)) = children.admit(&self.attempt.context.task, &task) {
-            return Ok(Err(task_error(&kind, message)));
-        }
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
-            return Ok(Err(task_error("invalid-input", format!("the input of child task {task:?} is not JSON: {e}"))));
-        }
-        let journal = &mut self.attempt.journal;
-        let key = journal.next_key(CallKind::Child, &task, &canonical_input(&input));
-        let group = self.attempt.groups.last().map(|(_, path)| path.clone());
-        let (id, record) = match journal.lookup(&key).await? {
-            Some(entry) => (serde_json::from_str::<ChildLink>(&entry.output)?.run_id, None),
-            None => {
-                let input_start: String = input.chars().take(60).collect();
-                if let Some(miss) = journal.replay_miss(&key, format!(", input {input_start:?}")) {
-                    return Err(miss.into());
-                }
-                let id = uuid::Uuid::now_v7().to_string();
-                let link = serde_json::to_string(&ChildLink { run_id: id.clone(), group: group.clone() })?;
-                let summary = match &group {
-                    Some(group) => format!("{task} in {group}: {input_start}"),
-                    None => format!("{task}: {input_start}"),
-                };
-                let entry = journal.record_deferred(key, link, summary, Duration::ZERO, None).await?;
-                (id, Some(entry))
-            }
-        };
-        let replay = !journal.live_allowed();
-        // The attempt does not end before this record is stored, so its retry finds it.
-        let stored = record.as_ref().map(|_| {
-            let (sender, receiver) = oneshot::channel();
-            self.attempt.unstored.push(receiver);
-            sender
-        });
-        let parent = self.attempt.run_id.clone();
-        let handle = children.start(ChildStart {
-            id: id.clone(),
-            parent: parent.clone(),
-            task: task.clone(),
-            input,
-            group,
-            record,
-            stored,
-            replay,
-        });
-        Ok(Ok(PendingChild { run_id: id, task, handle, parent }))
-    }
+struct TasksImports;
+
+impl HasData for TasksImports {
+    type Data<'a> = TasksView<'a>;
 }
 
-/// Waits for a child's outcome and turns a failure into the parent's task error.
-async fn outcome_of(run_id: &str, task: &str, mut handle: ChildHandle) -> Result<String, TaskError> {
-    let outcome = loop {
-        if let Some(outcome) = handle.borrow_and_update().clone() {
-            break outcome;
-        }
-        if handle.changed().await.is_err() {
-            break Err(crate::runner::host_failure(format!("the host stopped running child run {run_id}")));
-        }
-    };
-    outcome.map_err(|failure| TaskError {
-        kind: failure.kind,
-        message: format!("child run {run_id} (task {task:?}) failed: {}", failure.message),
-        retryable: failure.retryable,
+/// Links `cairn:task/tasks`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, TasksImports>(linker, |state| TasksView {
+        ctx: &mut state.caps.tasks,
+        journal: &mut state.journal,
+        table: &mut state.table,
     })
 }
 
-impl Host for HostState {
+fn task_error(failure: Failure) -> TaskError {
+    TaskError { kind: failure.kind.as_str().to_owned(), message: failure.message, retryable: failure.retryable }
+}
+
+impl TasksView<'_> {
+    async fn submit_child(&mut self, task: String, input: String) -> wasmtime::Result<Result<PendingChild, TaskError>> {
+        let submitted = self.ctx.submissions.submit(self.journal, &self.ctx.context.task, task, input).await;
+        Ok(submitted.map_err(|e| e.into_wasmtime())?.map_err(task_error).map(|child| PendingChild {
+            run_id: child.run_id,
+            task: child.task,
+            handle: child.handle,
+            parent: child.parent,
+        }))
+    }
+}
+
+impl Host for TasksView<'_> {
     async fn current(&mut self) -> wasmtime::Result<WitRunContext> {
-        let context = &self.attempt.context;
+        let context = &self.ctx.context;
         Ok(WitRunContext {
             run_id: context.run_id.clone(),
             task: context.task.clone(),
@@ -192,30 +129,31 @@ impl Host for HostState {
 
     async fn call(&mut self, task: String, input: String) -> wasmtime::Result<Result<String, TaskError>> {
         Ok(match self.submit_child(task, input).await? {
-            Ok(pending) => outcome_of(&pending.run_id, &pending.task, pending.handle).await,
+            Ok(pending) => outcome(&pending.run_id, &pending.task, pending.handle).await.map_err(task_error),
             Err(error) => Err(error),
         })
     }
 }
 
-impl HostPending for HostState {
+impl HostPending for TasksView<'_> {
     async fn run_id(&mut self, pending: Resource<PendingChild>) -> wasmtime::Result<String> {
         Ok(self.table.get(&pending)?.run_id.clone())
     }
 
     async fn get(&mut self, pending: Resource<PendingChild>) -> wasmtime::Result<Result<String, TaskError>> {
         let child = self.table.get(&pending)?;
-        if child.parent != self.attempt.run_id {
-            return Ok(Err(task_error(
-                "stale-handle",
+        if child.parent != self.ctx.context.run_id {
+            return Ok(Err(task_error(Failure::new(
+                FailureKind::StaleHandle,
                 format!(
                     "child run {} was submitted by run {}, not by this one: a reused instance kept its handle; submit it again",
                     child.run_id, child.parent
                 ),
-            )));
+                false,
+            ))));
         }
         let (run_id, task, handle) = (child.run_id.clone(), child.task.clone(), child.handle.clone());
-        Ok(outcome_of(&run_id, &task, handle).await)
+        Ok(outcome(&run_id, &task, handle).await.map_err(task_error))
     }
 
     async fn drop(&mut self, pending: Resource<PendingChild>) -> wasmtime::Result<()> {
@@ -225,20 +163,10 @@ impl HostPending for HostState {
     }
 }
 
-impl HostGroup for HostState {
+impl HostGroup for TasksView<'_> {
     async fn new(&mut self, name: String) -> wasmtime::Result<Resource<GroupScope>> {
-        let path = match self.attempt.groups.last() {
-            Some((_, outer)) => format!("{outer}/{name}"),
-            None => name,
-        };
-        let journal = &mut self.attempt.journal;
-        let key = journal.next_key(CallKind::Group, &path, "");
-        if journal.lookup(&key).await?.is_none() && journal.live_allowed() {
-            journal.record(key, "{}".into(), path.clone(), Duration::ZERO, None).await?;
-        }
-        self.attempt.next_group += 1;
-        let id = self.attempt.next_group;
-        self.attempt.groups.push((id, path.clone()));
+        let opened = self.ctx.submissions.open_group(self.journal, name).await;
+        let (id, path) = opened.map_err(|e| e.into_wasmtime())?;
         Ok(self.table.push(GroupScope { path, id })?)
     }
 
@@ -248,9 +176,7 @@ impl HostGroup for HostState {
 
     async fn drop(&mut self, group: Resource<GroupScope>) -> wasmtime::Result<()> {
         let scope = self.table.delete(group)?;
-        if let Some(index) = self.attempt.groups.iter().position(|(id, _)| *id == scope.id) {
-            self.attempt.groups.remove(index);
-        }
+        self.ctx.submissions.close_group(scope.id);
         Ok(())
     }
 }

@@ -1,19 +1,62 @@
 //! `cairn:task/trace`: durable checkpoints of guest steps, on the run journal.
 
-use super::HostState;
-use super::bindings::cairn::task::trace::Host;
+use wasmtime::component::{HasData, Linker};
 
-impl Host for HostState {
+use super::bindings::cairn::task::trace::{self as wit, Host};
+use super::{CallReport, CallSetup, Capability, HostServices, HostState};
+use crate::journal::Journal;
+
+/// The `trace` context of an instance: steps answered from the journal.
+#[derive(Default)]
+pub struct TraceCtx {
+    replayed: u32,
+}
+
+impl Capability for TraceCtx {
+    fn new(_services: &HostServices) -> Self {
+        TraceCtx::default()
+    }
+
+    fn reset(&mut self, _call: &CallSetup<'_>) {
+        self.replayed = 0;
+    }
+
+    fn drain(&mut self, report: &mut CallReport) {
+        report.stats.trace_replayed = std::mem::take(&mut self.replayed);
+    }
+}
+
+/// What the `trace` adapter reaches: its context and the run's journal.
+pub struct TraceView<'a> {
+    ctx: &'a mut TraceCtx,
+    journal: &'a mut Journal,
+}
+
+struct TraceImports;
+
+impl HasData for TraceImports {
+    type Data<'a> = TraceView<'a>;
+}
+
+/// Links `cairn:task/trace`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, TraceImports>(linker, |state| TraceView {
+        ctx: &mut state.caps.trace,
+        journal: &mut state.journal,
+    })
+}
+
+impl Host for TraceView<'_> {
     async fn recall(&mut self, name: String, input: String) -> wasmtime::Result<Option<String>> {
-        let hit = self.attempt.journal.trace_recall(&name, &input).await?;
+        let hit = self.journal.trace_recall(&name, &input).await?;
         if hit.is_some() {
-            self.attempt.stats.trace_replayed += 1;
+            self.ctx.replayed += 1;
         }
         Ok(hit)
     }
 
     async fn record(&mut self, name: String, input: String, output: String) -> wasmtime::Result<()> {
-        self.attempt.journal.trace_record(&name, &input, &output).await?;
+        self.journal.trace_record(&name, &input, &output).await?;
         Ok(())
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::{ChatRequest, ChatResponse, LlmError, LlmProvider};
+use crate::breakers::Breakers;
 use crate::policy::breaker::{Admission, BreakerConfig};
-use crate::policy::registry::Breakers;
 
 /// One member of a chain.
 pub struct Member {

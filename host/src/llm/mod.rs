@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::FailureKind;
+pub use crate::model::Usage;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,23 +76,6 @@ impl ChatRequest {
     }
 }
 
-/// Token accounting of one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Tokens of the request.
-    pub prompt_tokens: u32,
-    /// Tokens of the answer.
-    pub completion_tokens: u32,
-}
-
-impl Usage {
-    /// Adds another call's usage to this one.
-    pub fn add(&mut self, other: Usage) {
-        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
-        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
-    }
-}
-
 /// A finished completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
@@ -140,15 +126,15 @@ impl LlmError {
     }
 
     /// The error kind that task retry policies match on (see DESIGN.md).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            LlmError::RateLimited { .. } => "llm-rate-limited",
-            LlmError::Timeout => "llm-timeout",
-            LlmError::Unavailable(_) => "llm-unavailable",
-            LlmError::InvalidRequest(_) => "llm-invalid-request",
-            LlmError::InvalidResponse(_) => "llm-invalid-response",
-            LlmError::BudgetExceeded => "llm-budget-exceeded",
-            LlmError::CircuitOpen => "llm-circuit-open",
+            LlmError::RateLimited { .. } => FailureKind::LlmRateLimited,
+            LlmError::Timeout => FailureKind::LlmTimeout,
+            LlmError::Unavailable(_) => FailureKind::LlmUnavailable,
+            LlmError::InvalidRequest(_) => FailureKind::LlmInvalidRequest,
+            LlmError::InvalidResponse(_) => FailureKind::LlmInvalidResponse,
+            LlmError::BudgetExceeded => FailureKind::LlmBudgetExceeded,
+            LlmError::CircuitOpen => FailureKind::LlmCircuitOpen,
         }
     }
 }

@@ -277,7 +277,7 @@ impl LlmProvider for OpenAiProvider {
         let text = response.text().await.map_err(|e| self.transport_error(&e))?;
         if !status.is_success() {
             let error = self.status_error(status, &headers, &text);
-            tracing::debug!(provider = %self.config.name, %status, kind = error.kind(), "chat completion failed");
+            tracing::debug!(provider = %self.config.name, %status, kind = %error.kind(), "chat completion failed");
             return Err(error);
         }
         let wire: WireResponse = serde_json::from_str(&text).map_err(|e| {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{ChatRequest, ChatResponse, LlmError, LlmProvider};
+use crate::model::Failure;
 use crate::policy::retry::{RetryPolicy, random_unit};
-use crate::store::Failure;
 
 /// How [`Reliable`] retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl<P: LlmProvider + ?Sized> LlmProvider for Reliable<P> {
             self.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 provider = self.inner.name(),
-                kind = error.kind(),
+                kind = %error.kind(),
                 %error,
                 retry,
                 max_retries = self.config.max_retries,

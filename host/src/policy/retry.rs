@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::Failure;
+use crate::model::Failure;
 
 /// How the wait grows from one retry to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ impl RetryPolicy {
     pub fn should_retry(&self, failure: &Failure, failures: u32) -> bool {
         failure.retryable
             && failures <= self.count
-            && self.retry_on.as_ref().is_none_or(|kinds| kinds.contains(&failure.kind))
+            && self.retry_on.as_ref().is_none_or(|kinds| kinds.iter().any(|kind| failure.kind == kind.as_str()))
     }
 }
 

@@ -25,8 +25,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::manifest::ReusePolicy;
-use crate::policy::clock::Clock;
 
 pub use reaper::reap;
 

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::policy::clock::TestClock;
+use crate::clock::TestClock;
 
 /// A stand-in instance: its serial number, so tests can tell instances apart.
 type Instance = u32;

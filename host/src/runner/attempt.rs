@@ -13,13 +13,12 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::warm::WarmInstance;
 use super::{Host, LOG_CAP};
 use crate::capture::CapturedOutput;
-use crate::imports::tasks::RunContext;
-use crate::imports::{AttemptState, AttemptStats, HostState, MemoryCap, TaskPre};
-use crate::journal::{Journal, JournalError, JournalMode};
+use crate::imports::{AttemptStats, CallReport, CallSetup, HostState, TaskPre};
+use crate::journal::{JournalError, JournalMode};
 use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
+use crate::model::{AttemptLog, Failure, FailureKind};
 use crate::pool::Pool;
-use crate::store::{AttemptLog, Failure, Report};
 
 /// What one attempt gets: its number, where its journal answers from, its
 /// memory limit (grown after out-of-memory under `on_oom`), an optional stub,
@@ -43,11 +42,30 @@ pub(super) struct AttemptPlan {
 
 /// What an attempt leaves behind besides its outcome.
 pub(super) struct Leftovers {
-    pub report: Report,
-    pub stats: AttemptStats,
+    /// What the interfaces' contexts drained.
+    pub call: CallReport,
+    /// The guest's captured streams.
     pub log: AttemptLog,
-    /// Child submissions whose journal record is still being stored.
-    pub unstored: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// The [`CallSetup`] of an attempt of `task` in run `run_id` under `plan`.
+pub(super) fn call_setup<'a>(
+    task: &'a TaskSpec,
+    env: &'a Environment,
+    provider: &'a Arc<dyn LlmProvider>,
+    run_id: &'a str,
+    plan: &'a AttemptPlan,
+) -> CallSetup<'a> {
+    CallSetup {
+        run_id,
+        task,
+        env,
+        attempt: plan.number,
+        parent: plan.parent.as_deref(),
+        mode: &plan.mode,
+        provider,
+        stub: plan.stub.as_deref(),
+    }
 }
 
 impl Host {
@@ -63,21 +81,21 @@ impl Host {
         plan: &AttemptPlan,
     ) -> (Result<String, Failure>, AttemptStats) {
         let env = self.manifest.environment_of(task);
+        let setup = call_setup(task, env, provider, run_id, plan);
         let (outcome, leftovers) = match &plan.pool {
             Some(pool) => {
                 let mut lease = match pool.acquire(&plan.component).await {
                     Ok(lease) => lease,
                     Err(e) => {
-                        let failure = Failure { kind: "queue-timeout".into(), message: e.to_string(), retryable: true };
+                        let failure = Failure::new(FailureKind::QueueTimeout, e.to_string(), true);
                         return (Err(failure), AttemptStats::default());
                     }
                 };
                 let call = async {
                     if let Some(warm) = lease.instance() {
-                        refill_services(warm.services(plan.memory), env, task, provider, run_id, plan);
+                        warm.begin_call(&setup, plan.memory);
                     } else {
-                        let services = self.attempt_services(task, provider, run_id, plan);
-                        let warm = WarmInstance::new(self, env, pre, services, plan.memory).await?;
+                        let warm = WarmInstance::new(self, pre, &setup, plan.memory).await?;
                         lease.fill(warm);
                     }
                     let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };
@@ -103,16 +121,13 @@ impl Host {
                 }
                 (outcome, leftovers)
             }
-            None => match self
-                .fresh_attempt(task, env, pre, self.attempt_services(task, provider, run_id, plan), input, plan)
-                .await
-            {
+            None => match self.fresh_attempt(&setup, pre, input, plan).await {
                 Ok(done) => done,
                 Err(failure) => return (Err(failure), AttemptStats::default()),
             },
         };
         // A retry of this run must find every child this attempt submitted.
-        for stored in leftovers.unstored {
+        for stored in leftovers.call.unstored {
             let _ = stored.await;
         }
         if leftovers.log != AttemptLog::default()
@@ -120,25 +135,24 @@ impl Host {
         {
             tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
         }
-        if !leftovers.report.tabs.is_empty()
-            && let Err(e) = self.store.put_report(run_id, &leftovers.report).await
+        if !leftovers.call.report.tabs.is_empty()
+            && let Err(e) = self.store.put_report(run_id, &leftovers.call.report).await
         {
             tracing::warn!(run = %run_id, "cannot store the report: {e}");
         }
-        (outcome, leftovers.stats)
+        (outcome, leftovers.call.stats)
     }
 
     /// A fresh instance with the run's directory preopened, called once and
     /// torn down.
     async fn fresh_attempt(
         &self,
-        task: &TaskSpec,
-        env: &Environment,
+        setup: &CallSetup<'_>,
         pre: &TaskPre<HostState>,
-        services: AttemptState,
         input: &str,
         plan: &AttemptPlan,
     ) -> Result<(Result<String, Failure>, Leftovers), Failure> {
+        let env = setup.env;
         // Held until the instance is dropped.
         let _slot = self
             .fresh_slots
@@ -148,19 +162,15 @@ impl Host {
             .map_err(|_| host_failure("the host is shutting down".into()))?;
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
-        let work = self.run_dirs.work_dir(&services.run_id).map_err(|e| host_failure(e.to_string()))?;
+        let work = self.run_dirs.work_dir(setup.run_id).map_err(|e| host_failure(e.to_string()))?;
         let mut wasi = self.wasi_builder(env, &stdout, &stderr)?;
-        wasi.env("CAIRN_RUN_ID", &services.run_id)
-            .env("CAIRN_TASK", &task.name)
+        wasi.env("CAIRN_RUN_ID", setup.run_id)
+            .env("CAIRN_TASK", &setup.task.name)
             .env("CAIRN_ATTEMPT", plan.number.to_string());
         wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
             .map_err(|e| host_failure(format!("cannot preopen the run directory {}: {e}", work.display())))?;
-        let state = HostState {
-            wasi: wasi.build(),
-            table: Default::default(),
-            memory: MemoryCap { limit: plan.memory, hit: false },
-            attempt: services,
-        };
+        let mut state = HostState::new(wasi.build(), plan.memory, &self.services);
+        state.begin_call(setup, plan.memory);
         let mut store = new_store(self, state);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -169,12 +179,9 @@ impl Host {
         // Bounds guest code (it yields every epoch tick) and host calls alike.
         let result = tokio::time::timeout(env.resources.timeout, call).await;
         let outcome = classify(result, env, store.data().memory.hit, plan.memory);
-        let data = store.data_mut();
         let leftovers = Leftovers {
-            report: std::mem::take(&mut data.attempt.report),
-            stats: data.attempt.stats,
+            call: store.data_mut().end_call(),
             log: AttemptLog { stdout: stdout.text(), stderr: stderr.text() },
-            unstored: std::mem::take(&mut data.attempt.unstored),
         };
         // Dropped here, not on the reaper thread: on this 2-core machine the
         // reaper's cross-CPU TLB shootdowns cost the caller more than the
@@ -199,7 +206,7 @@ impl Host {
                 .get_secret(&self.tenant, &secret.key)
                 .map_err(|e| host_failure(e.to_string()))?
                 .ok_or_else(|| Failure {
-                    kind: "missing-secret".into(),
+                    kind: FailureKind::MissingSecret,
                     message: format!(
                         "secret {:?} (declared by environment {:?}) has no value; create it with `cairn secret create {} VALUE`",
                         secret.key, env.name, secret.key
@@ -210,80 +217,11 @@ impl Host {
         }
         Ok(wasi)
     }
-
-    /// Cairn's own services for one call: journal (read lazily), provider,
-    /// secrets, report, children and counters.
-    pub(super) fn attempt_services(
-        &self,
-        task: &TaskSpec,
-        provider: &Arc<dyn LlmProvider>,
-        run_id: &str,
-        plan: &AttemptPlan,
-    ) -> AttemptState {
-        let env = self.manifest.environment_of(task);
-        AttemptState {
-            run_id: run_id.to_owned(),
-            tenant: self.tenant.clone(),
-            journal: Journal::new(self.store.clone(), run_id, plan.number, plan.mode.clone()),
-            llm: provider.clone(),
-            llm_timeout: env.resources.timeout,
-            secrets: env.secrets.clone(),
-            store: self.store.clone(),
-            report: Report::default(),
-            stats: AttemptStats::default(),
-            stub: plan.stub.clone(),
-            context: RunContext {
-                run_id: run_id.to_owned(),
-                task: task.name.clone(),
-                attempt: plan.number,
-                parent: plan.parent.clone(),
-            },
-            children: Some(self.children.clone()),
-            groups: Vec::new(),
-            next_group: 0,
-            unstored: Vec::new(),
-            progress: self.progress.clone(),
-        }
-    }
-}
-
-/// [`Host::attempt_services`] written into a warm instance's existing
-/// services, reusing their allocations.
-fn refill_services(
-    state: &mut AttemptState,
-    env: &Environment,
-    task: &TaskSpec,
-    provider: &Arc<dyn LlmProvider>,
-    run_id: &str,
-    plan: &AttemptPlan,
-) {
-    state.run_id.clear();
-    state.run_id.push_str(run_id);
-    state.journal.reset(run_id, plan.number, &plan.mode);
-    if !Arc::ptr_eq(&state.llm, provider) {
-        state.llm = provider.clone();
-    }
-    state.llm_timeout = env.resources.timeout;
-    if !Arc::ptr_eq(&state.secrets, &env.secrets) {
-        state.secrets = env.secrets.clone();
-    }
-    state.report = Report::default();
-    state.stats = AttemptStats::default();
-    state.stub.clone_from(&plan.stub);
-    let context = &mut state.context;
-    context.run_id.clear();
-    context.run_id.push_str(run_id);
-    context.task.clear();
-    context.task.push_str(&task.name);
-    context.attempt = plan.number;
-    context.parent.clone_from(&plan.parent);
-    state.groups.clear();
-    state.unstored.clear();
 }
 
 /// A wasmtime store for `state` under the host's engine, memory cap and epochs.
 pub(super) fn new_store(host: &Host, state: HostState) -> WasmStore<HostState> {
-    let mut store = WasmStore::new(host.engine.engine(), state);
+    let mut store = WasmStore::new(host.engine().engine(), state);
     store.limiter(|s| &mut s.memory);
     // The guest yields to the executor at every epoch tick, so a spinning
     // guest never starves other runs; the attempt's deadline is its timeout.
@@ -303,7 +241,7 @@ fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limi
         Err(_) => Err(timeout_failure(env.resources.timeout)),
         Ok(Ok(Ok(output))) => check_output(output, env.resources.max_output),
         Ok(Ok(Err(task_error))) => {
-            Err(Failure { kind: task_error.kind, message: task_error.message, retryable: task_error.retryable })
+            Err(Failure { kind: task_error.kind.into(), message: task_error.message, retryable: task_error.retryable })
         }
         Ok(Err(error)) => Err(classify_trap(&error, memory_hit, memory_limit)),
     }
@@ -311,12 +249,12 @@ fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limi
 
 /// A failure of the host itself (store, filesystem): retryable.
 pub fn host_failure(message: String) -> Failure {
-    Failure { kind: "host-error".into(), message, retryable: true }
+    Failure::host(message)
 }
 
 pub(super) fn timeout_failure(limit: Duration) -> Failure {
     Failure {
-        kind: "timeout".into(),
+        kind: FailureKind::Timeout,
         message: format!(
             "the attempt ran past its {limit:?} time limit; raise `resources.timeout` of the task's environment if it needs longer"
         ),
@@ -327,7 +265,7 @@ pub(super) fn timeout_failure(limit: Duration) -> Failure {
 fn check_output(output: String, max_output: u64) -> Result<String, Failure> {
     if output.len() as u64 > max_output {
         return Err(Failure {
-            kind: "output-too-large".into(),
+            kind: FailureKind::OutputTooLarge,
             message: format!(
                 "the task returned {} bytes, more than its limit of {max_output} bytes; write large results to files or raise `resources.max_output`",
                 output.len()
@@ -339,7 +277,7 @@ fn check_output(output: String, max_output: u64) -> Result<String, Failure> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
         let start: String = output.chars().take(80).collect();
         return Err(Failure {
-            kind: "invalid-output".into(),
+            kind: FailureKind::InvalidOutput,
             message: format!("the task returned text that is not JSON ({e}); it starts with {start:?}"),
             retryable: true,
         });
@@ -351,27 +289,27 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
     if let Some(journal) = error.downcast_ref::<JournalError>() {
         return match journal {
             JournalError::ReplayMiss { .. } => {
-                Failure { kind: "replay-miss".into(), message: journal.to_string(), retryable: false }
+                Failure { kind: FailureKind::ReplayMiss, message: journal.to_string(), retryable: false }
             }
             _ => host_failure(journal.to_string()),
         };
     }
     let text = format!("{error:#}");
-    if text.contains("concurrent limit") {
+    if error.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) {
         // The engine's instance slots are all taken: the host's limit, not the guest's fault.
         return host_failure(format!("no instance slot is free in the engine ({text}); the attempt will be retried"));
     }
     let trap = error.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {
         return Failure {
-            kind: "timeout".into(),
+            kind: FailureKind::Timeout,
             message: "the guest ran past its time limit; raise `resources.timeout` of the task's environment if it needs longer".into(),
             retryable: true,
         };
     }
     if memory_hit {
         return Failure {
-            kind: "out-of-memory".into(),
+            kind: FailureKind::OutOfMemory,
             message: format!(
                 "the guest tried to grow its memory past the {} MiB limit; raise `resources.memory` of the task's environment",
                 memory_limit >> 20
@@ -381,5 +319,45 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
     }
     // The trap's reason and the guest's own (wasm) backtrace; never the host's Rust backtrace.
     let reason = trap.map(|t| format!(" ({t})")).unwrap_or_default();
-    Failure { kind: "trap".into(), message: format!("the guest trapped{reason}: {error:#}"), retryable: true }
+    Failure { kind: FailureKind::Trap, message: format!("the guest trapped{reason}: {error:#}"), retryable: true }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_checked_for_size_then_json() {
+        assert_eq!(check_output(r#"{"a": 1}"#.into(), 100), Ok(r#"{"a": 1}"#.to_owned()));
+        let large = check_output(format!("\"{}\"", "x".repeat(200)), 100).unwrap_err();
+        assert_eq!((large.kind, large.retryable), (FailureKind::OutputTooLarge, false));
+        assert!(large.message.contains("max_output"), "{}", large.message);
+        let text = check_output("plain words".into(), 100).unwrap_err();
+        assert_eq!((text.kind, text.retryable), (FailureKind::InvalidOutput, true));
+        assert!(text.message.contains("\"plain words\""), "{}", text.message);
+    }
+
+    #[test]
+    fn traps_are_told_apart_by_cause() {
+        let miss = JournalError::ReplayMiss {
+            source_run: "r".into(),
+            kind: "llm",
+            name: "complete".into(),
+            input_hash: "h".into(),
+            occurrence: 1,
+            detail: String::new(),
+        };
+        let failure = classify_trap(&wasmtime::Error::new(miss), false, 1 << 20);
+        assert_eq!((failure.kind, failure.retryable), (FailureKind::ReplayMiss, false));
+        let worker = classify_trap(&wasmtime::Error::new(JournalError::Worker("r".into())), false, 1 << 20);
+        assert_eq!((worker.kind, worker.retryable), (FailureKind::HostError, true));
+        let interrupt = classify_trap(&wasmtime::Error::new(Trap::Interrupt), false, 1 << 20);
+        assert_eq!(interrupt.kind, FailureKind::Timeout);
+        let oom = classify_trap(&wasmtime::Error::new(Trap::UnreachableCodeReached), true, 64 << 20);
+        assert_eq!(oom.kind, FailureKind::OutOfMemory);
+        assert!(oom.message.contains("64 MiB"), "{}", oom.message);
+        let trap = classify_trap(&wasmtime::Error::new(Trap::UnreachableCodeReached), false, 64 << 20);
+        assert_eq!((trap.kind, trap.retryable), (FailureKind::Trap, true));
+        assert!(trap.message.contains("unreachable"), "{}", trap.message);
+    }
 }

@@ -1,30 +1,22 @@
 //! Cross-run result cache keys.
 //!
 //! Key = sha256 of (task name, contract hash, component digest under `auto`
-//! or the author's version, canonical input). The contract hash covers the
-//! WIT files this host was built with, so a new contract never reuses old
-//! results.
+//! or the author's version, canonical input). The contract hash covers
+//! every WIT file this host was built with, so a new contract never reuses
+//! old results.
 
 use sha2::{Digest, Sha256};
 
 use crate::journal::canonical_input;
 use crate::manifest::CachePolicy;
 
-/// sha256 of the `cairn:task` WIT files compiled into this host.
-pub fn contract_hash() -> String {
-    let mut hasher = Sha256::new();
-    for text in [
-        include_str!("../../../wit/types.wit"),
-        include_str!("../../../wit/llm.wit"),
-        include_str!("../../../wit/trace.wit"),
-        include_str!("../../../wit/secrets.wit"),
-        include_str!("../../../wit/report.wit"),
-        include_str!("../../../wit/world.wit"),
-    ] {
-        hasher.update(text.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(hasher.finalize())
+/// sha256 of every file of `wit/` this host was built with, computed by
+/// the build script (`host/build.rs`).
+pub const CONTRACT_HASH: &str = env!("CAIRN_CONTRACT_HASH");
+
+/// The contract hash; see [`CONTRACT_HASH`].
+pub fn contract_hash() -> &'static str {
+    CONTRACT_HASH
 }
 
 /// The cache key of a run, or `None` when the policy disables caching.
@@ -35,7 +27,7 @@ pub fn cache_key(policy: &CachePolicy, task: &str, component_digest: &str, input
         CachePolicy::Version(version) => format!("version:{version}"),
     };
     let mut hasher = Sha256::new();
-    for part in [task, &contract_hash(), &version, &canonical_input(input)] {
+    for part in [task, CONTRACT_HASH, &version, &canonical_input(input)] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
@@ -57,5 +49,22 @@ mod tests {
         let v1 = CachePolicy::Version("1".into());
         assert_eq!(cache_key(&v1, "t", "d1", "{}"), cache_key(&v1, "t", "d2", "{}"), "a version ignores the component");
         assert_ne!(cache_key(&v1, "t", "d1", "{}"), cache_key(&CachePolicy::Version("2".into()), "t", "d1", "{}"));
+    }
+
+    #[test]
+    fn the_contract_hash_covers_every_wit_file() {
+        let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut files: Vec<_> = std::fs::read_dir(&wit).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        assert!(files.iter().any(|f| f.ends_with("tasks.wit")), "tasks.wit is part of the contract");
+        assert_eq!(env!("CAIRN_CONTRACT_FILES").parse::<usize>().unwrap(), files.len());
+        let mut hasher = Sha256::new();
+        for path in &files {
+            hasher.update(path.file_name().unwrap().to_str().unwrap().as_bytes());
+            hasher.update([0]);
+            hasher.update(std::fs::read(path).unwrap());
+            hasher.update([0]);
+        }
+        assert_eq!(contract_hash(), hex::encode(hasher.finalize()), "built from the wit/ in the tree");
     }
 }

@@ -11,9 +11,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Host, RunOptions, RunnerError, host_failure};
-use crate::imports::tasks::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
-use crate::store::{Failure, RunRecord, RunStatus, StoreError};
+use super::{Host, RunOptions, RunnerError};
+use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
+use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
+use crate::store::StoreError;
+
+fn host_failure(message: String) -> Failure {
+    Failure::host(message)
+}
 
 /// How often a child held by another live host is checked on.
 const POLL: Duration = Duration::from_millis(200);
@@ -36,14 +41,15 @@ impl ChildSpawner {
 }
 
 impl ChildRuns for ChildSpawner {
-    fn admit(&self, parent_task: &str, task: &str) -> Result<(), (String, String)> {
+    fn admit(&self, parent_task: &str, task: &str) -> Result<(), Failure> {
         let Some(host) = self.host.upgrade() else {
-            return Err(("host-error".into(), "the host is shutting down".into()));
+            return Err(Failure::new(FailureKind::HostError, "the host is shutting down", false));
         };
         let Some(child) = host.manifest.tasks.get(task) else {
-            return Err((
-                "unknown-task".into(),
+            return Err(Failure::new(
+                FailureKind::UnknownTask,
                 format!("cannot submit child task {task:?}: the manifest has no task of that name"),
+                false,
             ));
         };
         // A parent holds its warm instance while it waits: children queued
@@ -52,12 +58,13 @@ impl ChildRuns for ChildSpawner {
         if parent_env == Some(child.environment.as_str())
             && host.manifest.environments.get(&child.environment).is_some_and(|env| env.reuse.is_some())
         {
-            return Err((
-                "invalid-child".into(),
+            return Err(Failure::new(
+                FailureKind::InvalidChild,
                 format!(
                     "task {parent_task:?} cannot submit {task:?}: both run in environment {:?}, whose pool the parent holds an instance of while it waits; put the child task in another environment",
                     child.environment
                 ),
+                false,
             ));
         }
         Ok(())
@@ -137,7 +144,11 @@ impl Host {
         };
         let Some(run) = existing else {
             if child.replay {
-                return Ok(self.unfinished(child, "replay-miss", "the cassette's child run is not in this store"));
+                return Ok(self.unfinished(
+                    child,
+                    FailureKind::ReplayMiss,
+                    "the cassette's child run is not in this store",
+                ));
             }
             let task = self.manifest.task(&child.task).map_err(RunnerError::UnknownTask)?.clone();
             let mut run = self.new_record(&task.name, &child.input, &RunOptions::default());
@@ -153,9 +164,11 @@ impl Host {
             RunStatus::Failed if child.replay || !run.error.as_ref().is_some_and(|f| f.retryable) => Ok(run),
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
             RunStatus::Failed => self.redrive(run, None).await,
-            _ if child.replay => {
-                Ok(self.unfinished(child, "replay-miss", "the cassette's child run never finished; record a new run"))
-            }
+            _ if child.replay => Ok(self.unfinished(
+                child,
+                FailureKind::ReplayMiss,
+                "the cassette's child run never finished; record a new run",
+            )),
             // Nothing in this process drives it (else the running map would have
             // it), yet it holds this process's lease: an earlier start stopped on
             // an error. Take it up again.
@@ -183,12 +196,11 @@ impl Host {
     }
 
     /// A failed stand-in record for a child that cannot be run.
-    fn unfinished(&self, child: &ChildStart, kind: &str, why: &str) -> RunRecord {
+    fn unfinished(&self, child: &ChildStart, kind: FailureKind, why: &str) -> RunRecord {
         let mut run = self.new_record(&child.task, &child.input, &RunOptions::default());
         run.id = child.id.clone();
         run.status = RunStatus::Failed;
-        run.error =
-            Some(Failure { kind: kind.into(), message: format!("child run {}: {why}", child.id), retryable: false });
+        run.error = Some(Failure { kind, message: format!("child run {}: {why}", child.id), retryable: false });
         run
     }
 

@@ -10,9 +10,9 @@ use crate::imports::{HostState, TaskPre};
 use crate::journal::JournalMode;
 use crate::llm::LlmProvider;
 use crate::manifest::TaskSpec;
+use crate::model::Failure;
 use crate::pool::Pool;
 use crate::runner::warm::WarmInstance;
-use crate::store::Failure;
 
 /// A task ready to be called: its component pre-instantiated, its LLM
 /// provider built and its environment's pool (under `reuse`) found.

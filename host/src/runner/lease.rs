@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{Lease, Store, Tenant, now_ms};
+use crate::model::{Lease, Tenant, now_ms};
 
 /// How long a lease lasts without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -56,7 +56,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts renewing `owner`'s lease on run `id`. It holds the store only
     /// weakly, so closing the host closes the store at once.
-    pub fn start(store: &Arc<dyn Store>, tenant: Tenant, id: String, owner: String) -> Self {
+    pub fn start(store: &Arc<dyn crate::store::Store>, tenant: Tenant, id: String, owner: String) -> Self {
         let store = Arc::downgrade(store);
         let task = tokio::spawn(async move {
             loop {

@@ -12,15 +12,17 @@ use std::sync::Arc;
 use wasmtime::Store as WasmStore;
 use wasmtime_wasi::FsPerms;
 
-use super::attempt::{Leftovers, new_store};
+use super::attempt::{AttemptPlan, Leftovers, call_setup, new_store};
 use super::{Host, LOG_CAP};
 use crate::capture::CapturedOutput;
 use crate::imports::bindings::cairn::task::types::TaskError;
-use crate::imports::{AttemptState, HostState, MemoryCap, Task, TaskPre};
+use crate::imports::{CallSetup, HostState, Task, TaskPre};
+use crate::journal::JournalMode;
+use crate::llm::LlmProvider;
 use crate::manifest::Environment;
+use crate::model::{AttemptLog, now_ms};
 use crate::pool::status::PoolReport;
 use crate::pool::{Pool, PoolStats};
-use crate::store::AttemptLog;
 
 /// An instantiated component, kept warm in its environment's pool.
 pub struct WarmInstance {
@@ -32,14 +34,14 @@ pub struct WarmInstance {
 }
 
 impl WarmInstance {
-    /// Instantiates `pre` with `services` for its first call.
+    /// Instantiates `pre`, ready for the call `setup`.
     pub(super) async fn new(
         host: &Host,
-        env: &Environment,
         pre: &TaskPre<HostState>,
-        services: AttemptState,
+        setup: &CallSetup<'_>,
         memory: u64,
     ) -> wasmtime::Result<Self> {
+        let env = setup.env;
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
         let name = format!("{}-{}", env.name, uuid::Uuid::now_v7());
@@ -48,8 +50,8 @@ impl WarmInstance {
         let made = async {
             let mut wasi = host.wasi_builder(env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
             wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)?;
-            let limit = MemoryCap { limit: memory, hit: false };
-            let state = HostState { wasi: wasi.build(), table: Default::default(), memory: limit, attempt: services };
+            let mut state = HostState::new(wasi.build(), memory, host.services());
+            state.begin_call(setup, memory);
             let mut store = new_store(host, state);
             let instance = pre.instantiate_async(&mut store).await?;
             wasmtime::Result::Ok((store, instance))
@@ -63,12 +65,9 @@ impl WarmInstance {
         }
     }
 
-    /// Gets the instance ready for another call under `memory` and returns
-    /// its services, to be refilled for that call.
-    pub(super) fn services(&mut self, memory: u64) -> &mut AttemptState {
-        let data = self.store.data_mut();
-        data.memory = MemoryCap { limit: memory, hit: false };
-        &mut data.attempt
+    /// Gets the instance ready for the call `setup` under `memory` bytes.
+    pub(super) fn begin_call(&mut self, setup: &CallSetup<'_>, memory: u64) {
+        self.store.data_mut().begin_call(setup, memory);
     }
 
     /// Calls the guest's `run`, yielding every epoch tick.
@@ -85,13 +84,9 @@ impl WarmInstance {
     /// The last call's report, counters, log and unstored child records,
     /// leaving the instance clean.
     pub(super) fn leftovers(&mut self) -> Leftovers {
-        let attempt = &mut self.store.data_mut().attempt;
-        let report = std::mem::take(&mut attempt.report);
-        let stats = std::mem::take(&mut attempt.stats);
-        let unstored = std::mem::take(&mut attempt.unstored);
-        attempt.groups.clear();
+        let call = self.store.data_mut().end_call();
         let log = AttemptLog { stdout: self.stdout.take_text(), stderr: self.stderr.take_text() };
-        Leftovers { report, stats, log, unstored }
+        Leftovers { call, log }
     }
 }
 
@@ -150,18 +145,18 @@ impl Host {
             for (n, mut slot) in slots.into_iter().enumerate() {
                 let (task, pre, _) = &prepared[n % prepared.len()];
                 let Ok(provider) = self.provider_for(task) else { continue };
-                let provider: Arc<dyn crate::llm::LlmProvider> = provider;
-                let plan = super::attempt::AttemptPlan {
+                let provider: Arc<dyn LlmProvider> = provider;
+                let plan = AttemptPlan {
                     number: 0,
-                    mode: crate::journal::JournalMode::Live,
+                    mode: JournalMode::Live,
                     memory: env.resources.memory,
                     stub: None,
                     component: Arc::from(""),
                     parent: None,
                     pool: None,
                 };
-                let services = self.attempt_services(task, &provider, "", &plan);
-                match WarmInstance::new(self, env, pre, services, env.resources.memory).await {
+                let setup = call_setup(task, env, &provider, "", &plan);
+                match WarmInstance::new(self, pre, &setup, env.resources.memory).await {
                     Ok(mut instance) => {
                         // What it printed while starting belongs to no run.
                         drop(instance.leftovers());
@@ -203,8 +198,7 @@ impl Host {
         if !force && *last == pools {
             return;
         }
-        let report =
-            PoolReport { updated_at_ms: crate::store::now_ms(), host: self.host_id.clone(), pools: pools.clone() };
+        let report = PoolReport { updated_at_ms: now_ms(), host: self.host_id.clone(), pools: pools.clone() };
         match crate::pool::status::write(&self.manifest.state_dir(), &report) {
             Ok(()) => *last = pools,
             Err(e) => tracing::warn!("cannot write the pools' status: {e}"),

@@ -1,19 +1,21 @@
 //! Durable state: runs, their journals, logs and reports, and secrets.
 //!
-//! [`Store`] lists the operations a shared database can do atomically, so that
-//! a PostgreSQL implementation can later let several hosts share the work.
+//! The operations are grouped by role ([`RunStore`], [`JournalStore`],
+//! [`SecretStore`], …), each an operation a shared database can do
+//! atomically, so that a PostgreSQL implementation can later let several
+//! hosts share the work. [`Store`] is all roles together; a part of the host
+//! holds only the roles it needs (a guest's secrets adapter reads secrets,
+//! and nothing else). The store persists the records of [`crate::model`] and
+//! knows nothing of engines, WIT, LLMs or policies: a breaker's state, for
+//! one, is an opaque document here.
 //! [`redb::RedbStore`] is the embedded default, one file under `.cairn/`.
 //! Everything is scoped by [`Tenant`] from the first version on.
 
 pub mod commit;
-pub mod load;
-pub mod records;
 pub mod redb;
 pub mod wal;
 
-pub use records::*;
-
-use crate::policy::breaker::Breaker;
+use crate::model::{AttemptLog, CacheEntry, DeadLetter, JournalEntry, ReplayKey, Report, RunRecord, RunStatus, Tenant};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +80,14 @@ pub struct RunFilter {
     pub limit: Option<usize>,
 }
 
-/// Durable operations on runs, journals, logs, reports, the cache and secrets.
-///
-/// Each method is atomic, and a write has reached stable storage when it
-/// returns. Writes are async so that an implementation can batch concurrent
-/// ones into one transaction (group commit) without holding a thread per
-/// waiting caller; reads are quick and synchronous. Every operation is one a
-/// shared database can do atomically, so several hosts can share a store:
-/// a run is worked on only by the holder of its lease.
+/// Durable operations by role. Each method is atomic, and a write has
+/// reached stable storage when it returns. Writes are async so that an
+/// implementation can batch concurrent ones into one transaction (group
+/// commit) without holding a thread per waiting caller; reads are quick and
+/// synchronous. A run is worked on only by the holder of its lease.
+/// Runs and their leases.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait RunStore: Send + Sync {
     /// Creates a run; fails if the id exists.
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
     /// Replaces a run's record, provided `owner` still holds its lease (or no
@@ -113,7 +113,11 @@ pub trait Store: Send + Sync {
     fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError>;
     /// Runs of a tenant, newest first.
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+}
 
+/// Run journals: the recorded result of every journaled call.
+#[async_trait::async_trait]
+pub trait JournalStore: Send + Sync {
     /// Records an entry durably. Recording the same key twice keeps the first.
     async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError>;
     /// Records many entries in one transaction (journal import).
@@ -122,7 +126,11 @@ pub trait Store: Send + Sync {
     fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError>;
     /// Every entry of a run, in recording order.
     fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+}
 
+/// What attempts leave besides results: captured logs and reports.
+#[async_trait::async_trait]
+pub trait OutputStore: Send + Sync {
     /// Stores the captured stdout/stderr of one attempt.
     async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError>;
     /// The logs of every attempt of a run.
@@ -131,31 +139,46 @@ pub trait Store: Send + Sync {
     async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError>;
     /// A run's report, if it made one.
     fn get_report(&self, run_id: &str) -> Result<Option<Report>, StoreError>;
+}
 
+/// Cached task results.
+#[async_trait::async_trait]
+pub trait CacheStore: Send + Sync {
     /// The cached result under `key`, if any.
     fn cache_get(&self, tenant: &Tenant, key: &str) -> Result<Option<CacheEntry>, StoreError>;
     /// Stores a result in the cache.
     async fn cache_put(&self, tenant: &Tenant, key: &str, entry: &CacheEntry) -> Result<(), StoreError>;
     /// Drops cached results (of one task, or all); returns how many.
     async fn cache_clear(&self, tenant: &Tenant, task: Option<&str>) -> Result<usize, StoreError>;
+}
 
+/// The dead-letter queue.
+#[async_trait::async_trait]
+pub trait DlqStore: Send + Sync {
     /// Files a run in the dead-letter queue.
     async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError>;
     /// The dead letters of a tenant, newest first.
     fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError>;
     /// Removes a run from the queue; returns whether it was there.
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError>;
+}
 
-    /// Stores a circuit breaker's state under `name` (`task:NAME`, `provider:NAME`).
-    async fn put_breaker(&self, tenant: &Tenant, name: &str, breaker: &Breaker) -> Result<(), StoreError>;
+/// Host state shared by runs: circuit breakers (opaque documents) and counters.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// Stores a circuit breaker's state (a document the store does not read) under `name` (`task:NAME`, `provider:NAME`).
+    async fn put_breaker(&self, tenant: &Tenant, name: &str, state: &[u8]) -> Result<(), StoreError>;
     /// Every stored breaker of a tenant.
-    fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Breaker)>, StoreError>;
-
+    fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Adds to named counters (e.g. `provider:NAME:retries`).
     async fn add_counters(&self, tenant: &Tenant, deltas: &[(String, u64)]) -> Result<(), StoreError>;
     /// Every counter of a tenant.
     fn counters(&self, tenant: &Tenant) -> Result<Vec<(String, u64)>, StoreError>;
+}
 
+/// Secrets. Values leave only through [`SecretStore::get_secret`].
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
     /// Creates or replaces a secret.
     async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
     /// A secret's value.
@@ -164,4 +187,17 @@ pub trait Store: Send + Sync {
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Deletes a secret; returns whether it existed.
     async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError>;
+}
+
+/// Every role of a store: what the runner, the CLI and the server hold.
+pub trait Store: RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore {}
+
+impl<T> Store for T where
+    T: RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore + ?Sized
+{
+}
+
+/// Every role, for code that holds a whole [`Store`]: `use cairn::store::prelude::*;`.
+pub mod prelude {
+    pub use super::{CacheStore, DlqStore, JournalStore, OutputStore, RunStore, SecretStore, StateStore, Store};
 }

@@ -13,7 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{JournalEntry, StoreError};
+use super::StoreError;
+use crate::model::JournalEntry;
 
 /// Checkpoint once the log holds this many bytes.
 pub const CHECKPOINT_BYTES: u64 = 16 << 20;
@@ -128,7 +129,7 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CallKind, ReplayKey};
+    use crate::model::{CallKind, ReplayKey};
 
     fn entry(occurrence: u32) -> JournalEntry {
         JournalEntry {

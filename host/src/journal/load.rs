@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::journal::{Journal, JournalError, JournalMode};
-use crate::store::{CallKind, ReplayKey, Store};
+use super::{Journal, JournalError, JournalMode};
+use crate::model::{CallKind, ReplayKey};
+use crate::store::JournalStore;
 
 /// Called with each record's key once it is durable.
 pub type AckFn = Arc<dyn Fn(&ReplayKey) + Send + Sync>;
@@ -28,7 +29,7 @@ pub fn load_run_id(i: usize) -> String {
 /// Runs `runs` concurrent writers, each recording `calls` entries with an
 /// output of `payload` bytes, and reports once all are durable.
 pub async fn journal_load(
-    store: Arc<dyn Store>,
+    store: Arc<dyn JournalStore>,
     runs: usize,
     calls: usize,
     payload: usize,

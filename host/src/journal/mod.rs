@@ -7,14 +7,16 @@
 //! A guest that changed makes different calls and simply misses: the call is
 //! then made live, never answered with a wrong recording.
 
+pub mod load;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::llm::Usage;
-use crate::store::{CallKind, JournalEntry, ReplayKey, Store, StoreError, now_ms};
+use crate::model::{CallKind, JournalEntry, ReplayKey, Usage, now_ms};
+use crate::store::{JournalStore, StoreError};
 
 /// Errors from journal access.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,7 @@ fn call_id(key: &ReplayKey) -> CallId {
 /// loaded once, at the attempt's first journaled call, so a replayed call
 /// costs a map lookup and an attempt that journals nothing reads nothing.
 pub struct Journal {
-    store: Arc<dyn Store>,
+    store: Arc<dyn JournalStore>,
     run_id: String,
     attempt: u32,
     next_seq: u64,
@@ -103,7 +105,7 @@ impl Journal {
     /// The journal of `run_id` as seen by attempt `attempt`. Nothing is read
     /// until the first call needs it, so an attempt that journals nothing
     /// costs no store read.
-    pub fn new(store: Arc<dyn Store>, run_id: &str, attempt: u32, mode: JournalMode) -> Self {
+    pub fn new(store: Arc<dyn JournalStore>, run_id: &str, attempt: u32, mode: JournalMode) -> Self {
         Journal {
             store,
             run_id: run_id.to_owned(),
@@ -135,7 +137,7 @@ impl Journal {
 
     /// [`Journal::new`], read at once.
     pub async fn open(
-        store: Arc<dyn Store>,
+        store: Arc<dyn JournalStore>,
         run_id: &str,
         attempt: u32,
         mode: JournalMode,
@@ -251,7 +253,7 @@ impl Journal {
     }
 
     /// The store this journal records into.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn JournalStore> {
         &self.store
     }
 
@@ -302,7 +304,7 @@ impl Journal {
     }
 }
 
-async fn read_all(store: &Arc<dyn Store>, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+async fn read_all(store: &Arc<dyn JournalStore>, run_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
     let store = store.clone();
     let run = run_id.to_owned();
     match tokio::task::spawn_blocking(move || store.journal_of(&run)).await {
@@ -324,7 +326,8 @@ mod tests {
     #[tokio::test]
     async fn occurrences_replay_in_order_across_attempts() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::redb::RedbStore::open(&dir.path().join("j.redb")).unwrap());
+        let store: Arc<dyn JournalStore> =
+            Arc::new(crate::store::redb::RedbStore::open(&dir.path().join("j.redb")).unwrap());
         let mut first = Journal::open(store.clone(), "run-1", 1, JournalMode::Live).await.unwrap();
         assert_eq!(first.trace_recall("step", "{\"x\":1}").await.unwrap(), None);
         first.trace_record("step", "{\"x\":1}", "\"one\"").await.unwrap();

@@ -1,33 +1,8 @@
-//! The records the store keeps. They are serialised as JSON inside redb, so
-//! adding an optional field never needs a migration.
-
-use std::collections::BTreeMap;
-use std::fmt;
+//! Runs and their attempts, leases, dead letters and cached results.
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::Usage;
-
-/// Who a run, secret or journal belongs to: Flyte's project and domain.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Tenant {
-    /// Project name.
-    pub project: String,
-    /// Domain, e.g. `development` or `production`.
-    pub domain: String,
-}
-
-impl Default for Tenant {
-    fn default() -> Self {
-        Tenant { project: "default".into(), domain: "development".into() }
-    }
-}
-
-impl fmt::Display for Tenant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.project, self.domain)
-    }
-}
+use super::{Failure, Tenant, Usage, now_ms};
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,24 +34,6 @@ impl RunStatus {
         [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed]
             .into_iter()
             .find(|s| s.as_str() == text)
-    }
-}
-
-/// Why an attempt or a run failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// Category retry policies match on: `trap`, `timeout`, `out-of-memory`,
-    /// `invalid-input`, `invalid-output`, `llm-…`, or the guest's own kind.
-    pub kind: String,
-    /// What went wrong and how to fix it.
-    pub message: String,
-    /// Whether another attempt may succeed.
-    pub retryable: bool,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
     }
 }
 
@@ -226,100 +183,27 @@ pub struct CacheEntry {
     pub created_at_ms: u64,
 }
 
-/// What a journaled call was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CallKind {
-    /// An `llm` import call.
-    Llm,
-    /// A `trace.record`ed guest step.
-    Trace,
-    /// A child run submitted through `tasks`; the output names the child.
-    Child,
-    /// A `tasks.group` opened.
-    Group,
-}
-
-impl CallKind {
-    /// Its name in keys and listings.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallKind::Llm => "llm",
-            CallKind::Trace => "trace",
-            CallKind::Child => "child",
-            CallKind::Group => "group",
+impl AttemptRecord {
+    /// The record of an option that was not attempted (breaker open,
+    /// component unusable), or of an attempt cut short by a host crash: it
+    /// does not use up a retry.
+    pub fn not_attempted(number: u32, task: Option<String>, failure: Failure, started_at_ms: u64, now: u64) -> Self {
+        AttemptRecord {
+            number,
+            started_at_ms,
+            finished_at_ms: now,
+            error: Some(failure),
+            llm_live: 0,
+            llm_replayed: 0,
+            trace_replayed: 0,
+            task,
+            not_counted: true,
         }
     }
-}
 
-/// The replay key of a journaled call: the `occurrence`-th call of `kind`
-/// `name` with input hash `input_hash` in run `run_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ReplayKey {
-    /// The run.
-    pub run_id: String,
-    /// LLM call or traced step.
-    pub kind: CallKind,
-    /// Step name (traces) or call name (`complete`).
-    pub name: String,
-    /// sha256 of the canonical input, hex.
-    pub input_hash: String,
-    /// 1-based occurrence of this (kind, name, input) within an attempt.
-    pub occurrence: u32,
-}
-
-impl ReplayKey {
-    /// The key's string form, used as the database key. Sorts by run first.
-    pub fn encode(&self) -> String {
-        format!(
-            "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{:010}",
-            self.run_id,
-            self.kind.as_str(),
-            self.name,
-            self.input_hash,
-            self.occurrence
-        )
+    /// Whether this attempt used up a retry: it failed, and the host did not
+    /// mark it as interrupted, skipped on an open breaker or parked.
+    pub fn counts_as_retry(&self) -> bool {
+        self.error.is_some() && !self.not_counted
     }
-}
-
-/// A recorded result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Where it is filed.
-    pub key: ReplayKey,
-    /// Position in the run's journal (0-based, recording order).
-    pub seq: u64,
-    /// Attempt that made the live call.
-    pub attempt: u32,
-    /// The result, JSON.
-    pub output: String,
-    /// A short human description (e.g. the model and prompt's start).
-    pub summary: String,
-    /// When it was recorded, ms since the Unix epoch.
-    pub recorded_at_ms: u64,
-    /// How long the live call took.
-    pub duration_ms: u64,
-    /// Tokens, for LLM calls.
-    pub usage: Option<Usage>,
-}
-
-/// Captured output streams of one attempt.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AttemptLog {
-    /// The guest's stdout, lossily decoded as UTF-8.
-    pub stdout: String,
-    /// The guest's stderr.
-    pub stderr: String,
-}
-
-/// A run's HTML report: named tabs, each an HTML fragment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    /// Tab name to its HTML, in name order.
-    pub tabs: BTreeMap<String, String>,
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

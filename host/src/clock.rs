@@ -11,14 +11,14 @@ static COARSE_NOW_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Advances the coarse clock; the engine's epoch ticker calls it every tick.
 pub fn tick_coarse() {
-    COARSE_NOW_MS.store(crate::store::now_ms(), Ordering::Relaxed);
+    COARSE_NOW_MS.store(crate::model::now_ms(), Ordering::Relaxed);
 }
 
 /// Wall-clock milliseconds, at most a few ticks old, without a clock read:
 /// for decisions measured in seconds (pool TTLs, re-checking files).
 pub fn coarse_now_ms() -> u64 {
     match COARSE_NOW_MS.load(Ordering::Relaxed) {
-        0 => crate::store::now_ms(),
+        0 => crate::model::now_ms(),
         now => now,
     }
 }
@@ -42,7 +42,7 @@ pub struct SystemClock;
 #[async_trait::async_trait]
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        crate::store::now_ms()
+        crate::model::now_ms()
     }
 
     fn coarse_now_ms(&self) -> u64 {

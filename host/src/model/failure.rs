@@ -1,0 +1,187 @@
+//! Why an attempt or a run failed: a typed kind, a message, and whether
+//! another attempt may succeed.
+//!
+//! Kinds are what retry policies (`retry_on`) match on and what the CLI and
+//! the dead-letter queue show. The host's own kinds are variants; a guest's
+//! `task-error` may name any kind, kept as [`FailureKind::Guest`]. On disk
+//! and on the wire a kind is its kebab-case name, so records written before
+//! kinds were typed read back unchanged.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! failure_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// The category of a failure.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum FailureKind {
+            $($(#[$doc])* $variant,)*
+            /// A kind the guest named itself (its `task-error`'s `kind`).
+            Guest(String),
+        }
+
+        impl FailureKind {
+            /// Its kebab-case name.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(FailureKind::$variant => $name,)*
+                    FailureKind::Guest(name) => name,
+                }
+            }
+
+            /// The kind named `name`: one of the host's, or the guest's own.
+            pub fn parse(name: &str) -> Self {
+                match name {
+                    $($name => FailureKind::$variant,)*
+                    other => FailureKind::Guest(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+failure_kinds! {
+    /// The guest trapped (a panic, an unreachable, a bad memory access).
+    Trap = "trap",
+    /// The attempt ran past its time limit.
+    Timeout = "timeout",
+    /// The guest tried to grow its memory past its limit.
+    OutOfMemory = "out-of-memory",
+    /// The run's input is not acceptable.
+    InvalidInput = "invalid-input",
+    /// The guest returned something that is not JSON.
+    InvalidOutput = "invalid-output",
+    /// The guest returned more than `max_output`.
+    OutputTooLarge = "output-too-large",
+    /// A replay met a call its cassette does not have.
+    ReplayMiss = "replay-miss",
+    /// The host itself failed (store, filesystem, engine slots).
+    HostError = "host-error",
+    /// The host stopped during the attempt (crash or kill).
+    Interrupted = "interrupted",
+    /// The task's circuit breaker is open.
+    CircuitOpen = "circuit-open",
+    /// Every instance of a pooled environment stayed busy past `queue_timeout`.
+    QueueTimeout = "queue-timeout",
+    /// The task is not (or no longer) in the manifest.
+    UnknownTask = "unknown-task",
+    /// The task's component file is missing.
+    MissingComponent = "missing-component",
+    /// The task's component cannot be loaded or does not fit the world.
+    InvalidComponent = "invalid-component",
+    /// A secret the environment exposes has no value.
+    MissingSecret = "missing-secret",
+    /// A child that would deadlock its parent's pool.
+    InvalidChild = "invalid-child",
+    /// A child handle kept by a reused instance from an earlier run.
+    StaleHandle = "stale-handle",
+    /// The LLM provider rate-limited the call.
+    LlmRateLimited = "llm-rate-limited",
+    /// The LLM call timed out.
+    LlmTimeout = "llm-timeout",
+    /// The LLM provider is unavailable.
+    LlmUnavailable = "llm-unavailable",
+    /// The provider refused the request.
+    LlmInvalidRequest = "llm-invalid-request",
+    /// The provider's answer was unusable.
+    LlmInvalidResponse = "llm-invalid-response",
+    /// A token or cost budget is spent.
+    LlmBudgetExceeded = "llm-budget-exceeded",
+    /// The LLM provider's circuit breaker is open.
+    LlmCircuitOpen = "llm-circuit-open",
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for FailureKind {
+    fn from(name: &str) -> Self {
+        FailureKind::parse(name)
+    }
+}
+
+impl From<String> for FailureKind {
+    fn from(name: String) -> Self {
+        match FailureKind::parse(&name) {
+            FailureKind::Guest(_) => FailureKind::Guest(name),
+            known => known,
+        }
+    }
+}
+
+impl PartialEq<str> for FailureKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for FailureKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(FailureKind::from)
+    }
+}
+
+/// Why an attempt or a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Category retry policies match on.
+    pub kind: FailureKind,
+    /// What went wrong and how to fix it.
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, message: impl Into<String>, retryable: bool) -> Self {
+        Failure { kind, message: message.into(), retryable }
+    }
+
+    /// A failure of the host itself (store, filesystem, engine): retryable.
+    pub fn host(message: impl Into<String>) -> Self {
+        Failure::new(FailureKind::HostError, message, true)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_names_on_disk() {
+        for name in ["trap", "timeout", "out-of-memory", "llm-circuit-open", "queue-timeout", "my-own-kind"] {
+            let kind = FailureKind::parse(name);
+            assert_eq!(kind.as_str(), name);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("{name:?}"));
+            assert_eq!(serde_json::from_str::<FailureKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(FailureKind::parse("out-of-memory"), FailureKind::OutOfMemory);
+        assert_eq!(FailureKind::parse("value-error"), FailureKind::Guest("value-error".into()));
+        let failure: Failure = serde_json::from_str(r#"{"kind":"timeout","message":"m","retryable":true}"#).unwrap();
+        assert_eq!(failure.kind, FailureKind::Timeout);
+    }
+}

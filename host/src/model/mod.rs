@@ -1,0 +1,23 @@
+//! The domain model: what a run is, how its attempts went, why they failed,
+//! what its journal holds, whom it belongs to, and what it cost.
+//!
+//! This module sits at the bottom of the crate and imports nothing from the
+//! rest of it (a test in `layering` checks this). The store persists these
+//! types, the policies decide over them, the runner and the adapters make
+//! them; none of those is known here.
+
+mod failure;
+mod journal;
+mod output;
+mod run;
+mod tenant;
+mod time;
+mod usage;
+
+pub use failure::{Failure, FailureKind};
+pub use journal::{CallKind, JournalEntry, ReplayKey};
+pub use output::{AttemptLog, Report};
+pub use run::{AttemptRecord, CacheEntry, DeadLetter, Lease, RunRecord, RunStatus};
+pub use tenant::Tenant;
+pub use time::now_ms;
+pub use usage::Usage;

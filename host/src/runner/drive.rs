@@ -1,0 +1,207 @@
+//! The run driver: attempts of the task and then of its fallbacks, each
+//! under its retry policy and circuit breaker, with the decision after each
+//! failure made by [`crate::policy::decide::next_step`].
+
+use std::sync::Arc;
+
+use super::attempt::AttemptPlan;
+use super::lease::Heartbeat;
+use super::{Host, RunnerError};
+use crate::imports::{HostState, TaskPre};
+use crate::journal::JournalMode;
+use crate::llm::LlmProvider;
+use crate::manifest::TaskSpec;
+use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, now_ms};
+use crate::policy::breaker::Admission;
+use crate::policy::decide::{MemoryGrowth, Rules, Standing, Step, next_step};
+use crate::policy::retry::random_unit;
+
+impl Host {
+    /// Runs the task, then its fallbacks in order, each under its own retry
+    /// policy and circuit breaker, until one succeeds. A run whose every
+    /// option failed lands in the dead-letter queue. Interrupted attempts,
+    /// open breakers and parking on an open provider breaker do not count as
+    /// retries. `stub` answers the first LLM call that misses the journal.
+    pub(super) async fn drive(
+        &self,
+        mut run: RunRecord,
+        task: &TaskSpec,
+        pre: TaskPre<HostState>,
+        mut stub: Option<String>,
+    ) -> Result<RunRecord, RunnerError> {
+        let mode = match &run.replay_of {
+            Some(source) => JournalMode::Replay { source: source.clone() },
+            None => JournalMode::Live,
+        };
+        let _heartbeat = Heartbeat::start(&self.store, self.tenant.clone(), run.id.clone(), self.host_id.clone());
+        let mut chain = vec![task.clone()];
+        for name in &task.fallback {
+            chain.push(self.manifest.task(name).map_err(RunnerError::UnknownTask)?.clone());
+        }
+        // A resumed run goes on with the option it was on.
+        let resume_at = run.attempts[run.retry_from.min(run.attempts.len())..]
+            .iter()
+            .filter_map(|a| a.task.as_deref())
+            .filter_map(|name| chain.iter().position(|t| t.name == name))
+            .max()
+            .unwrap_or(0);
+        let mut last_failure = None;
+        for (index, candidate) in chain.iter().enumerate().skip(resume_at) {
+            let breaker = format!("task:{}", candidate.name);
+            if let Some(config) = candidate.circuit_breaker
+                && let Admission::Rejected { retry_at_ms } = self.breakers.admit(&breaker, config)
+            {
+                let failure = Failure {
+                    kind: FailureKind::CircuitOpen,
+                    message: format!(
+                        "task {:?}'s circuit breaker is open until {retry_at_ms} ms since the epoch; not attempted",
+                        candidate.name
+                    ),
+                    retryable: true,
+                };
+                let now = now_ms();
+                run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now));
+                last_failure = Some(failure);
+                continue;
+            }
+            let prepared = if index == 0 {
+                Ok((pre.clone(), Arc::from(run.component_digest.as_deref().unwrap_or_default())))
+            } else {
+                self.prepare(candidate).await
+            };
+            let (candidate_pre, component) = match prepared {
+                Ok(prepared) => prepared,
+                Err(failure) => {
+                    run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now_ms()));
+                    last_failure = Some(failure);
+                    continue;
+                }
+            };
+            let chain_provider = match self.provider_for(candidate) {
+                Ok(provider) => provider,
+                Err(failure) => {
+                    run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now_ms()));
+                    last_failure = Some(failure);
+                    continue;
+                }
+            };
+            let provider: Arc<dyn LlmProvider> = chain_provider.clone();
+            let pool = self.pool_of(self.manifest.environment_of(candidate));
+            let mut memory = self.manifest.environment_of(candidate).resources.memory;
+            let mut parks = 0;
+            loop {
+                let plan = AttemptPlan {
+                    number: run.attempts.len() as u32 + 1,
+                    mode: mode.clone(),
+                    memory,
+                    stub: stub.take(),
+                    component: component.clone(),
+                    parent: run.parent.clone(),
+                    pool: pool.clone(),
+                };
+                let started_at_ms = now_ms();
+                let (outcome, stats) =
+                    self.attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan).await;
+                run.usage.add(stats.llm.usage);
+                run.attempts.push(AttemptRecord {
+                    number: plan.number,
+                    started_at_ms,
+                    finished_at_ms: now_ms(),
+                    error: outcome.as_ref().err().cloned(),
+                    llm_live: stats.llm.live,
+                    llm_replayed: stats.llm.replayed,
+                    trace_replayed: stats.trace_replayed,
+                    task: Some(candidate.name.clone()),
+                    not_counted: false,
+                });
+                let failure = match outcome {
+                    Ok(output) => {
+                        if let Some(config) = candidate.circuit_breaker {
+                            self.breakers.record(&breaker, config, true).await;
+                        }
+                        run.produced_by = Some(candidate.name.clone());
+                        run.degraded = index > 0 || stats.llm.degraded;
+                        return self.finish(run, Ok(output)).await;
+                    }
+                    Err(failure) => failure,
+                };
+                let standing = Standing {
+                    failures: run.attempts[run.retry_from.min(run.attempts.len())..]
+                        .iter()
+                        .filter(|a| a.task.as_deref() == Some(candidate.name.as_str()))
+                        .filter(|a| a.counts_as_retry())
+                        .count() as u32,
+                    parks,
+                    memory,
+                    replay: run.replay_of.is_some(),
+                    provider_circuit_open: stats.llm.circuit_open,
+                    provider_retry_at_ms: chain_provider.primary_retry_at(),
+                    retry_after: stats.llm.retry_after,
+                    has_fallback: index + 1 < chain.len(),
+                };
+                let rules = Rules {
+                    retry: &candidate.retry,
+                    on_oom: candidate.on_oom.map(|oom| MemoryGrowth { grow: oom.grow, max: oom.max }),
+                };
+                let mut counted = None;
+                let step = next_step(
+                    rules,
+                    &standing,
+                    &failure,
+                    self.clock.now_ms(),
+                    || match candidate.circuit_breaker {
+                        Some(config) => {
+                            counted = Some(self.breakers.note(&breaker, config, false));
+                            matches!(self.breakers.admit(&breaker, config), Admission::Rejected { .. })
+                        }
+                        None => false,
+                    },
+                    &mut random_unit,
+                );
+                if let Some(snapshot) = counted {
+                    self.breakers.persist(&breaker, &snapshot).await;
+                }
+                match step {
+                    Step::Park { wait } => {
+                        if let Some(last) = run.attempts.last_mut() {
+                            last.not_counted = true;
+                        }
+                        // Release the instance and wait for the provider's breaker to let a probe through.
+                        parks += 1;
+                        tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
+                        self.store.update_run(&run, &self.host_id).await?;
+                        self.clock.sleep(wait).await;
+                        continue;
+                    }
+                    Step::Retry { wait, memory: next } => {
+                        memory = next;
+                        tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
+                        self.store.update_run(&run, &self.host_id).await?;
+                        let child = run.parent.is_some();
+                        if child {
+                            self.progress.child_retrying(true);
+                        }
+                        self.clock.sleep(wait).await;
+                        if child {
+                            self.progress.child_retrying(false);
+                        }
+                        continue;
+                    }
+                    Step::Fallback | Step::GiveUp => {}
+                }
+                last_failure = Some(failure);
+                break;
+            }
+            if index + 1 < chain.len() {
+                tracing::warn!(run = %run.id, "task {} is spent; falling back to {}", candidate.name, chain[index + 1].name);
+            }
+        }
+        let failure = last_failure.unwrap_or_else(|| Failure::host("no task could be attempted"));
+        self.dead_letter(run, failure).await
+    }
+}
+
+/// The record of an option that was not attempted (breaker open, component unusable).
+fn skipped_attempt(run: &RunRecord, task: &TaskSpec, failure: Failure, now: u64) -> AttemptRecord {
+    AttemptRecord::not_attempted(run.attempts.len() as u32 + 1, Some(task.name.clone()), failure, now, now)
+}

@@ -1,0 +1,96 @@
+//! Runs a crashed or killed host left behind: resumed from their journal
+//! once their lease is stale (or taken over with `force`).
+
+use super::lease::{is_stale, lease_until};
+use super::{Host, RunnerError};
+use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, RunStatus, now_ms};
+
+impl Host {
+    /// Resumes an unfinished run from its journal: recorded calls are not
+    /// repeated, the call in flight when its host stopped is made again.
+    /// Without `force` the run's lease must be stale (expired, or its holder
+    /// on this machine gone).
+    pub async fn resume(&self, run_id: &str, force: bool) -> Result<RunRecord, RunnerError> {
+        let current = self.store.get_run(&self.tenant, run_id)?;
+        let not_resumable = |reason: String| RunnerError::NotResumable { run_id: run_id.to_owned(), reason };
+        if matches!(current.status, RunStatus::Succeeded | RunStatus::Failed) {
+            return Err(not_resumable(format!("it already {}", current.status.as_str())));
+        }
+        let task = self.manifest.task(&current.task).ok().cloned();
+        let now = now_ms();
+        let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
+        let claimed = self
+            .store
+            .claim_run(&self.tenant, run_id, &self.host_id, lease_until(), now, force || stale)
+            .await?
+            .ok_or_else(|| {
+                let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");
+                not_resumable(format!("{holder} holds its lease and is alive; pass --force to take it over"))
+            })?;
+        let Some(task) = task else {
+            // Its task left the manifest: nothing can run it again, so end it clearly.
+            let failure = Failure {
+                kind: FailureKind::UnknownTask,
+                message: format!(
+                    "the run's task {:?} is no longer in {}; the run cannot be resumed",
+                    claimed.task,
+                    self.manifest.path.display()
+                ),
+                retryable: false,
+            };
+            return self.finish(claimed, Err(failure)).await;
+        };
+        tracing::info!(run = %run_id, "resuming from the journal");
+        let mut run = claimed;
+        // The attempt that was running when the host stopped did not record itself.
+        let interrupted = run.attempts.len() as u32 + 1;
+        if self.store.journal_of(run_id)?.iter().any(|e| e.attempt == interrupted) || run.attempts.is_empty() {
+            let failure = Failure::new(
+                FailureKind::Interrupted,
+                "the host stopped during this attempt (crash or kill); the run resumed from its journal",
+                true,
+            );
+            let started = run.created_at_ms.max(run.attempts.last().map_or(0, |a| a.finished_at_ms));
+            let task = run.attempts.last().and_then(|a| a.task.clone());
+            run.attempts.push(AttemptRecord::not_attempted(interrupted, task, failure, started, now));
+        }
+        let (pre, digest) = match self.prepare(&task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        run.component_digest = Some(digest.to_string());
+        self.start_environment(&task.environment).await;
+        self.drive(run, &task, pre, None).await
+    }
+
+    /// Resumes every unfinished run whose lease is stale. Returns the resumed
+    /// runs as they finished.
+    pub async fn recover(&self) -> Result<Vec<RunRecord>, RunnerError> {
+        let now = now_ms();
+        let stale: Vec<RunRecord> = self
+            .store
+            .list_runs(&self.tenant, &Default::default())?
+            .into_iter()
+            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Pending))
+            .filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now)))
+            .collect();
+        // A child is resumed by its parent, which re-attaches to it; one whose
+        // parent is finished or gone has nobody else to finish it.
+        let parent_unfinished = |id: &str| {
+            self.store
+                .get_run(&self.tenant, id)
+                .is_ok_and(|parent| matches!(parent.status, RunStatus::Running | RunStatus::Pending))
+        };
+        let stale: Vec<RunRecord> =
+            stale.into_iter().filter(|r| r.parent.as_deref().is_none_or(|p| !parent_unfinished(p))).collect();
+        let mut finished = Vec::new();
+        for run in stale {
+            // One run that cannot be resumed must not stop the others, or the host.
+            match self.resume(&run.id, false).await {
+                Ok(record) => finished.push(record),
+                Err(e) => tracing::warn!(run = %run.id, "not resumed: {e}"),
+            }
+        }
+        Ok(finished)
+    }
+}

@@ -1,0 +1,113 @@
+//! A new run: its record, its input check, the cache, its attempts, and
+//! the finished record.
+
+use super::lease::lease_until;
+use super::{Host, RunOptions, RunnerError, cache};
+use crate::manifest::TaskSpec;
+use crate::model::{CacheEntry, Failure, FailureKind, Lease, RunRecord, RunStatus, now_ms};
+
+impl Host {
+    /// Runs `task` on `input` to completion (all attempts) and returns the
+    /// finished record, succeeded or failed.
+    pub async fn run(&self, task_name: &str, input: &str) -> Result<RunRecord, RunnerError> {
+        self.run_with(task_name, input, &RunOptions::default()).await
+    }
+
+    /// [`Host::run`] with options (replay of a cassette).
+    pub async fn run_with(&self, task_name: &str, input: &str, options: &RunOptions) -> Result<RunRecord, RunnerError> {
+        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
+        if let Some(source) = &options.replay {
+            // Fail early and clearly if the cassette is not there.
+            self.store.get_run(&self.tenant, source)?;
+        }
+        let run = self.new_record(&task.name, input, options);
+        self.store.create_run(&run).await?;
+        tracing::info!(run = %run.id, task = %task.name, "run started");
+        self.start_environment(&task.environment).await;
+        self.start(run, &task, options).await
+    }
+
+    /// A new run record of `task` on `input`, running under this host's lease.
+    pub(super) fn new_record(&self, task: &str, input: &str, options: &RunOptions) -> RunRecord {
+        RunRecord {
+            lease: Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() }),
+            replay_of: options.replay.clone(),
+            ..RunRecord::new(uuid::Uuid::now_v7().to_string(), self.tenant.clone(), task.to_owned(), input.to_owned())
+        }
+    }
+
+    /// Runs a stored, new run to its end: input check, cache, attempts.
+    pub(super) async fn start(
+        &self,
+        mut run: RunRecord,
+        task: &TaskSpec,
+        options: &RunOptions,
+    ) -> Result<RunRecord, RunnerError> {
+        let input = run.input.clone();
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
+            let failure = Failure {
+                kind: FailureKind::InvalidInput,
+                message: format!(
+                    "the input is not valid JSON ({e}); pass a JSON document, e.g. --input '{{\"topic\": \"...\"}}'"
+                ),
+                retryable: false,
+            };
+            return self.finish(run, Err(failure)).await;
+        }
+        let (pre, digest) = match self.prepare(task).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        run.component_digest = Some(digest.to_string());
+        let cache_key = match options.replay {
+            Some(_) => None,
+            None => cache::cache_key(self.manifest.cache_of(task), &task.name, &digest, &input),
+        };
+        if let Some(key) = &cache_key
+            && let Some(hit) = self.store.cache_get(&self.tenant, key)?
+        {
+            tracing::info!(run = %run.id, from = %hit.run_id, "cache hit");
+            run.cached_from = Some(hit.run_id);
+            return self.finish(run, Ok(hit.output)).await;
+        }
+        let run = self.drive(run, task, pre, None).await?;
+        // A degraded answer (from a fallback) is not what the task itself would give: never cache it.
+        if let (Some(key), RunStatus::Succeeded, Some(output), false) =
+            (&cache_key, run.status, &run.output, run.degraded)
+        {
+            let entry = CacheEntry {
+                task: task.name.clone(),
+                run_id: run.id.clone(),
+                output: output.clone(),
+                created_at_ms: now_ms(),
+            };
+            if let Err(e) = self.store.cache_put(&self.tenant, key, &entry).await {
+                tracing::warn!(run = %run.id, "cannot store the result in the cache: {e}");
+            }
+        }
+        Ok(run)
+    }
+
+    pub(super) async fn finish(
+        &self,
+        mut run: RunRecord,
+        outcome: Result<String, Failure>,
+    ) -> Result<RunRecord, RunnerError> {
+        match outcome {
+            Ok(output) => {
+                run.status = RunStatus::Succeeded;
+                run.output = Some(output);
+            }
+            Err(failure) => {
+                tracing::warn!(run = %run.id, "run failed: {failure}");
+                run.status = RunStatus::Failed;
+                run.error = Some(failure);
+            }
+        }
+        run.finished_at_ms = Some(now_ms());
+        run.lease = None;
+        self.store.update_run(&run, &self.host_id).await?;
+        self.flush_provider_retries().await;
+        Ok(run)
+    }
+}

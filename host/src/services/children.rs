@@ -1,0 +1,338 @@
+//! Child runs as the `tasks` interface submits them.
+//!
+//! A submission is journaled in the parent under (task, canonical input,
+//! occurrence) with the child's run id. The guest does not wait for that
+//! record to be durable, but the child does not start before it is, so a
+//! crash never leaves a child the parent's journal does not know. A parent
+//! retried or resumed finds the record and re-attaches to the same child.
+//! Starting and tracking children is the host's ([`ChildRuns`], which the
+//! runner implements); this service only speaks the protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use super::ServiceError;
+use crate::journal::{Journal, canonical_input};
+use crate::model::{CallKind, Failure, FailureKind, JournalEntry};
+
+/// What a parent's journal records about a child: the output of its `child` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildLink {
+    /// The child run's id.
+    pub run_id: String,
+    /// The group it was submitted in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// A child to start, or to re-attach to when it already exists.
+#[derive(Debug)]
+pub struct ChildStart {
+    /// The child's run id.
+    pub id: String,
+    /// The submitting run.
+    pub parent: String,
+    /// The child's task.
+    pub task: String,
+    /// Its JSON input.
+    pub input: String,
+    /// The group it belongs to.
+    pub group: Option<String>,
+    /// The parent's journal record of the submission, to be stored before the
+    /// child starts; `None` when it is already stored.
+    pub record: Option<JournalEntry>,
+    /// Told once `record` is stored (dropped if storing it failed).
+    pub stored: Option<oneshot::Sender<()>>,
+    /// Replaying a cassette: read the child's recorded result, never run it.
+    pub replay: bool,
+}
+
+/// A child's final outcome: its output, or the failure that ended it.
+pub type ChildOutcome = Result<String, Failure>;
+
+/// Watches a child until its outcome is known (`Some`).
+pub type ChildHandle = watch::Receiver<Option<ChildOutcome>>;
+
+/// What submitting children needs from the host.
+pub trait ChildRuns: Send + Sync {
+    /// Whether a run of `parent_task` may submit `task`; the error is what
+    /// the guest is told.
+    fn admit(&self, parent_task: &str, task: &str) -> Result<(), Failure>;
+    /// Starts the child, or re-attaches to it if it exists, and returns a
+    /// handle that resolves with its outcome.
+    fn start(&self, child: ChildStart) -> ChildHandle;
+}
+
+/// A submitted child, as the parent holds it.
+pub struct Submitted {
+    /// The child's run id.
+    pub run_id: String,
+    /// Its task.
+    pub task: String,
+    /// Resolves with its outcome.
+    pub handle: ChildHandle,
+    /// The run that submitted it: a warm instance may hold a handle from an earlier run.
+    pub parent: String,
+}
+
+/// The submissions and open groups of one guest call.
+pub struct Submissions {
+    children: Option<Arc<dyn ChildRuns>>,
+    /// Open groups, innermost last: (id, full path).
+    groups: Vec<(u64, String)>,
+    /// Ids given to groups so far (never reused on an instance).
+    next_group: u64,
+    /// Submissions whose journal record is not stored yet.
+    unstored: Vec<oneshot::Receiver<()>>,
+}
+
+fn refused(kind: FailureKind, message: String) -> Failure {
+    Failure::new(kind, message, false)
+}
+
+impl Submissions {
+    /// Submissions through `children`; `None` where children are not allowed.
+    pub fn new(children: Option<Arc<dyn ChildRuns>>) -> Self {
+        Submissions { children, groups: Vec::new(), next_group: 0, unstored: Vec::new() }
+    }
+
+    /// Forgets the last call's open groups and pending records.
+    pub fn reset(&mut self) {
+        self.groups.clear();
+        self.unstored.clear();
+    }
+
+    /// Receivers told when each submission's record is stored: the attempt
+    /// must not end before, so its retry finds every child.
+    pub fn take_unstored(&mut self) -> Vec<oneshot::Receiver<()>> {
+        std::mem::take(&mut self.unstored)
+    }
+
+    /// Submits `task` on `input` as a child of the run `journal` belongs to
+    /// (whose task is `parent_task`), or re-attaches to the child an earlier
+    /// attempt submitted. The inner error is the guest's to handle.
+    pub async fn submit(
+        &mut self,
+        journal: &mut Journal,
+        parent_task: &str,
+        task: String,
+        input: String,
+    ) -> Result<Result<Submitted, Failure>, ServiceError> {
+        let Some(children) = self.children.clone() else {
+            return Ok(Err(refused(FailureKind::HostError, "child tasks cannot be submitted from this call".into())));
+        };
+        if let Err(failure) = children.admit(parent_task, &task) {
+            return Ok(Err(failure));
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
+            let message = format!("the input of child task {task:?} is not JSON: {e}");
+            return Ok(Err(refused(FailureKind::InvalidInput, message)));
+        }
+        let key = journal.next_key(CallKind::Child, &task, &canonical_input(&input));
+        let group = self.groups.last().map(|(_, path)| path.clone());
+        let (id, record) = match journal.lookup(&key).await? {
+            Some(entry) => {
+                let link: ChildLink =
+                    serde_json::from_str(&entry.output).map_err(ServiceError::record("child link"))?;
+                (link.run_id, None)
+            }
+            None => {
+                let input_start: String = input.chars().take(60).collect();
+                if let Some(miss) = journal.replay_miss(&key, format!(", input {input_start:?}")) {
+                    return Err(miss.into());
+                }
+                let id = uuid::Uuid::now_v7().to_string();
+                let link = serde_json::to_string(&ChildLink { run_id: id.clone(), group: group.clone() })
+                    .map_err(ServiceError::record("child link"))?;
+                let summary = match &group {
+                    Some(group) => format!("{task} in {group}: {input_start}"),
+                    None => format!("{task}: {input_start}"),
+                };
+                let entry = journal.record_deferred(key, link, summary, Duration::ZERO, None).await?;
+                (id, Some(entry))
+            }
+        };
+        let replay = !journal.live_allowed();
+        // The attempt does not end before this record is stored, so its retry finds it.
+        let stored = record.as_ref().map(|_| {
+            let (sender, receiver) = oneshot::channel();
+            self.unstored.push(receiver);
+            sender
+        });
+        let parent = journal.run_id().to_owned();
+        let handle = children.start(ChildStart {
+            id: id.clone(),
+            parent: parent.clone(),
+            task: task.clone(),
+            input,
+            group,
+            record,
+            stored,
+            replay,
+        });
+        Ok(Ok(Submitted { run_id: id, task, handle, parent }))
+    }
+
+    /// Opens group `name` inside the innermost open one; returns its id and
+    /// full path. The opening is journaled, so `cairn runs journal` shows it.
+    pub async fn open_group(&mut self, journal: &mut Journal, name: String) -> Result<(u64, String), ServiceError> {
+        let path = match self.groups.last() {
+            Some((_, outer)) => format!("{outer}/{name}"),
+            None => name,
+        };
+        let key = journal.next_key(CallKind::Group, &path, "");
+        if journal.lookup(&key).await?.is_none() && journal.live_allowed() {
+            journal.record(key, "{}".into(), path.clone(), Duration::ZERO, None).await?;
+        }
+        self.next_group += 1;
+        let id = self.next_group;
+        self.groups.push((id, path.clone()));
+        Ok((id, path))
+    }
+
+    /// Closes the group with id `id`, wherever it is among the open ones.
+    pub fn close_group(&mut self, id: u64) {
+        if let Some(index) = self.groups.iter().position(|(open, _)| *open == id) {
+            self.groups.remove(index);
+        }
+    }
+}
+
+/// Waits for a child's outcome; a failure keeps its kind and names the child.
+pub async fn outcome(run_id: &str, task: &str, mut handle: ChildHandle) -> Result<String, Failure> {
+    let outcome = loop {
+        if let Some(outcome) = handle.borrow_and_update().clone() {
+            break outcome;
+        }
+        if handle.changed().await.is_err() {
+            break Err(Failure::host(format!("the host stopped running child run {run_id}")));
+        }
+    };
+    outcome.map_err(|failure| Failure {
+        kind: failure.kind,
+        message: format!("child run {run_id} (task {task:?}) failed: {}", failure.message),
+        retryable: failure.retryable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::journal::JournalMode;
+    use crate::store::JournalStore;
+    use crate::store::redb::RedbStore;
+
+    /// Children that finish at once with their input as output. Like the
+    /// runner, it stores the parent's record before the child starts.
+    struct Echo {
+        store: Arc<dyn JournalStore>,
+        started: Mutex<Vec<ChildStart>>,
+    }
+
+    impl Echo {
+        fn new(store: Arc<dyn JournalStore>) -> Arc<Self> {
+            Arc::new(Echo { store, started: Mutex::new(Vec::new()) })
+        }
+    }
+
+    impl ChildRuns for Echo {
+        fn admit(&self, _parent: &str, task: &str) -> Result<(), Failure> {
+            match task {
+                "forbidden" => Err(refused(FailureKind::InvalidChild, "no".into())),
+                _ => Ok(()),
+            }
+        }
+
+        fn start(&self, mut child: ChildStart) -> ChildHandle {
+            if let Some(record) = &child.record {
+                futures_lite_block_on(self.store.journal_put(record)).expect("the parent's record is stored");
+            }
+            if let Some(stored) = child.stored.take() {
+                let _ = stored.send(());
+            }
+            let handle = watch::channel(Some(Ok(child.input.clone()))).1;
+            self.started.lock().unwrap().push(child);
+            handle
+        }
+    }
+
+    /// Runs a store write to its end from synchronous code inside a test runtime.
+    fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_parent_re_attaches_to_the_same_children_in_their_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JournalStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let echo = Echo::new(store.clone());
+        let mut ids = Vec::new();
+        for attempt in 1..=2 {
+            let mut journal = Journal::new(store.clone(), "parent", attempt, JournalMode::Live);
+            let mut submissions = Submissions::new(Some(echo.clone()));
+            let (outer, _) = submissions.open_group(&mut journal, "batch".into()).await.unwrap();
+            let (inner, path) = submissions.open_group(&mut journal, "part".into()).await.unwrap();
+            assert_eq!(path, "batch/part", "groups nest");
+            let child = submissions.submit(&mut journal, "driver", "writer".into(), r#"{"n": 1}"#.into());
+            let child = child.await.unwrap().unwrap();
+            assert_eq!(child.parent, "parent");
+            assert_eq!(outcome(&child.run_id, &child.task, child.handle).await.unwrap(), r#"{"n": 1}"#);
+            submissions.close_group(outer);
+            submissions.close_group(inner);
+            let outside = submissions.submit(&mut journal, "driver", "writer".into(), "{}".into()).await.unwrap();
+            assert!(outside.is_ok());
+            for stored in submissions.take_unstored() {
+                stored.await.unwrap();
+            }
+            ids.push(child.run_id);
+        }
+        assert_eq!(ids[0], ids[1], "the retry re-attached to the child the first attempt submitted");
+        let started = echo.started.lock().unwrap();
+        let groups: Vec<_> = started.iter().map(|c| (c.group.clone(), c.record.is_some())).collect();
+        assert_eq!(
+            groups,
+            [
+                (Some("batch/part".to_owned()), true),
+                (None, true),
+                (Some("batch/part".to_owned()), false),
+                (None, false)
+            ],
+            "the first attempt stores two records, the retry none"
+        );
+        let kinds: Vec<_> = store.journal_of("parent").unwrap().iter().map(|e| e.key.kind).collect();
+        assert_eq!(kinds, [CallKind::Group, CallKind::Group, CallKind::Child, CallKind::Child]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_child_keeps_its_kind_and_is_named() {
+        let (sender, handle) = watch::channel(None);
+        sender.send(Some(Err(Failure::new(FailureKind::Timeout, "too slow", true)))).unwrap();
+        let failure = outcome("c-1", "writer", handle).await.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Timeout);
+        assert!(failure.retryable);
+        assert!(failure.message.contains("child run c-1 (task \"writer\") failed: too slow"), "{}", failure.message);
+        let (sender, handle) = watch::channel(None);
+        drop(sender);
+        assert_eq!(outcome("c-2", "writer", handle).await.unwrap_err().kind, FailureKind::HostError);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_the_guests_to_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JournalStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let mut journal = Journal::new(store.clone(), "parent", 1, JournalMode::Live);
+        let mut none = Submissions::new(None);
+        let refused = none.submit(&mut journal, "p", "t".into(), "{}".into()).await.unwrap();
+        assert_eq!(refused.err().unwrap().kind, FailureKind::HostError);
+        let mut some = Submissions::new(Some(Echo::new(store)));
+        let forbidden = some.submit(&mut journal, "p", "forbidden".into(), "{}".into()).await.unwrap();
+        assert_eq!(forbidden.err().unwrap().kind, FailureKind::InvalidChild);
+        let bad = some.submit(&mut journal, "p", "t".into(), "not json".into()).await.unwrap();
+        assert_eq!(bad.err().unwrap().kind, FailureKind::InvalidInput);
+    }
+}

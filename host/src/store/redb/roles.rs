@@ -1,0 +1,348 @@
+//! The store's roles on redb: one impl per role trait.
+
+use super::*;
+use crate::store::{CacheStore, DlqStore, JournalStore, OutputStore, RunFilter, RunStore, SecretStore, StateStore};
+
+#[async_trait::async_trait]
+impl RunStore for RedbStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let key = scoped(&run.tenant, &run.id);
+        let value = encode("run", run)?;
+        let id = run.id.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(RUNS)?;
+                if t.get(key.as_str()).map_err(|e| io("create run")(e.into()))?.is_some() {
+                    return Err(StoreError::Corrupt { what: "run", message: format!("run {id} already exists") });
+                }
+                t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
+                Ok(())
+            }))
+            .await
+    }
+
+    async fn update_run(&self, run: &RunRecord, owner: &str) -> Result<(), StoreError> {
+        let key = scoped(&run.tenant, &run.id);
+        let run = run.clone();
+        let owner = owner.to_owned();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let current = read_run(tables, &key, &run.id)?;
+                if let Some(lease) = &current.lease
+                    && lease.owner != owner
+                {
+                    return Err(StoreError::LeaseLost { run_id: run.id.clone(), holder: lease.owner.clone() });
+                }
+                // The heartbeat may have renewed the lease since the caller read it: keep the later expiry.
+                let mut run = run;
+                if let (Some(stored), Some(lease)) = (&current.lease, &mut run.lease)
+                    && stored.owner == lease.owner
+                {
+                    lease.expires_at_ms = lease.expires_at_ms.max(stored.expires_at_ms);
+                }
+                write_run(tables, &key, &run)
+            }))
+            .await
+    }
+
+    async fn claim_run(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        owner: &str,
+        lease_until_ms: u64,
+        now_ms: u64,
+        force: bool,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let key = scoped(tenant, id);
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let claimed = Arc::new(std::sync::Mutex::new(None));
+        let out = claimed.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut run = read_run(tables, &key, &id)?;
+                if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+                    return Ok(());
+                }
+                let free = match &run.lease {
+                    None => true,
+                    Some(lease) => force || lease.owner == owner || lease.expires_at_ms <= now_ms,
+                };
+                if !free {
+                    return Ok(());
+                }
+                run.lease = Some(Lease { owner, expires_at_ms: lease_until_ms });
+                run.status = RunStatus::Running;
+                write_run(tables, &key, &run)?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+                Ok(())
+            }))
+            .await?;
+        let run = claimed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(run)
+    }
+
+    async fn heartbeat(&self, tenant: &Tenant, id: &str, owner: &str, lease_until_ms: u64) -> Result<bool, StoreError> {
+        let key = scoped(tenant, id);
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let result = self
+            .committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut run = read_run(tables, &key, &id)?;
+                match &mut run.lease {
+                    Some(lease) if lease.owner == owner => {
+                        lease.expires_at_ms = lease_until_ms;
+                        write_run(tables, &key, &run)
+                    }
+                    Some(lease) => Err(StoreError::LeaseLost { run_id: id.clone(), holder: lease.owner.clone() }),
+                    None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (finished)".into() }),
+                }
+            }))
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(StoreError::LeaseLost { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError> {
+        let key = scoped(tenant, id);
+        let id = id.to_owned();
+        let existed = Arc::new(AtomicBool::new(false));
+        let out = existed.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let removed = {
+                    let t = tables.get(RUNS)?;
+                    t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?.is_some()
+                };
+                out.store(removed, Ordering::Relaxed);
+                let prefix = format!("{id}{SEP}");
+                remove_prefix(tables, JOURNAL, &prefix)?;
+                remove_prefix(tables, LOGS, &prefix)?;
+                let reports = tables.get(REPORTS)?;
+                reports.remove(id.as_str()).map_err(|e| io("delete run")(e.into()))?;
+                Ok(())
+            }))
+            .await?;
+        Ok(existed.load(Ordering::Relaxed))
+    }
+
+    fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError> {
+        match self.get("read run", RUNS, &scoped(tenant, id))? {
+            Some(bytes) => decode("run", &bytes),
+            None => Err(StoreError::NoSuchRun(id.to_owned())),
+        }
+    }
+
+    fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let mut runs = Vec::new();
+        // UUIDv7 ids sort by creation time; walk newest first.
+        for (_, bytes) in self.scan("list runs", RUNS, &format!("{tenant}{SEP}"))?.into_iter().rev() {
+            let run: RunRecord = decode("run", &bytes)?;
+            if filter.task.as_ref().is_some_and(|t| *t != run.task) || filter.status.is_some_and(|s| s != run.status) {
+                continue;
+            }
+            runs.push(run);
+            if filter.limit.is_some_and(|limit| runs.len() >= limit) {
+                break;
+            }
+        }
+        Ok(runs)
+    }
+}
+
+#[async_trait::async_trait]
+impl JournalStore for RedbStore {
+    async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError> {
+        self.journal_put_all(std::slice::from_ref(entry)).await
+    }
+
+    async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        let frame = Wal::frame(entries)?;
+        let records: Vec<(String, Vec<u8>)> =
+            entries.iter().map(|e| Ok((e.key.encode(), encode("journal", e)?))).collect::<Result<_, StoreError>>()?;
+        self.committer.write_logged(Logged { frame, records }).await
+    }
+
+    fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {
+        let key = key.encode();
+        // `pending` first, then redb: a record applied in between is then found in redb,
+        // which also holds the first record of a key when both have one.
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let stored = self.get("journal lookup", JOURNAL, &key)?;
+        stored.or(pending).map(|bytes| decode("journal", &bytes)).transpose()
+    }
+
+    fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let prefix = format!("{run_id}{SEP}");
+        let mut found: std::collections::BTreeMap<String, Vec<u8>> = {
+            let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (start, end) = prefix_range(&prefix);
+            pending.range(start..end).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        // Read redb after `pending`: a record applied in between is then found in redb.
+        found.extend(self.scan("journal read", JOURNAL, &prefix)?);
+        let mut entries: Vec<JournalEntry> =
+            found.values().map(|bytes| decode("journal", bytes)).collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStore for RedbStore {
+    async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError> {
+        let op = put_op("write log", LOGS, format!("{run_id}{SEP}{attempt:010}"), encode("log", log)?);
+        self.committer.write_async(op).await
+    }
+
+    fn logs_of(&self, run_id: &str) -> Result<Vec<(u32, AttemptLog)>, StoreError> {
+        self.scan("read logs", LOGS, &format!("{run_id}{SEP}"))?
+            .iter()
+            .map(|(key, bytes)| {
+                let attempt = key.rsplit(SEP).next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                Ok((attempt, decode("log", bytes)?))
+            })
+            .collect()
+    }
+
+    async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError> {
+        self.committer.write_async(put_op("write report", REPORTS, run_id.to_owned(), encode("report", report)?)).await
+    }
+
+    fn get_report(&self, run_id: &str) -> Result<Option<Report>, StoreError> {
+        self.get("read report", REPORTS, run_id)?.map(|b| decode("report", &b)).transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl CacheStore for RedbStore {
+    fn cache_get(&self, tenant: &Tenant, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        self.get("cache lookup", CACHE, &scoped(tenant, key))?.map(|b| decode("cache", &b)).transpose()
+    }
+
+    async fn cache_put(&self, tenant: &Tenant, key: &str, entry: &CacheEntry) -> Result<(), StoreError> {
+        self.committer.write_async(put_op("cache write", CACHE, scoped(tenant, key), encode("cache", entry)?)).await
+    }
+
+    async fn cache_clear(&self, tenant: &Tenant, task: Option<&str>) -> Result<usize, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        let task = task.map(str::to_owned);
+        let count = Arc::new(AtomicUsize::new(0));
+        let out = count.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(CACHE)?;
+                let (start, end) = prefix_range(&prefix);
+                let mut removed = 0;
+                t.retain_in(start.as_str()..end.as_str(), |_, value| {
+                    let matches = match &task {
+                        None => true,
+                        Some(task) => serde_json::from_slice::<CacheEntry>(value).is_ok_and(|e| e.task == *task),
+                    };
+                    removed += usize::from(matches);
+                    !matches
+                })
+                .map_err(|e| io("cache clear")(e.into()))?;
+                out.store(removed, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        Ok(count.load(Ordering::Relaxed))
+    }
+}
+
+#[async_trait::async_trait]
+impl DlqStore for RedbStore {
+    async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.committer
+            .write_async(put_op("dead letter", DLQ, scoped(tenant, &letter.run_id), encode("dead letter", letter)?))
+            .await
+    }
+
+    fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError> {
+        self.scan("list dead letters", DLQ, &format!("{tenant}{SEP}"))?
+            .into_iter()
+            .rev()
+            .map(|(_, bytes)| decode("dead letter", &bytes))
+            .collect()
+    }
+
+    async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
+        self.remove_key("dead letter", DLQ, scoped(tenant, run_id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for RedbStore {
+    async fn put_breaker(&self, tenant: &Tenant, name: &str, state: &[u8]) -> Result<(), StoreError> {
+        self.committer.write_async(put_op("breaker", BREAKERS, scoped(tenant, name), state.to_vec())).await
+    }
+
+    fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        Ok(self
+            .scan("list breakers", BREAKERS, &prefix)?
+            .into_iter()
+            .map(|(key, bytes)| (key[prefix.len()..].to_owned(), bytes))
+            .collect())
+    }
+
+    async fn add_counters(&self, tenant: &Tenant, deltas: &[(String, u64)]) -> Result<(), StoreError> {
+        let deltas: Vec<(String, u64)> = deltas.iter().map(|(name, n)| (scoped(tenant, name), *n)).collect();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let t = tables.get(COUNTERS)?;
+                for (key, delta) in &deltas {
+                    let current: u64 = match t.get(key.as_str()).map_err(|e| io("counter")(e.into()))? {
+                        Some(v) => decode("counter", v.value())?,
+                        None => 0,
+                    };
+                    let value = encode("counter", &(current + delta))?;
+                    t.insert(key.as_str(), value.as_slice()).map_err(|e| io("counter")(e.into()))?;
+                }
+                Ok(())
+            }))
+            .await
+    }
+
+    fn counters(&self, tenant: &Tenant) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        self.scan("list counters", COUNTERS, &prefix)?
+            .into_iter()
+            .map(|(key, bytes)| Ok((key[prefix.len()..].to_owned(), decode("counter", &bytes)?)))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for RedbStore {
+    async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError> {
+        self.committer
+            .write_async(put_op("write secret", SECRETS, scoped(tenant, key), value.as_bytes().to_vec()))
+            .await
+    }
+
+    fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError> {
+        self.get("read secret", SECRETS, &scoped(tenant, key))?
+            .map(|b| {
+                String::from_utf8(b).map_err(|_| StoreError::Corrupt { what: "secret", message: "not UTF-8".into() })
+            })
+            .transpose()
+    }
+
+    fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{tenant}{SEP}");
+        Ok(self
+            .scan("list secrets", SECRETS, &prefix)?
+            .into_iter()
+            .map(|(k, _)| k[prefix.len()..].to_owned())
+            .collect())
+    }
+
+    async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
+        self.remove_key("delete secret", SECRETS, scoped(tenant, key)).await
+    }
+}

@@ -1,0 +1,162 @@
+//! The redb store on real files: reopen, schema versions, leases, group commit, the log.
+
+use super::*;
+use crate::model::CallKind;
+use crate::store::prelude::*;
+
+/// A journal entry of run `run_id`: the first occurrence of one call.
+fn entry(run_id: &str, kind: CallKind, output: &str) -> JournalEntry {
+    JournalEntry {
+        key: ReplayKey { run_id: run_id.into(), kind, name: "c".into(), input_hash: "h".into(), occurrence: 1 },
+        seq: 0,
+        attempt: 1,
+        output: output.into(),
+        summary: String::new(),
+        recorded_at_ms: 0,
+        duration_ms: 0,
+        usage: None,
+    }
+}
+
+fn run(id: &str, task: &str) -> RunRecord {
+    RunRecord::new(id.into(), Tenant::default(), task.into(), "{}".into())
+}
+
+#[tokio::test]
+async fn runs_journal_and_secrets_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s/cairn.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        store.create_run(&run("01-a", "t1")).await.unwrap();
+        store.create_run(&run("02-b", "t2")).await.unwrap();
+        assert!(store.create_run(&run("01-a", "t1")).await.is_err(), "duplicate ids are refused");
+        let key = ReplayKey {
+            run_id: "01-a".into(),
+            kind: CallKind::Llm,
+            name: "complete".into(),
+            input_hash: "h".into(),
+            occurrence: 1,
+        };
+        let entry = JournalEntry {
+            key: key.clone(),
+            seq: 0,
+            attempt: 1,
+            output: "\"first\"".into(),
+            summary: String::new(),
+            recorded_at_ms: 0,
+            duration_ms: 0,
+            usage: None,
+        };
+        store.journal_put(&entry).await.unwrap();
+        store.journal_put(&JournalEntry { output: "\"second\"".into(), ..entry }).await.unwrap();
+        store.put_secret(&Tenant::default(), "api", "s3cret").await.unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let listed = store.list_runs(&Tenant::default(), &RunFilter::default()).unwrap();
+    assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["02-b", "01-a"]);
+    let only_t1 =
+        store.list_runs(&Tenant::default(), &RunFilter { task: Some("t1".into()), ..Default::default() }).unwrap();
+    assert_eq!(only_t1.len(), 1);
+    let journal = store.journal_of("01-a").unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].output, "\"first\"", "the first record of a key wins");
+    assert!(store.journal_of("02-b").unwrap().is_empty());
+    assert_eq!(store.get_secret(&Tenant::default(), "api").unwrap().as_deref(), Some("s3cret"));
+    assert_eq!(store.list_secrets(&Tenant::default()).unwrap(), ["api"]);
+    let other = Tenant { project: "p".into(), domain: "d".into() };
+    assert_eq!(store.get_secret(&other, "api").unwrap(), None, "secrets are tenant-scoped");
+    assert!(store.delete_secret(&Tenant::default(), "api").await.unwrap());
+    assert!(!store.delete_secret(&Tenant::default(), "api").await.unwrap());
+}
+
+#[tokio::test]
+async fn newer_schema_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("schema_version", b"99".as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbStore::open(&path).err().expect("must refuse a newer file");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[tokio::test]
+async fn leases_are_claimed_renewed_and_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("l.redb")).unwrap();
+    let tenant = Tenant::default();
+    let mut r = run("01-lease", "t");
+    r.lease = Some(Lease { owner: "a".into(), expires_at_ms: 1_000 });
+    store.create_run(&r).await.unwrap();
+    // Held by a until 1000: b cannot claim at 500, can at 1000.
+    assert!(store.claim_run(&tenant, &r.id, "b", 5_000, 500, false).await.unwrap().is_none());
+    assert!(store.heartbeat(&tenant, &r.id, "a", 2_000).await.unwrap());
+    assert!(store.claim_run(&tenant, &r.id, "b", 5_000, 1_500, false).await.unwrap().is_none());
+    let claimed = store.claim_run(&tenant, &r.id, "b", 5_000, 2_000, false).await.unwrap().unwrap();
+    assert_eq!(claimed.lease.as_ref().unwrap().owner, "b");
+    // a has lost it: its heartbeat and updates are refused.
+    assert!(!store.heartbeat(&tenant, &r.id, "a", 9_000).await.unwrap());
+    let err = store.update_run(&r, "a").await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { ref holder, .. } if holder == "b"), "{err}");
+    // c may take it over only by force.
+    assert!(store.claim_run(&tenant, &r.id, "c", 9_000, 2_500, false).await.unwrap().is_none());
+    assert!(store.claim_run(&tenant, &r.id, "c", 9_000, 2_500, true).await.unwrap().is_some());
+    // A finished run is never claimed.
+    let mut done = store.get_run(&tenant, &r.id).unwrap();
+    done.status = RunStatus::Succeeded;
+    done.lease = None;
+    store.update_run(&done, "c").await.unwrap();
+    assert!(store.claim_run(&tenant, &r.id, "d", 9_000, 10_000, true).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("g.redb")).unwrap());
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..200u32 {
+        let store = store.clone();
+        writers.spawn(async move {
+            store.journal_put(&entry(&format!("r{i}"), CallKind::Trace, "1")).await.unwrap();
+            // Acknowledged means readable.
+            assert_eq!(store.journal_of(&format!("r{i}")).unwrap().len(), 1);
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let (commits, writes, largest) = store.commit_stats().snapshot();
+    assert_eq!(writes, 200);
+    assert!(commits < 200 && largest > 1, "{commits} commits, largest batch {largest}: writes were batched");
+}
+
+#[tokio::test]
+async fn a_failed_write_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("f.redb")).unwrap();
+    store.create_run(&run("dup", "t")).await.unwrap();
+    let (dup, new) = (run("dup", "t"), run("new", "t"));
+    let (duplicate, fresh) = tokio::join!(store.create_run(&dup), store.create_run(&new));
+    assert!(duplicate.is_err());
+    fresh.unwrap();
+    assert!(store.get_run(&Tenant::default(), "new").is_ok());
+}
+
+#[tokio::test]
+async fn records_left_in_the_log_are_replayed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.redb");
+    drop(RedbStore::open(&path).unwrap());
+    // A process that logged a record and died before applying it to redb.
+    let entry = entry("r", CallKind::Llm, "\"logged\"");
+    let (mut wal, _) = Wal::open(&path.with_extension("wal")).unwrap();
+    wal.append(&[&Wal::frame(std::slice::from_ref(&entry)).unwrap()]).unwrap();
+    drop(wal);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.journal_of("r").unwrap(), vec![entry]);
+    assert_eq!(std::fs::metadata(path.with_extension("wal")).unwrap().len(), 0, "the log is emptied once applied");
+}
