@@ -10,6 +10,7 @@
 pub mod builder;
 pub mod capture;
 pub mod cassette;
+pub mod config;
 pub mod engine;
 pub mod gc;
 pub mod imports;
