@@ -24,6 +24,7 @@ pub mod builder;
 pub mod capture;
 pub mod cassette;
 pub mod clock;
+pub mod config;
 pub mod engine;
 pub mod gc;
 pub mod imports;

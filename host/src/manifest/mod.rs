@@ -3,9 +3,17 @@
 //! Every error names the file, the line and the key at fault. Settings that a
 //! later version of Cairn will support (per-task `resources`) are recognised
 //! and rejected with "not supported yet" rather than silently ignored.
+//!
+//! The manifest is checked section by section, each against the ones before:
+//! the LLM providers (`providers`), then the environments (`environments`),
+//! then the tasks (`tasks`); the `retries`, `circuit_breaker` and `cache`
+//! values they share are read in `policies`.
 
+mod environments;
+mod policies;
+mod providers;
 pub mod reuse;
-pub mod units;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,10 +23,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::llm::mock::{MockConfig, MockRule};
+use crate::config::locate::{Location, Locator};
+use crate::llm::mock::MockConfig;
 use crate::policy::breaker::BreakerConfig;
-use crate::policy::retry::{Jitter, RetryPolicy, Strategy};
+use crate::policy::retry::RetryPolicy;
 pub use reuse::ReusePolicy;
+
+/// Durations and sizes as config files write them; kept here for
+/// `manifest::units` users, it lives in [`crate::config::units`].
+pub use crate::config::units;
 
 /// The file name Cairn looks for.
 pub const MANIFEST_FILE: &str = "cairn.toml";
@@ -55,6 +68,14 @@ pub enum ManifestError {
         /// The offending line's text.
         snippet: String,
     },
+}
+
+impl ManifestError {
+    /// The [`ManifestError::Invalid`] at the byte `span` of the manifest `locate` reads.
+    fn at(locate: &Locator, span: Range<usize>, message: String) -> Self {
+        let Location { line, column, snippet } = locate.locate(span.start);
+        ManifestError::Invalid { path: locate.path().to_path_buf(), line, column, message, snippet }
+    }
 }
 
 /// Resource limits of one attempt.
@@ -232,14 +253,14 @@ impl Manifest {
 
     /// Parses manifest text; `path` is used for error messages and to resolve paths.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
-        let locate = Locator { path, text };
+        let locate = Locator::new(path, text);
         let raw: raw::Manifest = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            locate.error(span, e.message().to_owned())
+            ManifestError::at(&locate, span, e.message().to_owned())
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        raw.validate(&locate, path, dir)
+        raw.validate(&locate, dir)
     }
 
     /// The task named `name`, or an error listing the known ones.
@@ -300,583 +321,33 @@ impl Manifest {
     }
 }
 
-/// Turns byte spans into file:line:column errors.
-struct Locator<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl Locator<'_> {
-    fn line_of(&self, offset: usize) -> usize {
-        let offset = offset.min(self.text.len());
-        self.text[..offset].matches('\n').count() + 1
-    }
-
-    fn error(&self, span: Range<usize>, message: String) -> ManifestError {
-        let start = span.start.min(self.text.len());
-        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
-        ManifestError::Invalid {
-            path: self.path.to_path_buf(),
-            line: self.line_of(start),
-            column: self.text[line_start..start].chars().count() + 1,
-            message,
-            snippet: self.text[line_start..line_end].trim_end().to_owned(),
-        }
-    }
-}
-
-/// The manifest as written, before cross-references are checked.
+/// `cairn.toml` as written, before cross-references are checked. Each
+/// section's types are in its own module's `raw`; they keep the names serde
+/// shows in errors ("expected struct Task").
 mod raw {
     use super::*;
 
+    /// The whole file as written.
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Manifest {
         #[serde(default)]
-        pub llm: Llm,
+        pub llm: providers::raw::Llm,
         #[serde(default)]
-        pub environments: BTreeMap<String, Spanned<Environment>>,
+        pub environments: BTreeMap<String, Spanned<environments::raw::Environment>>,
         #[serde(default)]
-        pub tasks: BTreeMap<String, Spanned<Task>>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Llm {
-        pub default: Option<Spanned<String>>,
-        #[serde(default)]
-        pub providers: BTreeMap<String, Spanned<Provider>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-    pub enum Provider {
-        Mock {
-            #[serde(default, deserialize_with = "units::opt_duration")]
-            latency: Option<Duration>,
-            model: Option<String>,
-            script: Option<Spanned<PathBuf>>,
-            rules: Option<Vec<MockRule>>,
-            #[serde(default)]
-            max_retries: u32,
-            retries: Option<toml::Value>,
-            #[serde(default)]
-            fallback: Vec<String>,
-            circuit_breaker: Option<RawBreaker>,
-        },
-        OpenaiCompatible {
-            base_url: String,
-            model: String,
-            api_key_secret: Option<String>,
-            #[serde(default, deserialize_with = "units::opt_duration")]
-            timeout: Option<Duration>,
-            max_retries: Option<u32>,
-            retries: Option<toml::Value>,
-            #[serde(default)]
-            fallback: Vec<String>,
-            circuit_breaker: Option<RawBreaker>,
-        },
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawBreaker {
-        failure_threshold: Option<u32>,
-        success_threshold: Option<u32>,
-        #[serde(default, deserialize_with = "units::opt_duration")]
-        timeout: Option<Duration>,
-    }
-
-    impl RawBreaker {
-        fn config(self) -> BreakerConfig {
-            let defaults = BreakerConfig::default();
-            BreakerConfig {
-                failure_threshold: self.failure_threshold.unwrap_or(defaults.failure_threshold).max(1),
-                success_threshold: self.success_threshold.unwrap_or(defaults.success_threshold).max(1),
-                timeout: self.timeout.unwrap_or(defaults.timeout),
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawRetry {
-        count: u32,
-        #[serde(default)]
-        strategy: Strategy,
-        #[serde(default, deserialize_with = "units::opt_duration")]
-        base_delay: Option<Duration>,
-        #[serde(default, deserialize_with = "units::opt_duration")]
-        max_delay: Option<Duration>,
-        #[serde(default)]
-        jitter: Jitter,
-        retry_on: Option<Vec<String>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct RawOom {
-        grow: f64,
-        #[serde(deserialize_with = "units::size")]
-        max: u64,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Resources {
-        #[serde(default, deserialize_with = "units::opt_size")]
-        pub memory: Option<u64>,
-        #[serde(default, deserialize_with = "units::opt_duration")]
-        pub timeout: Option<Duration>,
-        #[serde(default, deserialize_with = "units::opt_size")]
-        pub max_output: Option<u64>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    pub enum Secret {
-        Key(String),
-        Full { key: String, as_env_var: Option<String> },
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Environment {
-        #[serde(default)]
-        pub resources: Resources,
-        #[serde(default)]
-        pub secrets: Vec<Secret>,
-        pub llm: Option<Spanned<String>>,
-        pub cache: Option<Spanned<toml::Value>>,
-        pub reuse: Option<Spanned<toml::Value>>,
-        #[serde(default)]
-        pub depends_on: Vec<Spanned<String>>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    pub enum Build {
-        Command(String),
-        Full { command: String, output: Option<PathBuf> },
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Task {
-        pub component: Spanned<PathBuf>,
-        pub build: Option<Build>,
-        pub environment: Option<Spanned<String>>,
-        pub retries: Option<Spanned<toml::Value>>,
-        pub llm: Option<Spanned<String>>,
-        pub resources: Option<Spanned<toml::Value>>,
-        pub cache: Option<Spanned<toml::Value>>,
-        #[serde(default)]
-        pub fallback: Vec<Spanned<String>>,
-        pub circuit_breaker: Option<RawBreaker>,
-        pub on_oom: Option<Spanned<toml::Value>>,
-    }
-
-    fn cache_policy(locate: &Locator, value: &Spanned<toml::Value>, owner: &str) -> Result<CachePolicy, ManifestError> {
-        let bad = || {
-            locate
-                .error(value.span(), format!("{owner}: cache must be \"auto\", \"disable\" or {{ version = \"...\" }}"))
-        };
-        match value.get_ref() {
-            toml::Value::String(mode) if mode == "auto" => Ok(CachePolicy::Auto),
-            toml::Value::String(mode) if mode == "disable" => Ok(CachePolicy::Disable),
-            toml::Value::Table(table) if table.len() == 1 => match table.get("version") {
-                Some(toml::Value::String(version)) if !version.is_empty() => Ok(CachePolicy::Version(version.clone())),
-                _ => Err(bad()),
-            },
-            _ => Err(bad()),
-        }
-    }
-
-    /// `retries = N` or `retries = { count, strategy, base_delay, max_delay, jitter, retry_on }`.
-    fn retry_policy(
-        locate: &Locator,
-        value: &toml::Value,
-        span: Range<usize>,
-        owner: &str,
-    ) -> Result<RetryPolicy, ManifestError> {
-        match value {
-            toml::Value::Integer(n) if (0..=100).contains(n) => Ok(RetryPolicy::count(*n as u32)),
-            toml::Value::Integer(_) => Err(locate.error(span, format!("{owner}: retries must be between 0 and 100"))),
-            toml::Value::Table(_) => {
-                let raw: RawRetry = value.clone().try_into().map_err(|e: toml::de::Error| {
-                    locate.error(span.clone(), format!("{owner}: retries: {}", e.message()))
-                })?;
-                if raw.count > 100 {
-                    return Err(locate.error(span, format!("{owner}: retries must be between 0 and 100")));
-                }
-                let defaults = RetryPolicy::default();
-                Ok(RetryPolicy {
-                    count: raw.count,
-                    strategy: raw.strategy,
-                    base_delay: raw.base_delay.unwrap_or(defaults.base_delay),
-                    max_delay: raw.max_delay.unwrap_or(defaults.max_delay),
-                    jitter: raw.jitter,
-                    retry_on: raw.retry_on,
-                })
-            }
-            _ => Err(locate
-                .error(span, format!("{owner}: retries must be a whole number or a table {{ count, strategy, ... }}"))),
-        }
-    }
-
-    /// A provider's `retries`, if given.
-    fn provider_retry(
-        locate: &Locator,
-        span: &Range<usize>,
-        value: Option<toml::Value>,
-        name: &str,
-    ) -> Result<Option<RetryPolicy>, ManifestError> {
-        value.map(|v| retry_policy(locate, &v, span.clone(), &format!("llm provider {name:?}"))).transpose()
-    }
-
-    /// A chain of `depends_on` that comes back to its start, if there is one.
-    fn dependency_cycle(environments: &BTreeMap<String, super::Environment>) -> Option<Vec<String>> {
-        fn walk(
-            environments: &BTreeMap<String, super::Environment>,
-            name: &str,
-            path: &mut Vec<String>,
-            done: &mut Vec<String>,
-        ) -> Option<Vec<String>> {
-            if let Some(start) = path.iter().position(|seen| seen == name) {
-                let mut cycle = path[start..].to_vec();
-                cycle.push(name.to_owned());
-                return Some(cycle);
-            }
-            if done.iter().any(|d| d == name) {
-                return None;
-            }
-            path.push(name.to_owned());
-            for dependency in environments.get(name).map(|e| e.depends_on.as_slice()).unwrap_or_default() {
-                if let Some(cycle) = walk(environments, dependency, path, done) {
-                    return Some(cycle);
-                }
-            }
-            path.pop();
-            done.push(name.to_owned());
-            None
-        }
-        let mut done = Vec::new();
-        environments.keys().find_map(|name| walk(environments, name, &mut Vec::new(), &mut done))
+        pub tasks: BTreeMap<String, Spanned<tasks::raw::Task>>,
     }
 
     impl Manifest {
-        pub fn validate(self, locate: &Locator, path: &Path, dir: PathBuf) -> Result<super::Manifest, ManifestError> {
-            let mut providers = BTreeMap::new();
-            // Spans do not survive serde's internally tagged enums: errors point at the provider's table.
-            let mut provider_fallbacks: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
-            providers.insert(
-                DEFAULT_PROVIDER.to_owned(),
-                ProviderSpec {
-                    name: DEFAULT_PROVIDER.into(),
-                    kind: ProviderKind::Mock(MockConfig::default()),
-                    max_retries: 0,
-                    retry: None,
-                    fallback: Vec::new(),
-                    circuit_breaker: None,
-                },
-            );
-            for (name, spanned) in self.llm.providers {
-                let span = spanned.span();
-                let spec = match spanned.into_inner() {
-                    Provider::Mock {
-                        latency,
-                        model,
-                        script,
-                        rules,
-                        max_retries,
-                        retries,
-                        fallback,
-                        circuit_breaker,
-                    } => {
-                        let mut config = match &script {
-                            Some(file) => MockConfig::from_file(dir.join(file.get_ref()))
-                                .map_err(|e| locate.error(file.span(), format!("llm provider {name:?}: {e}")))?,
-                            None => MockConfig::default(),
-                        };
-                        if let Some(latency) = latency {
-                            config.latency = latency;
-                        }
-                        if let Some(model) = model {
-                            config.model = model;
-                        }
-                        if let Some(mut rules) = rules {
-                            // Inline rules take precedence over the script's and the built-in ones.
-                            rules.append(&mut config.rules);
-                            config.rules = rules;
-                        }
-                        provider_fallbacks.push((
-                            name.clone(),
-                            fallback.into_iter().map(|f| Spanned::new(span.clone(), f)).collect(),
-                        ));
-                        ProviderSpec {
-                            name: name.clone(),
-                            kind: ProviderKind::Mock(config),
-                            max_retries,
-                            retry: provider_retry(locate, &span, retries, &name)?,
-                            fallback: Vec::new(),
-                            circuit_breaker: circuit_breaker.map(RawBreaker::config),
-                        }
-                    }
-                    Provider::OpenaiCompatible {
-                        base_url,
-                        model,
-                        api_key_secret,
-                        timeout,
-                        max_retries,
-                        retries,
-                        fallback,
-                        circuit_breaker,
-                    } => {
-                        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                            return Err(locate.error(
-                                span,
-                                format!(
-                                    "llm provider {name:?}: base_url {base_url:?} must start with http:// or https://"
-                                ),
-                            ));
-                        }
-                        provider_fallbacks.push((
-                            name.clone(),
-                            fallback.into_iter().map(|f| Spanned::new(span.clone(), f)).collect(),
-                        ));
-                        ProviderSpec {
-                            name: name.clone(),
-                            kind: ProviderKind::OpenAiCompatible {
-                                base_url: base_url.trim_end_matches('/').to_owned(),
-                                model,
-                                api_key_secret,
-                                timeout: timeout.unwrap_or(Duration::from_secs(60)),
-                            },
-                            max_retries: max_retries.unwrap_or(2),
-                            retry: provider_retry(locate, &span, retries, &name)?,
-                            fallback: Vec::new(),
-                            circuit_breaker: circuit_breaker.map(RawBreaker::config),
-                        }
-                    }
-                };
-                providers.insert(name, spec);
-            }
-            let check_provider = |reference: &Spanned<String>, owner: &str| -> Result<String, ManifestError> {
-                if providers.contains_key(reference.get_ref()) {
-                    Ok(reference.get_ref().clone())
-                } else {
-                    let known: Vec<&str> = providers.keys().map(String::as_str).collect();
-                    Err(locate.error(
-                        reference.span(),
-                        format!(
-                            "{owner} names llm provider {:?}, which is not defined; defined providers: {}",
-                            reference.get_ref(),
-                            known.join(", ")
-                        ),
-                    ))
-                }
-            };
-            let default_provider = match &self.llm.default {
-                Some(reference) => check_provider(reference, "[llm] default")?,
-                None => DEFAULT_PROVIDER.to_owned(),
-            };
-            let mut resolved_provider_fallbacks = Vec::new();
-            for (name, list) in &provider_fallbacks {
-                let owner = format!("llm provider {name:?} (fallback)");
-                let mut names = Vec::new();
-                for reference in list {
-                    let target = check_provider(reference, &owner)?;
-                    if target == *name {
-                        return Err(locate.error(reference.span(), format!("{owner} lists itself")));
-                    }
-                    names.push(target);
-                }
-                resolved_provider_fallbacks.push((name.clone(), names));
-            }
-
-            let mut environments = BTreeMap::new();
-            environments.insert(
-                DEFAULT_ENVIRONMENT.to_owned(),
-                super::Environment {
-                    name: DEFAULT_ENVIRONMENT.into(),
-                    resources: super::Resources::default(),
-                    secrets: Vec::new().into(),
-                    llm: None,
-                    cache: CachePolicy::Disable,
-                    reuse: None,
-                    depends_on: Vec::new(),
-                },
-            );
-            let env_names: Vec<String> = self.environments.keys().cloned().collect();
-            let mut env_dependencies: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
-            let mut env_spans = BTreeMap::new();
-            for (name, spanned) in self.environments {
-                env_spans.insert(name.clone(), spanned.span());
-                let env = spanned.into_inner();
-                let owner = format!("environment {name:?}");
-                let reuse = env
-                    .reuse
-                    .as_ref()
-                    .map(|value| {
-                        reuse::parse(value.get_ref())
-                            .map_err(|message| locate.error(value.span(), format!("{owner}: reuse: {message}")))
-                    })
-                    .transpose()?;
-                env_dependencies.push((name.clone(), env.depends_on));
-                let llm = env.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
-                let defaults = super::Resources::default();
-                let resources = super::Resources {
-                    memory: env.resources.memory.unwrap_or(defaults.memory),
-                    timeout: env.resources.timeout.unwrap_or(defaults.timeout),
-                    max_output: env.resources.max_output.unwrap_or(defaults.max_output),
-                };
-                let secrets = env
-                    .secrets
-                    .into_iter()
-                    .map(|s| match s {
-                        Secret::Key(key) => SecretDecl { key, as_env_var: None },
-                        Secret::Full { key, as_env_var } => SecretDecl { key, as_env_var },
-                    })
-                    .collect();
-                let cache =
-                    env.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?.unwrap_or_default();
-                environments.insert(
-                    name.clone(),
-                    super::Environment { name, resources, secrets, llm, cache, reuse, depends_on: Vec::new() },
-                );
-            }
-            for (name, list) in env_dependencies {
-                let owner = format!("environment {name:?} (depends_on)");
-                let mut names = Vec::new();
-                for reference in list {
-                    let target = reference.get_ref();
-                    if !env_names.contains(target) && target != DEFAULT_ENVIRONMENT {
-                        return Err(locate.error(
-                            reference.span(),
-                            format!(
-                                "{owner} names environment {target:?}, which is not defined; defined environments: {}",
-                                env_names.join(", ")
-                            ),
-                        ));
-                    }
-                    if *target == name {
-                        return Err(locate.error(reference.span(), format!("{owner} lists itself")));
-                    }
-                    names.push(target.clone());
-                }
-                if let Some(env) = environments.get_mut(&name) {
-                    env.depends_on = names;
-                }
-            }
-            if let Some(cycle) = dependency_cycle(&environments) {
-                let span = env_spans.get(&cycle[0]).cloned().unwrap_or(0..0);
-                return Err(locate.error(
-                    span,
-                    format!(
-                        "environments depend on each other in a cycle ({}); remove one of these depends_on entries",
-                        cycle.join(" -> ")
-                    ),
-                ));
-            }
-
-            let mut tasks = BTreeMap::new();
-            let mut task_fallbacks: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
-            for (name, spanned) in self.tasks {
-                let task = spanned.into_inner();
-                let owner = format!("task {name:?}");
-                if let Some(resources) = &task.resources {
-                    return Err(locate.error(
-                        resources.span(),
-                        format!("`resources` on {owner} is not supported yet; set it on the task's environment"),
-                    ));
-                }
-                let environment = match &task.environment {
-                    Some(reference) if environments.contains_key(reference.get_ref()) => reference.get_ref().clone(),
-                    Some(reference) => {
-                        let known: Vec<&str> = environments.keys().map(String::as_str).collect();
-                        return Err(locate.error(
-                            reference.span(),
-                            format!(
-                                "{owner} names environment {:?}, which is not defined; defined environments: {}",
-                                reference.get_ref(),
-                                known.join(", ")
-                            ),
-                        ));
-                    }
-                    None => DEFAULT_ENVIRONMENT.to_owned(),
-                };
-                let retry = match &task.retries {
-                    None => RetryPolicy::default(),
-                    Some(value) => retry_policy(locate, value.get_ref(), value.span(), &owner)?,
-                };
-                let on_oom = match &task.on_oom {
-                    None => None,
-                    Some(value) => {
-                        let raw: RawOom = value.get_ref().clone().try_into().map_err(|e: toml::de::Error| {
-                            locate.error(value.span(), format!("{owner}: on_oom: {}", e.message()))
-                        })?;
-                        if raw.grow <= 1.0 {
-                            return Err(
-                                locate.error(value.span(), format!("{owner}: on_oom.grow must be more than 1.0"))
-                            );
-                        }
-                        Some(OomPolicy { grow: raw.grow, max: raw.max })
-                    }
-                };
-                task_fallbacks.push((name.clone(), task.fallback));
-                let llm = task.llm.as_ref().map(|r| check_provider(r, &owner)).transpose()?;
-                let cache = task.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?;
-                let component = dir.join(task.component.get_ref());
-                let build = task.build.map(|b| match b {
-                    Build::Command(command) => BuildSpec { command, output: component.clone() },
-                    Build::Full { command, output } => {
-                        BuildSpec { command, output: output.map(|o| dir.join(o)).unwrap_or_else(|| component.clone()) }
-                    }
-                });
-                tasks.insert(
-                    name.clone(),
-                    TaskSpec {
-                        name,
-                        component_line: locate.line_of(task.component.span().start),
-                        component,
-                        build,
-                        environment,
-                        retry,
-                        fallback: Vec::new(),
-                        circuit_breaker: task.circuit_breaker.map(RawBreaker::config),
-                        on_oom,
-                        llm,
-                        cache,
-                    },
-                );
-            }
-            for (name, list) in task_fallbacks {
-                let mut names = Vec::new();
-                for reference in list {
-                    let target = reference.get_ref();
-                    if *target == name || !tasks.contains_key(target) {
-                        let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
-                        return Err(locate.error(
-                            reference.span(),
-                            format!(
-                                "task {name:?}: fallback {target:?} must be another task of this manifest; tasks: {}",
-                                known.join(", ")
-                            ),
-                        ));
-                    }
-                    names.push(target.clone());
-                }
-                if let Some(task) = tasks.get_mut(&name) {
-                    task.fallback = names;
-                }
-            }
-            for (name, names) in resolved_provider_fallbacks {
-                if let Some(provider) = providers.get_mut(&name) {
-                    provider.fallback = names;
-                }
-            }
-            Ok(super::Manifest { path: path.to_path_buf(), dir, default_provider, providers, environments, tasks })
+        /// Checks the sections in order, each against the ones before:
+        /// providers, environments (which name providers), tasks (which name both).
+        pub fn validate(self, locate: &Locator, dir: PathBuf) -> Result<super::Manifest, ManifestError> {
+            let (default_provider, providers) = providers::validate(self.llm, locate, &dir)?;
+            let environments = environments::validate(self.environments, locate, &providers)?;
+            let tasks = tasks::validate(self.tasks, locate, &dir, &providers, &environments)?;
+            let path = locate.path().to_path_buf();
+            Ok(super::Manifest { path, dir, default_provider, providers, environments, tasks })
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units;
+use crate::config::units;
 
 /// The shortest `scaledown_ttl` and `idle_ttl` accepted.
 pub const MIN_TTL: Duration = Duration::from_secs(30);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::CallKind;
+use crate::store::RunFilter;
 use crate::store::prelude::*;
 
 /// A journal entry of run `run_id`: the first occurrence of one call.

@@ -1,12 +1,15 @@
 //! Human-friendly durations (`"500ms"`, `"30s"`, `"5m"`, `"1h30m"`) and sizes
-//! (`"256MiB"`, `"1GB"`, `4096`) as they appear in `cairn.toml`.
+//! (`"256MiB"`, `"1GB"`, `4096`), one grammar for every config file: `cairn.toml`,
+//! the mock LLM's rules file and the command line.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
-/// Parses a duration such as `"250ms"`, `"30s"`, `"5m"`, `"2h"` or `"1h30m"`.
+/// Parses a duration such as `"250ms"`, `"30s"`, `"5m"`, `"2h"` or `"1h30m"`:
+/// one or more numbers (decimals allowed), each followed by a unit among
+/// `us` (or `µs`), `ms`, `s` (or `sec`), `m` (or `min`), `h` and `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -27,6 +30,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit = rest[..unit_len].trim();
         rest = &rest[unit_len..];
         let seconds_per_unit = match unit {
+            "us" | "µs" => 1e-6,
             "ms" => 0.001,
             "s" | "sec" => 1.0,
             "m" | "min" => 60.0,
@@ -38,10 +42,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ));
             }
             other => {
-                return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"));
+                return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use us, ms, s, m, h or d)"));
             }
         };
-        total += Duration::from_secs_f64(number * seconds_per_unit);
+        total = Duration::try_from_secs_f64(number * seconds_per_unit)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
     }
     Ok(total)
 }
@@ -90,6 +97,33 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
     duration(deserializer).map(Some)
 }
 
+/// Serde adapter for durations written as strings or as a whole number of
+/// milliseconds (`latency = 250` is `latency = "250ms"`).
+pub fn duration_or_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct MillisOrDurationVisitor;
+    impl Visitor<'_> for MillisOrDurationVisitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("milliseconds as an integer, or a duration such as \"250ms\" or \"2s\"")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            u64::try_from(v).map(Duration::from_millis).map_err(|_| E::custom("a duration must not be negative"))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_millis(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(MillisOrDurationVisitor)
+}
+
+/// Serde adapter for optional durations written as strings or milliseconds.
+pub fn opt_duration_or_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration_or_millis(deserializer).map(Some)
+}
+
 /// Serde adapter for sizes written as strings or plain byte counts.
 pub fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     struct SizeVisitor;
@@ -131,6 +165,22 @@ mod tests {
         assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999999d").unwrap_err().contains("too long"));
+    }
+
+    /// What the mock's rules file accepted before it shared this grammar.
+    #[test]
+    fn durations_of_the_mock_rules_file() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1min"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("250µs"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
     }
 
     #[test]

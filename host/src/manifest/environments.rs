@@ -1,0 +1,194 @@
+//! `[environments.*]`: settings shared by groups of tasks (resources,
+//! secrets, LLM provider, cache, warm-instance `reuse`) and the `depends_on`
+//! links between environments, which must not form a cycle. The `default`
+//! environment always exists.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::policies::cache_policy;
+use super::providers::check_provider;
+use super::{CachePolicy, DEFAULT_ENVIRONMENT, Environment, ManifestError, ProviderSpec, Resources, SecretDecl, reuse};
+use crate::config::locate::Locator;
+use crate::config::units;
+
+/// `[environments.NAME]` as written; the types keep the names serde shows in
+/// errors ("expected struct Environment").
+pub(super) mod raw {
+    use super::*;
+
+    /// `resources = { memory, timeout, max_output }` as written.
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Resources {
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub memory: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_duration")]
+        pub timeout: Option<Duration>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_output: Option<u64>,
+    }
+
+    /// One entry of `secrets`: a key, or `{ key, as_env_var }`.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Secret {
+        Key(String),
+        Full { key: String, as_env_var: Option<String> },
+    }
+
+    /// One `[environments.NAME]` table as written.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Environment {
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub secrets: Vec<Secret>,
+        pub llm: Option<Spanned<String>>,
+        pub cache: Option<Spanned<toml::Value>>,
+        pub reuse: Option<Spanned<toml::Value>>,
+        #[serde(default)]
+        pub depends_on: Vec<Spanned<String>>,
+    }
+}
+
+/// Checks every environment against the `providers`, then their `depends_on`
+/// links. Returns the environments by name, `default` included.
+pub(super) fn validate(
+    written: BTreeMap<String, Spanned<raw::Environment>>,
+    locate: &Locator,
+    providers: &BTreeMap<String, ProviderSpec>,
+) -> Result<BTreeMap<String, Environment>, ManifestError> {
+    let mut environments = BTreeMap::new();
+    environments.insert(
+        DEFAULT_ENVIRONMENT.to_owned(),
+        Environment {
+            name: DEFAULT_ENVIRONMENT.into(),
+            resources: Resources::default(),
+            secrets: Vec::new().into(),
+            llm: None,
+            cache: CachePolicy::Disable,
+            reuse: None,
+            depends_on: Vec::new(),
+        },
+    );
+    let env_names: Vec<String> = written.keys().cloned().collect();
+    let mut env_dependencies: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
+    let mut env_spans = BTreeMap::new();
+    for (name, spanned) in written {
+        env_spans.insert(name.clone(), spanned.span());
+        let env = spanned.into_inner();
+        let owner = format!("environment {name:?}");
+        let reuse = env
+            .reuse
+            .as_ref()
+            .map(|value| {
+                reuse::parse(value.get_ref())
+                    .map_err(|message| ManifestError::at(locate, value.span(), format!("{owner}: reuse: {message}")))
+            })
+            .transpose()?;
+        env_dependencies.push((name.clone(), env.depends_on));
+        let llm = env.llm.as_ref().map(|r| check_provider(providers, locate, r, &owner)).transpose()?;
+        let defaults = Resources::default();
+        let resources = Resources {
+            memory: env.resources.memory.unwrap_or(defaults.memory),
+            timeout: env.resources.timeout.unwrap_or(defaults.timeout),
+            max_output: env.resources.max_output.unwrap_or(defaults.max_output),
+        };
+        let secrets = env
+            .secrets
+            .into_iter()
+            .map(|s| match s {
+                raw::Secret::Key(key) => SecretDecl { key, as_env_var: None },
+                raw::Secret::Full { key, as_env_var } => SecretDecl { key, as_env_var },
+            })
+            .collect();
+        let cache = env.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?.unwrap_or_default();
+        environments
+            .insert(name.clone(), Environment { name, resources, secrets, llm, cache, reuse, depends_on: Vec::new() });
+    }
+    resolve_dependencies(&mut environments, env_dependencies, &env_names, &env_spans, locate)?;
+    Ok(environments)
+}
+
+/// Sets each environment's `depends_on` after checking that every name is
+/// defined, none lists its own environment and no chain comes back to its start.
+fn resolve_dependencies(
+    environments: &mut BTreeMap<String, Environment>,
+    env_dependencies: Vec<(String, Vec<Spanned<String>>)>,
+    env_names: &[String],
+    env_spans: &BTreeMap<String, Range<usize>>,
+    locate: &Locator,
+) -> Result<(), ManifestError> {
+    for (name, list) in env_dependencies {
+        let owner = format!("environment {name:?} (depends_on)");
+        let mut names = Vec::new();
+        for reference in list {
+            let target = reference.get_ref();
+            if !env_names.contains(target) && target != DEFAULT_ENVIRONMENT {
+                return Err(ManifestError::at(
+                    locate,
+                    reference.span(),
+                    format!(
+                        "{owner} names environment {target:?}, which is not defined; defined environments: {}",
+                        env_names.join(", ")
+                    ),
+                ));
+            }
+            if *target == name {
+                return Err(ManifestError::at(locate, reference.span(), format!("{owner} lists itself")));
+            }
+            names.push(target.clone());
+        }
+        if let Some(env) = environments.get_mut(&name) {
+            env.depends_on = names;
+        }
+    }
+    if let Some(cycle) = dependency_cycle(environments) {
+        let span = env_spans.get(&cycle[0]).cloned().unwrap_or(0..0);
+        return Err(ManifestError::at(
+            locate,
+            span,
+            format!(
+                "environments depend on each other in a cycle ({}); remove one of these depends_on entries",
+                cycle.join(" -> ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A chain of `depends_on` that comes back to its start, if there is one.
+fn dependency_cycle(environments: &BTreeMap<String, Environment>) -> Option<Vec<String>> {
+    fn walk(
+        environments: &BTreeMap<String, Environment>,
+        name: &str,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|seen| seen == name) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        if done.iter().any(|d| d == name) {
+            return None;
+        }
+        path.push(name.to_owned());
+        for dependency in environments.get(name).map(|e| e.depends_on.as_slice()).unwrap_or_default() {
+            if let Some(cycle) = walk(environments, dependency, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(name.to_owned());
+        None
+    }
+    let mut done = Vec::new();
+    environments.keys().find_map(|name| walk(environments, name, &mut Vec::new(), &mut done))
+}
