@@ -104,8 +104,7 @@ impl<P: LlmProvider + ?Sized> Reliable<P> {
                 (error.is_retryable() && retry <= self.config.max_retries).then(|| self.config.delay_for(retry, error))
             }
             Some(policy) => {
-                let failure =
-                    Failure { kind: error.kind().into(), message: String::new(), retryable: error.is_retryable() };
+                let failure = Failure { kind: error.kind(), message: String::new(), retryable: error.is_retryable() };
                 policy.should_retry(&failure, retry).then(|| {
                     let wait = policy.wait(retry, &mut random_unit);
                     match error {

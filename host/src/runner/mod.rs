@@ -252,8 +252,6 @@ impl Host {
         &self.run_dirs
     }
 
-    /// Runs `task` on `input` to completion (all attempts) and returns the
-
     /// The host's circuit breakers.
     pub fn breakers(&self) -> &Arc<Breakers> {
         &self.breakers
