@@ -26,9 +26,11 @@ impl Breakers {
             Ok(list) => list
                 .into_iter()
                 .filter_map(|(name, state)| match decode(&state) {
-                    Some(breaker) => Some((name, breaker)),
-                    None => {
-                        tracing::warn!("circuit breaker {name}: unreadable stored state, starting closed");
+                    Ok(breaker) => Some((name, breaker)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "circuit breaker {name}: its stored state is unreadable ({e}); it starts closed"
+                        );
                         None
                     }
                 })
@@ -74,7 +76,14 @@ impl Breakers {
 
     /// Stores a breaker's state so `cairn status` and later processes see it.
     pub async fn persist(&self, name: &str, breaker: &Breaker) {
-        if let Err(e) = self.store.put_breaker(&self.tenant, name, &encode(breaker)).await {
+        let state = match encode(breaker) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!("cannot encode circuit breaker {name}: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.store.put_breaker(&self.tenant, name, &state).await {
             tracing::warn!("cannot store circuit breaker {name}: {e}");
         }
     }
@@ -94,11 +103,11 @@ impl Breakers {
 }
 
 /// A breaker's state as the store keeps it: JSON.
-pub fn encode(breaker: &Breaker) -> Vec<u8> {
-    serde_json::to_vec(breaker).unwrap_or_default()
+pub fn encode(breaker: &Breaker) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(breaker)
 }
 
-/// A stored breaker state, if it is readable.
-pub fn decode(bytes: &[u8]) -> Option<Breaker> {
-    serde_json::from_slice(bytes).ok()
+/// A stored breaker state.
+pub fn decode(bytes: &[u8]) -> Result<Breaker, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }

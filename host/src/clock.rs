@@ -1,4 +1,5 @@
-//! Time as the host's policies see it. Production uses the system clock;
+//! Time and chance as the host's policies see them (the policies themselves
+//! take both as arguments). Production uses the system clock;
 //! tests use [`TestClock`], which records every sleep and advances at once.
 
 use std::sync::Mutex;
@@ -21,6 +22,13 @@ pub fn coarse_now_ms() -> u64 {
         0 => crate::model::now_ms(),
         now => now,
     }
+}
+
+/// A uniform number in [0, 1) from the OS's randomness, for jitter.
+pub fn random_unit() -> f64 {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    let word = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
+    (word >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A source of time and of waiting.
@@ -86,5 +94,16 @@ impl Clock for TestClock {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0 += duration.as_millis() as u64;
         state.1.push(duration);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_units_are_in_the_unit_interval() {
+        for _ in 0..100 {
+            let u = super::random_unit();
+            assert!((0.0..1.0).contains(&u));
+        }
     }
 }

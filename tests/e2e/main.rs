@@ -16,3 +16,4 @@ mod resilience;
 mod retries;
 mod reuse;
 mod sandbox;
+mod store_scale;

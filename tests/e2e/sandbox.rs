@@ -4,8 +4,11 @@ use crate::support::project::{Project, output_json};
 
 #[tokio::test]
 async fn guest_reads_and_writes_its_run_dir_and_cannot_escape_it() {
+    // The run's directory is kept after it succeeds, to look at what it wrote.
     let project = Project::new(
         r#"
+        retention = { keep_dirs = true }
+
         [tasks.fs]
         component = "{probe}"
         "#,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use cairn::manifest::Manifest;
 use cairn::model::{RunStatus, Tenant};
-use cairn::store::RunFilter;
+use cairn::store::{Lineage, RunFilter};
 
 use super::output;
 
@@ -26,9 +26,15 @@ pub enum RunsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only runs made before this one: the next page after a page that ended with RUN.
+        #[arg(long, value_name = "RUN")]
+        before: Option<String>,
         /// Also list child runs (submitted by other runs through `tasks`).
         #[arg(long)]
         children: bool,
+        /// Only the children of this run.
+        #[arg(long, value_name = "RUN")]
+        parent: Option<String>,
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -85,7 +91,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
     let store = cairn::runner::open_store(manifest)?;
     let tenant = Tenant::default();
     match command {
-        RunsCommand::List { status, task, limit, children, json } => {
+        RunsCommand::List { status, task, limit, before, children, parent, json } => {
             let status = match status {
                 None => None,
                 Some(s) => match RunStatus::parse(&s) {
@@ -93,13 +99,13 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                     None => bail!("unknown status {s:?}; use pending, running, succeeded or failed"),
                 },
             };
-            // Children are filtered out after reading, so the limit applies to what is shown.
-            let runs: Vec<_> = store
-                .list_runs(&tenant, &RunFilter { task, status, limit: children.then_some(limit) })?
-                .into_iter()
-                .filter(|run| children || run.parent.is_none())
-                .take(limit)
-                .collect();
+            let lineage = match (parent, children) {
+                (Some(parent), _) => Lineage::ChildrenOf(parent),
+                (None, true) => Lineage::Any,
+                (None, false) => Lineage::TopLevel,
+            };
+            let filter = RunFilter { task, status, lineage, before, limit: Some(limit) };
+            let runs = store.list_runs(&tenant, &filter)?;
             if json {
                 for run in &runs {
                     println!("{}", output::run_json(run, store.as_ref()));
@@ -116,6 +122,9 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                         output::duration_ms(run).map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
                         run.error.as_ref().map(|e| e.kind.as_str()).unwrap_or("")
                     );
+                }
+                if let Some(last) = runs.last().filter(|_| runs.len() == limit) {
+                    eprintln!("(more may follow: the next page is `cairn runs list --before {}`)", last.id);
                 }
             }
         }

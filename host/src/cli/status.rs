@@ -8,9 +8,8 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use cairn::manifest::Manifest;
-use cairn::model::{RunStatus, Tenant, now_ms};
+use cairn::model::{Tenant, now_ms};
 use cairn::policy::breaker::BreakerState;
-use cairn::store::RunFilter;
 
 /// Prints the host's status.
 pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
@@ -34,7 +33,13 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
     let breakers: Vec<Value> = store
         .breakers(&tenant)?
         .into_iter()
-        .filter_map(|(name, state)| Some((name, cairn::breakers::decode(&state)?)))
+        .filter_map(|(name, state)| match cairn::breakers::decode(&state) {
+            Ok(breaker) => Some((name, breaker)),
+            Err(e) => {
+                eprintln!("warning: circuit breaker {name}: its stored state is unreadable ({e}); not shown");
+                None
+            }
+        })
         .map(|(name, b)| {
             let (failures, successes, next_probe_ms) = match b.state {
                 BreakerState::Closed { failures } => (failures, 0, None),
@@ -54,19 +59,12 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         })
         .collect();
     let dlq = store.dlq_list(&tenant)?.len();
-    let mut tasks: BTreeMap<String, [u64; 6]> = BTreeMap::new();
-    for run in store.list_runs(&tenant, &RunFilter::default())? {
-        let entry = tasks.entry(run.task.clone()).or_default();
-        entry[0] += 1;
-        entry[1] += u64::from(run.status == RunStatus::Succeeded);
-        entry[2] += u64::from(run.status == RunStatus::Failed);
-        // A retry: a counted failure followed by another attempt of the same task.
-        entry[3] +=
-            run.attempts.windows(2).filter(|pair| pair[0].counts_as_retry() && pair[0].task == pair[1].task).count()
-                as u64;
-        entry[4] += u64::from(run.degraded);
-        entry[5] += u64::from(run.cached_from.is_some());
-    }
+    // Counted by the store as runs change: one read per task, however many runs it holds.
+    let tasks: BTreeMap<String, [u64; 6]> = store
+        .task_stats(&tenant)?
+        .into_iter()
+        .map(|(task, c)| (task, [c.runs, c.succeeded, c.failed, c.retries, c.degraded, c.cached]))
+        .collect();
     let tasks_json: Vec<Value> = tasks
         .iter()
         .map(|(task, c)| {

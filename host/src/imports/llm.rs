@@ -11,7 +11,6 @@ use super::bindings::cairn::task::llm::{
 };
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
 use crate::journal::Journal;
-use crate::llm::mock::MockProvider;
 use crate::llm::{ChatMessage, ChatRequest, LlmError, Role};
 use crate::services::llm::LlmCalls;
 
@@ -22,9 +21,7 @@ pub struct LlmCtx {
 
 impl Capability for LlmCtx {
     fn new(services: &HostServices) -> Self {
-        // Replaced by the task's provider before the first call.
-        let provider = Arc::new(MockProvider::default());
-        LlmCtx { calls: LlmCalls::new(provider, Default::default(), services.progress.clone()) }
+        LlmCtx { calls: LlmCalls::unset(services.progress.clone()) }
     }
 
     fn reset(&mut self, call: &CallSetup<'_>) {

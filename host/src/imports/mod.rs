@@ -34,7 +34,7 @@ use crate::model::{Report, Tenant};
 use crate::progress::Progress;
 use crate::services::children::ChildRuns;
 use crate::services::llm::LlmStats;
-use crate::store::Store;
+use crate::store::{JournalStore, OutputStore, SecretReader, Store};
 
 /// Bindings generated from `wit/`.
 pub mod bindings {
@@ -52,17 +52,42 @@ pub mod bindings {
 
 pub use bindings::{Task, TaskPre};
 
-/// What every instance of a host gets, for the life of the instance.
+/// What every instance of a host gets, for the life of the instance: the
+/// store by role (a context takes only the roles it needs), the tenant,
+/// child runs and the live counters.
 #[derive(Clone)]
 pub struct HostServices {
-    /// The store; each context keeps only the roles it needs.
-    pub store: Arc<dyn Store>,
+    /// Run journals.
+    pub journal: Arc<dyn JournalStore>,
+    /// Reading secrets, and nothing else of them.
+    pub secrets: Arc<dyn SecretReader>,
+    /// Logs and reports.
+    pub outputs: Arc<dyn OutputStore>,
     /// The tenant runs are made in (secrets are read in its scope).
     pub tenant: Tenant,
     /// Starts child runs; `None` where children are not allowed.
     pub children: Option<Arc<dyn ChildRuns>>,
     /// The host's live counters.
     pub progress: Arc<Progress>,
+}
+
+impl HostServices {
+    /// The services of a host over `store`, split into its roles.
+    pub fn new(
+        store: &Arc<dyn Store>,
+        tenant: Tenant,
+        children: Option<Arc<dyn ChildRuns>>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        HostServices {
+            journal: store.clone(),
+            secrets: store.clone(),
+            outputs: store.clone(),
+            tenant,
+            children,
+            progress,
+        }
+    }
 }
 
 /// What one call of the guest's `run` is: whose run, which task and
@@ -206,7 +231,7 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             memory: MemoryCap { limit: memory, hit: false },
-            journal: Journal::new(services.store.clone(), "", 0, JournalMode::Live),
+            journal: Journal::new(services.journal.clone(), "", 0, JournalMode::Live),
             caps: Capabilities::new(services),
         }
     }

@@ -22,7 +22,7 @@ pub struct ReportCtx {
 
 impl Capability for ReportCtx {
     fn new(services: &HostServices) -> Self {
-        ReportCtx { store: services.store.clone(), run_id: String::new(), report: Report::default() }
+        ReportCtx { store: services.outputs.clone(), run_id: String::new(), report: Report::default() }
     }
 
     fn reset(&mut self, call: &CallSetup<'_>) {

@@ -1,6 +1,6 @@
 //! `cairn:task/secrets`: declared secrets only. Values are returned to the
 //! guest and go nowhere else: not the journal, the logs or the reports. The
-//! context holds the store's secrets role and nothing else of it.
+//! context can read secrets and do nothing else with the store.
 
 use std::sync::Arc;
 
@@ -10,11 +10,11 @@ use super::bindings::cairn::task::secrets::{self as wit, Host, SecretError};
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
 use crate::manifest::SecretDecl;
 use crate::model::Tenant;
-use crate::store::SecretStore;
+use crate::store::SecretReader;
 
 /// The `secrets` context of an instance.
 pub struct SecretsCtx {
-    store: Arc<dyn SecretStore>,
+    store: Arc<dyn SecretReader>,
     tenant: Tenant,
     /// Secrets the task's environment declares.
     declared: Arc<[SecretDecl]>,
@@ -22,7 +22,7 @@ pub struct SecretsCtx {
 
 impl Capability for SecretsCtx {
     fn new(services: &HostServices) -> Self {
-        SecretsCtx { store: services.store.clone(), tenant: services.tenant.clone(), declared: Arc::new([]) }
+        SecretsCtx { store: services.secrets.clone(), tenant: services.tenant.clone(), declared: Arc::new([]) }
     }
 
     fn reset(&mut self, call: &CallSetup<'_>) {

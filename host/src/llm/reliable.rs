@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{ChatRequest, ChatResponse, LlmError, LlmProvider};
+use crate::clock::random_unit;
 use crate::model::Failure;
-use crate::policy::retry::{RetryPolicy, random_unit};
+use crate::policy::retry::RetryPolicy;
 
 /// How [`Reliable`] retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

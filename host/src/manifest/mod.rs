@@ -12,6 +12,7 @@
 mod environments;
 mod policies;
 mod providers;
+mod retention;
 pub mod reuse;
 mod tasks;
 
@@ -27,6 +28,7 @@ use crate::config::locate::{Location, Locator};
 use crate::llm::mock::MockConfig;
 use crate::policy::breaker::BreakerConfig;
 use crate::policy::retry::RetryPolicy;
+pub use retention::Retention;
 pub use reuse::ReusePolicy;
 
 /// Durations and sizes as config files write them; kept here for
@@ -232,6 +234,8 @@ pub struct Manifest {
     pub environments: BTreeMap<String, Environment>,
     /// Tasks by name.
     pub tasks: BTreeMap<String, TaskSpec>,
+    /// How long finished runs are kept.
+    pub retention: Retention,
 }
 
 impl Manifest {
@@ -337,6 +341,8 @@ mod raw {
         pub environments: BTreeMap<String, Spanned<environments::raw::Environment>>,
         #[serde(default)]
         pub tasks: BTreeMap<String, Spanned<tasks::raw::Task>>,
+        #[serde(default)]
+        pub retention: Option<Spanned<retention::raw::Retention>>,
     }
 
     impl Manifest {
@@ -346,8 +352,9 @@ mod raw {
             let (default_provider, providers) = providers::validate(self.llm, locate, &dir)?;
             let environments = environments::validate(self.environments, locate, &providers)?;
             let tasks = tasks::validate(self.tasks, locate, &dir, &providers, &environments)?;
+            let retention = retention::validate(self.retention, locate)?;
             let path = locate.path().to_path_buf();
-            Ok(super::Manifest { path, dir, default_provider, providers, environments, tasks })
+            Ok(super::Manifest { path, dir, default_provider, providers, environments, tasks, retention })
         }
     }
 }

@@ -151,3 +151,20 @@ environment = "driver"
     assert_eq!(manifest.environment_closure("driver"), ["llm", "driver"]);
     assert_eq!(manifest.tasks_in("llm").map(|t| t.name.as_str()).collect::<Vec<_>>(), ["refine"]);
 }
+
+#[test]
+fn retention_has_defaults_and_refuses_ages_under_an_hour() {
+    let defaults = parse("").unwrap().retention;
+    assert_eq!(defaults, Retention::default());
+    assert_eq!(defaults.finished, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(defaults.failed, Duration::from_secs(90 * 24 * 3600));
+    assert!(!defaults.keep_dirs);
+    let set = parse("retention = { finished = \"2d\", keep_dirs = true }\n").unwrap().retention;
+    assert_eq!(set, Retention { finished: Duration::from_secs(2 * 24 * 3600), keep_dirs: true, ..defaults });
+    let (line, message) = error_of("\n\nretention = { failed = \"10m\" }\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("retention.failed") && message.contains("1h"), "{message}");
+    let (line, message) = error_of("retention = { finshed = \"2d\" }\n");
+    assert_eq!(line, 1);
+    assert!(message.contains("finshed"), "{message}");
+}

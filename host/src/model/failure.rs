@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 macro_rules! failure_kinds {
     ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
-        /// The category of a failure.
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        /// The category of a failure. Two kinds are equal when their names
+        /// are: a guest naming `timeout` itself is the host's `Timeout`.
+        #[derive(Debug, Clone)]
         pub enum FailureKind {
             $($(#[$doc])* $variant,)*
             /// A kind the guest named itself (its `task-error`'s `kind`).
@@ -90,6 +91,20 @@ failure_kinds! {
     LlmBudgetExceeded = "llm-budget-exceeded",
     /// The LLM provider's circuit breaker is open.
     LlmCircuitOpen = "llm-circuit-open",
+}
+
+impl PartialEq for FailureKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for FailureKind {}
+
+impl std::hash::Hash for FailureKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
 }
 
 impl fmt::Display for FailureKind {
@@ -181,6 +196,7 @@ mod tests {
         }
         assert_eq!(FailureKind::parse("out-of-memory"), FailureKind::OutOfMemory);
         assert_eq!(FailureKind::parse("value-error"), FailureKind::Guest("value-error".into()));
+        assert_eq!(FailureKind::Guest("trap".into()), FailureKind::Trap, "kinds are equal by name");
         let failure: Failure = serde_json::from_str(r#"{"kind":"timeout","message":"m","retryable":true}"#).unwrap();
         assert_eq!(failure.kind, FailureKind::Timeout);
     }

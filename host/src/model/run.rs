@@ -29,6 +29,11 @@ impl RunStatus {
         }
     }
 
+    /// Whether a run in this status is over (succeeded or failed).
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+    }
+
     /// Parses a status name.
     pub fn parse(text: &str) -> Option<Self> {
         [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed]

@@ -54,13 +54,20 @@ mod tests {
     #[test]
     fn the_contract_hash_covers_every_wit_file() {
         let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
-        let mut files: Vec<_> = std::fs::read_dir(&wit).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files = Vec::new();
+        let mut dirs = vec![wit.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() { dirs.push(path) } else { files.push(path) }
+            }
+        }
         files.sort();
         assert!(files.iter().any(|f| f.ends_with("tasks.wit")), "tasks.wit is part of the contract");
         assert_eq!(env!("CAIRN_CONTRACT_FILES").parse::<usize>().unwrap(), files.len());
         let mut hasher = Sha256::new();
         for path in &files {
-            hasher.update(path.file_name().unwrap().to_str().unwrap().as_bytes());
+            hasher.update(path.strip_prefix(&wit).unwrap().to_str().unwrap().as_bytes());
             hasher.update([0]);
             hasher.update(std::fs::read(path).unwrap());
             hasher.update([0]);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::attempt::AttemptPlan;
 use super::lease::Heartbeat;
 use super::{Host, RunnerError};
+use crate::clock::random_unit;
 use crate::imports::{HostState, TaskPre};
 use crate::journal::JournalMode;
 use crate::llm::LlmProvider;
@@ -14,7 +15,6 @@ use crate::manifest::TaskSpec;
 use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, now_ms};
 use crate::policy::breaker::Admission;
 use crate::policy::decide::{MemoryGrowth, Rules, Standing, Step, next_step};
-use crate::policy::retry::random_unit;
 
 impl Host {
     /// Runs the task, then its fallbacks in order, each under its own retry

@@ -22,6 +22,7 @@ mod invoke;
 pub mod lease;
 mod providers;
 mod recovery;
+mod retention;
 mod run;
 pub mod warm;
 
@@ -35,13 +36,12 @@ use self::children::ChildSpawner;
 use self::components::Components;
 pub use self::invoke::PreparedTask;
 use self::lease::host_id;
-pub use self::providers::build_provider;
+pub use self::providers::{Providers, build_provider};
 use self::warm::WarmInstance;
 use crate::breakers::Breakers;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{CairnEngine, EngineError};
 use crate::imports::{self, HostServices};
-use crate::llm::chain::ProviderChain;
 use crate::manifest::Manifest;
 use crate::model::Tenant;
 use crate::pool::Pool;
@@ -108,7 +108,7 @@ pub struct Host {
     /// Circuit breakers of tasks and providers.
     breakers: Arc<Breakers>,
     /// The provider registry: each provider's chain, built once.
-    providers: Mutex<HashMap<String, Arc<ProviderChain>>>,
+    providers: Providers,
     /// Directories of warm instances (`.cairn/instances/`).
     instance_dirs: RunDirs,
     /// Warm-instance pools of environments with `reuse`, by environment.
@@ -182,12 +182,8 @@ impl Host {
         let progress = Arc::new(Progress::default());
         let host = Arc::new_cyclic(|me: &Weak<Host>| {
             let children = Arc::new(ChildSpawner::new(me.clone()));
-            let services = HostServices {
-                store: store.clone(),
-                tenant: tenant.clone(),
-                children: Some(children.clone()),
-                progress: progress.clone(),
-            };
+            let child_runs: Arc<dyn crate::services::children::ChildRuns> = children.clone();
+            let services = HostServices::new(&store, tenant.clone(), Some(child_runs), progress.clone());
             Host {
                 manifest,
                 components: Components::new(engine, linker),
@@ -196,8 +192,8 @@ impl Host {
                 tenant,
                 host_id: host_id(),
                 clock,
+                providers: Providers::new(breakers.clone()),
                 breakers,
-                providers: Mutex::new(HashMap::default()),
                 instance_dirs,
                 pools: Mutex::new(HashMap::default()),
                 started: Mutex::new(HashSet::new()),
@@ -216,6 +212,18 @@ impl Host {
                     ticks.tick().await;
                     let Some(host) = me.upgrade() else { break };
                     host.sweep_pools();
+                }
+            });
+            let me = Arc::downgrade(&host);
+            runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(retention::RETENTION_EVERY);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(host) = me.upgrade() else { break };
+                    if let Err(e) = host.apply_retention().await {
+                        tracing::warn!("retention: {e}");
+                    }
                 }
             });
         }

@@ -2,16 +2,18 @@
 //! manifest entry once per host, so breakers and connections are shared by
 //! runs; and the providers' retry counts flushed to the store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::Host;
+use crate::breakers::Breakers;
 use crate::llm::LlmProvider;
 use crate::llm::chain::{Member, ProviderChain};
 use crate::llm::mock::MockProvider;
 use crate::llm::openai::{OpenAiConfig, OpenAiProvider};
 use crate::llm::reliable::{Reliable, RetryConfig};
-use crate::manifest::TaskSpec;
-use crate::manifest::{ProviderKind, ProviderSpec};
+use crate::manifest::{Manifest, ProviderKind, ProviderSpec, TaskSpec};
 use crate::model::{Failure, FailureKind};
 
 fn host_failure(message: String) -> Failure {
@@ -57,20 +59,35 @@ pub fn build_provider(
     Ok(Arc::new(wrap(inner)))
 }
 
-impl Host {
-    /// The task's provider chain (its provider, then that provider's
-    /// fallbacks), each member with JSON validation and provider retries.
-    /// Built once per host, so breakers and connections are shared by runs.
-    pub(super) fn provider_for(&self, task: &TaskSpec) -> Result<Arc<ProviderChain>, Failure> {
-        let primary = self.manifest.provider_of(task);
-        if let Some(chain) = self.providers.lock().unwrap_or_else(|e| e.into_inner()).get(&primary.name) {
+/// The provider registry: each primary provider's chain, built on first use
+/// and shared by every run of the host.
+pub struct Providers {
+    chains: Mutex<HashMap<String, Arc<ProviderChain>>>,
+    breakers: Arc<Breakers>,
+}
+
+impl Providers {
+    /// An empty registry whose chains use `breakers`.
+    pub fn new(breakers: Arc<Breakers>) -> Self {
+        Providers { chains: Mutex::default(), breakers }
+    }
+
+    /// The chain of `primary` (the provider, then its fallbacks from
+    /// `manifest`), each member with JSON validation and provider retries;
+    /// `secret` reads API keys.
+    pub fn chain(
+        &self,
+        manifest: &Manifest,
+        primary: &ProviderSpec,
+        secret: impl Fn(&str) -> Result<Option<String>, String>,
+    ) -> Result<Arc<ProviderChain>, Failure> {
+        if let Some(chain) = self.chains.lock().unwrap_or_else(|e| e.into_inner()).get(&primary.name) {
             return Ok(chain.clone());
         }
-        let secret = |key: &str| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string());
         let mut members = Vec::new();
-        let fallbacks = primary.fallback.iter().filter_map(|name| self.manifest.providers.get(name));
+        let fallbacks = primary.fallback.iter().filter_map(|name| manifest.providers.get(name));
         for spec in std::iter::once(primary).chain(fallbacks) {
-            let reliable = build_provider(spec, secret)?;
+            let reliable = build_provider(spec, &secret)?;
             members.push(Member {
                 name: spec.name.clone(),
                 retries: reliable.retry_counter(),
@@ -79,19 +96,33 @@ impl Host {
             });
         }
         let chain = Arc::new(ProviderChain::new(members, self.breakers.clone()));
-        self.providers.lock().unwrap_or_else(|e| e.into_inner()).insert(primary.name.clone(), chain.clone());
+        self.chains.lock().unwrap_or_else(|e| e.into_inner()).insert(primary.name.clone(), chain.clone());
         Ok(chain)
+    }
+
+    /// Each provider's retries since the last call, as counter deltas
+    /// (`provider:NAME:retries`).
+    pub fn take_retries(&self) -> Vec<(String, u64)> {
+        let chains: Vec<Arc<ProviderChain>> =
+            self.chains.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        chains
+            .iter()
+            .flat_map(|chain| chain.take_retries())
+            .map(|(provider, n)| (format!("provider:{provider}:retries"), n))
+            .collect()
+    }
+}
+
+impl Host {
+    /// The task's provider chain, from the registry.
+    pub(super) fn provider_for(&self, task: &TaskSpec) -> Result<Arc<ProviderChain>, Failure> {
+        let secret = |key: &str| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string());
+        self.providers.chain(&self.manifest, self.manifest.provider_of(task), secret)
     }
 
     /// Adds the providers' retries since the last flush to the store's counters.
     pub(super) async fn flush_provider_retries(&self) {
-        let chains: Vec<Arc<ProviderChain>> =
-            self.providers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        let deltas: Vec<(String, u64)> = chains
-            .iter()
-            .flat_map(|chain| chain.take_retries())
-            .map(|(provider, n)| (format!("provider:{provider}:retries"), n))
-            .collect();
+        let deltas = self.providers.take_retries();
         if !deltas.is_empty()
             && let Err(e) = self.store.add_counters(&self.tenant, &deltas).await
         {

@@ -4,6 +4,7 @@
 use super::lease::{is_stale, lease_until};
 use super::{Host, RunnerError};
 use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, RunStatus, now_ms};
+use crate::store::RunFilter;
 
 impl Host {
     /// Resumes an unfinished run from its journal: recorded calls are not
@@ -67,13 +68,15 @@ impl Host {
     /// runs as they finished.
     pub async fn recover(&self) -> Result<Vec<RunRecord>, RunnerError> {
         let now = now_ms();
-        let stale: Vec<RunRecord> = self
-            .store
-            .list_runs(&self.tenant, &Default::default())?
-            .into_iter()
-            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Pending))
-            .filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now)))
-            .collect();
+        // Only unfinished runs are read, from the status index: the cost does
+        // not grow with the finished runs the store holds.
+        let mut stale: Vec<RunRecord> = Vec::new();
+        for status in [RunStatus::Running, RunStatus::Pending] {
+            let filter = RunFilter { status: Some(status), ..Default::default() };
+            let runs = self.store.list_runs(&self.tenant, &filter)?;
+            stale.extend(runs.into_iter().filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now))));
+        }
+        stale.sort_by(|a, b| b.id.cmp(&a.id));
         // A child is resumed by its parent, which re-attaches to it; one whose
         // parent is finished or gone has nobody else to finish it.
         let parent_unfinished = |id: &str| {

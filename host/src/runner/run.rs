@@ -107,6 +107,7 @@ impl Host {
         run.finished_at_ms = Some(now_ms());
         run.lease = None;
         self.store.update_run(&run, &self.host_id).await?;
+        self.release_run_dir(&run);
         self.flush_provider_retries().await;
         Ok(run)
     }

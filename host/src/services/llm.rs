@@ -46,7 +46,27 @@ pub struct LlmCalls {
     progress: Arc<Progress>,
 }
 
+/// The provider of calls made before one is set: it answers nothing.
+struct NoProvider;
+
+#[async_trait::async_trait]
+impl LlmProvider for NoProvider {
+    fn name(&self) -> &str {
+        "none"
+    }
+
+    async fn complete(&self, _request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        Err(LlmError::Unavailable("no LLM provider is set for this call".into()))
+    }
+}
+
 impl LlmCalls {
+    /// Calls with no provider yet (set [`LlmCalls::provider`] before the first call).
+    pub fn unset(progress: Arc<Progress>) -> Self {
+        static NONE: std::sync::LazyLock<Arc<dyn LlmProvider>> = std::sync::LazyLock::new(|| Arc::new(NoProvider));
+        LlmCalls::new(NONE.clone(), Duration::ZERO, progress)
+    }
+
     /// Calls through `provider`, counting into `progress`.
     pub fn new(provider: Arc<dyn LlmProvider>, timeout: Duration, progress: Arc<Progress>) -> Self {
         LlmCalls { provider, timeout, stub: None, stats: LlmStats::default(), progress }

@@ -15,7 +15,9 @@ pub mod commit;
 pub mod redb;
 pub mod wal;
 
-use crate::model::{AttemptLog, CacheEntry, DeadLetter, JournalEntry, ReplayKey, Report, RunRecord, RunStatus, Tenant};
+use crate::model::{
+    AttemptLog, CacheEntry, DeadLetter, JournalEntry, ReplayKey, Report, RunRecord, RunStatus, TaskStats, Tenant,
+};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +71,41 @@ pub enum StoreError {
     },
 }
 
-/// Filter for [`Store::list_runs`].
+/// Which runs a listing takes by their parent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Lineage {
+    /// Every run, children included.
+    #[default]
+    Any,
+    /// Only runs that no run submitted.
+    TopLevel,
+    /// Only the children of this run.
+    ChildrenOf(String),
+}
+
+/// Filter for [`RunStore::list_runs`]: runs newest first, answered from an
+/// index, so a page costs the same whatever the store holds.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     /// Only runs of this task.
     pub task: Option<String>,
     /// Only runs in this status.
     pub status: Option<RunStatus>,
-    /// At most this many, newest first.
+    /// By parent.
+    pub lineage: Lineage,
+    /// Only runs made before this one (a page's cursor: the last id of the previous page).
+    pub before: Option<String>,
+    /// At most this many.
     pub limit: Option<usize>,
 }
 
-/// Durable operations by role. Each method is atomic, and a write has
-/// reached stable storage when it returns. Writes are async so that an
-/// implementation can batch concurrent ones into one transaction (group
-/// commit) without holding a thread per waiting caller; reads are quick and
-/// synchronous. A run is worked on only by the holder of its lease.
 /// Runs and their leases.
+///
+/// In every role, each method is atomic, and a write has reached stable
+/// storage when it returns. Writes are async so that an implementation can
+/// batch concurrent ones into one transaction (group commit) without holding
+/// a thread per waiting caller; reads are quick and synchronous. A run is
+/// worked on only by the holder of its lease.
 #[async_trait::async_trait]
 pub trait RunStore: Send + Sync {
     /// Creates a run; fails if the id exists.
@@ -107,12 +127,14 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Option<RunRecord>, StoreError>;
     /// Extends `owner`'s lease; returns `false` if the lease was lost.
     async fn heartbeat(&self, tenant: &Tenant, id: &str, owner: &str, lease_until_ms: u64) -> Result<bool, StoreError>;
-    /// Deletes a run with its journal, logs and report; returns whether it existed.
+    /// Deletes a run with its journal, logs, report and dead letter; returns whether it existed.
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError>;
     /// Reads one run.
     fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError>;
     /// Runs of a tenant, newest first.
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+    /// What the stored runs of each task of a tenant add up to, by task name.
+    fn task_stats(&self, tenant: &Tenant) -> Result<Vec<(String, TaskStats)>, StoreError>;
 }
 
 /// Run journals: the recorded result of every journaled call.
@@ -176,13 +198,17 @@ pub trait StateStore: Send + Sync {
     fn counters(&self, tenant: &Tenant) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
-/// Secrets. Values leave only through [`SecretStore::get_secret`].
+/// Reading secrets: all a guest's `secrets` adapter and a provider's API key need.
+pub trait SecretReader: Send + Sync {
+    /// A secret's value. Values leave the store only through this.
+    fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Managing secrets (the CLI and, later, the API).
 #[async_trait::async_trait]
-pub trait SecretStore: Send + Sync {
+pub trait SecretStore: SecretReader {
     /// Creates or replaces a secret.
     async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
-    /// A secret's value.
-    fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError>;
     /// The keys (never the values) of a tenant's secrets.
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Deletes a secret; returns whether it existed.
@@ -199,5 +225,7 @@ impl<T> Store for T where
 
 /// Every role, for code that holds a whole [`Store`]: `use cairn::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{CacheStore, DlqStore, JournalStore, OutputStore, RunStore, SecretStore, StateStore, Store};
+    pub use super::{
+        CacheStore, DlqStore, JournalStore, OutputStore, RunStore, SecretReader, SecretStore, StateStore, Store,
+    };
 }

@@ -1,6 +1,6 @@
 //! The embedded store: one redb file (`.cairn/cairn.redb`).
 //!
-//! Schema (all values are JSON unless noted; version 1):
+//! Schema (all values are JSON unless noted; version 2):
 //!
 //! | table      | key                                   | value                 |
 //! |------------|---------------------------------------|-----------------------|
@@ -14,6 +14,11 @@
 //! | `dlq`      | `"project/domain\x01<run id>"`        | [`DeadLetter`]        |
 //! | `breakers` | `"project/domain\x01<kind>:<name>"`   | the breaker's state  |
 //! | `counters` | `"project/domain\x01<name>"`          | u64 (as JSON)         |
+//! | `run_index` | see [`index`]                        | empty                 |
+//! | `task_stats` | `"project/domain\x01<task>"`        | [`crate::model::TaskStats`] |
+//!
+//! Version 2 added `run_index` and `task_stats`; a version-1 file is
+//! migrated when it is opened, in one transaction (see [`migrate_v1`]).
 //!
 //! Every write goes through the [`GroupCommitter`]: concurrent writes share
 //! one transaction and one fsync, and each returns only once committed.
@@ -35,7 +40,7 @@ use crate::model::{
 };
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -181,13 +186,20 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
                     supported: SCHEMA_VERSION,
                 });
             }
+            Some(1) => {
+                drop(meta);
+                migrate_v1(&txn)?;
+                let mut meta = txn.open_table(META).map_err(|e| io("open")(e.into()))?;
+                meta.insert("schema_version", encode("meta", &SCHEMA_VERSION)?.as_slice())
+                    .map_err(|e| io("open")(e.into()))?;
+            }
             Some(_) => {}
             None => {
                 meta.insert("schema_version", encode("meta", &SCHEMA_VERSION)?.as_slice())
                     .map_err(|e| io("open")(e.into()))?;
             }
         }
-        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE, DLQ, BREAKERS, COUNTERS] {
+        for table in [RUNS, JOURNAL, LOGS, REPORTS, SECRETS, CACHE, DLQ, BREAKERS, COUNTERS, RUN_INDEX, TASK_STATS] {
             txn.open_table(table).map_err(|e| io("open")(e.into()))?;
         }
     }
@@ -241,10 +253,30 @@ fn read_run(tables: &mut Tables<'_>, key: &str, id: &str) -> Result<RunRecord, S
     }
 }
 
-fn write_run(tables: &mut Tables<'_>, key: &str, run: &RunRecord) -> Result<(), StoreError> {
+/// Writes `run` over `old` (`None`: a new run), with its index entries and
+/// its task's counts, in the caller's transaction.
+fn write_run(tables: &mut Tables<'_>, key: &str, old: Option<&RunRecord>, run: &RunRecord) -> Result<(), StoreError> {
     let value = encode("run", run)?;
     let t = tables.get(RUNS)?;
     t.insert(key, value.as_slice()).map_err(|e| io("write run")(e.into()))?;
+    index::reindex(tables.get(RUN_INDEX)?, old, Some(run))?;
+    index::recount(tables.get(TASK_STATS)?, old, Some(run))
+}
+
+/// Builds the indexes and task counts of a version-1 file from its runs.
+fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let runs = txn.open_table(RUNS).map_err(|e| io("migrate")(e.into()))?;
+    let mut index = txn.open_table(RUN_INDEX).map_err(|e| io("migrate")(e.into()))?;
+    let mut stats = txn.open_table(TASK_STATS).map_err(|e| io("migrate")(e.into()))?;
+    let mut migrated = 0usize;
+    for item in runs.iter().map_err(|e| io("migrate")(e.into()))? {
+        let (_, bytes) = item.map_err(|e| io("migrate")(e.into()))?;
+        let run: RunRecord = decode("run", bytes.value())?;
+        index::reindex(&mut index, None, Some(&run))?;
+        index::recount(&mut stats, None, Some(&run))?;
+        migrated += 1;
+    }
+    tracing::info!("store migrated from schema 1 to 2: indexed {migrated} run(s)");
     Ok(())
 }
 
@@ -259,6 +291,11 @@ fn remove_prefix(
     Ok(())
 }
 
+mod index;
+#[cfg(test)]
+mod index_tests;
 mod roles;
 #[cfg(test)]
 mod tests;
+
+use index::{RUN_INDEX, TASK_STATS};

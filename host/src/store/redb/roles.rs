@@ -1,7 +1,12 @@
 //! The store's roles on redb: one impl per role trait.
 
+use super::index::{self, Family};
 use super::*;
-use crate::store::{CacheStore, DlqStore, JournalStore, OutputStore, RunFilter, RunStore, SecretStore, StateStore};
+use crate::model::TaskStats;
+use crate::store::{
+    CacheStore, DlqStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader, SecretStore,
+    StateStore,
+};
 
 #[async_trait::async_trait]
 impl RunStore for RedbStore {
@@ -9,6 +14,7 @@ impl RunStore for RedbStore {
         let key = scoped(&run.tenant, &run.id);
         let value = encode("run", run)?;
         let id = run.id.clone();
+        let run = run.clone();
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let t = tables.get(RUNS)?;
@@ -16,7 +22,8 @@ impl RunStore for RedbStore {
                     return Err(StoreError::Corrupt { what: "run", message: format!("run {id} already exists") });
                 }
                 t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
-                Ok(())
+                index::reindex(tables.get(RUN_INDEX)?, None, Some(&run))?;
+                index::recount(tables.get(TASK_STATS)?, None, Some(&run))
             }))
             .await
     }
@@ -40,7 +47,7 @@ impl RunStore for RedbStore {
                 {
                     lease.expires_at_ms = lease.expires_at_ms.max(stored.expires_at_ms);
                 }
-                write_run(tables, &key, &run)
+                write_run(tables, &key, Some(&current), &run)
             }))
             .await
     }
@@ -61,9 +68,10 @@ impl RunStore for RedbStore {
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let mut run = read_run(tables, &key, &id)?;
-                if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+                if run.status.is_finished() {
                     return Ok(());
                 }
+                let before = run.clone();
                 let free = match &run.lease {
                     None => true,
                     Some(lease) => force || lease.owner == owner || lease.expires_at_ms <= now_ms,
@@ -73,7 +81,7 @@ impl RunStore for RedbStore {
                 }
                 run.lease = Some(Lease { owner, expires_at_ms: lease_until_ms });
                 run.status = RunStatus::Running;
-                write_run(tables, &key, &run)?;
+                write_run(tables, &key, Some(&before), &run)?;
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
                 Ok(())
             }))
@@ -89,10 +97,11 @@ impl RunStore for RedbStore {
             .committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let mut run = read_run(tables, &key, &id)?;
+                let before = run.clone();
                 match &mut run.lease {
                     Some(lease) if lease.owner == owner => {
                         lease.expires_at_ms = lease_until_ms;
-                        write_run(tables, &key, &run)
+                        write_run(tables, &key, Some(&before), &run)
                     }
                     Some(lease) => Err(StoreError::LeaseLost { run_id: id.clone(), holder: lease.owner.clone() }),
                     None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (finished)".into() }),
@@ -115,14 +124,21 @@ impl RunStore for RedbStore {
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let removed = {
                     let t = tables.get(RUNS)?;
-                    t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?.is_some()
+                    let removed = t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
+                    removed.map(|bytes| decode::<RunRecord>("run", bytes.value())).transpose()?
                 };
-                out.store(removed, Ordering::Relaxed);
+                if let Some(old) = &removed {
+                    index::reindex(tables.get(RUN_INDEX)?, Some(old), None)?;
+                    index::recount(tables.get(TASK_STATS)?, Some(old), None)?;
+                }
+                out.store(removed.is_some(), Ordering::Relaxed);
                 let prefix = format!("{id}{SEP}");
                 remove_prefix(tables, JOURNAL, &prefix)?;
                 remove_prefix(tables, LOGS, &prefix)?;
                 let reports = tables.get(REPORTS)?;
                 reports.remove(id.as_str()).map_err(|e| io("delete run")(e.into()))?;
+                let letters = tables.get(DLQ)?;
+                letters.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
                 Ok(())
             }))
             .await?;
@@ -137,19 +153,68 @@ impl RunStore for RedbStore {
     }
 
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let mut runs = Vec::new();
-        // UUIDv7 ids sort by creation time; walk newest first.
-        for (_, bytes) in self.scan("list runs", RUNS, &format!("{tenant}{SEP}"))?.into_iter().rev() {
-            let run: RunRecord = decode("run", &bytes)?;
-            if filter.task.as_ref().is_some_and(|t| *t != run.task) || filter.status.is_some_and(|s| s != run.status) {
-                continue;
-            }
-            runs.push(run);
-            if filter.limit.is_some_and(|limit| runs.len() >= limit) {
+        const OP: &str = "list runs";
+        let txn = self.db.begin_read().map_err(|e| io(OP)(e.into()))?;
+        let runs = txn.open_table(RUNS).map_err(|e| io(OP)(e.into()))?;
+        let index = txn.open_table(RUN_INDEX).map_err(|e| io(OP)(e.into()))?;
+        // The most selective index for the filter; the rest is checked on each record.
+        let status = filter.status.map(|s| s.as_str());
+        let source = match (&filter.lineage, status, &filter.task) {
+            (Lineage::ChildrenOf(parent), _, _) => Some(index::prefix(Family::Parent, tenant, parent)),
+            (Lineage::TopLevel, Some(status), _) => Some(index::prefix(Family::TopLevelStatus, tenant, status)),
+            (_, Some(status), _) => Some(index::prefix(Family::Status, tenant, status)),
+            (_, None, Some(task)) => Some(index::prefix(Family::Task, tenant, task)),
+            (Lineage::TopLevel, None, None) => Some(index::prefix(Family::Parent, tenant, "")),
+            (Lineage::Any, None, None) => None,
+        };
+        let prefix = source.clone().unwrap_or_else(|| format!("{tenant}{SEP}"));
+        let (start, end) = prefix_range(&prefix);
+        let end = match &filter.before {
+            Some(before) => format!("{prefix}{before}"),
+            None => end,
+        };
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let keep = |run: &RunRecord| {
+            filter.task.as_ref().is_none_or(|t| *t == run.task)
+                && filter.status.is_none_or(|s| s == run.status)
+                && match &filter.lineage {
+                    Lineage::Any => true,
+                    Lineage::TopLevel => run.parent.is_none(),
+                    Lineage::ChildrenOf(parent) => run.parent.as_ref() == Some(parent),
+                }
+        };
+        let mut found = Vec::new();
+        let table = if source.is_some() { &index } else { &runs };
+        for item in table.range(start.as_str()..end.as_str()).map_err(|e| io(OP)(e.into()))?.rev() {
+            if found.len() >= limit {
                 break;
             }
+            let (key, value) = item.map_err(|e| io(OP)(e.into()))?;
+            let run: RunRecord = if source.is_some() {
+                let id = &key.value()[prefix.len()..];
+                match runs.get(scoped(tenant, id).as_str()).map_err(|e| io(OP)(e.into()))? {
+                    Some(bytes) => decode("run", bytes.value())?,
+                    None => {
+                        return Err(StoreError::Corrupt {
+                            what: "run index",
+                            message: format!("the index names run {id}, which is not stored"),
+                        });
+                    }
+                }
+            } else {
+                decode("run", value.value())?
+            };
+            if keep(&run) {
+                found.push(run);
+            }
         }
-        Ok(runs)
+        Ok(found)
+    }
+
+    fn task_stats(&self, tenant: &Tenant) -> Result<Vec<(String, TaskStats)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| io("read task stats")(e.into()))?;
+        let stats = txn.open_table(TASK_STATS).map_err(|e| io("read task stats")(e.into()))?;
+        index::read_stats(&stats, tenant)
     }
 }
 
@@ -325,14 +390,6 @@ impl SecretStore for RedbStore {
             .await
     }
 
-    fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError> {
-        self.get("read secret", SECRETS, &scoped(tenant, key))?
-            .map(|b| {
-                String::from_utf8(b).map_err(|_| StoreError::Corrupt { what: "secret", message: "not UTF-8".into() })
-            })
-            .transpose()
-    }
-
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
         let prefix = format!("{tenant}{SEP}");
         Ok(self
@@ -344,5 +401,15 @@ impl SecretStore for RedbStore {
 
     async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
         self.remove_key("delete secret", SECRETS, scoped(tenant, key)).await
+    }
+}
+
+impl SecretReader for RedbStore {
+    fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError> {
+        self.get("read secret", SECRETS, &scoped(tenant, key))?
+            .map(|b| {
+                String::from_utf8(b).map_err(|_| StoreError::Corrupt { what: "secret", message: "not UTF-8".into() })
+            })
+            .transpose()
     }
 }

@@ -1,0 +1,45 @@
+//! Retention: the host deletes finished runs past their age in the
+//! background, a batch at a time, and removes a succeeded run's directory
+//! when the run ends (unless `keep_dirs`).
+
+use std::time::Duration;
+
+use super::{Host, RunnerError};
+use crate::gc::{GcReport, Sweep, collect_status};
+use crate::model::{RunRecord, RunStatus};
+
+/// How often the host applies retention.
+pub(super) const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Runs deleted per status per pass, so a pass never holds the store long.
+const BATCH: usize = 200;
+
+impl Host {
+    /// Deletes (a batch of) the finished runs the manifest's `retention`
+    /// says to: succeeded runs past `finished`, failed ones past `failed`.
+    /// Running and queued runs are never touched.
+    pub async fn apply_retention(&self) -> Result<GcReport, RunnerError> {
+        let retention = self.manifest.retention;
+        let mut report = GcReport::default();
+        for (status, older_than) in [(RunStatus::Succeeded, retention.finished), (RunStatus::Failed, retention.failed)]
+        {
+            let sweep = Sweep { status, older_than, dry_run: false, max: BATCH };
+            collect_status(self.store.as_ref(), &self.run_dirs, &self.tenant, &sweep, &mut report).await?;
+        }
+        if !report.removed.is_empty() {
+            tracing::info!("retention: deleted {} finished run(s)", report.removed.len());
+        }
+        Ok(report)
+    }
+
+    /// Removes a succeeded run's working directory as it ends, unless the
+    /// manifest keeps them. A failed run keeps its directory until retention
+    /// deletes the run: a dead-letter retry works on its files.
+    pub(super) fn release_run_dir(&self, run: &RunRecord) {
+        if run.status == RunStatus::Succeeded
+            && !self.manifest.retention.keep_dirs
+            && let Err(e) = self.run_dirs.remove(&run.id)
+        {
+            tracing::warn!(run = %run.id, "cannot remove the run's directory: {e}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Secondary indexes over runs, and per-task counts, written in the same
+//! transaction as the run they describe, so they are never out of step.
+//!
+//! | family | key                                            | answers |
+//! |--------|------------------------------------------------|---------|
+//! | `s`    | `s␁project/domain␁<status>␁<run id>`           | runs in a status (recovery reads only `running` and `pending`) |
+//! | `t`    | `t␁project/domain␁<task>␁<run id>`             | runs of a task |
+//! | `p`    | `p␁project/domain␁<parent, or empty>␁<run id>` | children of a run; top-level runs (empty parent) |
+//! | `ps`   | `ps␁project/domain␁<status>␁<run id>`          | top-level runs in a status (`runs list --status`) |
+//!
+//! Run ids are UUIDv7, so within one index value the keys sort by creation
+//! time and a page newest first is a reversed range: its cost does not grow
+//! with the store. `task_stats` holds each task's [`TaskStats`], the sum over
+//! its stored runs, adjusted by the difference every write makes.
+
+use redb::{ReadableTable, Table, TableDefinition};
+
+use super::{SEP, decode, encode, io};
+use crate::model::{RunRecord, TaskStats, Tenant};
+use crate::store::StoreError;
+
+/// The run indexes: keys only, empty values.
+pub(super) const RUN_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("run_index");
+/// `project/domain␁<task>` → JSON [`TaskStats`].
+pub(super) const TASK_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("task_stats");
+
+/// An index family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    /// By status.
+    Status,
+    /// By task.
+    Task,
+    /// By parent (empty for top-level runs).
+    Parent,
+    /// Top-level runs by status.
+    TopLevelStatus,
+}
+
+impl Family {
+    fn tag(self) -> &'static str {
+        match self {
+            Family::Status => "s",
+            Family::Task => "t",
+            Family::Parent => "p",
+            Family::TopLevelStatus => "ps",
+        }
+    }
+}
+
+/// The key prefix of index `family` at `value`: every key under it ends in a run id.
+pub(super) fn prefix(family: Family, tenant: &Tenant, value: &str) -> String {
+    format!("{}{SEP}{tenant}{SEP}{value}{SEP}", family.tag())
+}
+
+/// The index keys of `run`.
+fn keys(run: &RunRecord) -> Vec<String> {
+    let status = run.status.as_str();
+    let parent = run.parent.as_deref().unwrap_or("");
+    let mut keys = vec![
+        prefix(Family::Status, &run.tenant, status) + &run.id,
+        prefix(Family::Task, &run.tenant, &run.task) + &run.id,
+        prefix(Family::Parent, &run.tenant, parent) + &run.id,
+    ];
+    if run.parent.is_none() {
+        keys.push(prefix(Family::TopLevelStatus, &run.tenant, status) + &run.id);
+    }
+    keys
+}
+
+/// Moves `old`'s index entries to `new`'s (either may be absent: a run
+/// created or deleted).
+pub(super) fn reindex(
+    index: &mut Table<'_, &'static str, &'static [u8]>,
+    old: Option<&RunRecord>,
+    new: Option<&RunRecord>,
+) -> Result<(), StoreError> {
+    let old_keys = old.map(keys).unwrap_or_default();
+    let new_keys = new.map(keys).unwrap_or_default();
+    for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+        index.remove(key.as_str()).map_err(|e| io("update run index")(e.into()))?;
+    }
+    for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+        index.insert(key.as_str(), [].as_slice()).map_err(|e| io("update run index")(e.into()))?;
+    }
+    Ok(())
+}
+
+fn stats_key(tenant: &Tenant, task: &str) -> String {
+    format!("{tenant}{SEP}{task}")
+}
+
+/// Adjusts the task counts by what replacing `old` with `new` changes.
+pub(super) fn recount(
+    stats: &mut Table<'_, &'static str, &'static [u8]>,
+    old: Option<&RunRecord>,
+    new: Option<&RunRecord>,
+) -> Result<(), StoreError> {
+    let before = old.map(|run| (stats_key(&run.tenant, &run.task), TaskStats::of(run)));
+    let after = new.map(|run| (stats_key(&run.tenant, &run.task), TaskStats::of(run)));
+    if before == after {
+        return Ok(());
+    }
+    let mut change = |key: &str, apply: &dyn Fn(TaskStats) -> TaskStats| -> Result<(), StoreError> {
+        let current = match stats.get(key).map_err(|e| io("update task stats")(e.into()))? {
+            Some(bytes) => decode("task stats", bytes.value())?,
+            None => TaskStats::default(),
+        };
+        let next = apply(current);
+        if next.is_empty() {
+            stats.remove(key).map_err(|e| io("update task stats")(e.into()))?;
+        } else {
+            stats
+                .insert(key, encode("task stats", &next)?.as_slice())
+                .map_err(|e| io("update task stats")(e.into()))?;
+        }
+        Ok(())
+    };
+    if let Some((key, counted)) = &before {
+        change(key, &|current| current.minus(*counted))?;
+    }
+    if let Some((key, counted)) = &after {
+        change(key, &|current| current.plus(*counted))?;
+    }
+    Ok(())
+}
+
+/// The counts of every task of `tenant`, by task name.
+pub(super) fn read_stats(
+    stats: &impl ReadableTable<&'static str, &'static [u8]>,
+    tenant: &Tenant,
+) -> Result<Vec<(String, TaskStats)>, StoreError> {
+    let prefix = format!("{tenant}{SEP}");
+    let (start, end) = super::prefix_range(&prefix);
+    let mut out = Vec::new();
+    for item in stats.range(start.as_str()..end.as_str()).map_err(|e| io("read task stats")(e.into()))? {
+        let (key, value) = item.map_err(|e| io("read task stats")(e.into()))?;
+        out.push((key.value()[prefix.len()..].to_owned(), decode("task stats", value.value())?));
+    }
+    Ok(out)
+}
