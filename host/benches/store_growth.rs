@@ -143,9 +143,52 @@ async fn fill(store: Arc<RedbStore>, count: usize) {
     }
 }
 
+/// `store_growth --fill COUNT STORE`: the filling, in a process of its own,
+/// so the measuring process stays small (a child's peak RSS as `wait4`
+/// reports it starts from its parent's RSS at the fork).
+fn fill_mode(args: &[String]) -> bool {
+    let [flag, count, path] = args else { return false };
+    if flag != "--fill" {
+        return false;
+    }
+    let count: usize = count.parse().expect("a run count");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let store = Arc::new(RedbStore::open(Path::new(path)).unwrap());
+    runtime.block_on(fill(store.clone(), count));
+    let runs: u64 = store.task_stats(&Tenant::default()).unwrap().iter().map(|(_, s)| s.runs).sum();
+    let filter = cairn::store::RunFilter { limit: Some(1), ..Default::default() };
+    let last = store.list_runs(&Tenant::default(), &filter).unwrap()[0].id.clone();
+    println!("{runs} {last}");
+    true
+}
+
+/// Adds `count` runs to the store at `path` in a child process; returns
+/// how many runs it holds then, and the newest one's id.
+fn fill_in_child(path: &Path, count: usize) -> (usize, String) {
+    let me = std::env::current_exe().expect("the benchmark's own path");
+    let out = Command::new(me).arg("--fill").arg(count.to_string()).arg(path).output().expect("the filler starts");
+    assert!(out.status.success(), "filling the store failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (runs, last) = text.trim().split_once(' ').expect("runs and the last id");
+    (runs.parse().expect("a run count"), last.to_owned())
+}
+
+/// This process's resident set, KiB.
+fn own_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if fill_mode(&args) {
+        return;
+    }
     let sizes: Vec<usize> = {
-        let given: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.replace('_', "").parse().ok()).collect();
+        let given: Vec<usize> = args.iter().filter_map(|a| a.replace('_', "").parse().ok()).collect();
         if given.is_empty() { vec![1_000, 100_000, 1_000_000] } else { given }
     };
     let cairn = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
@@ -175,7 +218,6 @@ fn main() {
     )
     .unwrap();
     let store_path = scratch.path().join(".cairn/cairn.redb");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let commands: Vec<(&str, Vec<String>)> = vec![
         ("status", vec!["status".into()]),
         ("runs list", vec!["runs".into(), "list".into()]),
@@ -199,28 +241,15 @@ fn main() {
     let mut filled = 0;
     for &size in &sizes {
         let started = Instant::now();
-        {
-            let store = Arc::new(RedbStore::open(&store_path).unwrap());
-            runtime.block_on(fill(store, size.saturating_sub(filled)));
-        }
+        let (runs_now, last) = fill_in_child(&store_path, size.saturating_sub(filled));
         let fill_took = started.elapsed();
-        let runs_now = {
-            let store = RedbStore::open(&store_path).unwrap();
-            let stats = store.task_stats(&Tenant::default()).unwrap();
-            stats.iter().map(|(_, s)| s.runs).sum::<u64>()
-        };
         let bytes = std::fs::metadata(&store_path).map(|m| m.len()).unwrap_or(0);
         eprintln!(
             "filled to {runs_now} runs in {:.1}s; store {:.1} MiB, {} bytes per run",
             fill_took.as_secs_f64(),
             bytes as f64 / (1 << 20) as f64,
-            bytes / runs_now.max(1)
+            bytes / runs_now.max(1) as u64
         );
-        let last = {
-            let store = RedbStore::open(&store_path).unwrap();
-            let filter = cairn::store::RunFilter { limit: Some(1), ..Default::default() };
-            store.list_runs(&Tenant::default(), &filter).unwrap()[0].id.clone()
-        };
         let mut costs = Vec::new();
         for (_, args) in &commands {
             let args: Vec<String> = args.iter().map(|a| a.replace("{last}", &last)).collect();
@@ -229,12 +258,12 @@ fn main() {
             costs.push(median((0..rounds).map(|_| measure(&cairn, &manifest, &args)).collect()));
         }
         // The runs the commands made count from here on.
-        let store = RedbStore::open(&store_path).unwrap();
-        filled = store.task_stats(&Tenant::default()).unwrap().iter().map(|(_, s)| s.runs).sum::<u64>() as usize;
-        table.push((runs_now as usize, bytes / runs_now.max(1), costs));
+        filled = fill_in_child(&store_path, 0).0;
+        table.push((runs_now, bytes / runs_now.max(1) as u64, costs));
     }
     let base = &table[0].2;
     println!("\nstore growth: each command as a whole process; ratios against the first size (target: flat)");
+    println!("(the measuring process's own RSS, a floor under every peak: {:.1} MiB)", own_rss_kib() as f64 / 1024.0);
     for (i, (name, _)) in commands.iter().enumerate() {
         println!("\n{name}");
         println!("  {:>10}  {:>10}  {:>7}  {:>10}  {:>7}", "runs", "wall ms", "ratio", "peak MiB", "ratio");

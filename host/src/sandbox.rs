@@ -61,7 +61,7 @@ impl RunDirs {
     /// Creates the work directory of `run_id` and returns its host path,
     /// which the runner preopens for the guest.
     pub fn work_dir(&self, run_id: &str) -> Result<PathBuf, SandboxError> {
-        if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !valid_run_id(run_id) {
             return Err(SandboxError::BadRunId(run_id.to_owned()));
         }
         let relative = Path::new(run_id).join("work");
@@ -80,10 +80,20 @@ impl RunDirs {
 }
 
 impl RunDirs {
+    /// [`RunDirs::remove`] for a run that may never have made a directory
+    /// (answered from the cache, run on a pooled instance): then it costs one `stat`.
+    pub fn remove_if_present(&self, run_id: &str) -> Result<(), SandboxError> {
+        let made = self.made.lock().unwrap_or_else(|e| e.into_inner()).contains(run_id);
+        if made || (valid_run_id(run_id) && self.root.symlink_metadata(run_id).is_ok()) {
+            return self.remove(run_id);
+        }
+        Ok(())
+    }
+
     /// Deletes a run's directory and everything in it, if it exists. Goes
     /// through the cap-std handle, so links inside cannot redirect it.
     pub fn remove(&self, run_id: &str) -> Result<(), SandboxError> {
-        if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !valid_run_id(run_id) {
             return Err(SandboxError::BadRunId(run_id.to_owned()));
         }
         self.made.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
@@ -93,6 +103,11 @@ impl RunDirs {
             Err(source) => Err(SandboxError::Create { run_id: run_id.to_owned(), source }),
         }
     }
+}
+
+/// Whether `run_id` can name a directory here: letters, digits and dashes only.
+fn valid_run_id(run_id: &str) -> bool {
+    !run_id.is_empty() && run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Host {
     pub(super) fn release_run_dir(&self, run: &RunRecord) {
         if run.status == RunStatus::Succeeded
             && !self.manifest.retention.keep_dirs
-            && let Err(e) = self.run_dirs.remove(&run.id)
+            && let Err(e) = self.run_dirs.remove_if_present(&run.id)
         {
             tracing::warn!(run = %run.id, "cannot remove the run's directory: {e}");
         }

@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 
 use super::StoreError;
 use super::wal::{CHECKPOINT_BYTES, Wal};
+use crate::model::TaskStats;
 
 /// Most writes in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -46,7 +47,15 @@ pub struct Logged {
 pub struct Tables<'t> {
     txn: &'t WriteTransaction,
     open: Vec<(String, Table<'t, &'static str, &'static [u8]>)>,
+    /// Changes to counts made by this batch's writes, by key: (added,
+    /// taken away). Written once per key, by the store's [`BeforeCommit`],
+    /// just before the batch commits.
+    pub counts: BTreeMap<String, (TaskStats, TaskStats)>,
 }
+
+/// What the store does with a batch's [`Tables`] after its writes and
+/// before it commits (an error aborts the batch like any I/O error).
+pub type BeforeCommit = fn(&mut Tables<'_>) -> Result<(), StoreError>;
 
 impl<'t> Tables<'t> {
     /// The table `definition`, opened on first use.
@@ -54,12 +63,12 @@ impl<'t> Tables<'t> {
         &mut self,
         definition: TableDefinition<'static, &'static str, &'static [u8]>,
     ) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StoreError> {
-        let name = definition.to_string();
-        let index = match self.open.iter().position(|(open, _)| *open == name) {
+        let name = definition.name();
+        let index = match self.open.iter().position(|(open, _)| open == name) {
             Some(index) => index,
             None => {
                 let table = self.txn.open_table(definition).map_err(io)?;
-                self.open.push((name, table));
+                self.open.push((name.to_owned(), table));
                 self.open.len() - 1
             }
         };
@@ -127,13 +136,19 @@ fn io(e: impl Into<redb::Error>) -> StoreError {
 impl GroupCommitter {
     /// Starts the writer thread over `db`, logging journal writes to `wal` and
     /// showing them in `pending` until they are applied to redb.
-    pub fn start(db: Arc<Database>, mut wal: Wal, pending: Pending, journal: JournalTable) -> Result<Self, StoreError> {
+    pub fn start(
+        db: Arc<Database>,
+        mut wal: Wal,
+        pending: Pending,
+        journal: JournalTable,
+        before_commit: BeforeCommit,
+    ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-commit".into())
-            .spawn(move || writer_loop(&db, &mut wal, &jobs, &thread_stats, &pending, journal))
+            .spawn(move || writer_loop(&db, &mut wal, &jobs, &thread_stats, &pending, journal, before_commit))
             .map_err(|e| StoreError::Open { path: "(writer thread)".into(), message: e.to_string() })?;
         Ok(GroupCommitter { queue: Some(queue), thread: Some(thread), stats })
     }
@@ -200,6 +215,7 @@ fn writer_loop(
     stats: &CommitStats,
     pending: &Pending,
     journal: JournalTable,
+    before_commit: BeforeCommit,
 ) {
     // Set when logged records could not be applied: the log must then keep
     // them (and readers see them in `pending`) until the next open replays them.
@@ -285,7 +301,7 @@ fn writer_loop(
                 replies.extend(others.into_iter().map(|job| (job.reply, Ok(()))));
             }
             Ok(txn) => {
-                let mut tables = Tables { txn: &txn, open: Vec::new() };
+                let mut tables = Tables { txn: &txn, open: Vec::new(), counts: BTreeMap::new() };
                 if !stuck && let Err(e) = insert_pending(&mut tables, pending, journal) {
                     failure = Some(e.to_string());
                 }
@@ -301,6 +317,11 @@ fn writer_loop(
                         }
                         result => replies.push((job.reply, result)),
                     }
+                }
+                if failure.is_none()
+                    && let Err(e) = before_commit(&mut tables)
+                {
+                    failure = Some(e.to_string());
                 }
                 drop(tables);
                 // On failure the transaction is dropped uncommitted: nothing of the batch is written.
@@ -379,7 +400,7 @@ fn apply_pending(
                 .map_err(|e| StoreError::Io { operation: "commit", message: e.to_string() })?;
         }
         {
-            let mut tables = Tables { txn: &txn, open: Vec::new() };
+            let mut tables = Tables { txn: &txn, open: Vec::new(), counts: BTreeMap::new() };
             insert_pending(&mut tables, pending, journal)?;
         }
         txn.commit().map_err(io)

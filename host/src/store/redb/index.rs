@@ -18,6 +18,7 @@ use redb::{ReadableTable, Table, TableDefinition};
 use super::{SEP, decode, encode, io};
 use crate::model::{RunRecord, TaskStats, Tenant};
 use crate::store::StoreError;
+use crate::store::commit::Tables;
 
 /// The run indexes: keys only, empty values.
 pub(super) const RUN_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("run_index");
@@ -68,6 +69,16 @@ fn keys(run: &RunRecord) -> Vec<String> {
     keys
 }
 
+/// Whether replacing `old` with `new` leaves every index entry and count as
+/// it is: true of most writes (an attempt's progress, a lease, a heartbeat).
+pub(super) fn unchanged(old: &RunRecord, new: &RunRecord) -> bool {
+    old.status == new.status
+        && old.task == new.task
+        && old.parent == new.parent
+        && old.tenant == new.tenant
+        && TaskStats::of(old) == TaskStats::of(new)
+}
+
 /// Moves `old`'s index entries to `new`'s (either may be absent: a run
 /// created or deleted).
 pub(super) fn reindex(
@@ -116,11 +127,59 @@ pub(super) fn recount(
         }
         Ok(())
     };
-    if let Some((key, counted)) = &before {
-        change(key, &|current| current.minus(*counted))?;
+    match (&before, &after) {
+        // The same task: one read and one write.
+        (Some((old_key, counted)), Some((new_key, now))) if old_key == new_key => {
+            change(new_key, &|current| current.minus(*counted).plus(*now))
+        }
+        _ => {
+            if let Some((key, counted)) = &before {
+                change(key, &|current| current.minus(*counted))?;
+            }
+            if let Some((key, counted)) = &after {
+                change(key, &|current| current.plus(*counted))?;
+            }
+            Ok(())
+        }
     }
-    if let Some((key, counted)) = &after {
-        change(key, &|current| current.plus(*counted))?;
+}
+
+/// Notes in the batch what replacing `old` with `new` changes in the task
+/// counts; [`flush_counts`] writes them once per task before the batch commits.
+pub(super) fn defer_recount(tables: &mut Tables<'_>, old: Option<&RunRecord>, new: Option<&RunRecord>) {
+    if let Some(run) = old {
+        let entry = tables.counts.entry(stats_key(&run.tenant, &run.task)).or_default();
+        entry.1 = entry.1.plus(TaskStats::of(run));
+    }
+    if let Some(run) = new {
+        let entry = tables.counts.entry(stats_key(&run.tenant, &run.task)).or_default();
+        entry.0 = entry.0.plus(TaskStats::of(run));
+    }
+}
+
+/// Writes a batch's count changes: one read and one write per task touched.
+pub(super) fn flush_counts(tables: &mut Tables<'_>) -> Result<(), StoreError> {
+    if tables.counts.is_empty() {
+        return Ok(());
+    }
+    let counts = std::mem::take(&mut tables.counts);
+    let stats = tables.get(TASK_STATS)?;
+    for (key, (added, taken)) in counts {
+        if added == taken {
+            continue;
+        }
+        let current = match stats.get(key.as_str()).map_err(|e| io("update task stats")(e.into()))? {
+            Some(bytes) => decode("task stats", bytes.value())?,
+            None => TaskStats::default(),
+        };
+        // Added first: the true count never goes below zero, so nothing saturates.
+        let next = current.plus(added).minus(taken);
+        if next.is_empty() {
+            stats.remove(key.as_str()).map_err(|e| io("update task stats")(e.into()))?;
+        } else {
+            let value = encode("task stats", &next)?;
+            stats.insert(key.as_str(), value.as_slice()).map_err(|e| io("update task stats")(e.into()))?;
+        }
     }
     Ok(())
 }

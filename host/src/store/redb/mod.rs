@@ -107,7 +107,7 @@ impl RedbStore {
         init_schema(&db, path)?;
         let wal = replay_wal(&db, &path.with_extension("wal"))?;
         let pending = Pending::default();
-        let committer = GroupCommitter::start(db.clone(), wal, pending.clone(), JOURNAL)?;
+        let committer = GroupCommitter::start(db.clone(), wal, pending.clone(), JOURNAL, index::flush_counts)?;
         Ok(RedbStore { db, path: path.to_path_buf(), committer, pending })
     }
 
@@ -259,8 +259,12 @@ fn write_run(tables: &mut Tables<'_>, key: &str, old: Option<&RunRecord>, run: &
     let value = encode("run", run)?;
     let t = tables.get(RUNS)?;
     t.insert(key, value.as_slice()).map_err(|e| io("write run")(e.into()))?;
+    if old.is_some_and(|old| index::unchanged(old, run)) {
+        return Ok(());
+    }
     index::reindex(tables.get(RUN_INDEX)?, old, Some(run))?;
-    index::recount(tables.get(TASK_STATS)?, old, Some(run))
+    index::defer_recount(tables, old, Some(run));
+    Ok(())
 }
 
 /// Builds the indexes and task counts of a version-1 file from its runs.

@@ -23,7 +23,8 @@ impl RunStore for RedbStore {
                 }
                 t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
                 index::reindex(tables.get(RUN_INDEX)?, None, Some(&run))?;
-                index::recount(tables.get(TASK_STATS)?, None, Some(&run))
+                index::defer_recount(tables, None, Some(&run));
+                Ok(())
             }))
             .await
     }
@@ -129,7 +130,7 @@ impl RunStore for RedbStore {
                 };
                 if let Some(old) = &removed {
                     index::reindex(tables.get(RUN_INDEX)?, Some(old), None)?;
-                    index::recount(tables.get(TASK_STATS)?, Some(old), None)?;
+                    index::defer_recount(tables, Some(old), None);
                 }
                 out.store(removed.is_some(), Ordering::Relaxed);
                 let prefix = format!("{id}{SEP}");
