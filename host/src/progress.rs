@@ -11,6 +11,7 @@ use serde::Serialize;
 pub struct Progress {
     children_submitted: AtomicU64,
     children_running: AtomicU64,
+    children_running_peak: AtomicU64,
     children_retrying: AtomicU64,
     children_succeeded: AtomicU64,
     children_failed: AtomicU64,
@@ -25,6 +26,8 @@ pub struct ProgressSnapshot {
     pub children: u64,
     /// Children making an attempt now.
     pub running: u64,
+    /// The most children making an attempt at once so far.
+    pub peak_running: u64,
     /// Children waiting out a retry's backoff.
     pub retrying: u64,
     /// Children finished successfully.
@@ -61,7 +64,12 @@ impl Progress {
 
     /// A child run started or ended an attempt.
     pub fn child_running(&self, running: bool) {
-        if running { add(&self.children_running, 1) } else { sub(&self.children_running) }
+        if running {
+            let now = self.children_running.fetch_add(1, Ordering::Relaxed) + 1;
+            self.children_running_peak.fetch_max(now, Ordering::Relaxed);
+        } else {
+            sub(&self.children_running)
+        }
     }
 
     /// A child run started or ended a retry's wait.
@@ -86,6 +94,7 @@ impl Progress {
         ProgressSnapshot {
             children: get(&self.children_submitted),
             running: get(&self.children_running),
+            peak_running: get(&self.children_running_peak),
             retrying: get(&self.children_retrying),
             succeeded: get(&self.children_succeeded),
             failed: get(&self.children_failed),

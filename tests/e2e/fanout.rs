@@ -52,6 +52,9 @@ async fn a_burst_of_500_children_never_exceeds_replicas_times_concurrency() {
     assert!(children.iter().all(|c| c.status == RunStatus::Succeeded));
     let progress = host.progress().snapshot();
     assert_eq!((progress.children, progress.succeeded, progress.running), (500, 500, 0), "{progress:?}");
+    // The rest wait for their turn, holding no run's working state.
+    let window = cairn::runner::children::CHILDREN_IN_FLIGHT as u64;
+    assert!(progress.peak_running > 8 && progress.peak_running <= window, "{progress:?}");
 }
 
 #[tokio::test]

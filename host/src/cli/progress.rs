@@ -117,6 +117,7 @@ mod tests {
         let snapshot = ProgressSnapshot {
             children: 10,
             running: 4,
+            peak_running: 4,
             retrying: 1,
             succeeded: 5,
             failed: 1,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::{Host, RunOptions, RunnerError};
 use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
@@ -27,11 +27,35 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct ChildSpawner {
     host: Weak<Host>,
     running: Mutex<HashMap<String, ChildHandle>>,
+    /// Each parent's window of children in flight, while any of them waits or runs.
+    windows: Mutex<HashMap<String, Weak<Semaphore>>>,
 }
+
+/// How many children of one parent run are under way at once. The others
+/// wait with their parent's record already stored, holding a few hundred
+/// bytes each (their id, task, input and a handle), not a run's working
+/// state, so a fan-out of any width costs memory for this many children.
+/// Each parent has its own window, so a child waiting for its own children
+/// never holds up its siblings' grandchildren.
+pub const CHILDREN_IN_FLIGHT: usize = 256;
 
 impl ChildSpawner {
     pub(super) fn new(host: Weak<Host>) -> Self {
-        ChildSpawner { host, running: Mutex::new(HashMap::new()) }
+        ChildSpawner { host, running: Mutex::new(HashMap::new()), windows: Mutex::new(HashMap::new()) }
+    }
+
+    /// The window of children in flight of run `parent`.
+    fn window_of(&self, parent: &str) -> Arc<Semaphore> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(window) = windows.get(parent).and_then(Weak::upgrade) {
+            return window;
+        }
+        if windows.len() >= 1024 {
+            windows.retain(|_, window| window.strong_count() > 0);
+        }
+        let window = Arc::new(Semaphore::new(CHILDREN_IN_FLIGHT));
+        windows.insert(parent.to_owned(), Arc::downgrade(&window));
+        window
     }
 
     /// Children running in this process now.
@@ -87,10 +111,21 @@ impl ChildRuns for ChildSpawner {
         running.insert(child.id.clone(), handle.clone());
         drop(running);
         host.progress.child_submitted();
+        let window = self.window_of(&child.parent);
         tokio::spawn(async move {
             // Forgets the child here however the task ends (a panic included).
             let _forget = Forget { spawner: host.children.clone(), id: child.id.clone() };
-            let outcome = host.run_child(child).await;
+            // The parent's record first: its attempt may end before the child's turn comes.
+            let child = match host.store_child_record(child).await {
+                Ok(child) => child,
+                Err(failure) => {
+                    let _ = sender.send(Some(Err(failure)));
+                    return;
+                }
+            };
+            let Ok(_turn) = window.acquire_owned().await else { return };
+            // Boxed, so a child waiting for its turn holds no run's working state.
+            let outcome = Box::pin(host.run_child(child)).await;
             let _ = sender.send(Some(outcome));
         });
         handle
@@ -110,17 +145,26 @@ impl Drop for Forget {
 }
 
 impl Host {
-    /// Stores the parent's record of the child, then starts or re-attaches
-    /// to the child and returns its outcome.
-    async fn run_child(&self, mut child: ChildStart) -> ChildOutcome {
-        let store_failure =
-            |e: &dyn std::fmt::Display| host_failure(format!("child run {} of run {}: {e}", child.id, child.parent));
-        if let Some(record) = &child.record {
-            self.store.journal_put(record).await.map_err(|e| store_failure(&e))?;
+    /// Stores the parent's record of the child (if it is new) and tells the
+    /// parent's attempt it is stored.
+    async fn store_child_record(&self, mut child: ChildStart) -> Result<ChildStart, Failure> {
+        if let Some(record) = child.record.take() {
+            self.store
+                .journal_put(&record)
+                .await
+                .map_err(|e| host_failure(format!("child run {} of run {}: {e}", child.id, child.parent)))?;
         }
         if let Some(stored) = child.stored.take() {
             let _ = stored.send(());
         }
+        Ok(child)
+    }
+
+    /// Starts or re-attaches to a child whose parent's record is stored, and
+    /// returns its outcome.
+    async fn run_child(&self, child: ChildStart) -> ChildOutcome {
+        let store_failure =
+            |e: &dyn std::fmt::Display| host_failure(format!("child run {} of run {}: {e}", child.id, child.parent));
         self.progress.child_running(true);
         let finished = self.child_record(&child).await;
         self.progress.child_running(false);

@@ -53,6 +53,10 @@ const DLQ: TableDefinition<&str, &[u8]> = TableDefinition::new("dlq");
 const BREAKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("breakers");
 const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
 
+/// Memory redb may use to cache pages: the host's memory must not grow with
+/// the store (redb's default is 1 GiB, which a busy store fills).
+pub const CACHE_BYTES: usize = 64 << 20;
+
 /// Separator inside composite keys; sorts before every printable character.
 const SEP: char = '\u{1}';
 
@@ -94,7 +98,7 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open { path: shown.clone(), message: e.to_string() })?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::Open {
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| StoreError::Open {
             path: shown.clone(),
             message: match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
