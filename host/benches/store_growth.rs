@@ -25,7 +25,7 @@ const FAMILY: usize = 1000;
 /// Writes in flight while filling: enough for group commit to batch them.
 const IN_FLIGHT: usize = 512;
 /// Timings per command and size (the median is reported).
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 15;
 
 /// One whole process: wall time and peak RSS.
 #[derive(Clone, Copy)]
