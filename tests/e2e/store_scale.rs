@@ -113,6 +113,9 @@ async fn retention_deletes_finished_runs_past_their_age_and_nothing_else() {
     }
     let letters: Vec<String> = store.dlq_list(&tenant).unwrap().into_iter().map(|l| l.run_id).collect();
     assert_eq!(letters, std::slice::from_ref(&failure_within_failed.id), "the dead letter goes with its run");
+    assert_eq!(store.dlq_count(&tenant).unwrap(), 1);
+    assert!(store.dlq_get(&tenant, &failure_within_failed.id).unwrap().is_some());
+    assert!(store.dlq_get(&tenant, &failure_past_failed.id).unwrap().is_none());
     // A second pass finds nothing more to do.
     assert!(host.apply_retention().await.unwrap().removed.is_empty());
     let stats: std::collections::BTreeMap<_, _> = store.task_stats(&tenant).unwrap().into_iter().collect();

@@ -63,7 +63,7 @@ pub fn dispatch(manifest: &Manifest, command: DlqCommand) -> Result<ExitCode> {
         }
         DlqCommand::Show { run } => {
             let store = cairn::runner::open_store(manifest)?;
-            let Some(letter) = store.dlq_list(&tenant)?.into_iter().find(|l| l.run_id == run) else {
+            let Some(letter) = store.dlq_get(&tenant, &run)? else {
                 bail!("run {run} is not in the dead-letter queue; see `cairn dlq list`");
             };
             println!("{}", serde_json::to_string_pretty(&letter)?);

@@ -58,7 +58,7 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
             })
         })
         .collect();
-    let dlq = store.dlq_list(&tenant)?.len();
+    let dlq = store.dlq_count(&tenant)?;
     // Counted by the store as runs change: one read per task, however many runs it holds.
     let tasks: BTreeMap<String, [u64; 6]> = store
         .task_stats(&tenant)?

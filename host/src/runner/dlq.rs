@@ -29,7 +29,7 @@ impl Host {
     /// journal does not have (the call that kept failing) instead of the provider.
     pub async fn retry_dead(&self, run_id: &str, stub: Option<String>) -> Result<RunRecord, RunnerError> {
         let run = self.store.get_run(&self.tenant, run_id)?;
-        if !self.store.dlq_list(&self.tenant)?.iter().any(|l| l.run_id == run_id) {
+        if self.store.dlq_get(&self.tenant, run_id)?.is_none() {
             return Err(RunnerError::NotResumable {
                 run_id: run_id.to_owned(),
                 reason: "it is not in the dead-letter queue (see `cairn dlq list`)".into(),

@@ -181,6 +181,10 @@ pub trait DlqStore: Send + Sync {
     async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError>;
     /// The dead letters of a tenant, newest first.
     fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError>;
+    /// One run's dead letter, if it is in the queue.
+    fn dlq_get(&self, tenant: &Tenant, run_id: &str) -> Result<Option<DeadLetter>, StoreError>;
+    /// How many dead letters a tenant has (keys are counted, letters are not read).
+    fn dlq_count(&self, tenant: &Tenant) -> Result<usize, StoreError>;
     /// Removes a run from the queue; returns whether it was there.
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError>;
 }

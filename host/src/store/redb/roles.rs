@@ -336,6 +336,20 @@ impl DlqStore for RedbStore {
             .collect()
     }
 
+    fn dlq_get(&self, tenant: &Tenant, run_id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        self.get("read dead letter", DLQ, &scoped(tenant, run_id))?
+            .map(|bytes| decode("dead letter", &bytes))
+            .transpose()
+    }
+
+    fn dlq_count(&self, tenant: &Tenant) -> Result<usize, StoreError> {
+        const OP: &str = "count dead letters";
+        let txn = self.db.begin_read().map_err(|e| io(OP)(e.into()))?;
+        let letters = txn.open_table(DLQ).map_err(|e| io(OP)(e.into()))?;
+        let (start, end) = prefix_range(&format!("{tenant}{SEP}"));
+        Ok(letters.range(start.as_str()..end.as_str()).map_err(|e| io(OP)(e.into()))?.count())
+    }
+
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
         self.remove_key("dead letter", DLQ, scoped(tenant, run_id)).await
     }
