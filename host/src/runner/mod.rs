@@ -216,7 +216,9 @@ impl Host {
             });
             let me = Arc::downgrade(&host);
             runtime.spawn(async move {
-                let mut ticks = tokio::time::interval(retention::RETENTION_EVERY);
+                // The first pass a period after start: a host starting up has other work first.
+                let first = tokio::time::Instant::now() + retention::RETENTION_EVERY;
+                let mut ticks = tokio::time::interval_at(first, retention::RETENTION_EVERY);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
