@@ -107,7 +107,7 @@ impl Host {
                     let failure = match result {
                         Err(_) => timeout_failure(env.resources.timeout),
                         Ok(Err(error)) => classify_trap(&error, false, plan.memory),
-                        Ok(Ok(_)) => host_failure("the instance vanished during the call".into()),
+                        Ok(Ok(_)) => Failure::host("the instance vanished during the call"),
                     };
                     return (Err(failure), AttemptStats::default());
                 };
@@ -154,21 +154,17 @@ impl Host {
     ) -> Result<(Result<String, Failure>, Leftovers), Failure> {
         let env = setup.env;
         // Held until the instance is dropped.
-        let _slot = self
-            .fresh_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| host_failure("the host is shutting down".into()))?;
+        let _slot =
+            self.fresh_slots.clone().acquire_owned().await.map_err(|_| Failure::host("the host is shutting down"))?;
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
-        let work = self.run_dirs.work_dir(setup.run_id).map_err(|e| host_failure(e.to_string()))?;
+        let work = self.run_dirs.work_dir(setup.run_id).map_err(|e| Failure::host(e.to_string()))?;
         let mut wasi = self.wasi_builder(env, &stdout, &stderr)?;
         wasi.env("CAIRN_RUN_ID", setup.run_id)
             .env("CAIRN_TASK", &setup.task.name)
             .env("CAIRN_ATTEMPT", plan.number.to_string());
         wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
-            .map_err(|e| host_failure(format!("cannot preopen the run directory {}: {e}", work.display())))?;
+            .map_err(|e| Failure::host(format!("cannot preopen the run directory {}: {e}", work.display())))?;
         let mut state = HostState::new(wasi.build(), plan.memory, &self.services);
         state.begin_call(setup, plan.memory);
         let mut store = new_store(self, state);
@@ -204,7 +200,7 @@ impl Host {
             let value = self
                 .store
                 .get_secret(&self.tenant, &secret.key)
-                .map_err(|e| host_failure(e.to_string()))?
+                .map_err(|e| Failure::host(e.to_string()))?
                 .ok_or_else(|| Failure {
                     kind: FailureKind::MissingSecret,
                     message: format!(
@@ -247,11 +243,6 @@ fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limi
     }
 }
 
-/// A failure of the host itself (store, filesystem): retryable.
-pub fn host_failure(message: String) -> Failure {
-    Failure::host(message)
-}
-
 pub(super) fn timeout_failure(limit: Duration) -> Failure {
     Failure {
         kind: FailureKind::Timeout,
@@ -291,13 +282,13 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
             JournalError::ReplayMiss { .. } => {
                 Failure { kind: FailureKind::ReplayMiss, message: journal.to_string(), retryable: false }
             }
-            _ => host_failure(journal.to_string()),
+            _ => Failure::host(journal.to_string()),
         };
     }
     let text = format!("{error:#}");
     if error.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) {
         // The engine's instance slots are all taken: the host's limit, not the guest's fault.
-        return host_failure(format!("no instance slot is free in the engine ({text}); the attempt will be retried"));
+        return Failure::host(format!("no instance slot is free in the engine ({text}); the attempt will be retried"));
     }
     let trap = error.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {

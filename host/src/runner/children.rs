@@ -16,10 +16,6 @@ use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
 use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
 use crate::store::StoreError;
 
-fn host_failure(message: String) -> Failure {
-    Failure::host(message)
-}
-
 /// How often a child held by another live host is checked on.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -105,7 +101,7 @@ impl ChildRuns for ChildSpawner {
         }
         let (sender, handle) = watch::channel(None);
         let Some(host) = self.host.upgrade() else {
-            let _ = sender.send(Some(Err(host_failure("the host is shutting down".into()))));
+            let _ = sender.send(Some(Err(Failure::host("the host is shutting down"))));
             return handle;
         };
         running.insert(child.id.clone(), handle.clone());
@@ -152,7 +148,7 @@ impl Host {
             self.store
                 .journal_put(&record)
                 .await
-                .map_err(|e| host_failure(format!("child run {} of run {}: {e}", child.id, child.parent)))?;
+                .map_err(|e| Failure::host(format!("child run {} of run {}: {e}", child.id, child.parent)))?;
         }
         if let Some(stored) = child.stored.take() {
             let _ = stored.send(());
@@ -164,7 +160,7 @@ impl Host {
     /// returns its outcome.
     async fn run_child(&self, child: ChildStart) -> ChildOutcome {
         let store_failure =
-            |e: &dyn std::fmt::Display| host_failure(format!("child run {} of run {}: {e}", child.id, child.parent));
+            |e: &dyn std::fmt::Display| Failure::host(format!("child run {} of run {}: {e}", child.id, child.parent));
         self.progress.child_running(true);
         let finished = self.child_record(&child).await;
         self.progress.child_running(false);
@@ -174,7 +170,7 @@ impl Host {
             (RunStatus::Succeeded, Some(output), _) => Ok(output),
             (_, _, Some(failure)) => Err(failure),
             (status, _, None) => {
-                Err(host_failure(format!("child run {} ended {} without a result", run.id, status.as_str())))
+                Err(Failure::host(format!("child run {} ended {} without a result", run.id, status.as_str())))
             }
         }
     }

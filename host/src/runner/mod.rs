@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex, Weak};
 
 use rustc_hash::FxHashMap as HashMap;
 
-pub use self::attempt::host_failure;
 use self::children::ChildSpawner;
 use self::components::Components;
 pub use self::invoke::PreparedTask;

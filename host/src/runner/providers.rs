@@ -16,10 +16,6 @@ use crate::llm::reliable::{Reliable, RetryConfig};
 use crate::manifest::{Manifest, ProviderKind, ProviderSpec, TaskSpec};
 use crate::model::{Failure, FailureKind};
 
-fn host_failure(message: String) -> Failure {
-    Failure::host(message)
-}
-
 /// Builds a provider from its manifest entry; `secret` reads the API key.
 pub fn build_provider(
     spec: &ProviderSpec,
@@ -37,7 +33,7 @@ pub fn build_provider(
         ProviderKind::OpenAiCompatible { base_url, model, api_key_secret, timeout } => {
             let api_key = match api_key_secret {
                 None => None,
-                Some(key) => Some(secret(key).map_err(host_failure)?.ok_or_else(|| Failure {
+                Some(key) => Some(secret(key).map_err(Failure::host)?.ok_or_else(|| Failure {
                     kind: FailureKind::MissingSecret,
                     message: format!(
                         "llm provider {:?} needs the API key secret {key:?}, which has no value; create it with `cairn secret create {key} VALUE`",
@@ -53,7 +49,7 @@ pub fn build_provider(
                 timeout: *timeout,
                 api_key,
             };
-            Arc::new(OpenAiProvider::new(config).map_err(|e| host_failure(e.to_string()))?)
+            Arc::new(OpenAiProvider::new(config).map_err(|e| Failure::host(e.to_string()))?)
         }
     };
     Ok(Arc::new(wrap(inner)))

@@ -58,6 +58,11 @@ pub struct Tables<'t> {
 pub type BeforeCommit = fn(&mut Tables<'_>) -> Result<(), StoreError>;
 
 impl<'t> Tables<'t> {
+    /// The tables of `txn`, none opened yet.
+    pub fn new(txn: &'t WriteTransaction) -> Self {
+        Tables { txn, open: Vec::new(), counts: BTreeMap::new() }
+    }
+
     /// The table `definition`, opened on first use.
     pub fn get(
         &mut self,
@@ -301,7 +306,7 @@ fn writer_loop(
                 replies.extend(others.into_iter().map(|job| (job.reply, Ok(()))));
             }
             Ok(txn) => {
-                let mut tables = Tables { txn: &txn, open: Vec::new(), counts: BTreeMap::new() };
+                let mut tables = Tables::new(&txn);
                 if !stuck && let Err(e) = insert_pending(&mut tables, pending, journal) {
                     failure = Some(e.to_string());
                 }
@@ -400,7 +405,7 @@ fn apply_pending(
                 .map_err(|e| StoreError::Io { operation: "commit", message: e.to_string() })?;
         }
         {
-            let mut tables = Tables { txn: &txn, open: Vec::new(), counts: BTreeMap::new() };
+            let mut tables = Tables::new(&txn);
             insert_pending(&mut tables, pending, journal)?;
         }
         txn.commit().map_err(io)

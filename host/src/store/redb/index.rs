@@ -81,7 +81,7 @@ pub(super) fn unchanged(old: &RunRecord, new: &RunRecord) -> bool {
 
 /// Moves `old`'s index entries to `new`'s (either may be absent: a run
 /// created or deleted).
-pub(super) fn reindex(
+fn reindex(
     index: &mut Table<'_, &'static str, &'static [u8]>,
     old: Option<&RunRecord>,
     new: Option<&RunRecord>,
@@ -101,52 +101,21 @@ fn stats_key(tenant: &Tenant, task: &str) -> String {
     format!("{tenant}{SEP}{task}")
 }
 
-/// Adjusts the task counts by what replacing `old` with `new` changes.
-pub(super) fn recount(
-    stats: &mut Table<'_, &'static str, &'static [u8]>,
+/// Moves a run's index entries and task counts from `old` to `new` (either
+/// may be absent: a run created or deleted), in the batch of `tables`.
+pub(super) fn update(
+    tables: &mut Tables<'_>,
     old: Option<&RunRecord>,
     new: Option<&RunRecord>,
 ) -> Result<(), StoreError> {
-    let before = old.map(|run| (stats_key(&run.tenant, &run.task), TaskStats::of(run)));
-    let after = new.map(|run| (stats_key(&run.tenant, &run.task), TaskStats::of(run)));
-    if before == after {
-        return Ok(());
-    }
-    let mut change = |key: &str, apply: &dyn Fn(TaskStats) -> TaskStats| -> Result<(), StoreError> {
-        let current = match stats.get(key).map_err(|e| io("update task stats")(e.into()))? {
-            Some(bytes) => decode("task stats", bytes.value())?,
-            None => TaskStats::default(),
-        };
-        let next = apply(current);
-        if next.is_empty() {
-            stats.remove(key).map_err(|e| io("update task stats")(e.into()))?;
-        } else {
-            stats
-                .insert(key, encode("task stats", &next)?.as_slice())
-                .map_err(|e| io("update task stats")(e.into()))?;
-        }
-        Ok(())
-    };
-    match (&before, &after) {
-        // The same task: one read and one write.
-        (Some((old_key, counted)), Some((new_key, now))) if old_key == new_key => {
-            change(new_key, &|current| current.minus(*counted).plus(*now))
-        }
-        _ => {
-            if let Some((key, counted)) = &before {
-                change(key, &|current| current.minus(*counted))?;
-            }
-            if let Some((key, counted)) = &after {
-                change(key, &|current| current.plus(*counted))?;
-            }
-            Ok(())
-        }
-    }
+    reindex(tables.get(RUN_INDEX)?, old, new)?;
+    defer_recount(tables, old, new);
+    Ok(())
 }
 
 /// Notes in the batch what replacing `old` with `new` changes in the task
 /// counts; [`flush_counts`] writes them once per task before the batch commits.
-pub(super) fn defer_recount(tables: &mut Tables<'_>, old: Option<&RunRecord>, new: Option<&RunRecord>) {
+fn defer_recount(tables: &mut Tables<'_>, old: Option<&RunRecord>, new: Option<&RunRecord>) {
     if let Some(run) = old {
         let entry = tables.counts.entry(stats_key(&run.tenant, &run.task)).or_default();
         entry.1 = entry.1.plus(TaskStats::of(run));

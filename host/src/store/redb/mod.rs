@@ -285,24 +285,22 @@ fn write_run(tables: &mut Tables<'_>, key: &str, old: Option<&RunRecord>, run: &
     if old.is_some_and(|old| index::unchanged(old, run)) {
         return Ok(());
     }
-    index::reindex(tables.get(RUN_INDEX)?, old, Some(run))?;
-    index::defer_recount(tables, old, Some(run));
-    Ok(())
+    index::update(tables, old, Some(run))
 }
 
-/// Builds the indexes and task counts of a version-1 file from its runs.
+/// Builds the indexes and task counts of a version-1 file from its runs,
+/// through the same [`index::update`] every write goes through.
 fn migrate_v1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let runs = txn.open_table(RUNS).map_err(|e| io("migrate")(e.into()))?;
-    let mut index = txn.open_table(RUN_INDEX).map_err(|e| io("migrate")(e.into()))?;
-    let mut stats = txn.open_table(TASK_STATS).map_err(|e| io("migrate")(e.into()))?;
+    let mut tables = Tables::new(txn);
     let mut migrated = 0usize;
     for item in runs.iter().map_err(|e| io("migrate")(e.into()))? {
         let (_, bytes) = item.map_err(|e| io("migrate")(e.into()))?;
         let run: RunRecord = decode("run", bytes.value())?;
-        index::reindex(&mut index, None, Some(&run))?;
-        index::recount(&mut stats, None, Some(&run))?;
+        index::update(&mut tables, None, Some(&run))?;
         migrated += 1;
     }
+    index::flush_counts(&mut tables)?;
     tracing::info!("store migrated from schema 1 to 2: indexed {migrated} run(s)");
     Ok(())
 }

@@ -22,9 +22,7 @@ impl RunStore for RedbStore {
                     return Err(StoreError::Corrupt { what: "run", message: format!("run {id} already exists") });
                 }
                 t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
-                index::reindex(tables.get(RUN_INDEX)?, None, Some(&run))?;
-                index::defer_recount(tables, None, Some(&run));
-                Ok(())
+                index::update(tables, None, Some(&run))
             }))
             .await
     }
@@ -129,8 +127,7 @@ impl RunStore for RedbStore {
                     removed.map(|bytes| decode::<RunRecord>("run", bytes.value())).transpose()?
                 };
                 if let Some(old) = &removed {
-                    index::reindex(tables.get(RUN_INDEX)?, Some(old), None)?;
-                    index::defer_recount(tables, Some(old), None);
+                    index::update(tables, Some(old), None)?;
                 }
                 out.store(removed.is_some(), Ordering::Relaxed);
                 let prefix = format!("{id}{SEP}");
