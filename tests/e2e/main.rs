@@ -11,6 +11,7 @@ mod failures;
 mod fanout;
 mod languages;
 mod llm_providers;
+mod power_loss;
 mod refiner;
 mod resilience;
 mod retries;

@@ -102,6 +102,13 @@ impl Host {
                 let started_at_ms = now_ms();
                 let (outcome, stats) =
                     self.attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan).await;
+                if let Some(halt) = self.store.halted() {
+                    // The store stopped taking writes: whatever the attempt got, nothing
+                    // more is recorded. On disk the run is still running, and a restart
+                    // resumes it from its journal (the attempt then counts as interrupted).
+                    tracing::error!(run = %run.id, "attempt {} ends interrupted: {halt}", plan.number);
+                    return Err(RunnerError::Store(halt));
+                }
                 run.usage.add(stats.llm.usage);
                 run.attempts.push(AttemptRecord {
                     number: plan.number,

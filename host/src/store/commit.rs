@@ -5,6 +5,11 @@
 //!
 //! A lone writer pays one fsync per write (nothing to batch with); under
 //! concurrency the cost of an fsync is shared by the whole batch.
+//!
+//! Any failed write, sync or commit is final: the writer answers that batch
+//! and every later write with [`StoreError::Halted`] and touches no file
+//! again, so nothing is acknowledged that a restart could not find. What was
+//! acknowledged before is durable (in the log or in redb) and still readable.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +20,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 
 use super::StoreError;
-use super::wal::{CHECKPOINT_BYTES, Wal};
+use super::wal::Wal;
 use crate::model::TaskStats;
 
 /// Most writes in one transaction.
@@ -33,11 +38,12 @@ pub type Pending = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 /// The redb table logged records are applied to.
 pub type JournalTable = TableDefinition<'static, &'static str, &'static [u8]>;
 
-/// A write made durable by the write-ahead log: its frame, and the records it
-/// stores (visible to readers in [`Pending`] until applied to the journal table).
+/// A write made durable by the write-ahead log: its part of a frame, and the
+/// records it stores (visible to readers in [`Pending`] until applied to the
+/// journal table).
 pub struct Logged {
-    /// The write-ahead-log frame.
-    pub frame: Vec<u8>,
+    /// Its entries as a JSON array ([`Wal::payload`]).
+    pub payload: Vec<u8>,
     /// (encoded key, encoded record) pairs.
     pub records: Vec<(String, Vec<u8>)>,
 }
@@ -111,6 +117,8 @@ struct Job {
 /// Counters of the writer thread.
 #[derive(Debug, Default)]
 pub struct CommitStats {
+    /// Writes submitted and not yet taken by the writer.
+    queued: AtomicU64,
     commits: AtomicU64,
     writes: AtomicU64,
     largest_batch: AtomicU64,
@@ -125,6 +133,11 @@ impl CommitStats {
             self.largest_batch.load(Ordering::Relaxed),
         )
     }
+
+    /// Writes waiting for the writer now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 /// The writer thread and its queue.
@@ -132,6 +145,22 @@ pub struct GroupCommitter {
     queue: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
+    halted: Halt,
+}
+
+/// The error that stopped the writer, once one has.
+pub type Halt = Arc<Mutex<Option<StoreError>>>;
+
+/// Where the writer writes, and when it checkpoints.
+pub struct Target {
+    /// The database.
+    pub db: Arc<Database>,
+    /// Its file, as named in errors.
+    pub db_path: String,
+    /// The journal's write-ahead log.
+    pub wal: Wal,
+    /// Checkpoint once the log holds this many bytes.
+    pub checkpoint_bytes: u64,
 }
 
 fn io(e: impl Into<redb::Error>) -> StoreError {
@@ -139,30 +168,41 @@ fn io(e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl GroupCommitter {
-    /// Starts the writer thread over `db`, logging journal writes to `wal` and
-    /// showing them in `pending` until they are applied to redb.
+    /// Starts the writer thread over `target`, logging journal writes to its
+    /// log and showing them in `pending` until they are applied to redb.
     pub fn start(
-        db: Arc<Database>,
-        mut wal: Wal,
+        target: Target,
         pending: Pending,
         journal: JournalTable,
         before_commit: BeforeCommit,
     ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let stats = Arc::new(CommitStats::default());
-        let thread_stats = stats.clone();
+        let halted = Halt::default();
+        let mut writer =
+            Writer { target, stats: stats.clone(), pending, journal, before_commit, halted: halted.clone() };
         let thread = std::thread::Builder::new()
             .name("cairn-commit".into())
-            .spawn(move || writer_loop(&db, &mut wal, &jobs, &thread_stats, &pending, journal, before_commit))
+            .spawn(move || writer.run(&jobs))
             .map_err(|e| StoreError::Open { path: "(writer thread)".into(), message: e.to_string() })?;
-        Ok(GroupCommitter { queue: Some(queue), thread: Some(thread), stats })
+        Ok(GroupCommitter { queue: Some(queue), thread: Some(thread), stats, halted })
+    }
+
+    /// The error that stopped the writer, if one has.
+    pub fn halted(&self) -> Option<StoreError> {
+        self.halted.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(copy_halt)
     }
 
     fn submit(&self, op: WriteOp, logged: Option<Logged>, reply: Reply) {
         let job = Job { op, logged, reply };
+        if let Some(halt) = self.halted() {
+            return job.reply.send(Err(halt));
+        }
         match &self.queue {
             Some(queue) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 if let Err(mpsc::SendError(job)) = queue.send(job) {
+                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                     job.reply.send(Err(stopped()));
                 }
             }
@@ -213,218 +253,248 @@ fn stopped() -> StoreError {
     StoreError::Io { operation: "commit", message: "the store's writer thread has stopped".into() }
 }
 
-fn writer_loop(
-    db: &Database,
-    wal: &mut Wal,
-    jobs: &mpsc::Receiver<Job>,
-    stats: &CommitStats,
-    pending: &Pending,
+/// A copy of a halting error (the writer keeps the original).
+fn copy_halt(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Halted { file, doing, cause, full } => StoreError::halted(file, doing, cause, *full),
+        other => StoreError::halted("(store)", "writing", &other.to_string(), false),
+    }
+}
+
+/// Whether a redb error says the disk is full.
+fn disk_full(message: &str) -> bool {
+    message.contains("os error 28") || message.contains("No space left")
+}
+
+/// The writer thread's state.
+struct Writer {
+    target: Target,
+    stats: Arc<CommitStats>,
+    pending: Pending,
     journal: JournalTable,
     before_commit: BeforeCommit,
-) {
-    // Set when logged records could not be applied: the log must then keep
-    // them (and readers see them in `pending`) until the next open replays them.
-    let mut stuck = false;
-    loop {
-        let waiting = !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() && !stuck;
-        let first = if !waiting {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
-        } else {
-            match jobs.recv_timeout(APPLY_IDLE) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    stuck |= !apply_pending(db, wal, pending, journal, false, stuck);
-                    continue;
+    halted: Halt,
+}
+
+impl Writer {
+    fn run(&mut self, jobs: &mpsc::Receiver<Job>) {
+        loop {
+            let waiting = !self.visible().is_empty() && !self.is_halted();
+            let first = if !waiting {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let size = batch.len() as u64;
-        let count = |stats: &CommitStats| {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.writes.fetch_add(size, Ordering::Relaxed);
-            stats.largest_batch.fetch_max(size, Ordering::Relaxed);
-        };
-        let log_start = wal.len();
-        let frames: Vec<&[u8]> =
-            batch.iter().filter_map(|job| job.logged.as_ref().map(|l| l.frame.as_slice())).collect();
-        if !frames.is_empty()
-            && let Err(e) = wal.append(&frames)
-        {
-            let message = e.to_string();
-            for job in batch {
-                job.reply.send(Err(StoreError::Io { operation: "commit", message: message.clone() }));
-            }
-            continue;
-        }
-        // Logged records are durable now: make them visible until they are applied.
-        let logged_only = batch.iter().all(|job| job.logged.is_some());
-        let mut others = Vec::new();
-        {
-            let mut visible = pending.lock().unwrap_or_else(|e| e.into_inner());
-            for mut job in batch {
-                match job.logged.take() {
-                    Some(logged) => {
-                        for (key, value) in logged.records {
-                            visible.entry(key).or_insert(value);
-                        }
-                        if logged_only {
-                            job.reply.send(Ok(()));
-                        } else {
-                            others.push(job);
-                        }
-                    }
-                    None => others.push(job),
-                }
-            }
-        }
-        if logged_only {
-            count(stats);
-            let size = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
-            let checkpoint = wal.len() >= CHECKPOINT_BYTES;
-            if size >= APPLY_BATCH || checkpoint {
-                stuck |= !apply_pending(db, wal, pending, journal, checkpoint, stuck);
-            }
-            continue;
-        }
-        // A batch with other writes commits durably, with the pending records applied first.
-        let mut replies = Vec::with_capacity(others.len());
-        let mut failure: Option<String> = None;
-        match db.begin_write() {
-            Err(e) => {
-                failure = Some(io(e).to_string());
-                replies.extend(others.into_iter().map(|job| (job.reply, Ok(()))));
-            }
-            Ok(txn) => {
-                let mut tables = Tables::new(&txn);
-                if !stuck && let Err(e) = insert_pending(&mut tables, pending, journal) {
-                    failure = Some(e.to_string());
-                }
-                for job in others {
-                    if failure.is_some() {
-                        replies.push((job.reply, Ok(())));
+            } else {
+                match jobs.recv_timeout(APPLY_IDLE) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.apply_pending(false);
                         continue;
                     }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.stats.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            self.commit(batch);
+        }
+        // A clean stop checkpoints, so the next open has nothing to replay.
+        self.apply_pending(true);
+    }
+
+    fn visible(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_halted(&self) -> bool {
+        self.halted.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Stops the writer for good with `error` (the first error wins) and returns a copy.
+    fn halt(&self, error: StoreError) -> StoreError {
+        let mut halted = self.halted.lock().unwrap_or_else(|e| e.into_inner());
+        let error = match error {
+            halt @ StoreError::Halted { .. } => halt,
+            other => {
+                let cause = other.to_string();
+                StoreError::halted(&self.target.db_path, "committing to the database", &cause, disk_full(&cause))
+            }
+        };
+        if halted.is_none() {
+            tracing::error!("{error}");
+            *halted = Some(error);
+        }
+        copy_halt(halted.as_ref().expect("set above"))
+    }
+
+    fn count(&self, size: u64) {
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.writes.fetch_add(size, Ordering::Relaxed);
+        self.stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        if let Some(halt) = self.halted.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            for job in batch {
+                job.reply.send(Err(copy_halt(halt)));
+            }
+            return;
+        }
+        let size = batch.len() as u64;
+        let payloads: Vec<&[u8]> =
+            batch.iter().filter_map(|job| job.logged.as_ref().map(|l| l.payload.as_slice())).collect();
+        if !payloads.is_empty()
+            && let Err(e) = self.target.wal.append(&payloads)
+        {
+            let halt = self.halt(e);
+            for job in batch {
+                job.reply.send(Err(copy_halt(&halt)));
+            }
+            return;
+        }
+        if batch.iter().all(|job| job.logged.is_some()) {
+            // Durable in the log: visible until applied, then acknowledged.
+            {
+                let mut visible = self.visible();
+                for job in &batch {
+                    for (key, value) in &job.logged.as_ref().expect("all logged").records {
+                        visible.entry(key.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+            }
+            self.count(size);
+            for job in batch {
+                job.reply.send(Ok(()));
+            }
+            let checkpoint = self.target.wal.len() >= self.target.checkpoint_bytes;
+            if self.visible().len() >= APPLY_BATCH || checkpoint {
+                self.apply_pending(checkpoint);
+            }
+            return;
+        }
+        // A batch with other writes commits durably, with every logged record
+        // (earlier ones and this batch's) applied in the same transaction. This
+        // batch's records become visible only through that commit.
+        let mut logged = Vec::new();
+        let mut others = Vec::with_capacity(batch.len());
+        for mut job in batch {
+            if let Some(l) = job.logged.take() {
+                logged.extend(l.records);
+            }
+            others.push(job);
+        }
+        let mut replies = Vec::with_capacity(others.len());
+        let result = (|| -> Result<(), StoreError> {
+            let txn = self.target.db.begin_write().map_err(io)?;
+            {
+                let mut tables = Tables::new(&txn);
+                let earlier: Vec<(String, Vec<u8>)> =
+                    self.visible().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                insert_first(&mut tables, self.journal, earlier.iter().chain(logged.iter()))?;
+                let mut jobs = others.into_iter();
+                for job in jobs.by_ref() {
                     match (job.op)(&mut tables) {
                         Err(e @ StoreError::Io { .. }) => {
-                            failure = Some(e.to_string());
                             replies.push((job.reply, Ok(())));
+                            replies.extend(jobs.map(|job| (job.reply, Ok(()))));
+                            return Err(e);
                         }
                         result => replies.push((job.reply, result)),
                     }
                 }
-                if failure.is_none()
-                    && let Err(e) = before_commit(&mut tables)
-                {
-                    failure = Some(e.to_string());
-                }
-                drop(tables);
-                // On failure the transaction is dropped uncommitted: nothing of the batch is written.
-                if failure.is_none()
-                    && let Err(e) = txn.commit()
-                {
-                    failure = Some(io(e).to_string());
-                }
+                (self.before_commit)(&mut tables)?;
             }
-        }
-        match failure {
-            None => {
-                // Everything logged so far is now durable in redb (unless some could not be applied).
-                if !stuck {
-                    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                    if !wal.is_empty()
-                        && let Err(e) = wal.truncate()
-                    {
-                        tracing::error!("cannot empty the journal log after a durable commit: {e}");
+            txn.commit().map_err(io)
+        })();
+        match result {
+            Ok(()) => {
+                // Every logged record is durable in redb now: the log can be emptied.
+                self.visible().clear();
+                if !self.target.wal.is_empty()
+                    && let Err(e) = self.target.wal.truncate()
+                {
+                    let halt = self.halt(e);
+                    for (reply, _) in replies {
+                        reply.send(Err(copy_halt(&halt)));
                     }
+                    return;
                 }
-                count(stats);
+                self.count(size);
                 for (reply, result) in replies {
                     reply.send(result);
                 }
             }
-            Some(message) => {
-                // The batch's logged records are durable and were acknowledged with it only if
-                // it succeeds: take its frames back out of the log. Earlier records stay.
-                if wal.len() > log_start
-                    && let Err(e) = wal.rewind(log_start)
-                {
-                    tracing::error!("cannot rewind the journal log after a failed batch: {e}");
-                }
+            Err(e) => {
+                // Nothing of the batch is acknowledged; its logged records are in the
+                // log (durable, never acknowledged) and a restart may apply them.
+                let halt = self.halt(e);
                 for (reply, _) in replies {
-                    reply.send(Err(StoreError::Io { operation: "commit", message: message.clone() }));
+                    reply.send(Err(copy_halt(&halt)));
                 }
             }
         }
     }
-    apply_pending(db, wal, pending, journal, true, stuck);
+
+    /// Applies the pending records to redb in one transaction: without an
+    /// fsync normally (the log keeps them durable), durably when `checkpoint`
+    /// is set, after which the log is emptied. A failure halts the writer
+    /// (the records stay durable in the log, and visible).
+    fn apply_pending(&mut self, checkpoint: bool) {
+        if self.is_halted() {
+            return;
+        }
+        let records: Vec<(String, Vec<u8>)> = self.visible().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if records.is_empty() && (!checkpoint || self.target.wal.is_empty()) {
+            return;
+        }
+        let applied = (|| -> Result<(), StoreError> {
+            let mut txn = self.target.db.begin_write().map_err(io)?;
+            if !checkpoint {
+                txn.set_durability(Durability::None)
+                    .map_err(|e| StoreError::Io { operation: "commit", message: e.to_string() })?;
+            }
+            {
+                let mut tables = Tables::new(&txn);
+                insert_first(&mut tables, self.journal, records.iter())?;
+            }
+            txn.commit().map_err(io)?;
+            if checkpoint && !self.target.wal.is_empty() {
+                self.target.wal.truncate()?;
+            }
+            Ok(())
+        })();
+        match applied {
+            Ok(()) => {
+                let mut visible = self.visible();
+                for (key, _) in &records {
+                    visible.remove(key);
+                }
+            }
+            Err(e) => {
+                self.halt(e);
+            }
+        }
+    }
 }
 
-/// Inserts every pending record into the journal table (the first record of a key wins).
-fn insert_pending(tables: &mut Tables<'_>, pending: &Pending, journal: JournalTable) -> Result<(), StoreError> {
-    let records: Vec<(String, Vec<u8>)> =
-        pending.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+/// Inserts records into the journal table; the first record of a key wins.
+fn insert_first<'a>(
+    tables: &mut Tables<'_>,
+    journal: JournalTable,
+    records: impl Iterator<Item = &'a (String, Vec<u8>)>,
+) -> Result<(), StoreError> {
     let table = tables.get(journal)?;
-    for (key, value) in &records {
+    for (key, value) in records {
         if table.get(key.as_str()).map_err(io)?.is_none() {
             table.insert(key.as_str(), value.as_slice()).map_err(io)?;
         }
     }
     Ok(())
-}
-
-/// Applies the pending records to redb in one transaction: without an fsync
-/// normally (the log keeps them durable), durably when `checkpoint` is set,
-/// after which the log is emptied (unless earlier records are `stuck`).
-/// Returns whether the records were applied.
-fn apply_pending(
-    db: &Database,
-    wal: &mut Wal,
-    pending: &Pending,
-    journal: JournalTable,
-    checkpoint: bool,
-    stuck: bool,
-) -> bool {
-    if stuck {
-        return false;
-    }
-    let applied = (|| -> Result<(), StoreError> {
-        let mut txn = db.begin_write().map_err(io)?;
-        if !checkpoint {
-            txn.set_durability(Durability::None)
-                .map_err(|e| StoreError::Io { operation: "commit", message: e.to_string() })?;
-        }
-        {
-            let mut tables = Tables::new(&txn);
-            insert_pending(&mut tables, pending, journal)?;
-        }
-        txn.commit().map_err(io)
-    })();
-    match applied {
-        Ok(()) => {
-            pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            if checkpoint
-                && !wal.is_empty()
-                && let Err(e) = wal.truncate()
-            {
-                tracing::error!("cannot empty the journal log after a checkpoint: {e}");
-            }
-            true
-        }
-        // The records stay durable in the log and visible in `pending`; the next open applies them.
-        Err(e) => {
-            tracing::error!("cannot apply logged journal records to redb (the log keeps them): {e}");
-            false
-        }
-    }
 }

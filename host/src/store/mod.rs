@@ -13,6 +13,7 @@
 
 pub mod commit;
 pub mod redb;
+pub mod sim_disk;
 pub mod wal;
 
 use crate::model::{
@@ -58,6 +59,36 @@ pub enum StoreError {
         /// The decoder's explanation.
         message: String,
     },
+    /// A write, sync or commit failed: the store takes no more writes and
+    /// acknowledges nothing more, since after a failed sync what the page
+    /// cache holds can no longer be trusted to reach the disk. Whatever was
+    /// acknowledged is on disk; a restart recovers it and resumes the runs.
+    #[error("{}", halted_message(file, doing, cause, *full))]
+    Halted {
+        /// The file that failed.
+        file: String,
+        /// What was being done.
+        doing: String,
+        /// The operating system's (or database's) explanation.
+        cause: String,
+        /// Whether the disk is full.
+        full: bool,
+    },
+    /// The journal's write-ahead log is damaged before its end: intact
+    /// (acknowledged) frames follow the damage, so it is not cut off.
+    #[error(
+        "the journal log {path} is damaged at byte {offset} ({damaged} bytes unreadable), and {intact_after} intact frame(s) of acknowledged records follow the damage, so cairn will not drop them by cutting the log. Run `cairn store repair` to keep every intact record (the damaged log is saved beside it first)"
+    )]
+    LogDamaged {
+        /// The log file.
+        path: String,
+        /// Where the damage starts.
+        offset: u64,
+        /// Bytes up to the next intact frame.
+        damaged: u64,
+        /// Intact frames after the damage.
+        intact_after: usize,
+    },
     /// A run id that does not exist.
     #[error("no run with id {0}; list runs with `cairn runs list`")]
     NoSuchRun(String),
@@ -69,6 +100,29 @@ pub enum StoreError {
         /// Who holds it now.
         holder: String,
     },
+}
+
+impl StoreError {
+    /// A [`StoreError::Halted`].
+    pub fn halted(file: &str, doing: &str, cause: &str, full: bool) -> StoreError {
+        StoreError::Halted { file: file.into(), doing: doing.into(), cause: cause.into(), full }
+    }
+
+    /// Whether this error stopped the store (see [`StoreError::Halted`]).
+    pub fn is_halted(&self) -> bool {
+        matches!(self, StoreError::Halted { .. })
+    }
+}
+
+fn halted_message(file: &str, doing: &str, cause: &str, full: bool) -> String {
+    let (what, fix) = if full {
+        ("the disk is full", "free space on the disk, then start cairn again")
+    } else {
+        ("the disk reported an error", "check the disk, then start cairn again")
+    };
+    format!(
+        "{what}: {doing} ({file}) failed: {cause}. The store has stopped taking writes and acknowledges nothing more; everything acknowledged so far is on disk. To go on, {fix}: it recovers the store from disk, and `cairn runs resume` (or the next `cairn run`) takes the interrupted runs up where they stopped"
+    )
 }
 
 /// Which runs a listing takes by their parent.
@@ -135,6 +189,11 @@ pub trait RunStore: Send + Sync {
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
     /// What the stored runs of each task of a tenant add up to, by task name.
     fn task_stats(&self, tenant: &Tenant) -> Result<Vec<(String, TaskStats)>, StoreError>;
+    /// The error that stopped the store taking writes, if one has
+    /// ([`StoreError::Halted`]): the host then takes no more work.
+    fn halted(&self) -> Option<StoreError> {
+        None
+    }
 }
 
 /// Run journals: the recorded result of every journaled call.

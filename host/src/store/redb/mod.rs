@@ -33,8 +33,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
-use super::commit::{CommitStats, GroupCommitter, Logged, Pending, Tables, WriteOp};
-use super::wal::Wal;
+use super::commit::{CommitStats, GroupCommitter, Logged, Pending, Tables, Target, WriteOp};
+use super::sim_disk::SimDisk;
+use super::wal::{self, CHECKPOINT_BYTES, LogFile, Wal};
 use crate::model::{
     AttemptLog, CacheEntry, DeadLetter, JournalEntry, Lease, ReplayKey, Report, RunRecord, RunStatus, Tenant,
 };
@@ -90,29 +91,151 @@ fn prefix_range(prefix: &str) -> (String, String) {
     (prefix.to_owned(), format!("{prefix}\u{10FFFF}"))
 }
 
+/// Where a store keeps its two files (the database and the journal's log).
+#[derive(Debug, Clone)]
+pub enum Backing {
+    /// Real files: the database at this path, the log beside it (`.wal`).
+    Path(PathBuf),
+    /// Files on a simulated disk (power-loss and fault tests).
+    Simulated(Arc<SimDisk>),
+}
+
+/// The database's name on a simulated disk.
+pub const SIM_DB: &str = "cairn.redb";
+/// The log's name on a simulated disk.
+pub const SIM_WAL: &str = "cairn.wal";
+
+/// Sizes a store runs with; the defaults suit a host, tests shrink them.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Checkpoint once the journal's log holds this many bytes.
+    pub checkpoint_bytes: u64,
+    /// Memory redb may use to cache pages.
+    pub cache_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { checkpoint_bytes: CHECKPOINT_BYTES, cache_bytes: CACHE_BYTES }
+    }
+}
+
+fn open_error(path: &str) -> impl Fn(redb::DatabaseError) -> StoreError + '_ {
+    move |e| StoreError::Open {
+        path: path.to_owned(),
+        message: match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                "another cairn process has it open (one process per project store); wait for it to finish".into()
+            }
+            other => other.to_string(),
+        },
+    }
+}
+
 impl RedbStore {
     /// Opens (or creates) the store file at `path`, creating its directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let shown = path.display().to_string();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open { path: shown.clone(), message: e.to_string() })?;
-        }
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| StoreError::Open {
-            path: shown.clone(),
-            message: match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "another cairn process has it open (one process per project store); wait for it to finish".into()
+        Self::open_on(Backing::Path(path.to_path_buf()), Tuning::default())
+    }
+
+    /// Opens (or creates) a store on `backing`, tuned by `tuning`.
+    pub fn open_on(backing: Backing, tuning: Tuning) -> Result<Self, StoreError> {
+        let (db, path, wal_path, log): (Database, PathBuf, String, Box<dyn LogFile>) = match &backing {
+            Backing::Path(path) => {
+                let shown = path.display().to_string();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Open { path: shown.clone(), message: e.to_string() })?;
                 }
-                other => other.to_string(),
-            },
-        })?;
+                if !path.exists() {
+                    create_file(path, tuning)?;
+                }
+                let db =
+                    Database::builder().set_cache_size(tuning.cache_bytes).create(path).map_err(open_error(&shown))?;
+                let wal_path = path.with_extension("wal");
+                let log = Box::new(wal::open_file(&wal_path)?);
+                (db, path.clone(), wal_path.display().to_string(), log)
+            }
+            Backing::Simulated(disk) => {
+                if !disk.exists(SIM_DB) {
+                    let creating = format!("{SIM_DB}.new");
+                    // A file a crash left half laid out starts over.
+                    let file = disk.file(&creating);
+                    file.set_len(0)
+                        .and_then(|()| file.sync())
+                        .map_err(|e| StoreError::Open { path: creating.clone(), message: e.to_string() })?;
+                    let db = Database::builder()
+                        .set_cache_size(tuning.cache_bytes)
+                        .create_with_backend(file)
+                        .map_err(open_error(&creating))?;
+                    init_schema(&db, Path::new(&creating))?;
+                    drop(db);
+                    disk.rename(&creating, SIM_DB)
+                        .map_err(|e| StoreError::Open { path: SIM_DB.into(), message: e.to_string() })?;
+                }
+                let db = Database::builder()
+                    .set_cache_size(tuning.cache_bytes)
+                    .create_with_backend(disk.file(SIM_DB))
+                    .map_err(open_error(SIM_DB))?;
+                (db, PathBuf::from(SIM_DB), SIM_WAL.to_owned(), Box::new(disk.file(SIM_WAL)))
+            }
+        };
         let db = Arc::new(db);
-        init_schema(&db, path)?;
-        let wal = replay_wal(&db, &path.with_extension("wal"))?;
+        init_schema(&db, &path)?;
+        let wal = replay_wal(&db, log, &wal_path)?;
         let pending = Pending::default();
-        let committer = GroupCommitter::start(db.clone(), wal, pending.clone(), JOURNAL, index::flush_counts)?;
-        Ok(RedbStore { db, path: path.to_path_buf(), committer, pending })
+        let target = Target {
+            db: db.clone(),
+            db_path: path.display().to_string(),
+            wal,
+            checkpoint_bytes: tuning.checkpoint_bytes,
+        };
+        let committer = GroupCommitter::start(target, pending.clone(), JOURNAL, index::flush_counts)?;
+        Ok(RedbStore { db, path, committer, pending })
+    }
+
+    /// Repairs a journal log that is damaged before its end (see
+    /// [`StoreError::LogDamaged`]): saves the log beside itself, applies every
+    /// intact frame (before and after the damage) to the database durably,
+    /// and empties the log. Returns what it kept and lost; a log without such
+    /// damage is left alone.
+    pub fn repair(path: &Path) -> Result<Repair, StoreError> {
+        let shown = path.display().to_string();
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(open_error(&shown))?;
+        init_schema(&db, path)?;
+        let wal_path = path.with_extension("wal");
+        let failed = |doing: &str, e: std::io::Error| wal::failure(&wal_path.display().to_string(), doing, &e);
+        let bytes = std::fs::read(&wal_path).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            _ => Err(failed("reading the journal log", e)),
+        })?;
+        let scan = wal::scan(&bytes);
+        if scan.beyond.is_empty() {
+            return Ok(Repair::default());
+        }
+        let saved = wal_path.with_extension(format!("wal.damaged-{}", crate::model::now_ms()));
+        let mut copy = std::fs::File::create(&saved).map_err(|e| failed("saving the damaged log", e))?;
+        std::io::Write::write_all(&mut copy, &bytes)
+            .and_then(|()| copy.sync_all())
+            .map_err(|e| failed("saving the damaged log", e))?;
+        let mut records = scan.entries.len();
+        let mut entries = scan.entries;
+        for (_, mut beyond) in scan.beyond.clone() {
+            records += beyond.len();
+            entries.append(&mut beyond);
+        }
+        write_entries(&db, &entries, "log repair")?;
+        let log = std::fs::OpenOptions::new().write(true).open(&wal_path).map_err(|e| failed("emptying the log", e))?;
+        log.set_len(0).and_then(|()| log.sync_all()).map_err(|e| failed("emptying the log", e))?;
+        let first_beyond = scan.beyond[0].0;
+        let intact_bytes: usize = scan.end + (bytes.len() - first_beyond);
+        Ok(Repair {
+            damaged_at: Some(scan.end as u64),
+            frames_after: scan.beyond.len(),
+            records,
+            bytes_lost: (bytes.len() - intact_bytes.min(bytes.len())) as u64,
+            saved_to: Some(saved),
+        })
     }
 
     /// Where the file is.
@@ -174,6 +297,31 @@ impl RedbStore {
     }
 }
 
+/// Creates a new store file whole or not at all: redb cannot open a file a
+/// crash cut short while it was being laid out, so the file is made under
+/// another name, given its schema (one durable commit), and then renamed
+/// into place, with its directory synced.
+fn create_file(path: &Path, tuning: Tuning) -> Result<(), StoreError> {
+    let shown = path.display().to_string();
+    let failed = |e: std::io::Error| StoreError::Open { path: shown.clone(), message: e.to_string() };
+    let creating = path.with_extension("redb.new");
+    match std::fs::remove_file(&creating) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+        _ => {}
+    }
+    let db = Database::builder()
+        .set_cache_size(tuning.cache_bytes)
+        .create(&creating)
+        .map_err(open_error(&creating.display().to_string()))?;
+    init_schema(&db, &creating)?;
+    drop(db);
+    std::fs::rename(&creating, path).map_err(failed)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+    }
+    Ok(())
+}
+
 fn init_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
     // A current file needs no write (and no durable commit) to open: every
     // command opens the store, and a commit's cost grows with the file.
@@ -229,24 +377,43 @@ fn stored_version(db: &Database) -> Result<Option<u64>, StoreError> {
     }
 }
 
-/// Applies what the journal's write-ahead log still holds (records logged
-/// but not yet checkpointed when the last process stopped), then empties it.
-fn replay_wal(db: &Database, path: &Path) -> Result<Wal, StoreError> {
-    let (mut wal, entries) = Wal::open(path)?;
-    if !entries.is_empty() {
-        let txn = db.begin_write().map_err(|e| io("journal replay")(e.into()))?;
-        {
-            let mut t = txn.open_table(JOURNAL).map_err(|e| io("journal replay")(e.into()))?;
-            for entry in &entries {
-                let key = entry.key.encode();
-                if t.get(key.as_str()).map_err(|e| io("journal replay")(e.into()))?.is_none() {
-                    t.insert(key.as_str(), encode("journal", entry)?.as_slice())
-                        .map_err(|e| io("journal replay")(e.into()))?;
-                }
+/// What [`RedbStore::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// Where the damage started (`None`: the log needed no repair).
+    pub damaged_at: Option<u64>,
+    /// Intact frames found after the damage.
+    pub frames_after: usize,
+    /// Journal records kept (applied to the database).
+    pub records: usize,
+    /// Bytes that could not be read (the records in them are lost).
+    pub bytes_lost: u64,
+    /// Where the damaged log was saved.
+    pub saved_to: Option<PathBuf>,
+}
+
+/// Writes journal entries durably in one transaction (the first record of a key wins).
+fn write_entries(db: &Database, entries: &[JournalEntry], operation: &'static str) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(|e| io(operation)(e.into()))?;
+    {
+        let mut t = txn.open_table(JOURNAL).map_err(|e| io(operation)(e.into()))?;
+        for entry in entries {
+            let key = entry.key.encode();
+            if t.get(key.as_str()).map_err(|e| io(operation)(e.into()))?.is_none() {
+                t.insert(key.as_str(), encode("journal", entry)?.as_slice()).map_err(|e| io(operation)(e.into()))?;
             }
         }
-        txn.commit().map_err(|e| io("journal replay")(e.into()))?;
-        tracing::info!("replayed {} journal records from {}", entries.len(), path.display());
+    }
+    txn.commit().map_err(|e| io(operation)(e.into()))
+}
+
+/// Applies what the journal's write-ahead log still holds (records logged
+/// but not yet checkpointed when the last process stopped), then empties it.
+fn replay_wal(db: &Database, log: Box<dyn LogFile>, path: &str) -> Result<Wal, StoreError> {
+    let (mut wal, entries) = Wal::open(log, path)?;
+    if !entries.is_empty() {
+        write_entries(db, &entries, "journal replay")?;
+        tracing::info!("replayed {} journal records from {path}", entries.len());
     }
     if !wal.is_empty() {
         wal.truncate()?;

@@ -214,6 +214,10 @@ impl RunStore for RedbStore {
         let stats = txn.open_table(TASK_STATS).map_err(|e| io("read task stats")(e.into()))?;
         index::read_stats(&stats, tenant)
     }
+
+    fn halted(&self) -> Option<StoreError> {
+        self.committer.halted()
+    }
 }
 
 #[async_trait::async_trait]
@@ -223,10 +227,10 @@ impl JournalStore for RedbStore {
     }
 
     async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
-        let frame = Wal::frame(entries)?;
+        let payload = Wal::payload(entries)?;
         let records: Vec<(String, Vec<u8>)> =
             entries.iter().map(|e| Ok((e.key.encode(), encode("journal", e)?))).collect::<Result<_, StoreError>>()?;
-        self.committer.write_logged(Logged { frame, records }).await
+        self.committer.write_logged(Logged { payload, records }).await
     }
 
     fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {

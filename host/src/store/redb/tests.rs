@@ -135,15 +135,39 @@ async fn concurrent_writes_share_commits() {
     assert!(commits < 200 && largest > 1, "{commits} commits, largest batch {largest}: writes were batched");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_does_not_fail_its_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("f.redb")).unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("f.redb")).unwrap());
     store.create_run(&run("dup", "t")).await.unwrap();
-    let (dup, new) = (run("dup", "t"), run("new", "t"));
-    let (duplicate, fresh) = tokio::join!(store.create_run(&dup), store.create_run(&new));
-    assert!(duplicate.is_err());
-    fresh.unwrap();
+    // Hold the writer inside a batch until both writes are queued behind it,
+    // so that they are certain to share the next one.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = store.clone();
+    let holder = tokio::spawn(async move {
+        held.committer
+            .write_async(Box::new(move |_| {
+                entered_tx.send(()).unwrap();
+                gate.recv().unwrap();
+                Ok(())
+            }))
+            .await
+    });
+    entered.recv().unwrap();
+    let (a, b) = (store.clone(), store.clone());
+    let duplicate = tokio::spawn(async move { a.create_run(&run("dup", "t")).await });
+    let fresh = tokio::spawn(async move { b.create_run(&run("new", "t")).await });
+    while store.commit_stats().queued() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let (commits_before, _, _) = store.commit_stats().snapshot();
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    assert!(duplicate.await.unwrap().is_err(), "the duplicate id is refused");
+    fresh.await.unwrap().unwrap();
+    let (commits, _, largest) = store.commit_stats().snapshot();
+    assert_eq!((commits - commits_before, largest), (2, 2), "the holder's batch, then one batch of both writes");
     assert!(store.get_run(&Tenant::default(), "new").is_ok());
 }
 
@@ -154,8 +178,9 @@ async fn records_left_in_the_log_are_replayed_on_open() {
     drop(RedbStore::open(&path).unwrap());
     // A process that logged a record and died before applying it to redb.
     let entry = entry("r", CallKind::Llm, "\"logged\"");
-    let (mut wal, _) = Wal::open(&path.with_extension("wal")).unwrap();
-    wal.append(&[&Wal::frame(std::slice::from_ref(&entry)).unwrap()]).unwrap();
+    let wal_path = path.with_extension("wal");
+    let (mut wal, _) = Wal::open(Box::new(wal::open_file(&wal_path).unwrap()), "w.wal").unwrap();
+    wal.append(&[&Wal::payload(std::slice::from_ref(&entry)).unwrap()]).unwrap();
     drop(wal);
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.journal_of("r").unwrap(), vec![entry]);
