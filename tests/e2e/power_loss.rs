@@ -325,3 +325,180 @@ fn a_failed_sync_or_full_disk_halts_the_store_and_a_restart_recovers() {
         );
     }
 }
+
+#[test]
+fn damage_inside_the_log_refuses_to_open_and_store_repair_keeps_every_intact_record() {
+    use cairn::store::wal::{self, Wal};
+    let project = crate::support::project::Project::new("[tasks.probe]\ncomponent = \"{probe}\"\n");
+    let store_path = project.path().join(".cairn/cairn.redb");
+    drop(project.store()); // create it
+    // A host that logged three groups of records and lost power before applying them.
+    let log_path = store_path.with_extension("wal");
+    let entries: Vec<JournalEntry> = (0..3)
+        .map(|step| JournalEntry {
+            key: key("damaged", step),
+            seq: step as u64,
+            attempt: 1,
+            output: answer("damaged", step),
+            summary: String::new(),
+            recorded_at_ms: 0,
+            duration_ms: 0,
+            usage: None,
+        })
+        .collect();
+    let (mut log, _) = Wal::open(Box::new(wal::open_file(&log_path).unwrap()), "log").unwrap();
+    for entry in &entries {
+        log.append(&[&Wal::payload(std::slice::from_ref(entry)).unwrap()]).unwrap();
+    }
+    drop(log);
+    // A bit flips inside the second frame.
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    let second = bytes.len() / 3 + 40;
+    bytes[second] ^= 0x04;
+    std::fs::write(&log_path, &bytes).unwrap();
+
+    let refused = project.cli(&["runs", "list"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a damaged log must not open: {stderr}");
+    assert!(
+        stderr.contains("is damaged at byte") && stderr.contains("cairn store repair") && stderr.contains("cairn.wal"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&log_path).unwrap(), bytes, "refusing to open changes nothing");
+
+    let repaired = project.cli(&["store", "repair"]);
+    let said = String::from_utf8_lossy(&repaired.stderr);
+    assert!(repaired.status.success(), "{said}");
+    assert!(said.contains("kept 2 record(s), 1 intact frame(s) of them after the damage"), "{said}");
+    let saved: Vec<_> = std::fs::read_dir(project.path().join(".cairn"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cairn.wal.damaged-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "the damaged log is kept");
+    assert_eq!(std::fs::read(saved[0].path()).unwrap(), bytes);
+
+    let store = project.store();
+    let found: Vec<Option<JournalEntry>> = entries.iter().map(|e| store.journal_get(&e.key).unwrap()).collect();
+    assert_eq!(
+        found,
+        vec![Some(entries[0].clone()), None, Some(entries[2].clone())],
+        "the intact records, before and after the damage"
+    );
+    drop(store);
+    let again = project.cli(&["store", "repair"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("needs no repair"));
+}
+
+/// The refiner under a real host on a simulated disk, with the project's
+/// LLM key stored in it.
+async fn refiner_host(
+    project: &crate::support::project::Project,
+    disk: &Arc<SimDisk>,
+) -> (Arc<RedbStore>, Arc<cairn::runner::Host>) {
+    let store = Arc::new(RedbStore::open_on(Backing::Simulated(disk.clone()), tuning()).unwrap());
+    store.put_secret(&Tenant::default(), "local-key", crate::support::project::API_KEY).await.unwrap();
+    let manifest = cairn::manifest::Manifest::load(&project.manifest).unwrap();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    (store, cairn::runner::Host::with_store(manifest, dyn_store).unwrap())
+}
+
+const REFINER: &str = "[tasks.report-refiner]\ncomponent = \"{refiner}\"\n";
+const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_disk_fails_ends_the_attempt_interrupted_and_a_restart_finishes_the_run() {
+    use crate::support::llm_server::LlmServer;
+    use crate::support::project::{Project, refiner_script};
+    // The reference: an uninterrupted run on a healthy simulated disk.
+    let reference_server = LlmServer::start(refiner_script());
+    let project = Project::http(&reference_server, REFINER);
+    let (_, host) = refiner_host(&project, &SimDisk::new()).await;
+    let expected = host.run("report-refiner", TOPIC).await.unwrap();
+    assert_eq!(expected.status, RunStatus::Succeeded);
+    let calls = reference_server.requests();
+
+    // A failed sync of the k-th log write, a full disk, and power cuts at several points.
+    enum Trouble {
+        Fault(u64, bool),
+        PowerCut(u64, Loss),
+    }
+    for trouble in [
+        Trouble::Fault(1, false),
+        Trouble::Fault(3, false),
+        Trouble::Fault(4, true),
+        Trouble::PowerCut(30, Loss::Torn),
+        Trouble::PowerCut(60, Loss::Dropped),
+        Trouble::PowerCut(90, Loss::Torn),
+    ] {
+        let server = LlmServer::start(refiner_script());
+        let project = Project::http(&server, REFINER);
+        let disk = SimDisk::new();
+        let (store, host) = refiner_host(&project, &disk).await;
+        let what = match trouble {
+            Trouble::Fault(k, full) => {
+                let nth = disk.syncs(SIM_WAL) + k;
+                let on = if full { FaultOn::Write } else { FaultOn::Sync };
+                disk.inject(Fault { file: SIM_WAL.into(), on, nth: if full { k } else { nth }, no_space: full });
+                format!("log {on:?} #{k} fails (disk full: {full})")
+            }
+            Trouble::PowerCut(after, loss) => {
+                disk.power_off_after(disk.ops() + after);
+                format!("power cut after {after} more disk operations ({loss:?})")
+            }
+        };
+        let error = match host.run("report-refiner", TOPIC).await {
+            Err(cairn::runner::RunnerError::Store(error)) => error,
+            other => panic!("{what}: the run must stop on the store's error, not end: {other:?}"),
+        };
+        assert!(error.is_halted(), "{what}: {error}");
+        if let Trouble::Fault(_, full) = trouble {
+            assert_eq!(error.to_string().contains("the disk is full"), full, "{what}: {error}");
+            assert!(error.to_string().contains(SIM_WAL), "{what}: names the file: {error}");
+        }
+        // Nothing more is taken, and nothing says the run failed.
+        let refused = host.run("report-refiner", TOPIC).await.unwrap_err();
+        assert!(refused.to_string().contains("stopped taking writes"), "{what}: {refused}");
+        let seen = server.requests();
+        let runs = store.list_runs(&Tenant::default(), &RunFilter::default()).unwrap();
+        assert_eq!(runs.len(), 1, "{what}");
+        assert_eq!(runs[0].status, RunStatus::Running, "{what}: the run is not ended");
+        assert!(runs[0].attempts.iter().all(|a| a.error.is_none()), "{what}: no failed attempt is recorded");
+        let run_id = runs[0].id.clone();
+        drop(host);
+        drop(store);
+
+        // The restart: the disk as the cut left it, a new host, the run resumed.
+        let loss = match trouble {
+            Trouble::PowerCut(_, loss) => loss,
+            Trouble::Fault(..) => Loss::Dropped,
+        };
+        let (store, host) = refiner_host(&project, &disk.after_power_loss(loss, 7)).await;
+        let resumed = host.resume(&run_id, true).await.unwrap();
+        assert_eq!(resumed.status, RunStatus::Succeeded, "{what}: {:?}", resumed.error);
+        assert_eq!(resumed.output, expected.output, "{what}: the output of an uninterrupted run");
+        assert_eq!(
+            resumed.attempts[0].error.as_ref().map(|e| e.kind.to_string()).as_deref(),
+            Some("interrupted"),
+            "{what}"
+        );
+        let received = server.received();
+        let total = received.len();
+        let repeated: Vec<usize> = (0..total).filter(|i| received[..*i].contains(&received[*i])).collect();
+        eprintln!(
+            "{what}: {seen} LLM requests before it, {total} in all ({calls} distinct), asked again: {repeated:?}"
+        );
+        assert!(
+            (calls..=calls + 1).contains(&total),
+            "{what}: {total} requests: every call once, plus at most the one whose record was not yet durable"
+        );
+        for i in repeated {
+            assert_eq!(
+                received[i],
+                received[seen - 1],
+                "{what}: only the call in flight at the failure is asked again"
+            );
+        }
+        drop(store);
+    }
+}

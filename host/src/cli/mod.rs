@@ -6,6 +6,7 @@ mod progress;
 mod runs;
 mod secret;
 mod status;
+mod store;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -108,6 +109,11 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+    /// Maintain the store: `repair` a damaged journal log.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
 }
 
@@ -303,6 +309,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret::dispatch(&manifest, command),
+        Command::Store { command } => store::dispatch(&manifest, command),
         Command::Dlq { command } => dlq::dispatch(&manifest, command),
         Command::Status { json } => status::show(&manifest, json),
         Command::Debug { .. } => unreachable!("handled before the manifest is read"),

@@ -236,6 +236,11 @@ impl SimDisk {
         file.unsynced.clear();
     }
 
+    /// Syncs of the file `name` so far (to aim a [`Fault`] at a later one).
+    pub fn syncs(&self, name: &str) -> u64 {
+        self.lock().files.get(name).map_or(0, |f| f.syncs)
+    }
+
     /// Whether the file `name` exists.
     pub fn exists(&self, name: &str) -> bool {
         self.lock().files.contains_key(name)

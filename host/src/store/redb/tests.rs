@@ -135,13 +135,12 @@ async fn concurrent_writes_share_commits() {
     assert!(commits < 200 && largest > 1, "{commits} commits, largest batch {largest}: writes were batched");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_write_does_not_fail_its_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RedbStore::open(&dir.path().join("f.redb")).unwrap());
-    store.create_run(&run("dup", "t")).await.unwrap();
-    // Hold the writer inside a batch until both writes are queued behind it,
-    // so that they are certain to share the next one.
+/// Holds the store's writer inside a batch until `queued` more writes wait
+/// behind it; they are then certain to share the next batch. Returns the
+/// release and the holder.
+async fn hold_writer(
+    store: &Arc<RedbStore>,
+) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
     let (release, gate) = std::sync::mpsc::channel::<()>();
     let held = store.clone();
@@ -155,12 +154,25 @@ async fn a_failed_write_does_not_fail_its_batch() {
             .await
     });
     entered.recv().unwrap();
+    (release, holder)
+}
+
+async fn until_queued(store: &RedbStore, writes: u64) {
+    while store.commit_stats().queued() < writes {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("f.redb")).unwrap());
+    store.create_run(&run("dup", "t")).await.unwrap();
+    let (release, holder) = hold_writer(&store).await;
     let (a, b) = (store.clone(), store.clone());
     let duplicate = tokio::spawn(async move { a.create_run(&run("dup", "t")).await });
     let fresh = tokio::spawn(async move { b.create_run(&run("new", "t")).await });
-    while store.commit_stats().queued() < 2 {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    until_queued(&store, 2).await;
     let (commits_before, _, _) = store.commit_stats().snapshot();
     release.send(()).unwrap();
     holder.await.unwrap().unwrap();
@@ -169,6 +181,39 @@ async fn a_failed_write_does_not_fail_its_batch() {
     let (commits, _, largest) = store.commit_stats().snapshot();
     assert_eq!((commits - commits_before, largest), (2, 2), "the holder's batch, then one batch of both writes");
     assert!(store.get_run(&Tenant::default(), "new").is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_halts_the_store_and_shows_none_of_its_records() {
+    use crate::store::sim_disk::SimDisk;
+    let disk = SimDisk::new();
+    let store = Arc::new(RedbStore::open_on(Backing::Simulated(disk.clone()), Tuning::default()).unwrap());
+    let kept = entry("r", CallKind::Llm, "\"kept\"");
+    store.journal_put(&kept).await.unwrap();
+    // A journal record shares a batch with a write whose I/O fails.
+    let (release, holder) = hold_writer(&store).await;
+    let (a, b) = (store.clone(), store.clone());
+    let lost = JournalEntry { key: ReplayKey { occurrence: 2, ..kept.key.clone() }, ..kept.clone() };
+    let key = lost.key.clone();
+    let logged = tokio::spawn(async move { a.journal_put(&lost).await });
+    let failing = tokio::spawn(async move {
+        b.committer
+            .write_async(Box::new(|_| Err(StoreError::Io { operation: "test", message: "the disk said no".into() })))
+            .await
+    });
+    until_queued(&store, 2).await;
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    let (logged, failing) = (logged.await.unwrap().unwrap_err(), failing.await.unwrap().unwrap_err());
+    assert!(logged.is_halted() && failing.is_halted(), "{logged} / {failing}");
+    assert!(store.journal_get(&key).unwrap().is_none(), "a record of a failed batch is never visible");
+    assert_eq!(store.journal_get(&kept.key).unwrap(), Some(kept.clone()), "an acknowledged one still is");
+    let refused = store.create_run(&run("later", "t")).await.unwrap_err();
+    assert!(refused.to_string().contains("stopped taking writes"), "{refused}");
+    drop(store);
+    let reopened = RedbStore::open_on(Backing::Simulated(disk), Tuning::default()).unwrap();
+    assert_eq!(reopened.journal_get(&kept.key).unwrap(), Some(kept), "a restart finds what was acknowledged");
+    assert!(reopened.halted().is_none());
 }
 
 #[tokio::test]
