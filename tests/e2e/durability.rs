@@ -1,12 +1,15 @@
 //! Durable runs under a real `kill -9`: resume from the journal without
-//! repeating recorded calls; torn group commits; the cross-run cache;
+//! repeating recorded calls, also when the kill lands between an answer's
+//! arrival and its record; torn group commits; the cross-run cache;
 //! cassettes; garbage collection.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn::model::{RunStatus, Tenant};
+use cairn::model::{CallKind, RunStatus, Tenant};
 use cairn::store::prelude::*;
 use serde_json::Value;
 
@@ -82,6 +85,218 @@ fn a_killed_run_resumes_without_repeating_recorded_calls() {
             "k={k}: every request after the kill is one live call of the resumed run"
         );
     }
+}
+
+/// A call as the server sees it: its messages (system and user prompts).
+fn call_of(body: &Value) -> String {
+    body["messages"].to_string()
+}
+
+/// `kill -9 pid`.
+fn sigkill(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: kill(2) takes plain integers; the pid is a child of this test
+    // that nobody has waited for yet, so it cannot have been reused.
+    let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(killed, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+}
+
+/// Starts `cairn ARGS` on `project`, its stdout piped.
+fn spawn_cairn(project: &Project, args: &[&str]) -> Child {
+    Command::new(cairn_bin())
+        .arg("--manifest")
+        .arg(&project.manifest)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn starts")
+}
+
+/// The id of the one run a killed host left running.
+fn running_run(project: &Project) -> String {
+    let listed = project.cli(&["runs", "list", "--status", "running", "--json"]);
+    let running = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let Some(line) = running.lines().next() else {
+        panic!("the killed run is not left running: {}", String::from_utf8_lossy(&listed.stderr));
+    };
+    let run: Value = serde_json::from_str(line).unwrap();
+    run["run_id"].as_str().unwrap().to_owned()
+}
+
+/// The LLM calls `run_id`'s journal holds, as calls the server saw: each
+/// record's answer leads back to the one call the server gave that answer.
+fn journaled_calls(project: &Project, server: &LlmServer, run_id: &str) -> BTreeSet<String> {
+    let mut call_answered_with: HashMap<String, String> = HashMap::new();
+    for (body, answer) in server.received().iter().zip(server.answers()) {
+        let answer = answer.expect("every request got a completion");
+        let call = call_of(body);
+        let earlier = call_answered_with.insert(answer.clone(), call.clone());
+        assert!(earlier.is_none_or(|c| c == call), "two calls answered {answer:?}: the script must tell calls apart");
+    }
+    let store = project.store();
+    let journal = store.journal_of(run_id).expect("the journal decodes after a kill");
+    let mut calls = BTreeSet::new();
+    for entry in journal.iter().filter(|e| e.key.kind == CallKind::Llm) {
+        let response: Value = serde_json::from_str(&entry.output).unwrap();
+        let content = response["content"].as_str().expect("a recorded completion has content");
+        let call = call_answered_with.get(content).unwrap_or_else(|| panic!("recorded {content:?}, never answered"));
+        assert!(calls.insert(call.clone()), "{call} recorded twice");
+    }
+    calls
+}
+
+/// What the journal held when one `kill -9` landed.
+struct Kill {
+    /// The run the killed host left running.
+    run_id: String,
+    /// Requests the server had answered.
+    requests: usize,
+    /// The LLM calls recorded in the journal.
+    journaled: BTreeSet<String>,
+    /// Whether the last answer sent was not recorded: the kill landed
+    /// between the answer leaving the server and its record reaching the
+    /// file (under SIGKILL a written record survives, fsynced or not).
+    in_window: bool,
+}
+
+/// Takes stock after the host that `status` is the end of was killed by the
+/// server right after it answered request `n`: every call asked before the
+/// last one was recorded (the guest only asks its next call once it has the
+/// previous answer, which it gets only once its record is written), and the
+/// last one may or may not be.
+fn killed_after_answer(project: &Project, server: &LlmServer, status: ExitStatus, n: usize, what: &str) -> Kill {
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{what}: the server killed it after answer {n}: {status:?}");
+    assert_eq!(server.requests(), n, "{what}: nothing is asked after the answer that triggered the kill");
+    let run_id = running_run(project);
+    let journaled = journaled_calls(project, server, &run_id);
+    let asked: Vec<String> = server.received().iter().map(call_of).collect();
+    let last = &asked[n - 1];
+    for call in &asked[..n - 1] {
+        assert!(journaled.contains(call), "{what}: a call answered before the last one is not in the journal: {call}");
+    }
+    assert!(
+        journaled.iter().all(|call| asked.contains(call)),
+        "{what}: the journal records only calls the server answered"
+    );
+    Kill { run_id, requests: n, in_window: !journaled.contains(last), journaled }
+}
+
+/// After a kill, no call already recorded is asked again.
+fn assert_no_journaled_call_asked_again(server: &LlmServer, kill: &Kill, what: &str) {
+    for (i, body) in server.received().iter().enumerate().skip(kill.requests) {
+        let call = call_of(body);
+        assert!(
+            !kill.journaled.contains(&call),
+            "{what}: request {} asked again a call the journal already held at the kill: {call}",
+            i + 1
+        );
+    }
+}
+
+// These kills aim at the gap between an LLM answer's arrival and its record:
+// the test server sends `kill -9` to the host the moment it has written an
+// answer to the socket, keeping the connection open. The promise checked, at
+// the server: a call whose answer was recorded (so the guest could see it) is
+// never asked again after a restart, and a kill costs at most the one answer
+// that was in flight. A SIGKILL leaves the page cache alone, so a record the
+// host had written but not yet fsynced still reaches the file: these tests
+// prove that the host never acknowledges an answer to the guest before its
+// record is written, and never repeats a recorded call. Losing the page cache
+// (power loss) is the subject of a separate simulation of the store.
+
+#[test]
+fn a_kill_right_after_an_answer_never_repeats_a_recorded_call() {
+    let reference_server = LlmServer::start_blocking(refiner_script());
+    let reference = Project::http(&reference_server, REFINER);
+    let expected = reference.cli_json(&["run", "report-refiner", "--json", "--input", TOPIC]);
+    assert_eq!(expected["status"], "succeeded", "{expected}");
+    let distinct: BTreeSet<String> = reference_server.received().iter().map(call_of).collect();
+    assert_eq!((reference_server.requests(), distinct.len()), (REFINER_CALLS, REFINER_CALLS));
+
+    let mut in_window = 0;
+    for k in 1..=REFINER_CALLS {
+        let what = format!("kill after answer {k}");
+        let server = LlmServer::start_blocking(refiner_script());
+        let project = Project::http(&server, REFINER);
+        let mut child = spawn_cairn(&project, &["run", "report-refiner", "--json", "--input", TOPIC]);
+        let pid = child.id();
+        // Registered long before the host, still starting, can ask anything.
+        server.after_answer(k, move || sigkill(pid));
+        let kill = killed_after_answer(&project, &server, child.wait().unwrap(), k, &what);
+        in_window += usize::from(kill.in_window);
+
+        let resumed = project.cli_json(&["runs", "resume", &kill.run_id, "--json"]);
+        assert_eq!(resumed["status"], "succeeded", "{what}: {resumed}");
+        assert_eq!(resumed["output"], expected["output"], "{what}: the same output as an uninterrupted run");
+        assert_eq!(resumed["attempts"][0]["error"]["kind"], "interrupted", "{what}: {resumed}");
+
+        assert_no_journaled_call_asked_again(&server, &kill, &what);
+        let asked: BTreeSet<String> = server.received().iter().map(call_of).collect();
+        assert_eq!(asked, distinct, "{what}: every call of the task was answered, and no other");
+        let total = server.requests();
+        assert!(total <= REFINER_CALLS + 1, "{what}: {total} requests; one kill may cost one answer, no more");
+        assert_eq!(
+            total,
+            REFINER_CALLS + usize::from(kill.in_window),
+            "{what}: exactly the answer lost in the window is asked again"
+        );
+        let live = resumed["llm"]["calls_live"].as_u64().unwrap() as usize;
+        assert_eq!(live, total - k, "{what}: every request after the kill is a live call of the resumed run");
+        eprintln!(
+            "{what}: {} of {k} answers recorded at the kill ({}), {total} requests in all, {live} live after resuming",
+            kill.journaled.len(),
+            if kill.in_window { "inside the window" } else { "after the record" },
+        );
+    }
+    eprintln!("{in_window} of {REFINER_CALLS} kills landed between an answer's arrival and its record");
+}
+
+#[test]
+fn repeated_kills_right_after_answers_cost_at_most_one_answer_each() {
+    let reference_server = LlmServer::start_blocking(refiner_script());
+    let reference = Project::http(&reference_server, REFINER);
+    let expected = reference.cli_json(&["run", "report-refiner", "--json", "--input", TOPIC]);
+    let distinct: BTreeSet<String> = reference_server.received().iter().map(call_of).collect();
+
+    // Every host is killed right after its second answer, so each one records
+    // at least its first answer and the run moves on: one run, several kills.
+    let server = LlmServer::start_blocking(refiner_script());
+    let project = Project::http(&server, REFINER);
+    let mut child = spawn_cairn(&project, &["run", "report-refiner", "--json", "--input", TOPIC]);
+    let mut kills: Vec<Kill> = Vec::new();
+    let finished = loop {
+        let n = server.requests() + 2;
+        let pid = child.id();
+        server.after_answer(n, move || sigkill(pid));
+        // Either the server kills it, or it finishes the run.
+        let output = child.wait_with_output().unwrap();
+        if output.status.success() {
+            break serde_json::from_slice::<Value>(&output.stdout).expect("the last host prints the run");
+        }
+        let what = format!("kill {}", kills.len() + 1);
+        let kill = killed_after_answer(&project, &server, output.status, n, &what);
+        eprintln!(
+            "{what}: after request {n}, {} calls recorded ({})",
+            kill.journaled.len(),
+            if kill.in_window { "inside the window" } else { "after the record" }
+        );
+        child = spawn_cairn(&project, &["runs", "resume", &kill.run_id, "--json"]);
+        kills.push(kill);
+        assert!(kills.len() < REFINER_CALLS, "each host records at least one new call");
+    };
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["output"], expected["output"], "the same output as an uninterrupted run");
+    for (i, kill) in kills.iter().enumerate() {
+        assert_no_journaled_call_asked_again(&server, kill, &format!("kill {}", i + 1));
+    }
+    let asked: BTreeSet<String> = server.received().iter().map(call_of).collect();
+    assert_eq!(asked, distinct, "every call of the task was answered, and no other");
+    let total = server.requests();
+    let lost = kills.iter().filter(|k| k.in_window).count();
+    assert!(total <= REFINER_CALLS + kills.len(), "{total} requests after {} kills", kills.len());
+    assert_eq!(total, REFINER_CALLS + lost, "exactly the answers lost in the window are asked again");
+    eprintln!("{} kills, {lost} inside the window, {total} requests for {REFINER_CALLS} calls", kills.len());
 }
 
 #[test]

@@ -22,12 +22,17 @@
 //! wrapped as `{"answer": "answer to: <user prompt>"}` when the request asks
 //! for a JSON object.
 //!
+//! [`LlmServer::after_answer`] runs a hook right after the answer to the n-th
+//! request has been written to its socket (the connection stays open), e.g. to
+//! `kill -9` the client in the window between an answer's arrival and its use;
+//! [`LlmServer::answers`] tells what each request was answered.
+//!
 //! The server speaks HTTP/1.1 with keep-alive and `Content-Length` bodies
 //! (chunked request bodies get 411). It stops when the [`LlmServer`] is
 //! dropped.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -148,10 +153,16 @@ impl Script {
     }
 }
 
+/// Something to do right after an answer was written.
+type Hook = Box<dyn FnOnce() + Send>;
+
 struct State {
     script: Script,
     received: Vec<Value>,
-    next_id: u64,
+    /// The content of each request's completion, by request number (1-based).
+    answers: HashMap<usize, String>,
+    /// Hooks to run after the answer to a request, by request number (1-based).
+    after_answer: HashMap<usize, Hook>,
 }
 
 struct Shared {
@@ -240,6 +251,24 @@ impl LlmServer {
         self.shared.lock().received.clone()
     }
 
+    /// The completion content each request was answered with, in arrival
+    /// order; `None` for a request answered with an error or something that
+    /// is not a completion, or not answered yet.
+    pub fn answers(&self) -> Vec<Option<String>> {
+        let state = self.shared.lock();
+        (1..=state.received.len()).map(|n| state.answers.get(&n).cloned()).collect()
+    }
+
+    /// Runs `hook` on the server's thread right after the response to the
+    /// `request`-th request (1-based, in arrival order, as [`LlmServer::requests`]
+    /// counts) has been written and flushed to its socket, before the server
+    /// reads anything more from that connection, which stays open (or after
+    /// closing it, for [`Fault::Disconnect`]). Register it before that request
+    /// can arrive.
+    pub fn after_answer(&self, request: usize, hook: impl FnOnce() + Send + 'static) {
+        self.shared.lock().after_answer.insert(request, Box::new(hook));
+    }
+
     /// Queues another fault.
     pub fn push_fault(&self, fault: Fault) {
         self.shared.lock().script.faults.push_back(fault);
@@ -275,7 +304,14 @@ fn bind() -> (std::net::TcpListener, SocketAddr) {
 }
 
 fn parts(script: Script) -> (Arc<Shared>, watch::Sender<bool>, watch::Receiver<bool>) {
-    let shared = Arc::new(Shared { state: Mutex::new(State { script, received: Vec::new(), next_id: 0 }) });
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            script,
+            received: Vec::new(),
+            answers: HashMap::new(),
+            after_answer: HashMap::new(),
+        }),
+    });
     let (tx, rx) = watch::channel(false);
     (shared, tx, rx)
 }
@@ -318,11 +354,13 @@ struct Response {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    /// The completion's content, for a chat completion.
+    content: Option<String>,
 }
 
 impl Response {
     fn json(status: u16, body: Value) -> Response {
-        Response { status, headers: Vec::new(), body: body.to_string() }
+        Response { status, headers: Vec::new(), body: body.to_string(), content: None }
     }
 
     fn error(status: u16, message: &str, kind: &str) -> Response {
@@ -344,10 +382,20 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         };
         let keep_alive = request.keep_alive;
-        let Some(response) = handle(request, &shared).await else {
+        let (number, response) = handle(request, &shared).await;
+        let hook = shared.lock().after_answer.remove(&number);
+        let Some(response) = response else {
+            drop(stream);
+            if let Some(hook) = hook {
+                hook();
+            }
             return; // Fault::Disconnect
         };
-        if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+        let written = write_response(&mut stream, &response, keep_alive).await;
+        if let Some(hook) = hook {
+            hook();
+        }
+        if written.is_err() || !keep_alive {
             return;
         }
     }
@@ -478,8 +526,19 @@ fn all_words(body: &Value) -> u32 {
     ["system", "user", "assistant"].iter().map(|role| words(&text_of(body, role))).sum()
 }
 
-/// Answers one request; `None` means close the connection without answering.
-async fn handle(request: Request, shared: &Shared) -> Option<Response> {
+/// Counts one request and answers it: its number (1-based) and the response,
+/// `None` meaning close the connection without answering.
+async fn handle(request: Request, shared: &Shared) -> (usize, Option<Response>) {
+    let mut number = 0;
+    let response = respond(request, shared, &mut number).await;
+    if let Some(content) = response.as_ref().and_then(|r| r.content.clone()) {
+        shared.lock().answers.insert(number, content);
+    }
+    (number, response)
+}
+
+/// The response to one request, whose number is put in `number`.
+async fn respond(request: Request, shared: &Shared, number: &mut usize) -> Option<Response> {
     let body: Value = if request.body.is_empty() {
         Value::Null
     } else {
@@ -488,10 +547,10 @@ async fn handle(request: Request, shared: &Shared) -> Option<Response> {
     };
 
     // Count, check the key, take a fault: all under one lock.
-    let (fault, id, rules, usage) = {
+    let (fault, rules, usage) = {
         let mut state = shared.lock();
         state.received.push(body.clone());
-        state.next_id += 1;
+        *number = state.received.len();
         if !(request.method == "POST" && request.path.trim_end_matches('/').ends_with("/chat/completions")) {
             return Some(Response::error(
                 404,
@@ -512,9 +571,10 @@ async fn handle(request: Request, shared: &Shared) -> Option<Response> {
             }
         }
         let fault = state.script.faults.pop_front();
-        (fault, state.next_id, state.script.rules.clone(), state.script.usage)
+        (fault, state.script.rules.clone(), state.script.usage)
     };
 
+    let id = *number;
     let mut malformed = false;
     match fault {
         Some(Fault::Status(status)) => {
@@ -532,6 +592,7 @@ async fn handle(request: Request, shared: &Shared) -> Option<Response> {
                 status: 200,
                 headers: Vec::new(),
                 body: "<html>definitely not a chat completion</html>".to_owned(),
+                content: None,
             });
         }
         Some(Fault::Disconnect) => return None,
@@ -578,5 +639,7 @@ async fn handle(request: Request, shared: &Shared) -> Option<Response> {
     if let Some((p, c)) = counts {
         answer["usage"] = json!({ "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c });
     }
-    Some(Response::json(200, answer))
+    let mut response = Response::json(200, answer);
+    response.content = Some(content);
+    Some(response)
 }
