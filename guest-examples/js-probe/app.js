@@ -4,7 +4,8 @@
  * - `echo`: returns its input (parsed and serialised again by the SDK);
  * - `throw`: throws a `TypeError` (or, with `"custom": true`, a non-retryable
  *   `QuotaExhausted`) with `message`;
- * - `traced-llm`: a traced step that asks the LLM `question`, then fails on
+ * - `traced-llm`: a traced step that asks the LLM `question` (printing
+ *   `step body ran: <question>` each time its body runs), then fails on
  *   attempt 1 when `fail_on_first_attempt` is set;
  * - `context`: the current run's context (`tasks.current()`), as `env` sees it;
  * - `call`: runs `task` on `input` as a child (`tasks.callJson`) and returns
@@ -22,8 +23,11 @@ class QuotaExhausted extends Error {
   }
 }
 
-/** The traced step. */
-const ask = trace('ask', (question) => callLlm(question, 'You are a probe.'));
+/** The traced step: says so on stdout each time its body runs, then asks the LLM. */
+const ask = trace('ask', (question) => {
+  console.log(`step body ran: ${question}`);
+  return callLlm(question, 'You are a probe.');
+});
 
 /** Dispatches on `mode`. */
 function probe(input) {

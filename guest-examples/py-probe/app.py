@@ -5,7 +5,8 @@
   ``QuotaExhausted``, a custom exception that says it is not retryable) with
   ``message``;
 - ``traced-llm``: a traced step that asks the LLM ``question`` and counts its
-  own executions in a file of the run's directory, then fails on attempt 1
+  own executions in a file of the run's directory (and prints
+  ``step body ran: <question>`` each time), then fails on attempt 1
   when ``fail_on_first_attempt`` is set, to show that a retry does not run the
   step again;
 - ``context``: the current run's context (``tasks.current()``), as the ``env``
@@ -70,9 +71,10 @@ def exception_named(name: str) -> type[BaseException]:
 
 @trace
 def ask(question: str) -> str:
-    """The traced step: bumps the counter file, then asks the LLM."""
+    """The traced step: bumps the counter file and says so on stdout, then asks the LLM."""
     with open(STEP_COUNTER, "a") as counter:
         counter.write("x")
+    print(f"step body ran: {question}")
     return call_llm(question, "You are a probe.")
 
 

@@ -1,11 +1,46 @@
 //! The command line as a user drives it.
 
-use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
 
 use crate::support::project::Project;
 
+/// How often `needle` occurs in `haystack`.
+fn occurrences(haystack: &[u8], needle: &str) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count()
+}
+
+/// Every file under `dir` (links are not followed) with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        if kind.is_dir() {
+            files.extend(files_under(&path));
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            files.push((path, bytes));
+        }
+    }
+    files
+}
+
+/// Runs the CLI, asserts that it exited 0, and returns its stdout and stderr.
+fn cli_ok(project: &Project, args: &[&str]) -> (String, String) {
+    let out = project.cli(args);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "cairn {args:?} exited with {}:\n{stdout}\n{stderr}", out.status);
+    (stdout, stderr)
+}
+
 #[test]
 fn run_json_secrets_and_runs_listing() {
+    // Values long and odd enough that finding one anywhere can only be a leak.
+    const TOKEN: &str = "tok-5c1e7a9f-never-shown";
+    const OTHER: &str = "oth-93b2d4e8-never-shown";
     let project = Project::new(
         r#"
         [environments.secretive]
@@ -14,42 +49,114 @@ fn run_json_secrets_and_runs_listing() {
         [tasks.probe]
         component = "{probe}"
         environment = "secretive"
+        retries = 1
         "#,
     );
-    let created = project.cli(&["secret", "create", "token", "tok-123"]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    assert!(project.cli(&["secret", "create", "other", "o"]).status.success());
-    let listed = project.cli(&["secret", "list"]);
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains("token") && !listed.contains("tok-123"), "list shows keys only: {listed}");
+    cli_ok(&project, &["secret", "create", "token", TOKEN]);
+    cli_ok(&project, &["secret", "create", "other", OTHER]);
+    let (listed, _) = cli_ok(&project, &["secret", "list"]);
+    assert!(listed.contains("token") && listed.contains("other"), "list shows the keys: {listed}");
+    assert!(!listed.contains(TOKEN) && !listed.contains(OTHER), "list shows keys only: {listed}");
+    // The store holds each value as a secret; nothing below may add a copy.
+    let store_file = project.path().join(".cairn/cairn.redb");
+    let stored = std::fs::read(&store_file).unwrap();
+    let stored_before = [occurrences(&stored, TOKEN), occurrences(&stored, OTHER)];
 
-    let out = project.cli(&["run", "probe", "--input", r#"{"mode":"secret","key":"token"}"#, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["status"], "succeeded");
-    assert_eq!(json["output"]["value"], "tok-123");
+    // The guest reads both secrets (one through the API, one from its
+    // environment) and leaves a trace everywhere a run can: stdout and stderr,
+    // an LLM call and a traced step in the journal, a report tab, an error on
+    // attempt 1, and an output.
+    let input = r#"{"mode": "use-secret", "key": "token", "env": "OTHER_TOKEN", "fail_first": true}"#;
+    let (run_out, run_err) = cli_ok(&project, &["-vv", "run", "probe", "--input", input, "--json"]);
+    let json: Value = serde_json::from_str(&run_out).unwrap();
+    assert_eq!(json["status"], "succeeded", "{json}");
     for field in ["run_id", "attempts", "timings", "llm"] {
         assert!(!json[field].is_null(), "--json has {field}: {json}");
     }
     let run_id = json["run_id"].as_str().unwrap().to_owned();
+    // The guest did read the right values: their lengths and hashes, never the values.
+    let fnv = |text: &str| {
+        let hash =
+            text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        format!("{hash:016x}")
+    };
+    let output = &json["output"];
+    assert_eq!((output["length"].as_u64(), output["fnv"].as_str()), (Some(24), Some(&*fnv(TOKEN))), "{output}");
+    assert_eq!((output["env_length"].as_u64(), output["env_fnv"].as_str()), (Some(24), Some(&*fnv(OTHER))), "{output}");
+    assert_eq!(output["attempt"], 2, "{output}");
+    assert!(!output["answer"].as_str().unwrap_or_default().is_empty(), "{output}");
+    assert_eq!(json["attempts"][0]["error"]["kind"], "flaky", "attempt 1 failed on purpose: {json}");
 
-    // A key the environment does not declare is refused.
-    let out = project.cli(&["run", "probe", "--input", r#"{"mode":"secret","key":"undeclared"}"#, "--json"]);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["output"]["found"], false, "{json}");
-
-    let list = project.cli(&["runs", "list"]);
-    let list = String::from_utf8_lossy(&list.stdout);
-    assert!(list.contains(&run_id), "{list}");
-    let show = project.cli(&["runs", "show", &run_id]);
-    assert!(String::from_utf8_lossy(&show.stdout).contains("succeeded"));
-    // The secret's value appears in no journal or log (the probe itself chose to return it).
-    for args in [vec!["runs", "journal", &run_id, "--json"], vec!["runs", "logs", &run_id]] {
-        let out = project.cli(&args);
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("tok-123"), "{args:?} leaked the secret");
+    // Everything the run left, each non-empty, so the search below has something to search.
+    let (show, _) = cli_ok(&project, &["runs", "show", &run_id]);
+    assert!(show.contains("succeeded") && show.contains("flaky: probe: failing on purpose"), "{show}");
+    let (show_json, _) = cli_ok(&project, &["runs", "show", &run_id, "--json"]);
+    let (journal, _) = cli_ok(&project, &["runs", "journal", &run_id, "--json"]);
+    let entries: Value = serde_json::from_str(&journal).unwrap();
+    let kinds: Vec<&str> = entries.as_array().unwrap().iter().filter_map(|e| e["key"]["kind"].as_str()).collect();
+    assert_eq!(kinds, ["llm", "trace"], "the LLM call and the traced step: {journal}");
+    let (logs, _) = cli_ok(&project, &["runs", "logs", &run_id]);
+    for line in ["attempt 1 stdout", "probe: read secret token (24 bytes)", "attempt 2 stderr", "probe: using secret"] {
+        assert!(logs.contains(line), "logs have {line:?}: {logs}");
     }
+    let html = project.path().join("report.html");
+    cli_ok(&project, &["report", &run_id, "-o", html.to_str().unwrap()]);
+    let report = std::fs::read_to_string(&html).unwrap();
+    assert!(report.contains("probe used secret token (24 bytes)"), "{report}");
+    let cassette = project.path().join("run.cassette");
+    cli_ok(&project, &["runs", "export", &run_id, "-o", cassette.to_str().unwrap()]);
+    let cassette = std::fs::read_to_string(&cassette).unwrap();
+    assert!(cassette.contains(&run_id), "{cassette}");
+    let (list, _) = cli_ok(&project, &["runs", "list"]);
+    assert!(list.contains(&run_id), "{list}");
+    let (status, _) = cli_ok(&project, &["status"]);
+    assert!(status.contains("probe"), "{status}");
+
+    // ... and in none of it either value.
+    let seen = [
+        ("run --json stdout", &run_out),
+        ("run stderr (-vv)", &run_err),
+        ("runs show", &show),
+        ("runs show --json", &show_json),
+        ("runs journal --json", &journal),
+        ("runs logs", &logs),
+        ("report", &report),
+        ("runs export", &cassette),
+        ("runs list", &list),
+        ("status", &status),
+    ];
+    for (what, text) in seen {
+        assert!(!text.is_empty(), "{what} printed something");
+        for value in [TOKEN, OTHER] {
+            assert!(!text.contains(value), "{what} leaked the secret {value}:\n{text}");
+        }
+    }
+    // Nor in the files the host keeps: no new copy in the store, none elsewhere.
+    let stored = std::fs::read(&store_file).unwrap();
+    let stored_after = [occurrences(&stored, TOKEN), occurrences(&stored, OTHER)];
+    assert!(
+        stored_after[0] <= stored_before[0] && stored_after[1] <= stored_before[1],
+        "the run copied a secret into {}: {stored_before:?} occurrences before, {stored_after:?} after",
+        store_file.display()
+    );
+    for (path, bytes) in files_under(&project.path().join(".cairn")) {
+        if path != store_file {
+            for value in [TOKEN, OTHER] {
+                assert_eq!(occurrences(&bytes, value), 0, "{} holds the secret {value}", path.display());
+            }
+        }
+    }
+
+    // The probe's plain `secret` mode hands a value back; a key the environment
+    // does not declare is refused.
+    let out = project.cli_json(&["run", "probe", "--input", r#"{"mode":"secret","key":"undeclared"}"#, "--json"]);
+    assert_eq!((&out["output"]["found"], &out["output"]["error"]), (&json!(false), &json!("not-declared")), "{out}");
+
+    // An unknown run is an error that names it, and the command fails.
     let unknown = project.cli(&["runs", "show", "no-such-run"]);
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no run with id"));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success(), "showing an unknown run fails: {stderr}");
+    assert!(stderr.contains("no run with id no-such-run;"), "{stderr}");
 }
 
 #[test]

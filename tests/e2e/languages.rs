@@ -1,8 +1,9 @@
 //! Python (componentize-py) and JavaScript (componentize-js) guests, built from
 //! source by `cairn build` with the SDKs in `sdk/python` and `sdk/js`: the
 //! examples run end to end on the mock, exceptions map to task-error kinds and
-//! retries, and traced steps are not run again on retry (counted at a real HTTP
-//! server).
+//! retries, and traced steps are not run again on retry, in these two and in
+//! Rust (the step's body is counted in each attempt's log, its LLM call at a
+//! real HTTP server).
 
 use cairn::model::{CallKind, RunRecord, RunStatus};
 
@@ -116,25 +117,42 @@ async fn a_javascript_throw_fails_the_attempt_with_its_type_as_kind_and_is_retri
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_traced_step_is_not_run_again_on_retry_in_python_or_javascript() {
+async fn a_traced_step_is_not_run_again_on_retry_in_rust_python_or_javascript() {
     let server = LlmServer::start(Script::new().expect_api_key(API_KEY));
     let built = components();
     let project = Project::http(
         &server,
         &format!(
-            "[tasks.py-probe]\n{}\nretries = 1\n\n[tasks.js-probe]\n{}\nretries = 1\n",
+            "[tasks.probe]\n{}\nretries = 1\n\n[tasks.py-probe]\n{}\nretries = 1\n\n[tasks.js-probe]\n{}\nretries = 1\n",
+            component(&built.probe),
             component(&built.py_probe),
             component(&built.js_probe),
         ),
     );
     let host = project.host();
-    for (task, question) in [("py-probe", "python question"), ("js-probe", "javascript question")] {
+    let tasks = [("probe", "rust question"), ("py-probe", "python question"), ("js-probe", "javascript question")];
+    for (task, question) in tasks {
         let input = format!(r#"{{"mode": "traced-llm", "question": "{question}", "fail_on_first_attempt": true}}"#);
         let run = host.run(task, &input).await.unwrap();
         let out = output_json(&run);
         assert_eq!(out["answer"], format!("answer to: {question}"), "{out}");
         assert_eq!(out["attempt"], 2, "{out}");
         assert_eq!(attempt_kinds(&run), ["flaky"], "{task}");
+        // The step's body prints a line each time it runs: on attempt 1 only
+        // (an attempt that prints nothing keeps no log).
+        let body_ran = format!("step body ran: {question}");
+        let logs = host.store().logs_of(&run.id).unwrap();
+        let body_runs: Vec<(u32, usize)> = logs
+            .iter()
+            .map(|(attempt, log)| (*attempt, log.stdout.matches(&body_ran).count()))
+            .filter(|&(_, runs)| runs > 0)
+            .collect();
+        assert_eq!(body_runs, [(1, 1)], "{task}: the step's body ran once, on attempt 1: {logs:?}");
+        if task != "js-probe" {
+            // Rust and Python also count in a file of the run's directory, which
+            // outlives the attempt (JavaScript has no file API).
+            assert_eq!(out["step_executions"], 1, "{task}: the step's body ran once across both attempts: {out}");
+        }
         let (first, second) = (&run.attempts[0], &run.attempts[1]);
         assert_eq!((first.llm_live, first.trace_replayed), (1, 0), "{task}: attempt 1 runs the step");
         assert_eq!(
@@ -143,9 +161,6 @@ async fn a_traced_step_is_not_run_again_on_retry_in_python_or_javascript() {
             "{task}: attempt 2 takes the step's recorded result and makes no LLM call at all"
         );
         assert_eq!(server.count_for(question), 1, "{task}: the question reached the server once");
-        if task == "py-probe" {
-            assert_eq!(out["step_executions"], 1, "the step's body ran once across both attempts: {out}");
-        }
     }
-    assert_eq!(server.requests(), 2);
+    assert_eq!(server.requests(), 3);
 }

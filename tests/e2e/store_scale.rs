@@ -9,6 +9,7 @@ use cairn::model::{
     now_ms,
 };
 use cairn::sandbox::RunDirs;
+use cairn::store::StoreError;
 use cairn::store::prelude::*;
 
 use crate::support::project::Project;
@@ -105,7 +106,11 @@ async fn retention_deletes_finished_runs_past_their_age_and_nothing_else() {
     let store = host.store();
     for run in all {
         let gone = expected.contains(&run.id);
-        assert_eq!(store.get_run(&tenant, &run.id).is_err(), gone, "run {} ({:?})", run.id, run.status);
+        match store.get_run(&tenant, &run.id) {
+            Err(StoreError::NoSuchRun(id)) if gone => assert_eq!(id, run.id, "the error names the run"),
+            Ok(kept) if !gone => assert_eq!(kept.id, run.id),
+            other => panic!("run {} ({:?}), gone: {gone}: {other:?}", run.id, run.status),
+        }
         assert_eq!(store.journal_of(&run.id).unwrap().is_empty(), gone, "journal of {}", run.id);
         assert_eq!(store.logs_of(&run.id).unwrap().is_empty(), gone, "logs of {}", run.id);
         let dir = project.path().join(".cairn/runs").join(&run.id);

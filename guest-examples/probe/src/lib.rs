@@ -3,8 +3,9 @@
 //! byte for byte and stays cheap.
 //!
 //! Modes: `echo`, `llm-calls`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
-//! `error`, `secret`, `trace`, `stdout`, and for warm instances and child
-//! tasks: `counter`, `sleep`, `fanout` and `call` (see each function).
+//! `error`, `secret`, `use-secret`, `trace`, `traced-llm`, `stdout`, and for
+//! warm instances and child tasks: `counter`, `sleep`, `fanout` and `call`
+//! (see each function).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,14 +31,16 @@ impl Guest for Probe {
         let args: Value = serde_json::from_str(&input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
         let out = match &*mode.mode {
             "llm-calls" => llm_calls(&args)?,
-            "fs" => fs(),
+            "fs" => fs(&args)?,
             "trap" => panic!("probe: trap requested"),
             "loop" => spin(),
             "alloc" => alloc(&args)?,
             "big-output" => big_output(&args)?,
             "error" => return Err(error(&args)?),
             "secret" => secret(&args)?,
+            "use-secret" => use_secret(&args)?,
             "trace" => trace(&args)?,
+            "traced-llm" => traced_llm(&args)?,
             "stdout" => stdout(&args),
             "counter" => counter(),
             "sleep" => sleep(&args)?,
@@ -86,28 +89,49 @@ fn llm_calls(args: &Value) -> Result<Value, TaskError> {
     Ok(json!({ "answers": answers }))
 }
 
-/// Tries to leave the sandbox in several ways; each result is "ok:<content>" or "err:<message>".
-fn fs() -> Value {
+/// Tries to leave the sandbox in several ways; each result is "ok:<content>" or
+/// "err:<message>" (`err:symlink: ...` when the link itself could not be made).
+///
+/// `symlink_dotdot` makes link `escape` -> `../../outside.txt`, which from the
+/// run's `work` directory names the file `outside.txt` beside the run
+/// directories, and reads through it; `symlink_abs` tries the same with an
+/// absolute link to `/etc/passwd`. With `"planted": NAME`, the guest then waits
+/// (up to a minute) for the host side to put a link NAME into its directory and
+/// reads through it (`planted`; "missing" if it never came).
+fn fs(args: &Value) -> Result<Value, TaskError> {
     let wrote = std::fs::write("./note.txt", "hello").is_ok();
     let read_back = std::fs::read_to_string("./note.txt").unwrap_or_default();
     let dotdot = read("../outside.txt");
     let absolute = read("/etc/passwd");
-    let symlink_dotdot = match symlink("..", "escape") {
-        Ok(()) => read("escape/outside.txt"),
+    let symlink_dotdot = match symlink("../../outside.txt", "escape") {
+        Ok(()) => read("escape"),
         Err(e) => format!("err:symlink: {e}"),
     };
-    let symlink_abs = match symlink("/etc", "abs") {
-        Ok(()) => read("abs/passwd"),
+    let symlink_abs = match symlink("/etc/passwd", "abs") {
+        Ok(()) => read("abs"),
         Err(e) => format!("err:symlink: {e}"),
     };
-    json!({
+    let planted = match args.get("planted") {
+        None | Some(Value::Null) => Value::Null,
+        Some(_) => {
+            let name = str_arg(args, "planted")?;
+            let mut waited = 0;
+            while std::fs::symlink_metadata(name).is_err() && waited < 600 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                waited += 1;
+            }
+            if std::fs::symlink_metadata(name).is_ok() { Value::String(read(name)) } else { "missing".into() }
+        }
+    };
+    Ok(json!({
         "wrote": wrote,
         "read_back": read_back,
         "dotdot": dotdot,
         "absolute": absolute,
         "symlink_dotdot": symlink_dotdot,
         "symlink_abs": symlink_abs,
-    })
+        "planted": planted,
+    }))
 }
 
 fn read(path: &str) -> String {
@@ -183,6 +207,74 @@ fn secret(args: &Value) -> Result<Value, TaskError> {
             json!({ "found": false, "error": kind, "message": TaskError::from(e).message })
         }
     })
+}
+
+/// Uses secret `key` the way a task would, and with `env` also the secret the
+/// environment exposes as that variable, without ever showing either value: a
+/// line on stdout and one on stderr, an LLM call, a traced step, a report tab,
+/// and with `fail_first` a retryable `flaky` error on attempt 1. Returns only
+/// each value's length and FNV-1a hash, so a test can tell that the right value
+/// was read while it looks for the value itself everywhere the run left a trace.
+fn use_secret(args: &Value) -> Result<Value, TaskError> {
+    let key = str_arg(args, "key")?;
+    let value = cairn_sdk::secrets::get(key)?;
+    let from_env = match args.get("env").and_then(Value::as_str) {
+        Some(name) => Some(
+            std::env::var(name).map_err(|e| TaskError::invalid_input(format!("environment variable {name}: {e}")))?,
+        ),
+        None => None,
+    };
+    println!("probe: read secret {key} ({} bytes)", value.len());
+    eprintln!("probe: using secret {key} in an LLM call and a traced step");
+    let answer = cairn_sdk::call_llm("Say one thing about tides.", "You are a probe.", false)?;
+    let step: u64 = traced("use-secret", &json!({ "key": key }), || Ok::<_, TaskError>(fnv1a(&value)))?;
+    cairn_sdk::report::replace(
+        "secret",
+        &format!("<p>probe used secret {} ({} bytes)</p>", cairn_sdk::report::escape(key), value.len()),
+    );
+    let attempt = cairn_sdk::env::attempt();
+    if args.get("fail_first").and_then(Value::as_bool).unwrap_or(false) && attempt == 1 {
+        return Err(TaskError::new("flaky", format!("probe: failing on purpose after using secret {key}")));
+    }
+    Ok(json!({
+        "key": key,
+        "length": value.len(),
+        "fnv": format!("{:016x}", fnv1a(&value)),
+        "env_length": from_env.as_ref().map(String::len),
+        "env_fnv": from_env.as_deref().map(|v| format!("{:016x}", fnv1a(v))),
+        "step_fnv": format!("{step:016x}"),
+        "answer": answer,
+        "attempt": attempt,
+    }))
+}
+
+/// 64-bit FNV-1a of `text`.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A traced step that prints a line and asks the LLM `question`, counting its
+/// own executions in a file of the run's directory; then, with
+/// `fail_on_first_attempt`, fails on attempt 1 (retryable), to show that a
+/// retry does not run the step again: `{"answer", "step_executions", "attempt"}`.
+/// The same mode as in the Python and JavaScript probes.
+fn traced_llm(args: &Value) -> Result<Value, TaskError> {
+    const COUNTER: &str = "./traced-step.count";
+    let question = args.get("question").and_then(Value::as_str).unwrap_or("question 1");
+    let answer: String = traced("ask", question, || {
+        let mut runs = std::fs::read_to_string(COUNTER).unwrap_or_default();
+        runs.push('x');
+        std::fs::write(COUNTER, runs)
+            .map_err(|e| TaskError::new("io", format!("probe: cannot write {COUNTER}: {e}")))?;
+        println!("step body ran: {question}");
+        Ok::<_, TaskError>(cairn_sdk::call_llm(question, "You are a probe.", false)?)
+    })?;
+    let attempt = cairn_sdk::env::attempt();
+    if args.get("fail_on_first_attempt").and_then(Value::as_bool).unwrap_or(false) && attempt == 1 {
+        return Err(TaskError::new("flaky", "probe: failing on purpose on attempt 1"));
+    }
+    let executions = std::fs::read_to_string(COUNTER).unwrap_or_default().len();
+    Ok(json!({ "answer": answer, "step_executions": executions, "attempt": attempt }))
 }
 
 /// A traced step named `name` (traced input: the request's `input`, or null)
@@ -269,7 +361,9 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
         return Err(TaskError::new("flaky", "probe: failing on purpose after the children finished, on attempt 1"));
     }
     let ids: Vec<&str> = children.iter().map(|c| c.run_id()).collect();
-    Ok(json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes, "first_error": first_error, "run_ids": ids }))
+    Ok(
+        json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes, "first_error": first_error, "run_ids": ids }),
+    )
 }
 
 /// One child run of `task` on `input` (default `{}`): `{"output": <its output
