@@ -467,7 +467,10 @@ async fn gc_removes_old_finished_runs_with_their_files() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("removed 2"), "{gone:?}");
     let store = project.store();
     for run in [&a, &b] {
-        assert!(store.get_run(&Tenant::default(), &run.id).is_err());
+        match store.get_run(&Tenant::default(), &run.id) {
+            Err(cairn::store::StoreError::NoSuchRun(id)) => assert_eq!(id, run.id),
+            other => panic!("gc must delete run {}: {other:?}", run.id),
+        }
         assert!(store.journal_of(&run.id).unwrap().is_empty());
         assert!(!project.path().join(".cairn/runs").join(&run.id).exists());
     }
