@@ -78,6 +78,13 @@ const RULES: &[Rule] = &[
         why: "the journal is replay keys over the store",
     },
     Rule {
+        module: "events",
+        allowed: Some(&["model", "store"]),
+        denied: &[],
+        external: &[&["wasmtime", "wasmtime_wasi", "reqwest"]],
+        why: "events are a stream of model facts; they know nothing of engines or runners",
+    },
+    Rule {
         module: "services",
         allowed: Some(&["model", "store", "journal", "llm", "progress"]),
         denied: &[],
@@ -86,7 +93,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "imports",
-        allowed: Some(&["model", "store", "journal", "llm", "services", "manifest", "progress"]),
+        allowed: Some(&["model", "store", "journal", "llm", "services", "manifest", "progress", "events"]),
         denied: &[],
         external: &[],
         why: "adapters are thin over services and never reach into the runner",

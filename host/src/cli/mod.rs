@@ -110,6 +110,17 @@ enum Command {
         #[command(subcommand)]
         command: secret::SecretCommand,
     },
+    /// Serve the project: one long-running host with an HTTP API, live event
+    /// streams, metrics and a dashboard. Other commands go through it.
+    Serve {
+        /// Where to listen (loopback by default; 127.0.0.1:0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        /// How long runs under way may go on after SIGTERM or SIGINT before
+        /// they are stopped (saved to resume later).
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        grace: String,
+    },
     /// Maintain the store: `repair` a damaged journal log.
     Store {
         #[command(subcommand)]
@@ -310,6 +321,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Secret { command } => secret::dispatch(&manifest, command),
         Command::Store { command } => store::dispatch(&manifest, command),
+        Command::Serve { listen, grace } => {
+            let grace = cairn::manifest::units::parse_duration(&grace).map_err(anyhow::Error::msg)?;
+            runtime()?.block_on(async {
+                let host = Host::open(manifest)?;
+                let options = cairn::server::ServeOptions { listen, grace };
+                cairn::server::serve(host, options, |info| {
+                    eprintln!("cairn serve: listening on {}", info.url);
+                    eprintln!("the API's bearer token is in {} (readable by you only)", info.token_file.display());
+                    eprintln!("dashboard: {}/ (it asks for the token)", info.url);
+                })
+                .await?;
+                eprintln!("cairn serve: stopped");
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dlq { command } => dlq::dispatch(&manifest, command),
         Command::Status { json } => status::show(&manifest, json),
         Command::Debug { .. } => unreachable!("handled before the manifest is read"),

@@ -1,61 +1,9 @@
 //! How runs are shown: for people (text) and for scripts (JSON).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use cairn::model::{Report, RunRecord, RunStatus};
-use cairn::store::prelude::*;
-
-/// Wall time of a run in milliseconds.
-pub fn duration_ms(run: &RunRecord) -> Option<u64> {
-    run.finished_at_ms.map(|end| end.saturating_sub(run.created_at_ms))
-}
-
-/// The `--json` form of a run: one object with everything a script needs.
-pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
-    let live: u32 = run.attempts.iter().map(|a| a.llm_live).sum();
-    let replayed: u32 = run.attempts.iter().map(|a| a.llm_replayed).sum();
-    let output =
-        run.output.as_deref().map(|text| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.into())));
-    let journal_entries = store.journal_of(&run.id).map(|j| j.len()).unwrap_or(0);
-    json!({
-        "run_id": run.id,
-        "task": run.task,
-        "tenant": run.tenant.to_string(),
-        "status": run.status.as_str(),
-        "output": output,
-        "error": run.error,
-        "attempts": run.attempts.iter().map(|a| json!({
-            "number": a.number,
-            "started_at_ms": a.started_at_ms,
-            "finished_at_ms": a.finished_at_ms,
-            "duration_ms": a.finished_at_ms.saturating_sub(a.started_at_ms),
-            "error": a.error,
-            "llm_calls_live": a.llm_live,
-            "llm_calls_replayed": a.llm_replayed,
-            "traces_replayed": a.trace_replayed,
-            "task": a.task,
-        })).collect::<Vec<_>>(),
-        "timings": {
-            "created_at_ms": run.created_at_ms,
-            "finished_at_ms": run.finished_at_ms,
-            "duration_ms": duration_ms(run),
-        },
-        "llm": {
-            "calls_live": live,
-            "calls_replayed": replayed,
-            "prompt_tokens": run.usage.prompt_tokens,
-            "completion_tokens": run.usage.completion_tokens,
-        },
-        "journal_entries": journal_entries,
-        "cached_from": run.cached_from,
-        "produced_by": run.produced_by,
-        "degraded": run.degraded,
-        "replay_of": run.replay_of,
-        "parent": run.parent,
-        "group": run.group,
-        "component_digest": run.component_digest,
-    })
-}
+pub use cairn::views::{duration_ms, run_json};
 
 /// Prints a finished run: its output on stdout, a summary line on stderr.
 pub fn print_run_for_people(run: &RunRecord) {

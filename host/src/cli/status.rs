@@ -1,7 +1,6 @@
 //! `cairn status`: circuit breakers, the dead-letter queue, and per-task
 //! run, retry and fallback counts, for people or as JSON.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -9,7 +8,6 @@ use serde_json::{Value, json};
 
 use cairn::manifest::Manifest;
 use cairn::model::{Tenant, now_ms};
-use cairn::policy::breaker::BreakerState;
 
 /// Prints the host's status.
 pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
@@ -29,59 +27,13 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let tenant = Tenant::default();
-    let now = now_ms();
-    let breakers: Vec<Value> = store
-        .breakers(&tenant)?
-        .into_iter()
-        .filter_map(|(name, state)| match cairn::breakers::decode(&state) {
-            Ok(breaker) => Some((name, breaker)),
-            Err(e) => {
-                eprintln!("warning: circuit breaker {name}: its stored state is unreadable ({e}); not shown");
-                None
-            }
-        })
-        .map(|(name, b)| {
-            let (failures, successes, next_probe_ms) = match b.state {
-                BreakerState::Closed { failures } => (failures, 0, None),
-                BreakerState::HalfOpen { successes } => (0, successes, None),
-                BreakerState::Open { until_ms } => (b.config.failure_threshold, 0, Some(until_ms.saturating_sub(now))),
-            };
-            let state = if matches!(b.state, BreakerState::Open { until_ms } if until_ms <= now) {
-                "half-open"
-            } else {
-                b.state_name()
-            };
-            json!({
-                "name": name, "state": state, "failures": failures, "successes": successes,
-                "next_probe_in_ms": next_probe_ms, "times_opened": b.opened,
-                "failure_threshold": b.config.failure_threshold, "success_threshold": b.config.success_threshold,
-            })
-        })
-        .collect();
-    let dlq = store.dlq_count(&tenant)?;
-    // Counted by the store as runs change: one read per task, however many runs it holds.
-    let tasks: BTreeMap<String, [u64; 6]> = store
-        .task_stats(&tenant)?
-        .into_iter()
-        .map(|(task, c)| (task, [c.runs, c.succeeded, c.failed, c.retries, c.degraded, c.cached]))
-        .collect();
-    let tasks_json: Vec<Value> = tasks
-        .iter()
-        .map(|(task, c)| {
-            json!({"task": task, "runs": c[0], "succeeded": c[1], "failed": c[2], "retries": c[3], "degraded": c[4], "cached": c[5]})
-        })
-        .collect();
-    let providers: Vec<Value> = store
-        .counters(&tenant)?
-        .into_iter()
-        .filter_map(|(name, n)| {
-            let provider = name.strip_prefix("provider:")?.strip_suffix(":retries")?;
-            Some(json!({"provider": provider, "retries": n}))
-        })
-        .collect();
+    let status = cairn::views::status_json(store.as_ref(), &tenant, pools.clone())?;
+    let (breakers, dlq, providers) = (
+        status["breakers"].as_array().cloned().unwrap_or_default(),
+        status["dlq"].as_u64().unwrap_or_default(),
+        status["providers"].as_array().cloned().unwrap_or_default(),
+    );
     if as_json {
-        let status =
-            json!({"pools": pools, "breakers": breakers, "dlq": dlq, "tasks": tasks_json, "providers": providers});
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -114,8 +66,18 @@ pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
         "\n{:<24} {:>6} {:>9} {:>6} {:>7} {:>8} {:>6}",
         "TASK", "RUNS", "SUCCEEDED", "FAILED", "RETRIES", "DEGRADED", "CACHED"
     );
-    for (task, c) in &tasks {
-        println!("{task:<24} {:>6} {:>9} {:>6} {:>7} {:>8} {:>6}", c[0], c[1], c[2], c[3], c[4], c[5]);
+    for t in status["tasks"].as_array().into_iter().flatten() {
+        let n = |field: &str| t[field].as_u64().unwrap_or_default();
+        println!(
+            "{:<24} {:>6} {:>9} {:>6} {:>7} {:>8} {:>6}",
+            t["task"].as_str().unwrap_or_default(),
+            n("runs"),
+            n("succeeded"),
+            n("failed"),
+            n("retries"),
+            n("degraded"),
+            n("cached")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::events::{Events, ObservedJournal};
 use crate::journal::{Journal, JournalMode};
 use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
@@ -69,6 +70,8 @@ pub struct HostServices {
     pub children: Option<Arc<dyn ChildRuns>>,
     /// The host's live counters.
     pub progress: Arc<Progress>,
+    /// The host's event stream.
+    pub events: Events,
 }
 
 impl HostServices {
@@ -78,14 +81,16 @@ impl HostServices {
         tenant: Tenant,
         children: Option<Arc<dyn ChildRuns>>,
         progress: Arc<Progress>,
+        events: Events,
     ) -> Self {
         HostServices {
-            journal: store.clone(),
+            journal: Arc::new(ObservedJournal::new(store.clone(), events.clone())),
             secrets: store.clone(),
             outputs: store.clone(),
             tenant,
             children,
             progress,
+            events,
         }
     }
 }

@@ -59,8 +59,10 @@ failure_kinds! {
     ReplayMiss = "replay-miss",
     /// The host itself failed (store, filesystem, engine slots).
     HostError = "host-error",
-    /// The host stopped during the attempt (crash or kill).
+    /// The host stopped during the attempt (crash, kill, or a graceful stop).
     Interrupted = "interrupted",
+    /// The run was cancelled on request.
+    Cancelled = "cancelled",
     /// The task's circuit breaker is open.
     CircuitOpen = "circuit-open",
     /// Every instance of a pooled environment stayed busy past `queue_timeout`.

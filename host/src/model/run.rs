@@ -16,6 +16,8 @@ pub enum RunStatus {
     Succeeded,
     /// Finished with an error after all attempts.
     Failed,
+    /// Stopped on request (`cairn runs cancel`): not retried, not dead-lettered.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -26,17 +28,18 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
-    /// Whether a run in this status is over (succeeded or failed).
+    /// Whether a run in this status is over (succeeded, failed or cancelled).
     pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
     }
 
     /// Parses a status name.
     pub fn parse(text: &str) -> Option<Self> {
-        [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed]
+        [RunStatus::Pending, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled]
             .into_iter()
             .find(|s| s.as_str() == text)
     }

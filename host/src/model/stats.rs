@@ -14,6 +14,9 @@ pub struct TaskStats {
     pub succeeded: u64,
     /// Runs that failed.
     pub failed: u64,
+    /// Runs cancelled on request.
+    #[serde(default)]
+    pub cancelled: u64,
     /// Retries: a counted failure followed by another attempt of the same task.
     pub retries: u64,
     /// Runs whose output came from a fallback.
@@ -31,6 +34,7 @@ impl TaskStats {
             runs: 1,
             succeeded: u64::from(run.status == RunStatus::Succeeded),
             failed: u64::from(run.status == RunStatus::Failed),
+            cancelled: u64::from(run.status == RunStatus::Cancelled),
             retries: retries as u64,
             degraded: u64::from(run.degraded),
             cached: u64::from(run.cached_from.is_some()),
@@ -43,6 +47,7 @@ impl TaskStats {
             runs: self.runs + other.runs,
             succeeded: self.succeeded + other.succeeded,
             failed: self.failed + other.failed,
+            cancelled: self.cancelled + other.cancelled,
             retries: self.retries + other.retries,
             degraded: self.degraded + other.degraded,
             cached: self.cached + other.cached,
@@ -55,6 +60,7 @@ impl TaskStats {
             runs: self.runs.saturating_sub(other.runs),
             succeeded: self.succeeded.saturating_sub(other.succeeded),
             failed: self.failed.saturating_sub(other.failed),
+            cancelled: self.cancelled.saturating_sub(other.cancelled),
             retries: self.retries.saturating_sub(other.retries),
             degraded: self.degraded.saturating_sub(other.degraded),
             cached: self.cached.saturating_sub(other.cached),

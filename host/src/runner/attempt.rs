@@ -135,10 +135,14 @@ impl Host {
         {
             tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
         }
-        if !leftovers.call.report.tabs.is_empty()
-            && let Err(e) = self.store.put_report(run_id, &leftovers.call.report).await
-        {
-            tracing::warn!(run = %run_id, "cannot store the report: {e}");
+        if !leftovers.call.report.tabs.is_empty() {
+            match self.store.put_report(run_id, &leftovers.call.report).await {
+                Ok(()) => {
+                    let tabs = leftovers.call.report.tabs.keys().cloned().collect();
+                    self.events.emit(run_id, crate::events::EventKind::Report { tabs });
+                }
+                Err(e) => tracing::warn!(run = %run_id, "cannot store the report: {e}"),
+            }
         }
         (outcome, leftovers.call.stats)
     }

@@ -196,6 +196,10 @@ impl Host {
             run.parent = Some(child.parent.clone());
             run.group = child.group.clone();
             self.store.create_run(&run).await?;
+            self.events.emit(
+                &run.id,
+                crate::events::EventKind::RunStarted { task: task.name.clone(), parent: run.parent.clone() },
+            );
             self.start_environment(&task.environment).await;
             return self.start(run, &task, &RunOptions::default()).await;
         };

@@ -8,6 +8,7 @@ use super::attempt::AttemptPlan;
 use super::lease::Heartbeat;
 use super::{Host, RunnerError};
 use crate::clock::random_unit;
+use crate::events::EventKind;
 use crate::imports::{HostState, TaskPre};
 use crate::journal::JournalMode;
 use crate::llm::LlmProvider;
@@ -34,6 +35,8 @@ impl Host {
             None => JournalMode::Live,
         };
         let _heartbeat = Heartbeat::start(&self.store, self.tenant.clone(), run.id.clone(), self.host_id.clone());
+        let registered = self.stops.register(&run.id);
+        let stop = registered.token.clone();
         let mut chain = vec![task.clone()];
         for name in &task.fallback {
             chain.push(self.manifest.task(name).map_err(RunnerError::UnknownTask)?.clone());
@@ -90,6 +93,9 @@ impl Host {
             let mut memory = self.manifest.environment_of(candidate).resources.memory;
             let mut parks = 0;
             loop {
+                if let Some(why) = stop.stopped() {
+                    return self.stopped(run, why).await;
+                }
                 let plan = AttemptPlan {
                     number: run.attempts.len() as u32 + 1,
                     mode: mode.clone(),
@@ -100,8 +106,21 @@ impl Host {
                     pool: pool.clone(),
                 };
                 let started_at_ms = now_ms();
-                let (outcome, stats) =
-                    self.attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan).await;
+                self.events
+                    .emit(&run.id, EventKind::AttemptStarted { attempt: plan.number, task: candidate.name.clone() });
+                let (outcome, stats) = tokio::select! {
+                    done = self.attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan) => done,
+                    why = stop.wait() => (Err(why.failure()), Default::default()),
+                };
+                self.events.emit(
+                    &run.id,
+                    EventKind::AttemptEnded {
+                        attempt: plan.number,
+                        error: outcome.as_ref().err().cloned(),
+                        llm_live: stats.llm.live,
+                        llm_replayed: stats.llm.replayed,
+                    },
+                );
                 if let Some(halt) = self.store.halted() {
                     // The store stopped taking writes: whatever the attempt got, nothing
                     // more is recorded. On disk the run is still running, and a restart
@@ -132,6 +151,14 @@ impl Host {
                     }
                     Err(failure) => failure,
                 };
+                if let Some(why) = stop.stopped() {
+                    // Stopped on purpose: no retry, no breaker, no dead letter.
+                    if let Some(last) = run.attempts.last_mut() {
+                        last.error = Some(why.failure());
+                        last.not_counted = true;
+                    }
+                    return self.stopped(run, why).await;
+                }
                 let standing = Standing {
                     failures: run.attempts[run.retry_from.min(run.attempts.len())..]
                         .iter()
@@ -177,7 +204,10 @@ impl Host {
                         parks += 1;
                         tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
                         self.store.update_run(&run, &self.host_id).await?;
-                        self.clock.sleep(wait).await;
+                        tokio::select! {
+                            _ = self.clock.sleep(wait) => {}
+                            _ = stop.wait() => {}
+                        }
                         continue;
                     }
                     Step::Retry { wait, memory: next } => {
@@ -188,7 +218,10 @@ impl Host {
                         if child {
                             self.progress.child_retrying(true);
                         }
-                        self.clock.sleep(wait).await;
+                        tokio::select! {
+                            _ = self.clock.sleep(wait) => {}
+                            _ = stop.wait() => {}
+                        }
                         if child {
                             self.progress.child_retrying(false);
                         }

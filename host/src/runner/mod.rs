@@ -14,6 +14,7 @@
 
 mod attempt;
 pub mod cache;
+pub mod cancel;
 pub mod children;
 mod components;
 mod dlq;
@@ -24,6 +25,7 @@ mod providers;
 mod recovery;
 mod retention;
 mod run;
+mod submit;
 pub mod warm;
 
 use std::collections::HashSet;
@@ -31,6 +33,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use rustc_hash::FxHashMap as HashMap;
 
+use self::cancel::Stops;
 use self::children::ChildSpawner;
 use self::components::Components;
 pub use self::invoke::PreparedTask;
@@ -40,6 +43,7 @@ use self::warm::WarmInstance;
 use crate::breakers::Breakers;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{CairnEngine, EngineError};
+use crate::events::Events;
 use crate::imports::{self, HostServices};
 use crate::manifest::Manifest;
 use crate::model::Tenant;
@@ -73,6 +77,15 @@ pub enum RunnerError {
     /// The manifest asks for more instances than the host can hold.
     #[error("{0}")]
     Capacity(String),
+    /// The host is stopping: the run was saved to resume when a host starts again.
+    #[error("the host is stopping; run {run_id} is saved and resumes when a host starts again")]
+    Stopped {
+        /// The run.
+        run_id: String,
+    },
+    /// The host is stopping and takes no new runs.
+    #[error("the host is stopping and takes no new runs")]
+    NotAccepting,
     /// A run that cannot be resumed now.
     #[error("cannot resume run {run_id}: {reason}")]
     NotResumable {
@@ -125,6 +138,12 @@ pub struct Host {
     pool_status: Mutex<Vec<crate::pool::PoolStats>>,
     /// What every instance gets (store, tenant, children, counters).
     services: HostServices,
+    /// What the runs are doing, for listeners (the server's event streams).
+    events: Events,
+    /// Stop signals of the runs being driven.
+    stops: Stops,
+    /// Runs submitted to run in the background ([`Host::submit`]) and not yet ended.
+    background: submit::Background,
 }
 
 /// The file name of the embedded store inside `.cairn/`.
@@ -182,7 +201,9 @@ impl Host {
         let host = Arc::new_cyclic(|me: &Weak<Host>| {
             let children = Arc::new(ChildSpawner::new(me.clone()));
             let child_runs: Arc<dyn crate::services::children::ChildRuns> = children.clone();
-            let services = HostServices::new(&store, tenant.clone(), Some(child_runs), progress.clone());
+            let events = Events::default();
+            let services =
+                HostServices::new(&store, tenant.clone(), Some(child_runs), progress.clone(), events.clone());
             Host {
                 manifest,
                 components: Components::new(engine, linker),
@@ -201,6 +222,9 @@ impl Host {
                 fresh_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_FRESH_INSTANCES)),
                 pool_status: Mutex::new(Vec::new()),
                 services,
+                events,
+                stops: Stops::default(),
+                background: submit::Background::default(),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -229,6 +253,16 @@ impl Host {
             });
         }
         Ok(host)
+    }
+
+    /// This host's lease owner id, `<hostname>-<pid>`.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// What the host's runs are doing, as a stream.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// The host's live counters (children, LLM calls, tokens).

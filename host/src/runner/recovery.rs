@@ -67,6 +67,20 @@ impl Host {
     /// Resumes every unfinished run whose lease is stale. Returns the resumed
     /// runs as they finished.
     pub async fn recover(&self) -> Result<Vec<RunRecord>, RunnerError> {
+        let mut finished = Vec::new();
+        for run in self.stale_runs()? {
+            // One run that cannot be resumed must not stop the others, or the host.
+            match self.resume(&run.id, false).await {
+                Ok(record) => finished.push(record),
+                Err(e) => tracing::warn!(run = %run.id, "not resumed: {e}"),
+            }
+        }
+        Ok(finished)
+    }
+
+    /// The unfinished runs a host left behind that are to be resumed: their
+    /// lease is stale, and they are top-level (or their parent is finished).
+    pub(super) fn stale_runs(&self) -> Result<Vec<RunRecord>, RunnerError> {
         let now = now_ms();
         // Only unfinished runs are read, from the status index: the cost does
         // not grow with the finished runs the store holds.
@@ -84,16 +98,6 @@ impl Host {
                 .get_run(&self.tenant, id)
                 .is_ok_and(|parent| matches!(parent.status, RunStatus::Running | RunStatus::Pending))
         };
-        let stale: Vec<RunRecord> =
-            stale.into_iter().filter(|r| r.parent.as_deref().is_none_or(|p| !parent_unfinished(p))).collect();
-        let mut finished = Vec::new();
-        for run in stale {
-            // One run that cannot be resumed must not stop the others, or the host.
-            match self.resume(&run.id, false).await {
-                Ok(record) => finished.push(record),
-                Err(e) => tracing::warn!(run = %run.id, "not resumed: {e}"),
-            }
-        }
-        Ok(finished)
+        Ok(stale.into_iter().filter(|r| r.parent.as_deref().is_none_or(|p| !parent_unfinished(p))).collect())
     }
 }

@@ -1,8 +1,10 @@
 //! A new run: its record, its input check, the cache, its attempts, and
 //! the finished record.
 
+use super::cancel::Stop;
 use super::lease::lease_until;
 use super::{Host, RunOptions, RunnerError, cache};
+use crate::events::EventKind;
 use crate::manifest::TaskSpec;
 use crate::model::{CacheEntry, Failure, FailureKind, Lease, RunRecord, RunStatus, now_ms};
 
@@ -15,6 +17,21 @@ impl Host {
 
     /// [`Host::run`] with options (replay of a cassette).
     pub async fn run_with(&self, task_name: &str, input: &str, options: &RunOptions) -> Result<RunRecord, RunnerError> {
+        let (run, task) = self.create(task_name, input, options).await?;
+        self.start(run, &task, options).await
+    }
+
+    /// Stores a new run of `task_name` on `input` (running, under this
+    /// host's lease) and readies its environment.
+    pub(super) async fn create(
+        &self,
+        task_name: &str,
+        input: &str,
+        options: &RunOptions,
+    ) -> Result<(RunRecord, TaskSpec), RunnerError> {
+        if self.stops.stopping() {
+            return Err(RunnerError::NotAccepting);
+        }
         let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
         if let Some(source) = &options.replay {
             // Fail early and clearly if the cassette is not there.
@@ -23,8 +40,9 @@ impl Host {
         let run = self.new_record(&task.name, input, options);
         self.store.create_run(&run).await?;
         tracing::info!(run = %run.id, task = %task.name, "run started");
+        self.events.emit(&run.id, EventKind::RunStarted { task: task.name.clone(), parent: None });
         self.start_environment(&task.environment).await;
-        self.start(run, &task, options).await
+        Ok((run, task))
     }
 
     /// A new run record of `task` on `input`, running under this host's lease.
@@ -98,6 +116,11 @@ impl Host {
                 run.status = RunStatus::Succeeded;
                 run.output = Some(output);
             }
+            Err(failure) if failure.kind == FailureKind::Cancelled => {
+                tracing::info!(run = %run.id, "run cancelled");
+                run.status = RunStatus::Cancelled;
+                run.error = Some(failure);
+            }
             Err(failure) => {
                 tracing::warn!(run = %run.id, "run failed: {failure}");
                 run.status = RunStatus::Failed;
@@ -107,8 +130,27 @@ impl Host {
         run.finished_at_ms = Some(now_ms());
         run.lease = None;
         self.store.update_run(&run, &self.host_id).await?;
+        self.events.emit(
+            &run.id,
+            EventKind::RunFinished { status: run.status.as_str().to_owned(), parent: run.parent.clone() },
+        );
         self.release_run_dir(&run);
         self.flush_provider_retries().await;
         Ok(run)
+    }
+
+    /// Ends a run a stop reached between or during attempts: a cancelled one
+    /// finishes `cancelled`; one stopped by a graceful shutdown is saved as
+    /// it is (its lease released) and resumes when a host starts again.
+    pub(super) async fn stopped(&self, mut run: RunRecord, why: Stop) -> Result<RunRecord, RunnerError> {
+        match why {
+            Stop::Cancel => self.finish(run, Err(why.failure())).await,
+            Stop::Shutdown => {
+                run.lease = None;
+                self.store.update_run(&run, &self.host_id).await?;
+                tracing::info!(run = %run.id, "saved to resume later (the host is stopping)");
+                Err(RunnerError::Stopped { run_id: run.id })
+            }
+        }
     }
 }

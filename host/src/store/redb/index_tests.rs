@@ -192,6 +192,7 @@ async fn a_store_written_by_the_schema_1_release_is_migrated_on_open() {
             runs,
             succeeded,
             failed,
+            cancelled: 0,
             retries,
             degraded,
             cached: 0,

@@ -1,0 +1,172 @@
+//! Stopping runs that are under way: a cancel (the run ends `cancelled`,
+//! with no retry and no dead letter) or a host's graceful stop (the attempt
+//! ends `interrupted` and the run is saved to be resumed). Each run the host
+//! drives has a [`StopToken`]; its attempt, backoff and parking wait on it,
+//! so a stop takes effect at the guest's next epoch tick.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::model::{Failure, FailureKind};
+
+/// Why a run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Cancelled on request: ends `cancelled`.
+    Cancel,
+    /// The host is stopping: the run is saved and resumes later.
+    Shutdown,
+}
+
+impl Stop {
+    /// The failure its attempt ends with.
+    pub fn failure(self) -> Failure {
+        match self {
+            Stop::Cancel => Failure::new(FailureKind::Cancelled, "the run was cancelled on request", false),
+            Stop::Shutdown => Failure::new(
+                FailureKind::Interrupted,
+                "the host stopped (graceful shutdown) during this attempt; the run resumes when a host starts",
+                true,
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// 0: running; 1: cancelled; 2: shutting down.
+    state: AtomicU8,
+    notify: Notify,
+}
+
+/// A run's stop signal.
+#[derive(Debug, Clone, Default)]
+pub struct StopToken(Arc<Inner>);
+
+impl StopToken {
+    /// Asks the run to stop (the first reason wins).
+    pub fn stop(&self, why: Stop) {
+        let code = match why {
+            Stop::Cancel => 1,
+            Stop::Shutdown => 2,
+        };
+        let _ = self.0.state.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether, and why, the run was asked to stop.
+    pub fn stopped(&self) -> Option<Stop> {
+        match self.0.state.load(Ordering::SeqCst) {
+            1 => Some(Stop::Cancel),
+            2 => Some(Stop::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// Waits until the run is asked to stop; returns why.
+    pub async fn wait(&self) -> Stop {
+        loop {
+            let notified = self.0.notify.notified();
+            if let Some(why) = self.stopped() {
+                return why;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The stop tokens of the runs a host is driving.
+#[derive(Debug, Default)]
+pub struct Stops {
+    runs: Mutex<HashMap<String, StopToken>>,
+    /// Set once the host stops: runs that start later stop at once.
+    all: StopToken,
+    /// Set once the host takes no new runs.
+    closed: AtomicBool,
+}
+
+/// Removes a run's token when its driving ends.
+pub struct Registered<'a> {
+    stops: &'a Stops,
+    run_id: String,
+    /// The run's token.
+    pub token: StopToken,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.stops.runs.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.run_id);
+    }
+}
+
+impl Stops {
+    /// The token of `run_id` for as long as the guard lives.
+    pub fn register(&self, run_id: &str) -> Registered<'_> {
+        let token = self.runs.lock().unwrap_or_else(|e| e.into_inner()).entry(run_id.to_owned()).or_default().clone();
+        if let Some(why) = self.all.stopped() {
+            token.stop(why);
+        }
+        Registered { stops: self, run_id: run_id.to_owned(), token }
+    }
+
+    /// Stops one run; returns whether this host is driving it.
+    pub fn stop(&self, run_id: &str, why: Stop) -> bool {
+        match self.runs.lock().unwrap_or_else(|e| e.into_inner()).get(run_id) {
+            Some(token) => {
+                token.stop(why);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every run, now and later.
+    pub fn stop_all(&self, why: Stop) {
+        self.all.stop(why);
+        for token in self.runs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            token.stop(why);
+        }
+    }
+
+    /// Takes no new runs from now on; the runs under way go on.
+    pub fn stop_all_new(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the host is stopping (takes no new runs).
+    pub fn stopping(&self) -> bool {
+        self.closed.load(Ordering::SeqCst) || self.all.stopped().is_some()
+    }
+
+    /// Runs being driven now.
+    pub fn running(&self) -> usize {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_wakes_the_waiter_and_the_first_reason_wins() {
+        let stops = Stops::default();
+        let run = stops.register("r");
+        let waiter = tokio::spawn({
+            let token = run.token.clone();
+            async move { token.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(stops.stop("r", Stop::Cancel));
+        assert_eq!(waiter.await.unwrap(), Stop::Cancel);
+        stops.stop_all(Stop::Shutdown);
+        assert_eq!(run.token.stopped(), Some(Stop::Cancel), "the first reason wins");
+        drop(run);
+        assert!(!stops.stop("r", Stop::Cancel), "a run no longer driven is not stopped");
+        let late = stops.register("later");
+        assert_eq!(late.token.stopped(), Some(Stop::Shutdown), "runs that start after a stop stop at once");
+    }
+}

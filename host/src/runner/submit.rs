@@ -1,0 +1,169 @@
+//! Runs in the background, as a server runs them: submitted (the record is
+//! made and its id returned at once), cancelled, and waited for when the
+//! host stops gracefully.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::cancel::Stop;
+use super::{Host, RunOptions, RunnerError};
+use crate::model::RunRecord;
+use crate::store::{Lineage, RunFilter};
+
+/// Counts the runs going on in the background, to wait for them.
+#[derive(Debug, Default)]
+pub struct Background {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+struct Running<'a>(&'a Background);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Background {
+    fn enter(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running(self)
+    }
+
+    /// Background runs going on now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Waits until none is going on, or `limit` passes; returns whether none is.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.running() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+impl Host {
+    /// Makes a run of `task` on `input` and runs it in the background:
+    /// returns its record (running) as soon as it is stored.
+    pub async fn submit(
+        self: &Arc<Self>,
+        task: &str,
+        input: &str,
+        options: RunOptions,
+    ) -> Result<RunRecord, RunnerError> {
+        if self.stops.stopping() {
+            return Err(RunnerError::NotAccepting);
+        }
+        let (run, spec) = self.create(task, input, &options).await?;
+        let host = self.clone();
+        let record = run.clone();
+        tokio::spawn(async move {
+            let _running = host.background.enter();
+            if let Err(e) = host.start(run, &spec, &options).await {
+                tracing::warn!("background run ended with an error: {e}");
+            }
+        });
+        Ok(record)
+    }
+
+    /// Resumes a run in the background (see [`Host::resume`]); returns at once.
+    pub fn resume_in_background(self: &Arc<Self>, run_id: &str, force: bool) -> Result<(), RunnerError> {
+        if self.stops.stopping() {
+            return Err(RunnerError::NotAccepting);
+        }
+        let host = self.clone();
+        let run_id = run_id.to_owned();
+        tokio::spawn(async move {
+            let _running = host.background.enter();
+            if let Err(e) = host.resume(&run_id, force).await {
+                tracing::warn!(run = %run_id, "resumed run ended with an error: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Retries a dead letter (see [`Host::retry_dead`]) in the background.
+    pub fn retry_dead_in_background(self: &Arc<Self>, run_id: &str, stub: Option<String>) -> Result<(), RunnerError> {
+        if self.stops.stopping() {
+            return Err(RunnerError::NotAccepting);
+        }
+        let host = self.clone();
+        let run_id = run_id.to_owned();
+        tokio::spawn(async move {
+            let _running = host.background.enter();
+            if let Err(e) = host.retry_dead(&run_id, stub).await {
+                tracing::warn!(run = %run_id, "dead-letter retry ended with an error: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    /// Resumes, in the background, every run a stopped host left behind
+    /// (see [`Host::recover`]); returns how many.
+    pub fn recover_in_background(self: &Arc<Self>) -> Result<usize, RunnerError> {
+        let stale = self.stale_runs()?;
+        for run in &stale {
+            self.resume_in_background(&run.id, false)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Cancels a run this host is driving, and its children: each ends
+    /// `cancelled` at its guest's next epoch tick, with no retry and no dead
+    /// letter. Returns how many runs were told to stop.
+    pub fn cancel(&self, run_id: &str) -> Result<usize, RunnerError> {
+        self.store.get_run(&self.tenant, run_id)?;
+        let mut stopped = 0;
+        let mut todo = vec![run_id.to_owned()];
+        while let Some(id) = todo.pop() {
+            stopped += usize::from(self.stops.stop(&id, Stop::Cancel));
+            let filter = RunFilter { lineage: Lineage::ChildrenOf(id.clone()), ..RunFilter::default() };
+            for child in self.store.list_runs(&self.tenant, &filter)? {
+                if !child.status.is_finished() {
+                    todo.push(child.id);
+                }
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Whether the host is stopping (it takes no new runs).
+    pub fn stopping(&self) -> bool {
+        self.stops.stopping()
+    }
+
+    /// Stops gracefully: takes no new runs, lets the runs under way finish
+    /// for up to `grace`, then stops the rest at their next epoch tick, each
+    /// saved (its attempt `interrupted`, not counted; its lease released) to
+    /// resume when a host starts again. Returns how many runs were stopped.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.stops.stop_all_new();
+        if self.background.wait_idle(grace).await {
+            return 0;
+        }
+        let left = self.stops.running();
+        self.stops.stop_all(Stop::Shutdown);
+        // Saving a stopped run is a store write or two.
+        self.background.wait_idle(Duration::from_secs(10)).await;
+        left
+    }
+
+    /// Background runs going on now.
+    pub fn background_runs(&self) -> usize {
+        self.background.running()
+    }
+}
