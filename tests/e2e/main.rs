@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod dashboard;
 mod durability;
 mod failures;
 mod fanout;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod guests;
 pub mod llm_server;
 pub mod project;
