@@ -23,6 +23,9 @@ pub struct Components {
     pres: Mutex<HashMap<String, TaskPre<HostState>>>,
     /// Component files as last loaded, by task name.
     loaded: Mutex<HashMap<String, Loaded>>,
+    /// Held while a component is loaded, so that many runs starting at once
+    /// load it once (the others wait, then find it loaded).
+    loading: tokio::sync::Mutex<()>,
 }
 
 /// A component file as last loaded: what identified it, and when that was checked.
@@ -49,7 +52,7 @@ impl Host {
 impl Components {
     /// An empty cache over `engine`, linking with `linker`.
     pub fn new(engine: Arc<CairnEngine>, linker: Linker<HostState>) -> Self {
-        Components { engine, linker, pres: Mutex::default(), loaded: Mutex::default() }
+        Components { engine, linker, pres: Mutex::default(), loaded: Mutex::default(), loading: Default::default() }
     }
 
     /// The engine components are compiled for.
@@ -61,20 +64,37 @@ impl Components {
     /// file is not read again; a changed one is loaded and compiled (or
     /// found in the artifact cache).
     pub async fn prepare(&self, task: &TaskSpec) -> Result<(TaskPre<HostState>, Arc<str>), Failure> {
+        if let Some(known) = self.known(task) {
+            return Ok(known);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(known) = self.known(task) {
+            return Ok(known);
+        }
+        self.load(task).await
+    }
+
+    /// The task's component as loaded before, if its file is unchanged.
+    fn known(&self, task: &TaskSpec) -> Option<(TaskPre<HostState>, Arc<str>)> {
         // An unchanged file needs no reading, hashing or loading again.
         {
             let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(known) = loaded.get_mut(&task.name) {
                 let now = coarse_now_ms();
                 if now.saturating_sub(known.checked_at_ms) < RECHECK_COMPONENT_MS {
-                    return Ok((known.pre.clone(), known.digest.clone()));
+                    return Some((known.pre.clone(), known.digest.clone()));
                 }
                 if FileIdentity::of(&task.component).is_some_and(|identity| identity == known.identity) {
                     known.checked_at_ms = now;
-                    return Ok((known.pre.clone(), known.digest.clone()));
+                    return Some((known.pre.clone(), known.digest.clone()));
                 }
             }
         }
+        None
+    }
+
+    /// Loads the task's component (from the artifact cache, or compiled) and pre-instantiates it.
+    async fn load(&self, task: &TaskSpec) -> Result<(TaskPre<HostState>, Arc<str>), Failure> {
         let identity = FileIdentity::of(&task.component);
         let engine = self.engine.clone();
         let path = task.component.clone();

@@ -73,8 +73,10 @@ impl Host {
         let record = run.clone();
         tokio::spawn(async move {
             let _running = host.background.enter();
-            if let Err(e) = host.start(run, &spec, &options).await {
-                tracing::warn!("background run ended with an error: {e}");
+            match host.start(run, &spec, &options).await {
+                Err(e @ RunnerError::Stopped { .. }) => tracing::info!("{e}"),
+                Err(e) => tracing::warn!("background run ended with an error: {e}"),
+                Ok(_) => {}
             }
         });
         Ok(record)
