@@ -35,6 +35,7 @@ mod layering;
 pub mod llm;
 pub mod manifest;
 pub mod model;
+pub mod otlp;
 pub mod policy;
 pub mod pool;
 pub mod progress;

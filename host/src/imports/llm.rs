@@ -93,6 +93,7 @@ fn from_wit_request(request: Request) -> ChatRequest {
 }
 
 impl Host for LlmView<'_> {
+    #[tracing::instrument(name = "llm.complete", skip_all)]
     async fn complete(&mut self, request: Request) -> wasmtime::Result<Result<Response, WitLlmError>> {
         let answer = self.ctx.calls.complete(self.journal, from_wit_request(request)).await;
         Ok(answer.map_err(|e| e.into_wasmtime())?.map_err(to_wit_error).map(|r| Response {
@@ -102,6 +103,7 @@ impl Host for LlmView<'_> {
         }))
     }
 
+    #[tracing::instrument(name = "llm.call-llm", skip_all)]
     async fn call_llm(
         &mut self,
         prompt: String,

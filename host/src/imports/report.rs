@@ -63,6 +63,7 @@ impl Host for &mut ReportCtx {
         Ok(())
     }
 
+    #[tracing::instrument(name = "report.flush", skip_all)]
     async fn flush(&mut self) -> wasmtime::Result<()> {
         self.store.put_report(&self.run_id, &self.report).await?;
         Ok(())

@@ -67,6 +67,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 impl Host for &mut SecretsCtx {
+    #[tracing::instrument(name = "secrets.get", skip_all)]
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<String, SecretError>> {
         SecretsCtx::get(self, key).await
     }

@@ -94,6 +94,7 @@ fn task_error(failure: Failure) -> TaskError {
 }
 
 impl TasksView<'_> {
+    #[tracing::instrument(name = "tasks.submit", skip_all)]
     async fn submit_child(&mut self, task: String, input: String) -> wasmtime::Result<Result<PendingChild, TaskError>> {
         let submitted = self.ctx.submissions.submit(self.journal, &self.ctx.context.task, task, input).await;
         Ok(submitted.map_err(|e| e.into_wasmtime())?.map_err(task_error).map(|child| PendingChild {
@@ -127,6 +128,7 @@ impl Host for TasksView<'_> {
         })
     }
 
+    #[tracing::instrument(name = "tasks.call", skip_all)]
     async fn call(&mut self, task: String, input: String) -> wasmtime::Result<Result<String, TaskError>> {
         Ok(match self.submit_child(task, input).await? {
             Ok(pending) => outcome(&pending.run_id, &pending.task, pending.handle).await.map_err(task_error),
@@ -140,6 +142,7 @@ impl HostPending for TasksView<'_> {
         Ok(self.table.get(&pending)?.run_id.clone())
     }
 
+    #[tracing::instrument(name = "tasks.get", skip_all)]
     async fn get(&mut self, pending: Resource<PendingChild>) -> wasmtime::Result<Result<String, TaskError>> {
         let child = self.table.get(&pending)?;
         if child.parent != self.ctx.context.run_id {

@@ -47,6 +47,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 impl Host for TraceView<'_> {
+    #[tracing::instrument(name = "trace.recall", skip_all)]
     async fn recall(&mut self, name: String, input: String) -> wasmtime::Result<Option<String>> {
         let hit = self.journal.trace_recall(&name, &input).await?;
         if hit.is_some() {
@@ -55,6 +56,7 @@ impl Host for TraceView<'_> {
         Ok(hit)
     }
 
+    #[tracing::instrument(name = "trace.record", skip_all)]
     async fn record(&mut self, name: String, input: String, output: String) -> wasmtime::Result<()> {
         self.journal.trace_record(&name, &input, &output).await?;
         Ok(())

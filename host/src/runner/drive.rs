@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::attempt::AttemptPlan;
 use super::lease::Heartbeat;
 use super::{Host, RunnerError};
@@ -24,6 +26,17 @@ impl Host {
     /// open breakers and parking on an open provider breaker do not count as
     /// retries. `stub` answers the first LLM call that misses the journal.
     pub(super) async fn drive(
+        &self,
+        run: RunRecord,
+        task: &TaskSpec,
+        pre: TaskPre<HostState>,
+        stub: Option<String>,
+    ) -> Result<RunRecord, RunnerError> {
+        let span = tracing::info_span!("run", run_id = %run.id, task = %task.name);
+        self.drive_options(run, task, pre, stub).instrument(span).await
+    }
+
+    async fn drive_options(
         &self,
         mut run: RunRecord,
         task: &TaskSpec,
@@ -109,7 +122,9 @@ impl Host {
                 self.events
                     .emit(&run.id, EventKind::AttemptStarted { attempt: plan.number, task: candidate.name.clone() });
                 let (outcome, stats) = tokio::select! {
-                    done = self.attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan) => done,
+                    done = self
+                        .attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan)
+                        .instrument(tracing::info_span!("attempt", run_id = %run.id, attempt = plan.number, task = %candidate.name)) => done,
                     why = stop.wait() => (Err(why.failure()), Default::default()),
                 };
                 self.events.emit(
