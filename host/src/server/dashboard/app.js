@@ -191,7 +191,7 @@
   // ------------------------------------------------------- live updates
 
   const EVENT_KINDS = ['hello', 'run-started', 'attempt-started', 'attempt-ended', 'call', 'child-started',
-    'child-ended', 'report', 'run-finished'];
+    'child-ended', 'report', 'run-finished', 'lagged'];
 
   function setLive(state, text) {
     const el = $('#live');
@@ -554,8 +554,9 @@
             taskSelect.appendChild(h('option', { value: task.name, selected: task.name === state.task }, task.name));
           }
         }).catch(() => {});
+        // `hello` too: a run may have changed before the stream was listening.
         stream = subscribe('/api/v1/events', (kind) => {
-          if (kind !== 'hello' && kind !== 'call' && kind !== 'report') refresh();
+          if (kind !== 'call' && kind !== 'report') refresh();
         });
         fallback = setInterval(() => { if (!stream.open()) load(); else draw(); }, 5000);
       },
@@ -690,14 +691,21 @@
     const refreshPanel = debounce(() => (panels[state.tab] || panels.overview).refresh(state), 200);
 
     function onEvent(kind, data) {
-      if (kind === 'hello') return;
+      // `hello` opens every (re)connection: what happened before it, between
+      // the first read and the subscription, is read again.
+      if (kind === 'hello') {
+        refreshRun();
+        refreshPanel();
+        return;
+      }
       if (kind === 'attempt-started' && data.run_id) {
         if (!state.started.has(data.run_id)) state.started.set(data.run_id, new Map());
         state.started.get(data.run_id).set(data.attempt, data.at_ms || Date.now());
       }
       refreshRun();
       const tab = state.tab;
-      if (tab === 'timeline' || (tab === 'logs' && (kind === 'attempt-ended' || kind === 'run-finished'))
+      // `lagged`: the stream dropped events; whatever the tab shows may be stale.
+      if (kind === 'lagged' || tab === 'timeline' || (tab === 'logs' && (kind === 'attempt-ended' || kind === 'run-finished'))
         || (tab === 'report' && (kind === 'report' || kind === 'run-finished'))) {
         refreshPanel();
       }
@@ -1170,7 +1178,9 @@
         replace(problem, errorBox(err));
       }
       drawList();
-      drawLetter();
+      // Keep the letter's form (and what was typed in it) while it is still there.
+      const shown = panel.firstChild && panel.firstChild.dataset ? panel.firstChild.dataset.runId : undefined;
+      if (!(shown && shown === selected && letters.some((l) => l.run_id === selected))) drawLetter();
     }
 
     function drawList() {
@@ -1246,7 +1256,9 @@
         drawList();
         drawLetter();
         load();
-        stream = subscribe('/api/v1/events', (kind) => { if (kind === 'run-finished') load(); });
+        stream = subscribe('/api/v1/events', (kind) => {
+          if (kind === 'hello' || kind === 'run-finished' || kind === 'lagged') load();
+        });
       },
       update(route) {
         selected = route.parts[1] || null;
