@@ -1,9 +1,10 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver
 //! (`support/browser.rs`).
 //!
-//! Two kinds of tests. `page_*` serve the dashboard's files straight from
-//! `host/src/server/dashboard/` beside a canned API (fixed runs, journal,
-//! report, dead letter), so the page's own logic is checked with no host.
+//! Two kinds of tests. `page_*` serve the dashboard's embedded files
+//! (`cairn::server::dashboard::asset`) beside a canned API (fixed runs,
+//! journal, report, dead letter), so the page's own logic is checked with no
+//! host.
 //! `served_*` start a real `cairn serve` on a project and do what a user
 //! would: submit the refiner and watch it finish, read its timeline and
 //! report, retry and purge dead letters, cancel a running run.
@@ -19,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::browser::Browser;
-use crate::support::guests::{cairn_bin, repo_root};
+use crate::support::guests::cairn_bin;
 use crate::support::llm_server::{Fault, LlmServer, Script};
 use crate::support::project::{API_KEY, Project, refiner_script};
 
@@ -51,7 +52,7 @@ struct Seen {
     body: String,
 }
 
-/// The dashboard's files from disk and a canned `/api/v1`, on 127.0.0.1.
+/// The dashboard's embedded files and a canned `/api/v1`, on 127.0.0.1.
 struct CannedServer {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -238,14 +239,8 @@ impl CannedData {
 
     fn answer(&self, seen: &Seen) -> (u16, &'static str, Vec<u8>) {
         let (path, query) = seen.target.split_once('?').unwrap_or((&seen.target, ""));
-        if let Some(file) = match path {
-            "/" | "/index.html" => Some(("index.html", "text/html; charset=utf-8")),
-            "/assets/app.js" => Some(("app.js", "text/javascript; charset=utf-8")),
-            "/assets/style.css" => Some(("style.css", "text/css; charset=utf-8")),
-            _ => None,
-        } {
-            let bytes = std::fs::read(dashboard_dir().join(file.0)).unwrap();
-            return (200, file.1, bytes);
+        if let Some((content_type, bytes)) = cairn::server::dashboard::asset(path) {
+            return (200, content_type, bytes.to_vec());
         }
         let json = |status: u16, value: Value| (status, "application/json", value.to_string().into_bytes());
         let not_found = || json(404, json!({ "error": { "kind": "not-found", "message": "no such thing" } }));
@@ -319,10 +314,6 @@ fn letter(run: &Value) -> Value {
         "run_id": run["run_id"], "task": run["task"], "input": r#"{"mode": "llm-calls", "calls": 1}"#,
         "failed_at_ms": run["timings"]["finished_at_ms"], "error": run["error"], "attempts": run["attempts"],
     })
-}
-
-fn dashboard_dir() -> PathBuf {
-    repo_root().join("host/src/server/dashboard")
 }
 
 /// The errors the page caught (window errors and unhandled rejections).
