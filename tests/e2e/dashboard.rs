@@ -598,7 +598,6 @@ component = "{refiner}"
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs `cairn serve` (host/src/server), which lands with issue 12"]
 async fn served_refiner_submitted_from_the_form_finishes_live_with_its_timeline_and_report() {
     // Each answer takes a while, so the page is seen running before it finishes.
     let server = LlmServer::start(refiner_script().faults((0..5).map(|_| Fault::Delay(Duration::from_millis(400)))));
@@ -652,7 +651,6 @@ async fn served_refiner_submitted_from_the_form_finishes_live_with_its_timeline_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs `cairn serve` (host/src/server), which lands with issue 12"]
 async fn served_dead_letters_are_retried_and_purged_from_the_dashboard() {
     // Each run's one call fails for good: three 503s (one call and the provider's two retries).
     let server = LlmServer::start(Script::new().expect_api_key(API_KEY).faults((0..6).map(|_| Fault::Status(503))));
@@ -705,7 +703,6 @@ async fn served_dead_letters_are_retried_and_purged_from_the_dashboard() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs `cairn serve` (host/src/server), which lands with issue 12"]
 async fn served_running_run_is_cancelled_from_the_dashboard() {
     let project = Project::new(
         r#"

@@ -18,4 +18,5 @@ mod resilience;
 mod retries;
 mod reuse;
 mod sandbox;
+mod serve;
 mod store_scale;

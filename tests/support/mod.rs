@@ -6,3 +6,4 @@ pub mod browser;
 pub mod guests;
 pub mod llm_server;
 pub mod project;
+pub mod serve;
