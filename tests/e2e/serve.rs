@@ -183,6 +183,8 @@ async fn every_route_answers_with_the_token_and_bad_input_gets_a_clear_4xx() {
         "cairn_attempt_duration_seconds_count",
         "cairn_llm_calls_total{source=\"live\"} 5",
         "cairn_dlq_size 0",
+        "cairn_store_commit_seconds_count",
+        "cairn_store_commit_batch_writes_bucket{le=\"1\"}",
     ] {
         assert!(metrics.contains(needle), "/metrics has {needle}:\n{metrics}");
     }

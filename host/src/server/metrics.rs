@@ -238,6 +238,37 @@ fn render(state: &AppState) -> Result<String, ApiError> {
             ("{kind=\"completion\"}".into(), m.completion_tokens.load(Ordering::Relaxed)),
         ],
     );
+    if let Some(writer) = store.writer_stats() {
+        let histogram = |out: &mut String, name: &str, help: &str, rows: &[(u64, u64)], scale: f64, sum: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let mut cumulative = 0;
+            for (bound, n) in rows {
+                cumulative += n;
+                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 * scale);
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {sum}\n{name}_count {}",
+                writer.commits, writer.commits
+            );
+        };
+        histogram(
+            &mut out,
+            "cairn_store_commit_seconds",
+            "How long the store's group commits took (log fsync or durable commit), by commit.",
+            &writer.latencies_us,
+            1e-6,
+            writer.latency_sum_us as f64 / 1e6,
+        );
+        histogram(
+            &mut out,
+            "cairn_store_commit_batch_writes",
+            "Writes per group commit (one fsync each).",
+            &writer.batches,
+            1.0,
+            writer.writes as f64,
+        );
+    }
     m.attempt_seconds.render(&mut out, "cairn_attempt_duration_seconds", "How long attempts took.");
     m.llm_seconds.render(
         &mut out,

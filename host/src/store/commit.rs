@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 
-use super::StoreError;
 use super::wal::Wal;
+use super::{StoreError, WriterStats};
 use crate::model::TaskStats;
 
 /// Most writes in one transaction.
@@ -122,7 +122,18 @@ pub struct CommitStats {
     commits: AtomicU64,
     writes: AtomicU64,
     largest_batch: AtomicU64,
+    /// Batches by size: at most 1, 2, 4, … [`BATCH_BOUNDS`] writes.
+    batches: [AtomicU64; BATCH_BOUNDS.len()],
+    /// Commits by time taken (log append or redb commit, through to the replies).
+    latencies: [AtomicU64; LATENCY_BOUNDS_US.len()],
+    latency_sum_us: AtomicU64,
 }
+
+/// Upper bounds of the batch-size buckets.
+pub const BATCH_BOUNDS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+/// Upper bounds of the commit-latency buckets, in microseconds.
+pub const LATENCY_BOUNDS_US: [u64; 12] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
 
 impl CommitStats {
     /// (transactions committed, writes in them, largest batch).
@@ -137,6 +148,18 @@ impl CommitStats {
     /// Writes waiting for the writer now.
     pub fn queued(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Batch sizes and commit latencies so far, as histograms.
+    pub fn writer_stats(&self) -> WriterStats {
+        let load = |counters: &[AtomicU64]| counters.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<u64>>();
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            batches: BATCH_BOUNDS.iter().copied().zip(load(&self.batches)).collect(),
+            latencies_us: LATENCY_BOUNDS_US.iter().copied().zip(load(&self.latencies)).collect(),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -334,10 +357,19 @@ impl Writer {
         copy_halt(halted.as_ref().expect("set above"))
     }
 
-    fn count(&self, size: u64) {
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        self.stats.writes.fetch_add(size, Ordering::Relaxed);
-        self.stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+    fn count(&self, size: u64, started: Instant) {
+        let stats = &self.stats;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.writes.fetch_add(size, Ordering::Relaxed);
+        stats.largest_batch.fetch_max(size, Ordering::Relaxed);
+        if let Some(bucket) = BATCH_BOUNDS.iter().position(|bound| size <= *bound) {
+            stats.batches[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = started.elapsed().as_micros() as u64;
+        stats.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+        if let Some(bucket) = LATENCY_BOUNDS_US.iter().position(|bound| micros <= *bound) {
+            stats.latencies[bucket].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn commit(&mut self, batch: Vec<Job>) {
@@ -348,6 +380,7 @@ impl Writer {
             return;
         }
         let size = batch.len() as u64;
+        let started = Instant::now();
         let payloads: Vec<&[u8]> =
             batch.iter().filter_map(|job| job.logged.as_ref().map(|l| l.payload.as_slice())).collect();
         if !payloads.is_empty()
@@ -369,7 +402,7 @@ impl Writer {
                     }
                 }
             }
-            self.count(size);
+            self.count(size, started);
             for job in batch {
                 job.reply.send(Ok(()));
             }
@@ -426,7 +459,7 @@ impl Writer {
                     }
                     return;
                 }
-                self.count(size);
+                self.count(size, started);
                 for (reply, result) in replies {
                     reply.send(result);
                 }

@@ -194,6 +194,26 @@ pub trait RunStore: Send + Sync {
     fn halted(&self) -> Option<StoreError> {
         None
     }
+    /// How the store's writer is doing, where it has one (for metrics).
+    fn writer_stats(&self) -> Option<WriterStats> {
+        None
+    }
+}
+
+/// A store writer's counts: batches by size and commits by latency, each
+/// bucket counting the observations at most its bound (not cumulative).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Commits (batches) so far.
+    pub commits: u64,
+    /// Writes in them.
+    pub writes: u64,
+    /// (at most this many writes, batches).
+    pub batches: Vec<(u64, u64)>,
+    /// (at most this many microseconds, commits).
+    pub latencies_us: Vec<(u64, u64)>,
+    /// Sum of the commits' latencies.
+    pub latency_sum_us: u64,
 }
 
 /// Run journals: the recorded result of every journaled call.

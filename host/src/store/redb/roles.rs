@@ -218,6 +218,10 @@ impl RunStore for RedbStore {
     fn halted(&self) -> Option<StoreError> {
         self.committer.halted()
     }
+
+    fn writer_stats(&self) -> Option<crate::store::WriterStats> {
+        Some(self.committer.stats().writer_stats())
+    }
 }
 
 #[async_trait::async_trait]
