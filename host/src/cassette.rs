@@ -55,17 +55,24 @@ pub struct Cassette {
     pub journal: Vec<JournalEntry>,
 }
 
+impl Cassette {
+    /// A cassette of `run` and its journal.
+    pub fn of(run: RunRecord, journal: Vec<JournalEntry>) -> Cassette {
+        Cassette { format: FORMAT.into(), version: VERSION, run, journal }
+    }
+
+    /// Writes it to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), CassetteError> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| CassetteError::Format { path: path.display().to_string(), message: e.to_string() })?;
+        std::fs::write(path, text).map_err(|source| CassetteError::Io { path: path.display().to_string(), source })
+    }
+}
+
 /// Writes run `run_id` and its journal to `path`.
 pub fn export(store: &dyn Store, tenant: &Tenant, run_id: &str, path: &Path) -> Result<Cassette, CassetteError> {
-    let cassette = Cassette {
-        format: FORMAT.into(),
-        version: VERSION,
-        run: store.get_run(tenant, run_id)?,
-        journal: store.journal_of(run_id)?,
-    };
-    let text = serde_json::to_string_pretty(&cassette)
-        .map_err(|e| CassetteError::Format { path: path.display().to_string(), message: e.to_string() })?;
-    std::fs::write(path, text).map_err(|source| CassetteError::Io { path: path.display().to_string(), source })?;
+    let cassette = Cassette::of(store.get_run(tenant, run_id)?, store.journal_of(run_id)?);
+    cassette.save(path)?;
     Ok(cassette)
 }
 

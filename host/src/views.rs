@@ -17,14 +17,16 @@ pub fn duration_ms(run: &RunRecord) -> Option<u64> {
 pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
     let live: u32 = run.attempts.iter().map(|a| a.llm_live).sum();
     let replayed: u32 = run.attempts.iter().map(|a| a.llm_replayed).sum();
-    let output =
-        run.output.as_deref().map(|text| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.into())));
+    // JSON as JSON; text that is not JSON (a bad input) as a string.
+    let parsed = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.into()));
+    let output = run.output.as_deref().map(parsed);
     let journal_entries = store.journal_of(&run.id).map(|j| j.len()).unwrap_or(0);
     json!({
         "run_id": run.id,
         "task": run.task,
         "tenant": run.tenant.to_string(),
         "status": run.status.as_str(),
+        "input": parsed(&run.input),
         "output": output,
         "error": run.error,
         "attempts": run.attempts.iter().map(|a| json!({

@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod cli_server;
 mod dashboard;
 mod durability;
 mod failures;

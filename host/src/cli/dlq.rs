@@ -5,10 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use cairn::manifest::Manifest;
-use cairn::model::{RunStatus, Tenant};
-use cairn::runner::Host;
-
+use super::backend::Backend;
 use super::output;
 
 /// Dead-letter queue subcommands.
@@ -44,12 +41,10 @@ pub enum DlqCommand {
 }
 
 /// Runs a `dlq` subcommand.
-pub fn dispatch(manifest: &Manifest, command: DlqCommand) -> Result<ExitCode> {
-    let tenant = Tenant::default();
+pub fn dispatch(backend: &Backend, command: DlqCommand) -> Result<ExitCode> {
     match command {
         DlqCommand::List { json } => {
-            let store = cairn::runner::open_store(manifest)?;
-            let letters = store.dlq_list(&tenant)?;
+            let letters = backend.dead_letters()?;
             if json {
                 for letter in &letters {
                     println!("{}", serde_json::to_string(letter)?);
@@ -62,35 +57,22 @@ pub fn dispatch(manifest: &Manifest, command: DlqCommand) -> Result<ExitCode> {
             }
         }
         DlqCommand::Show { run } => {
-            let store = cairn::runner::open_store(manifest)?;
-            let Some(letter) = store.dlq_get(&tenant, &run)? else {
+            let Some(letter) = backend.dead_letter(&run)? else {
                 bail!("run {run} is not in the dead-letter queue; see `cairn dlq list`");
             };
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
         DlqCommand::Retry { run, stub_output, json } => {
-            let host = Host::open(manifest.clone())?;
-            let record = super::runtime()?.block_on(host.retry_dead(&run, stub_output))?;
+            let run = backend.retry_dead(&run, stub_output)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&output::run_json(&record, host.store().as_ref()))?);
+                println!("{}", serde_json::to_string_pretty(&run.view)?);
             } else {
-                output::print_run_for_people(&record);
+                output::print_run_for_people(&run.record);
             }
-            if record.status != RunStatus::Succeeded {
-                return Ok(ExitCode::FAILURE);
-            }
+            return Ok(output::exit_code(&run.record));
         }
         DlqCommand::Purge { run } => {
-            let store = cairn::runner::open_store(manifest)?;
-            let runtime = super::runtime()?;
-            let targets: Vec<String> = match run {
-                Some(id) => vec![id],
-                None => store.dlq_list(&tenant)?.into_iter().map(|l| l.run_id).collect(),
-            };
-            let mut removed = 0;
-            for id in targets {
-                removed += usize::from(runtime.block_on(store.dlq_remove(&tenant, &id))?);
-            }
+            let removed = backend.remove_dead_letters(run.as_deref())?;
             eprintln!("removed {removed} run(s) from the dead-letter queue");
         }
     }

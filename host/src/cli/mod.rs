@@ -1,6 +1,9 @@
 //! Command-line parsing and dispatch. `anyhow` lives here only.
 
+mod backend;
+mod client;
 mod dlq;
+mod follow;
 mod output;
 mod progress;
 mod runs;
@@ -16,8 +19,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use cairn::manifest::Manifest;
-use cairn::model::RunStatus;
 use cairn::runner::Host;
+
+use self::backend::Backend;
 
 /// Cairn runs tasks compiled to WebAssembly components, durably.
 #[derive(Parser)]
@@ -26,6 +30,10 @@ struct Cli {
     /// The project's manifest (default: cairn.toml in this directory or a parent).
     #[arg(long, global = true, env = "CAIRN_MANIFEST")]
     manifest: Option<PathBuf>,
+    /// Send commands to this cairn server (default: the project's own, when
+    /// `cairn serve` runs for it; else the CLI opens the store itself).
+    #[arg(long, global = true, env = client::SERVER_ENV, value_name = "URL")]
+    server: Option<String>,
     /// More logging (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -167,6 +175,10 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
+            if let Some(detached) = err.downcast_ref::<follow::Detached>() {
+                eprintln!("\n{detached}");
+                return ExitCode::from(130);
+            }
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
@@ -202,35 +214,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
-    if let Command::Debug { command } = cli.command {
-        return debug(command);
-    }
-    let manifest = load_manifest(cli.manifest)?;
-    match cli.command {
-        Command::Build { task } => {
-            if let Some(name) = &task {
-                manifest.task(name).map_err(anyhow::Error::msg)?;
-            }
-            let built = cairn::builder::build_all(&manifest, task.as_deref())?;
-            if built.is_empty() {
-                eprintln!("nothing to build: no task in {} has a `build` entry", manifest.path.display());
-            }
-            // Precompile now, so the first `cairn run` does not pay for compilation.
-            let engine = cairn::engine::CairnEngine::new(manifest.state_dir().join("artifacts"))?;
-            for b in built {
-                let loaded = engine.load(&b.component)?;
-                eprintln!(
-                    "built {}: {} ({} KiB{}) in {:.1}s{}",
-                    b.task,
-                    b.component.display(),
-                    b.size.div_ceil(1024),
-                    if b.componentized { ", componentized from a core module" } else { "" },
-                    b.took.as_secs_f64(),
-                    if loaded.from_cache { "" } else { ", precompiled" }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    // These work on the project's files themselves, server or not.
+    let command = match cli.command {
+        Command::Debug { command } => return debug(command),
+        Command::Build { task } => return build(&load_manifest(cli.manifest)?, task.as_deref()),
+        Command::Serve { listen, grace } => return serve(load_manifest(cli.manifest)?, listen, &grace),
+        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest)?, command),
+        command => command,
+    };
+    let backend = Backend::open(load_manifest(cli.manifest), cli.server.as_deref())?;
+    match command {
         Command::Run { task, input, input_file, json, replay, quiet } => {
             let input = match (input, input_file) {
                 (Some(input), _) => input,
@@ -243,46 +236,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("cannot read input file {}", path.display()))?,
                 (None, None) => bail!("give the task's input with --input JSON or --input-file PATH"),
             };
-            let host = Host::open(manifest)?;
-            let options = cairn::runner::RunOptions { replay };
-            let reporter = progress::Reporter::start(host.progress().clone(), progress::Style::detect(quiet || json));
-            let record = runtime()?.block_on(async {
-                // A host that starts first finishes what a crashed host left behind.
-                for resumed in host.recover().await? {
-                    eprintln!(
-                        "resumed interrupted run {} of {}: {}",
-                        resumed.id,
-                        resumed.task,
-                        resumed.status.as_str()
-                    );
-                }
-                let record = host.run_with(&task, &input, &options).await;
-                let left = host.child_runs().running();
-                if left > 0 {
-                    eprintln!("waiting for {left} child run(s) still running to finish");
-                    host.wait_for_children().await;
-                }
-                record
-            });
-            reporter.finish();
-            host.save_pool_status(true);
-            let record = record?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&output::run_json(&record, host.store().as_ref()))?);
-            } else {
-                output::print_run_for_people(&record);
-                output::print_children_summary(&host.progress().snapshot());
-            }
-            Ok(if record.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let (run, children) = backend.start_run(&task, &input, replay, progress::Style::detect(quiet || json))?;
+            output::print_finished(&run, &children, json)
         }
-        Command::Runs { command } => runs::dispatch(&manifest, command),
+        Command::Runs { command } => runs::dispatch(&backend, command),
         Command::Report { run, output } => {
-            let store = cairn::runner::open_store(&manifest)?;
-            let tenant = cairn::model::Tenant::default();
-            store.get_run(&tenant, &run)?;
-            let Some(report) = store.get_report(&run)? else {
-                bail!("run {run} made no report (its task never called the report interface)");
-            };
+            let report = backend.report(&run)?;
             let html = output::report_html(&run, &report);
             match output {
                 Some(path) => {
@@ -294,20 +253,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache { command: CacheCommand::Clear { task } } => {
-            if let Some(name) = &task {
-                manifest.task(name).map_err(anyhow::Error::msg)?;
-            }
-            let store = cairn::runner::open_store(&manifest)?;
-            let removed = runtime()?.block_on(store.cache_clear(&cairn::model::Tenant::default(), task.as_deref()))?;
+            let removed = backend.clear_cache(task.as_deref())?;
             eprintln!("removed {removed} cached result(s)");
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { older_than, dry_run } => {
             let age = cairn::manifest::units::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
-            let store = cairn::runner::open_store(&manifest)?;
-            let dirs = cairn::sandbox::RunDirs::open(&manifest.state_dir().join("runs"))?;
-            let tenant = cairn::model::Tenant::default();
-            let report = runtime()?.block_on(cairn::gc::collect(store.as_ref(), &dirs, &tenant, age, dry_run))?;
+            let report = backend.gc(&older_than, age, dry_run)?;
             for id in &report.removed {
                 println!("{id}");
             }
@@ -319,28 +271,55 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Secret { command } => secret::dispatch(&manifest, command),
-        Command::Store { command } => store::dispatch(&manifest, command),
-        Command::Serve { listen, grace } => {
-            let grace = cairn::manifest::units::parse_duration(&grace).map_err(anyhow::Error::msg)?;
-            runtime()?.block_on(async {
-                let host = Host::open(manifest)?;
-                let options = cairn::server::ServeOptions { listen, grace };
-                cairn::server::serve(host, options, |info| {
-                    eprintln!("cairn serve: listening on {}", info.url);
-                    eprintln!("the API's bearer token is in {} (readable by you only)", info.token_file.display());
-                    eprintln!("dashboard: {}/ (it asks for the token)", info.url);
-                })
-                .await?;
-                eprintln!("cairn serve: stopped");
-                anyhow::Ok(())
-            })?;
-            Ok(ExitCode::SUCCESS)
+        Command::Secret { command } => secret::dispatch(&backend, command),
+        Command::Dlq { command } => dlq::dispatch(&backend, command),
+        Command::Status { json } => status::show(&backend, json),
+        Command::Debug { .. } | Command::Build { .. } | Command::Serve { .. } | Command::Store { .. } => {
+            unreachable!("handled before a server is looked for")
         }
-        Command::Dlq { command } => dlq::dispatch(&manifest, command),
-        Command::Status { json } => status::show(&manifest, json),
-        Command::Debug { .. } => unreachable!("handled before the manifest is read"),
     }
+}
+
+fn build(manifest: &Manifest, task: Option<&str>) -> Result<ExitCode> {
+    if let Some(name) = task {
+        manifest.task(name).map_err(anyhow::Error::msg)?;
+    }
+    let built = cairn::builder::build_all(manifest, task)?;
+    if built.is_empty() {
+        eprintln!("nothing to build: no task in {} has a `build` entry", manifest.path.display());
+    }
+    // Precompile now, so the first `cairn run` does not pay for compilation.
+    let engine = cairn::engine::CairnEngine::new(manifest.state_dir().join("artifacts"))?;
+    for b in built {
+        let loaded = engine.load(&b.component)?;
+        eprintln!(
+            "built {}: {} ({} KiB{}) in {:.1}s{}",
+            b.task,
+            b.component.display(),
+            b.size.div_ceil(1024),
+            if b.componentized { ", componentized from a core module" } else { "" },
+            b.took.as_secs_f64(),
+            if loaded.from_cache { "" } else { ", precompiled" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(manifest: Manifest, listen: std::net::SocketAddr, grace: &str) -> Result<ExitCode> {
+    let grace = cairn::manifest::units::parse_duration(grace).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let host = Host::open(manifest)?;
+        let options = cairn::server::ServeOptions { listen, grace };
+        cairn::server::serve(host, options, |info| {
+            eprintln!("cairn serve: listening on {}", info.url);
+            eprintln!("the API's bearer token is in {} (readable by you only)", info.token_file.display());
+            eprintln!("dashboard: {}/ (it asks for the token)", info.url);
+        })
+        .await?;
+        eprintln!("cairn serve: stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn debug(command: DebugCommand) -> Result<ExitCode> {

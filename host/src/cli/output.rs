@@ -1,9 +1,31 @@
 //! How runs are shown: for people (text) and for scripts (JSON).
 
+use std::process::ExitCode;
+
 use serde_json::Value;
 
 use cairn::model::{Report, RunRecord, RunStatus};
-pub use cairn::views::{duration_ms, run_json};
+use cairn::progress::ProgressSnapshot;
+pub use cairn::views::duration_ms;
+
+use super::backend::Run;
+
+/// Prints a finished run as `cairn run` does (`json`: its view, pretty) and
+/// returns the exit code its status calls for.
+pub fn print_finished(run: &Run, children: &ProgressSnapshot, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run.view)?);
+    } else {
+        print_run_for_people(&run.record);
+        print_children_summary(children);
+    }
+    Ok(exit_code(&run.record))
+}
+
+/// 0 for a run that succeeded, 1 for one that did not.
+pub fn exit_code(run: &RunRecord) -> ExitCode {
+    if run.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
 
 /// Prints a finished run: its output on stdout, a summary line on stderr.
 pub fn print_run_for_people(run: &RunRecord) {
@@ -31,13 +53,14 @@ pub fn print_run_for_people(run: &RunRecord) {
                 }
             }
             let error = run.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "unknown error".into());
-            eprintln!("run {} of {} failed in {took}: {error}", run.id, run.task);
+            let ended = if run.status == RunStatus::Cancelled { "was cancelled" } else { "failed" };
+            eprintln!("run {} of {} {ended} in {took}: {error}", run.id, run.task);
         }
     }
 }
 
 /// After a run with children: how they ended and what they spent.
-pub fn print_children_summary(children: &cairn::progress::ProgressSnapshot) {
+pub fn print_children_summary(children: &ProgressSnapshot) {
     if children.children > 0 {
         eprintln!(
             "children: {} succeeded, {} failed; with the children, LLM calls: {} live; tokens: {}",

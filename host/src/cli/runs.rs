@@ -1,4 +1,4 @@
-//! `cairn runs list | show | journal | logs`.
+//! `cairn runs list | show | journal | logs | follow | cancel | resume | export | import`.
 
 use std::process::ExitCode;
 
@@ -6,10 +6,10 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 
-use cairn::manifest::Manifest;
-use cairn::model::{RunStatus, Tenant};
+use cairn::model::RunStatus;
 use cairn::store::{Lineage, RunFilter};
 
+use super::backend::Backend;
 use super::output;
 
 /// Run inspection subcommands.
@@ -17,7 +17,7 @@ use super::output;
 pub enum RunsCommand {
     /// List runs, newest first.
     List {
-        /// Only runs in this status (pending, running, succeeded, failed).
+        /// Only runs in this status (pending, running, succeeded, failed, cancelled).
         #[arg(long)]
         status: Option<String>,
         /// Only runs of this task.
@@ -55,6 +55,27 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a run under way on the server to its end (the progress `cairn
+    /// run` shows), then print it as `cairn run` does.
+    Follow {
+        /// The run id.
+        run: String,
+        /// Print one JSON object, as `cairn run --json` does.
+        #[arg(long)]
+        json: bool,
+        /// Show no progress.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Cancel a run under way on the server, and its children: they end
+    /// `cancelled`, with no retry and no dead letter.
+    Cancel {
+        /// The run id.
+        run: String,
+        /// Print the cancelled run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resume runs a crashed host left behind (all whose lease is stale, or one).
     Resume {
         /// Only this run.
@@ -87,16 +108,14 @@ pub enum RunsCommand {
 }
 
 /// Runs a `runs` subcommand.
-pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
-    let store = cairn::runner::open_store(manifest)?;
-    let tenant = Tenant::default();
+pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
     match command {
         RunsCommand::List { status, task, limit, before, children, parent, json } => {
             let status = match status {
                 None => None,
                 Some(s) => match RunStatus::parse(&s) {
                     Some(status) => Some(status),
-                    None => bail!("unknown status {s:?}; use pending, running, succeeded or failed"),
+                    None => bail!("unknown status {s:?}; use pending, running, succeeded, failed or cancelled"),
                 },
             };
             let lineage = match (parent, children) {
@@ -105,14 +124,14 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 (None, false) => Lineage::TopLevel,
             };
             let filter = RunFilter { task, status, lineage, before, limit: Some(limit) };
-            let runs = store.list_runs(&tenant, &filter)?;
+            let runs = backend.list_runs(filter)?;
             if json {
                 for run in &runs {
-                    println!("{}", output::run_json(run, store.as_ref()));
+                    println!("{}", run.view);
                 }
             } else {
                 println!("{:<36}  {:<20}  {:<9}  {:>8}  {:>8}  error", "RUN", "TASK", "STATUS", "ATTEMPTS", "MS");
-                for run in &runs {
+                for run in runs.iter().map(|run| &run.record) {
                     println!(
                         "{:<36}  {:<20}  {:<9}  {:>8}  {:>8}  {}",
                         run.id,
@@ -124,69 +143,20 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                     );
                 }
                 if let Some(last) = runs.last().filter(|_| runs.len() == limit) {
-                    eprintln!("(more may follow: the next page is `cairn runs list --before {}`)", last.id);
+                    eprintln!("(more may follow: the next page is `cairn runs list --before {}`)", last.record.id);
                 }
             }
         }
         RunsCommand::Show { run, json } => {
-            let record = store.get_run(&tenant, &run)?;
+            let run = backend.run(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&output::run_json(&record, store.as_ref()))?);
+                println!("{}", serde_json::to_string_pretty(&run.view)?);
             } else {
-                println!("run       {}", record.id);
-                println!("task      {}", record.task);
-                println!("status    {}", record.status.as_str());
-                println!("input     {}", record.input);
-                println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
-                if let Some(task) = &record.produced_by {
-                    println!(
-                        "produced  by task {task}{}",
-                        if record.degraded { " (degraded: a fallback answered)" } else { "" }
-                    );
-                }
-                if let Some(from) = &record.cached_from {
-                    println!("cached    output reused from run {from}");
-                }
-                if let Some(parent) = &record.parent {
-                    let group = record.group.as_deref().map(|g| format!(" in group {g}")).unwrap_or_default();
-                    println!("parent    run {parent}{group}");
-                }
-                let children: Vec<_> = store
-                    .journal_of(&record.id)?
-                    .into_iter()
-                    .filter(|e| e.key.kind == cairn::model::CallKind::Child)
-                    .collect();
-                if !children.is_empty() {
-                    println!("children  {} (see `cairn runs journal {}`)", children.len(), record.id);
-                }
-                if let Some(source) = &record.replay_of {
-                    println!("replay    of run {source} (live calls forbidden)");
-                }
-                for a in &record.attempts {
-                    println!(
-                        "attempt {} {:>7} ms  llm {} live / {} replayed, traces replayed {}  {}",
-                        a.number,
-                        a.finished_at_ms.saturating_sub(a.started_at_ms),
-                        a.llm_live,
-                        a.llm_replayed,
-                        a.trace_replayed,
-                        a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into())
-                    );
-                }
-                for e in store.journal_of(&record.id)? {
-                    println!("  {}", journal_line(&e));
-                }
-                if let Some(error) = &record.error {
-                    println!("error     {error}");
-                }
-                if let Some(out) = &record.output {
-                    println!("output    {out}");
-                }
+                show(&run.record, &backend.journal(&run.record.id)?);
             }
         }
         RunsCommand::Journal { run, json } => {
-            store.get_run(&tenant, &run)?;
-            let entries = store.journal_of(&run)?;
+            let entries = backend.journal(&run)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&json!(entries))?);
             } else {
@@ -199,35 +169,47 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
                 }
             }
         }
-        RunsCommand::Resume { run, force, json } => {
-            drop(store);
-            let host = cairn::runner::Host::open(manifest.clone())?;
-            let runtime = super::runtime()?;
-            let resumed = match run {
-                Some(id) => vec![runtime.block_on(host.resume(&id, force))?],
-                None => runtime.block_on(host.recover())?,
-            };
-            runtime.block_on(host.wait_for_children());
-            if resumed.is_empty() {
-                eprintln!("no interrupted runs to resume");
+        RunsCommand::Follow { run, json, quiet } => {
+            let (run, children) = backend.follow(&run, super::progress::Style::detect(quiet || json))?;
+            return output::print_finished(&run, &children, json);
+        }
+        RunsCommand::Cancel { run, json } => {
+            let run = backend.cancel(&run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&run.view)?);
+            } else {
+                eprintln!("run {} of {}: {}", run.record.id, run.record.task, run.record.status.as_str());
             }
-            for record in &resumed {
-                if json {
-                    println!("{}", output::run_json(record, host.store().as_ref()));
-                } else {
-                    eprintln!("resumed run {} of {}: {}", record.id, record.task, record.status.as_str());
+        }
+        RunsCommand::Resume { run, force, json } => {
+            let resumed = backend.resume(run.as_deref(), force)?;
+            if resumed.is_empty() {
+                match backend {
+                    Backend::Local(_) => eprintln!("no interrupted runs to resume"),
+                    Backend::Remote(client) => eprintln!(
+                        "the cairn server at {} resumes the runs a stopped host left behind when it starts; resume one run with `cairn runs resume RUN`",
+                        client.url()
+                    ),
                 }
             }
-            if resumed.iter().any(|r| r.status != RunStatus::Succeeded) {
+            for run in &resumed {
+                if json {
+                    println!("{}", run.view);
+                } else {
+                    eprintln!("resumed run {} of {}: {}", run.record.id, run.record.task, run.record.status.as_str());
+                }
+            }
+            if resumed.iter().any(|r| r.record.status != RunStatus::Succeeded) {
                 return Ok(ExitCode::FAILURE);
             }
         }
         RunsCommand::Export { run, output } => {
-            let cassette = cairn::cassette::export(store.as_ref(), &tenant, &run, &output)?;
+            let cassette = cairn::cassette::Cassette::of(backend.run(&run)?.record, backend.journal(&run)?);
+            cassette.save(&output)?;
             eprintln!("wrote run {run} with {} journal entries to {}", cassette.journal.len(), output.display());
         }
         RunsCommand::Import { file } => {
-            let run = super::runtime()?.block_on(cairn::cassette::import(store.as_ref(), &tenant, &file))?;
+            let run = backend.import(&file)?;
             eprintln!(
                 "imported run {} of {}; replay it with `cairn run {} --replay {}`",
                 run.id, run.task, run.task, run.id
@@ -235,8 +217,7 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
             println!("{}", run.id);
         }
         RunsCommand::Logs { run } => {
-            store.get_run(&tenant, &run)?;
-            for (attempt, log) in store.logs_of(&run)? {
+            for (attempt, log) in backend.logs(&run)? {
                 println!("--- attempt {attempt} stdout ---\n{}", log.stdout);
                 if !log.stderr.is_empty() {
                     println!("--- attempt {attempt} stderr ---\n{}", log.stderr);
@@ -245,6 +226,52 @@ pub fn dispatch(manifest: &Manifest, command: RunsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn runs show RUN` for people.
+fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]) {
+    println!("run       {}", record.id);
+    println!("task      {}", record.task);
+    println!("status    {}", record.status.as_str());
+    println!("input     {}", record.input);
+    println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
+    if let Some(task) = &record.produced_by {
+        println!("produced  by task {task}{}", if record.degraded { " (degraded: a fallback answered)" } else { "" });
+    }
+    if let Some(from) = &record.cached_from {
+        println!("cached    output reused from run {from}");
+    }
+    if let Some(parent) = &record.parent {
+        let group = record.group.as_deref().map(|g| format!(" in group {g}")).unwrap_or_default();
+        println!("parent    run {parent}{group}");
+    }
+    let children = journal.iter().filter(|e| e.key.kind == cairn::model::CallKind::Child).count();
+    if children > 0 {
+        println!("children  {children} (see `cairn runs journal {}`)", record.id);
+    }
+    if let Some(source) = &record.replay_of {
+        println!("replay    of run {source} (live calls forbidden)");
+    }
+    for a in &record.attempts {
+        println!(
+            "attempt {} {:>7} ms  llm {} live / {} replayed, traces replayed {}  {}",
+            a.number,
+            a.finished_at_ms.saturating_sub(a.started_at_ms),
+            a.llm_live,
+            a.llm_replayed,
+            a.trace_replayed,
+            a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into())
+        );
+    }
+    for e in journal {
+        println!("  {}", journal_line(e));
+    }
+    if let Some(error) = &record.error {
+        println!("error     {error}");
+    }
+    if let Some(out) = &record.output {
+        println!("output    {out}");
+    }
 }
 
 /// One journal entry as a table row.

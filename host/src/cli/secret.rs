@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use cairn::manifest::Manifest;
 use cairn::model::Tenant;
+
+use super::backend::Backend;
 
 /// Secret subcommands.
 #[derive(Subcommand)]
@@ -29,9 +30,7 @@ pub enum SecretCommand {
 }
 
 /// Runs a secret subcommand.
-pub fn dispatch(manifest: &Manifest, command: SecretCommand) -> Result<ExitCode> {
-    let store = cairn::runner::open_store(manifest)?;
-    let runtime = super::runtime()?;
+pub fn dispatch(backend: &Backend, command: SecretCommand) -> Result<ExitCode> {
     let tenant = Tenant::default();
     match command {
         SecretCommand::Create { key, value } => {
@@ -45,16 +44,16 @@ pub fn dispatch(manifest: &Manifest, command: SecretCommand) -> Result<ExitCode>
             if key.is_empty() || key.contains(char::is_whitespace) {
                 bail!("secret key {key:?} must be non-empty and without spaces");
             }
-            runtime.block_on(store.put_secret(&tenant, &key, &value))?;
+            backend.put_secret(&key, &value)?;
             eprintln!("stored secret {key} for {tenant}");
         }
         SecretCommand::List => {
-            for key in store.list_secrets(&tenant)? {
+            for key in backend.secrets()? {
                 println!("{key}");
             }
         }
         SecretCommand::Delete { key } => {
-            if !runtime.block_on(store.delete_secret(&tenant, &key))? {
+            if !backend.delete_secret(&key)? {
                 bail!("no secret {key:?} in {tenant}");
             }
             eprintln!("deleted secret {key}");

@@ -9,35 +9,41 @@ use serde_json::{Value, json};
 use cairn::manifest::Manifest;
 use cairn::model::{Tenant, now_ms};
 
-/// Prints the host's status.
-pub fn show(manifest: &Manifest, as_json: bool) -> Result<ExitCode> {
-    let pools = pools_json(manifest);
-    let store = match cairn::runner::open_store(manifest) {
+use super::backend::{Backend, Local};
+
+/// The status of a project without a server: `views::status_json` with the
+/// pools the last host saved; only those (and `store_error`) while another
+/// process holds the store.
+pub fn local(local: &Local) -> Result<Value> {
+    let pools = pools_json(local.manifest());
+    let store = match local.store() {
         Ok(store) => store,
         // A running host holds the store; its pools are still worth showing.
-        Err(e) if !pools.is_null() => {
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&json!({"pools": pools, "store_error": e.to_string()}))?);
-            } else {
-                print_pools(&pools);
-                println!("(runs, breakers and the dead-letter queue are not shown: {e})");
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) if !pools.is_null() => return Ok(json!({"pools": pools, "store_error": e.to_string()})),
+        Err(e) => return Err(e),
     };
-    let tenant = Tenant::default();
-    let status = cairn::views::status_json(store.as_ref(), &tenant, pools.clone())?;
+    Ok(cairn::views::status_json(store.as_ref(), &Tenant::default(), pools)?)
+}
+
+/// Prints the host's status.
+pub fn show(backend: &Backend, as_json: bool) -> Result<ExitCode> {
+    let status = backend.status()?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pools = &status["pools"];
+    if let Some(e) = status["store_error"].as_str() {
+        print_pools(pools);
+        println!("(runs, breakers and the dead-letter queue are not shown: {e})");
+        return Ok(ExitCode::SUCCESS);
+    }
     let (breakers, dlq, providers) = (
         status["breakers"].as_array().cloned().unwrap_or_default(),
         status["dlq"].as_u64().unwrap_or_default(),
         status["providers"].as_array().cloned().unwrap_or_default(),
     );
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    print_pools(&pools);
+    print_pools(pools);
     if !providers.is_empty() {
         println!("llm provider retries:");
         for p in &providers {
@@ -97,7 +103,8 @@ fn pools_json(manifest: &Manifest) -> Value {
 
 fn print_pools(pools: &Value) {
     let Some(environments) = pools["environments"].as_array() else { return };
-    let age = now_ms().saturating_sub(pools["updated_at_ms"].as_u64().unwrap_or_default());
+    // A server's pools are as of now.
+    let age = now_ms().saturating_sub(pools["updated_at_ms"].as_u64().unwrap_or_else(now_ms));
     let state = match pools["host_running"].as_bool() {
         Some(true) => "running",
         Some(false) => "exited",
