@@ -248,6 +248,48 @@ async fn cancel_stops_a_spinning_run_and_a_fan_out_with_its_children() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_wide_fan_out_into_a_pool_frees_the_pool() {
+    let manifest = format!(
+        "{TASKS}\n[environments.pooled]\nreuse = {{ replicas = 2, concurrency = 4 }}\n\n[tasks.pooled-probe]\ncomponent = \"{{probe}}\"\nenvironment = \"pooled\"\n"
+    );
+    let project = Project::new(&manifest);
+    let mut server = Served::start(&project, &[]);
+    let child = json!({"mode": "sleep", "ms": 200, "i": null});
+    let input = json!({"mode": "fanout", "task": "pooled-probe", "count": 400, "child": child});
+    let (_, run) = server.post("/api/v1/runs", json!({"task": "probe", "input": input})).await;
+    let id = run["run_id"].as_str().unwrap().to_owned();
+    let children = format!("/api/v1/runs?parent={id}&limit=1000");
+    wait_for("the fan-out to be well under way", Duration::from_secs(60), async || {
+        let (_, listed) = server.get(&format!("{children}&status=succeeded")).await;
+        listed["runs"].as_array().unwrap().len() >= 16
+    })
+    .await;
+    let (status, cancel) = server.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{cancel}");
+    wait_for("every child to end", Duration::from_secs(60), async || {
+        let (_, listed) = server.get(&children).await;
+        listed["runs"].as_array().unwrap().iter().all(|c| c["status"] != "running" && c["status"] != "pending")
+    })
+    .await;
+    let (_, listed) = server.get(&children).await;
+    let statuses: BTreeSet<String> =
+        listed["runs"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(status_of(&server, &id).await, "cancelled");
+    assert!(statuses.contains("cancelled"), "some children were cancelled: {statuses:?}");
+    wait_for("the pool to have no busy instance and no queue", Duration::from_secs(10), async || {
+        let (_, pools) = server.get("/api/v1/pools").await;
+        let pool = &pools["pools"][0];
+        pool["busy"] == 0 && pool["queued"] == 0
+    })
+    .await;
+    let (status, after) =
+        server.post("/api/v1/runs", json!({"task": "pooled-probe", "input": {"mode": "echo"}, "wait": true})).await;
+    assert_eq!((status, after["status"].as_str()), (200, Some("succeeded")), "the pool serves the next run: {after}");
+    assert_eq!(server.get("/api/v1/dlq").await.1["letters"], json!([]));
+    assert!(server.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_runs_and_a_restarted_server_finishes_them_without_repeating_calls() {
     const RUNS: usize = 20;
     const CALLS: u64 = 4;

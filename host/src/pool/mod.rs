@@ -111,6 +111,25 @@ struct Grant<T> {
     served: bool,
 }
 
+/// A caller in the queue, for as long as it waits: dropped (the wait timed
+/// out, or the caller's future was dropped), it leaves the queue and gives
+/// back a grant that reached it, so no slot stays busy for a caller gone.
+struct Waiting<'a, T: Send + 'static> {
+    pool: &'a Pool<T>,
+    id: u64,
+    key: Arc<str>,
+    /// `None` once the grant was taken.
+    receiver: Option<oneshot::Receiver<Grant<T>>>,
+}
+
+impl<T: Send + 'static> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        if let Some(mut receiver) = self.receiver.take() {
+            self.pool.leave_queue(self.id, &self.key, &mut receiver);
+        }
+    }
+}
+
 struct Waiter<T> {
     id: u64,
     key: Arc<str>,
@@ -193,18 +212,26 @@ impl<T: Send + 'static> Pool<T> {
                 Err(waiting) => waiting,
             }
         };
-        let (id, mut receiver) = receiver;
-        match tokio::time::timeout(self.policy.queue_timeout, &mut receiver).await {
-            Ok(Ok(grant)) => Ok(self.lease(key, grant)),
+        let (id, receiver) = receiver;
+        let mut waiting = Waiting { pool: self, id, key: key.clone(), receiver: Some(receiver) };
+        let receiver = waiting.receiver.as_mut().expect("set above");
+        match tokio::time::timeout(self.policy.queue_timeout, &mut *receiver).await {
+            Ok(Ok(grant)) => {
+                waiting.receiver = None;
+                Ok(self.lease(key, grant))
+            }
             _ => {
-                let mut state = self.lock();
-                state.queue.retain(|w| w.id != id);
-                state.stats.queued = state.queue.len();
                 // Granted just as the wait ran out: take it after all.
                 if let Ok(grant) = receiver.try_recv() {
+                    waiting.receiver = None;
+                    let mut state = self.lock();
+                    state.queue.retain(|w| w.id != id);
+                    state.stats.queued = state.queue.len();
                     drop(state);
                     return Ok(self.lease(key, grant));
                 }
+                drop(waiting);
+                let mut state = self.lock();
                 state.stats.queue_timeouts += 1;
                 Err(PoolError::QueueTimeout {
                     environment: state.stats.environment.clone(),
@@ -354,15 +381,38 @@ impl<T: Send + 'static> Pool<T> {
             let Some(waiter) = state.queue.pop_front() else { break };
             if let Err(grant) = waiter.grant.send(grant) {
                 // The waiter gave up meanwhile: undo the grant and go on.
-                if let Some(slot) = state.replicas.iter_mut().find(|r| r.id == grant.replica) {
-                    slot.busy = slot.busy.saturating_sub(1);
-                    if let Some(instance) = grant.instance {
-                        slot.idle.push(Idle { key, instance, served: grant.served });
-                    }
-                }
+                Self::undo(state, key, grant);
             }
         }
         state.stats.queued = state.queue.len();
+    }
+
+    /// Takes back a grant no caller will use: its slot is free again, its instance idle.
+    fn undo(state: &mut State<T>, key: Arc<str>, grant: Grant<T>) {
+        if let Some(slot) = state.replicas.iter_mut().find(|r| r.id == grant.replica) {
+            slot.busy = slot.busy.saturating_sub(1);
+            if let Some(instance) = grant.instance {
+                slot.idle.push(Idle { key, instance, served: grant.served });
+            }
+        }
+    }
+
+    /// A waiter that gave up (its wait timed out, or its future was dropped:
+    /// a cancelled or stopped run) leaves the queue; a grant that reached it
+    /// meanwhile goes back, and on to the next waiter.
+    fn leave_queue(&self, id: u64, key: &Arc<str>, receiver: &mut oneshot::Receiver<Grant<T>>) {
+        let mut garbage = Vec::new();
+        let mut state = self.lock();
+        state.queue.retain(|w| w.id != id);
+        if let Ok(grant) = receiver.try_recv() {
+            Self::undo(&mut state, key.clone(), grant);
+            let now = self.clock.coarse_now_ms();
+            self.serve_queue(&mut state, now, &mut garbage);
+            Self::count(&mut state);
+        }
+        state.stats.queued = state.queue.len();
+        drop(state);
+        garbage.into_iter().for_each(reap);
     }
 
     fn sweep_locked(&self, state: &mut State<T>, now: u64, garbage: &mut Vec<T>) {

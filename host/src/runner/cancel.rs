@@ -4,7 +4,7 @@
 //! drives has a [`StopToken`]; its attempt, backoff and parking wait on it,
 //! so a stop takes effect at the guest's next epoch tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -86,6 +86,10 @@ pub struct Stops {
     all: StopToken,
     /// Set once the host takes no new runs.
     closed: AtomicBool,
+    /// Runs cancelled: a child of one, started after the cancel (its
+    /// submission was under way), stops at once. Kept for the host's life;
+    /// cancels are rare and an id is small.
+    cancelled: Mutex<HashSet<String>>,
 }
 
 /// Removes a run's token when its driving ends.
@@ -103,17 +107,26 @@ impl Drop for Registered<'_> {
 }
 
 impl Stops {
-    /// The token of `run_id` for as long as the guard lives.
-    pub fn register(&self, run_id: &str) -> Registered<'_> {
+    /// The token of `run_id` (a child of `parent`) for as long as the guard lives.
+    pub fn register(&self, run_id: &str, parent: Option<&str>) -> Registered<'_> {
         let token = self.runs.lock().unwrap_or_else(|e| e.into_inner()).entry(run_id.to_owned()).or_default().clone();
         if let Some(why) = self.all.stopped() {
             token.stop(why);
         }
+        let mut cancelled = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        if cancelled.contains(run_id) || parent.is_some_and(|parent| cancelled.contains(parent)) {
+            cancelled.insert(run_id.to_owned());
+            token.stop(Stop::Cancel);
+        }
         Registered { stops: self, run_id: run_id.to_owned(), token }
     }
 
-    /// Stops one run; returns whether this host is driving it.
+    /// Stops one run (a cancel also stops its children yet to start);
+    /// returns whether this host is driving it now.
     pub fn stop(&self, run_id: &str, why: Stop) -> bool {
+        if why == Stop::Cancel {
+            self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_owned());
+        }
         match self.runs.lock().unwrap_or_else(|e| e.into_inner()).get(run_id) {
             Some(token) => {
                 token.stop(why);
@@ -154,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn a_stop_wakes_the_waiter_and_the_first_reason_wins() {
         let stops = Stops::default();
-        let run = stops.register("r");
+        let run = stops.register("r", None);
         let waiter = tokio::spawn({
             let token = run.token.clone();
             async move { token.wait().await }
@@ -162,11 +175,27 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(stops.stop("r", Stop::Cancel));
         assert_eq!(waiter.await.unwrap(), Stop::Cancel);
+        let child = stops.register("child-of-r", Some("r"));
+        assert_eq!(
+            child.token.stopped(),
+            Some(Stop::Cancel),
+            "a child starting after its parent's cancel stops at once"
+        );
+        let grandchild = stops.register("grandchild", Some("child-of-r"));
+        assert_eq!(grandchild.token.stopped(), Some(Stop::Cancel));
         stops.stop_all(Stop::Shutdown);
         assert_eq!(run.token.stopped(), Some(Stop::Cancel), "the first reason wins");
         drop(run);
         assert!(!stops.stop("r", Stop::Cancel), "a run no longer driven is not stopped");
-        let late = stops.register("later");
+        let child = stops.register("child-of-r", Some("r"));
+        assert_eq!(
+            child.token.stopped(),
+            Some(Stop::Cancel),
+            "a child starting after its parent's cancel stops at once"
+        );
+        let grandchild = stops.register("grandchild", Some("child-of-r"));
+        assert_eq!(grandchild.token.stopped(), Some(Stop::Cancel));
+        let late = stops.register("later", None);
         assert_eq!(late.token.stopped(), Some(Stop::Shutdown), "runs that start after a stop stop at once");
     }
 }

@@ -48,7 +48,7 @@ impl Host {
             None => JournalMode::Live,
         };
         let _heartbeat = Heartbeat::start(&self.store, self.tenant.clone(), run.id.clone(), self.host_id.clone());
-        let registered = self.stops.register(&run.id);
+        let registered = self.stops.register(&run.id, run.parent.as_deref());
         let stop = registered.token.clone();
         let mut chain = vec![task.clone()];
         for name in &task.fallback {
