@@ -82,14 +82,24 @@ pub async fn import(store: &dyn Store, tenant: &Tenant, path: &Path) -> Result<R
     let text = std::fs::read_to_string(path).map_err(|source| CassetteError::Io { path: shown.clone(), source })?;
     let cassette: Cassette = serde_json::from_str(&text)
         .map_err(|e| CassetteError::Format { path: shown.clone(), message: e.to_string() })?;
+    store_cassette(store, tenant, cassette, &shown).await
+}
+
+/// Stores a cassette's run and journal under `tenant`; `shown` names where it came from.
+pub async fn store_cassette(
+    store: &dyn Store,
+    tenant: &Tenant,
+    cassette: Cassette,
+    shown: &str,
+) -> Result<RunRecord, CassetteError> {
     if cassette.format != FORMAT || cassette.version != VERSION {
         return Err(CassetteError::Format {
-            path: shown,
+            path: shown.into(),
             message: format!("format {:?} version {}", cassette.format, cassette.version),
         });
     }
     if cassette.journal.iter().any(|e| e.key.run_id != cassette.run.id) {
-        return Err(CassetteError::Format { path: shown, message: "journal entries of another run".into() });
+        return Err(CassetteError::Format { path: shown.into(), message: "journal entries of another run".into() });
     }
     if store.get_run(tenant, &cassette.run.id).is_ok() {
         return Err(CassetteError::Exists(cassette.run.id));

@@ -102,6 +102,26 @@ async fn every_route_answers_with_the_token_and_bad_input_gets_a_clear_4xx() {
     assert_eq!((status, missing["error"]["kind"].as_str()), (404, Some("not-found")));
     assert!(missing["error"]["message"].as_str().unwrap().contains("no run with id no-such-run"), "{missing}");
 
+    // A cassette moves a run between servers: exported through this one, imported through another.
+    let cassette = project.path().join("run.json");
+    let exported = project.cli(&["runs", "export", &id, "-o", cassette.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&cassette).unwrap()).unwrap();
+    let (status, again) = server.post("/api/v1/runs/import", body).await;
+    assert_eq!((status, again["error"]["kind"].as_str()), (409, Some("conflict")), "{again}");
+    let (status, bad) = server.post("/api/v1/runs/import", json!({"format": "nope"})).await;
+    assert_eq!(status, 400, "{bad}");
+    let elsewhere = Project::http(&llm, TASKS);
+    let other = Served::start(&elsewhere, &[]);
+    let imported = elsewhere.cli(&["runs", "import", cassette.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    assert_eq!(
+        other.get(&format!("/api/v1/runs/{id}")).await.1["output"],
+        run["output"],
+        "imported through the other server"
+    );
+    drop(other);
+
     // One run's event stream starts with a hello.
     let events =
         server.http.get(format!("{}/api/v1/runs/{id}/events?token={}", server.url, server.token)).send().await.unwrap();

@@ -22,7 +22,7 @@ use cairn::runner::Host;
 use cairn::store::prelude::*;
 use cairn::store::{Lineage, RunFilter};
 
-use super::client::{Client, needs_the_store};
+use super::client::Client;
 use super::follow::{self, Started};
 use super::progress::{Reporter, Style};
 
@@ -463,7 +463,13 @@ impl Backend {
                 let store = local.store()?;
                 Ok(super::runtime()?.block_on(cairn::cassette::import(store.as_ref(), &tenant(), file))?)
             }
-            Backend::Remote(client) => Err(needs_the_store("`cairn runs import`", client)),
+            Backend::Remote(client) => {
+                let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+                let cassette: Value = serde_json::from_str(&text).with_context(|| {
+                    format!("{} is not a cassette (JSON written by `cairn runs export`)", file.display())
+                })?;
+                Ok(Run::from_view(client.post(&["runs", "import"], cassette)?)?.record)
+            }
         }
     }
 }

@@ -334,11 +334,3 @@ impl EventStream {
         }
     }
 }
-
-/// Fails with a clear message for a command that needs the store the server holds.
-pub fn needs_the_store(what: &str, client: &Client) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{what} writes into the store, which the cairn server at {} holds, and its API has no route for it; stop the server (SIGTERM or Ctrl-C), then run the command again",
-        client.url()
-    )
-}

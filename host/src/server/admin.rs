@@ -39,7 +39,12 @@ pub async fn tasks(State(state): State<AppState>) -> Result<axum::Json<Value>, A
 /// What `cairn status --json` prints: pools, breakers, dead letters, counts per task, provider retries.
 #[utoipa::path(get, path = "/api/v1/status", tag = "status", responses((status = 200, description = "the status")))]
 pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let pools = json!({"host": state.host.host_id(), "host_running": true, "environments": pools_json(&state)});
+    let pools = json!({
+        "host": state.host.host_id(),
+        "host_running": true,
+        "updated_at_ms": crate::model::now_ms(),
+        "environments": pools_json(&state),
+    });
     Ok(axum::Json(status_json(state.host.store().as_ref(), state.host.tenant(), pools)?))
 }
 

@@ -111,6 +111,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::report))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::resume))
+        .routes(routes!(runs::import))
         .routes(routes!(runs::run_events))
         .routes(routes!(runs::all_events))
         .routes(routes!(admin::tasks))

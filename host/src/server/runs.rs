@@ -184,6 +184,25 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
     Ok(axum::Json(json!({"run_id": id, "stopping": stopping})))
 }
 
+/// Loads a cassette (`cairn runs export`'s file) into the store.
+#[utoipa::path(post, path = "/api/v1/runs/import", tag = "runs", request_body(content = Object, description = "a cassette: {format, version, run, journal}"),
+    responses((status = 201, description = "the imported run"), (status = 400, description = "not a cassette"), (status = 409, description = "the run is already in the store")))]
+pub async fn import(State(state): State<AppState>, Body(body): Body<Value>) -> Result<Response, ApiError> {
+    let cassette: crate::cassette::Cassette =
+        serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("not a cassette: {e}")))?;
+    let store = state.host.store();
+    let run = crate::cassette::store_cassette(store.as_ref(), state.host.tenant(), cassette, "the request body")
+        .await
+        .map_err(|e| match e {
+            crate::cassette::CassetteError::Exists(_) => {
+                ApiError { status: StatusCode::CONFLICT, kind: "conflict", message: e.to_string() }
+            }
+            crate::cassette::CassetteError::Store(store) => ApiError::from(store),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+    Ok((StatusCode::CREATED, axum::Json(run_json(&run, store.as_ref()))).into_response())
+}
+
 /// How to resume.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +230,18 @@ pub async fn resume(
         });
     }
     let force = body.force;
+    if let Some(lease) =
+        run.lease.as_ref().filter(|lease| !force && !crate::runner::lease::is_stale(lease, crate::model::now_ms()))
+    {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "conflict",
+            message: format!(
+                "cannot resume run {id}: {} holds its lease and is alive; pass force to take it over",
+                lease.owner
+            ),
+        });
+    }
     state.host.resume_in_background(&id, force)?;
     Ok((StatusCode::ACCEPTED, axum::Json(run_json(&run, store.as_ref()))).into_response())
 }
