@@ -51,10 +51,41 @@ struct Closed {
     end_ns: u128,
 }
 
+/// What the sender thread is given.
+enum Message {
+    /// A span to send.
+    Span(Closed),
+    /// Send what is waiting now, then say so.
+    Flush(mpsc::Sender<()>),
+}
+
 /// The layer: add it to the subscriber with [`layer`].
 pub struct OtlpLayer {
-    queue: mpsc::SyncSender<Closed>,
+    queue: mpsc::SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+}
+
+/// Asks the sender thread to send what is waiting (at exit).
+#[derive(Clone)]
+pub struct Flusher {
+    queue: mpsc::SyncSender<Message>,
+}
+
+impl Flusher {
+    /// Sends every span closed so far, waiting up to `limit`.
+    pub fn flush(&self, limit: Duration) {
+        let (done, wait) = mpsc::channel();
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(limit);
+        }
+    }
+}
+
+impl OtlpLayer {
+    /// A handle to flush this layer's spans.
+    pub fn flusher(&self) -> Flusher {
+        Flusher { queue: self.queue.clone() }
+    }
 }
 
 fn now_ns() -> u128 {
@@ -108,7 +139,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for OtlpLayer {
         let Some(span) = ctx.span(&id) else { return };
         let Some(open) = span.extensions_mut().remove::<Open>() else { return };
         let closed = Closed { name: span.metadata().name(), open, end_ns: now_ns() };
-        if self.queue.try_send(closed).is_err() {
+        if self.queue.try_send(Message::Span(closed)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -139,7 +170,7 @@ impl Collector {
 /// A layer exporting to `url`, and its sender thread.
 pub fn layer(url: &str) -> Result<OtlpLayer, OtlpError> {
     let collector = Collector::parse(url)?;
-    let (queue, spans) = mpsc::sync_channel::<Closed>(QUEUE);
+    let (queue, spans) = mpsc::sync_channel::<Message>(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     let counted = dropped.clone();
     std::thread::Builder::new()
@@ -149,26 +180,52 @@ pub fn layer(url: &str) -> Result<OtlpLayer, OtlpError> {
     Ok(OtlpLayer { queue, dropped })
 }
 
-fn send_loop(collector: &Collector, spans: &mpsc::Receiver<Closed>, dropped: &AtomicU64) {
+fn send_loop(collector: &Collector, messages: &mpsc::Receiver<Message>, dropped: &AtomicU64) {
+    let mut batch = Vec::new();
+    let mut flushed = Vec::new();
     loop {
-        let first = match spans.recv() {
-            Ok(span) => span,
-            Err(_) => return,
-        };
-        let mut batch = vec![first];
-        let deadline = std::time::Instant::now() + FLUSH;
-        while batch.len() < BATCH {
-            match spans.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-                Ok(span) => batch.push(span),
-                Err(_) => break,
+        let message = if batch.is_empty() {
+            match messages.recv() {
+                Ok(message) => Some(message),
+                Err(_) => return,
             }
+        } else {
+            match messages.recv_timeout(FLUSH) {
+                Ok(message) => Some(message),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    send(collector, &batch, dropped);
+                    return;
+                }
+            }
+        };
+        match message {
+            Some(Message::Span(span)) => {
+                batch.push(span);
+                if batch.len() < BATCH {
+                    continue;
+                }
+            }
+            Some(Message::Flush(done)) => flushed.push(done),
+            None => {}
         }
-        let body = encode(&batch).to_string();
-        if let Err(e) = post(collector, &body) {
-            dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            // Not through `tracing`: that would make spans about sending spans.
-            eprintln!("otlp: cannot send {} span(s) to {}: {e}", batch.len(), collector.authority);
+        send(collector, &batch, dropped);
+        batch.clear();
+        for done in flushed.drain(..) {
+            let _ = done.send(());
         }
+    }
+}
+
+fn send(collector: &Collector, batch: &[Closed], dropped: &AtomicU64) {
+    if batch.is_empty() {
+        return;
+    }
+    let body = encode(batch).to_string();
+    if let Err(e) = post(collector, &body) {
+        dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Not through `tracing`: that would make spans about sending spans.
+        eprintln!("otlp: cannot send {} span(s) to {}: {e}", batch.len(), collector.authority);
     }
 }
 

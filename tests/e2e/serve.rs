@@ -412,3 +412,73 @@ async fn a_thousand_runs_submitted_at_once_all_finish() {
         after / 1024
     );
 }
+
+/// A minimal OTLP/HTTP collector: answers 200 to each POST and keeps the span names.
+fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 65536];
+            let body = loop {
+                let Ok(n) = stream.read(&mut buf) else { break None };
+                if n == 0 {
+                    break None;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some(body.to_owned());
+                    }
+                }
+            };
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            if let Some(body) = body.and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok()) {
+                let found = body["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default();
+                kept.lock().unwrap().extend(found);
+            }
+        }
+    });
+    (url, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_otlp_the_spans_of_runs_attempts_and_imports_reach_a_collector() {
+    let (url, spans) = collector();
+    let llm = LlmServer::start(refiner_script());
+    let project = Project::http(&llm, TASKS);
+    let mut server = Served::start(&project, &["--otlp", &url]);
+    let (_, run) =
+        server.post("/api/v1/runs", json!({"task": "report-refiner", "input": {"topic": "Tides"}, "wait": true})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(server.stop(Duration::from_secs(30)).success());
+    let id = run["run_id"].as_str().unwrap();
+    wait_for("the spans to arrive", Duration::from_secs(10), async || {
+        spans.lock().unwrap().iter().any(|s| s["name"] == "run")
+    })
+    .await;
+    let spans = spans.lock().unwrap().clone();
+    let named = |name: &str| spans.iter().filter(|s| s["name"] == name).cloned().collect::<Vec<_>>();
+    let runs = named("run");
+    let run_span = runs
+        .iter()
+        .find(|s| s["attributes"].as_array().unwrap().iter().any(|a| a["value"]["stringValue"] == id))
+        .expect("the run's span");
+    let attempts = named("attempt");
+    assert!(attempts.iter().any(|a| a["parentSpanId"] == run_span["spanId"]), "the attempt is inside the run");
+    let calls =
+        spans.iter().filter(|s| s["name"].as_str().unwrap().starts_with("llm.") && s["traceId"] == run_span["traceId"]);
+    assert_eq!(calls.count(), 5, "five LLM imports in the run's trace");
+    assert!(!named("trace.record").is_empty());
+}

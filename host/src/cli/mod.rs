@@ -128,6 +128,10 @@ enum Command {
         /// they are stopped (saved to resume later).
         #[arg(long, default_value = "30s", value_name = "DURATION")]
         grace: String,
+        /// Send spans (a span per run, attempt and host import) to this
+        /// OpenTelemetry collector, over OTLP/HTTP with JSON (http://HOST:PORT).
+        #[arg(long, value_name = "URL")]
+        otlp: Option<String>,
     },
     /// Maintain the store: `repair` a damaged journal log.
     Store {
@@ -171,8 +175,23 @@ enum CacheCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
-    match dispatch(cli) {
+    let otlp = match &cli.command {
+        Command::Serve { otlp: Some(url), .. } => match cairn::otlp::layer(url) {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let flusher = otlp.as_ref().map(cairn::otlp::OtlpLayer::flusher);
+    init_logging(cli.verbose, otlp);
+    let outcome = dispatch(cli);
+    if let Some(flusher) = flusher {
+        flusher.flush(std::time::Duration::from_secs(5));
+    }
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             if let Some(detached) = err.downcast_ref::<follow::Detached>() {
@@ -185,7 +204,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Logs to stderr at the level `-v` asks for; with `otlp`, the host's spans
+/// (run, attempt, host import, request) also go to the collector, whatever
+/// the log level.
+fn init_logging(verbose: u8, otlp: Option<cairn::otlp::OtlpLayer>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -193,12 +218,13 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cranelift=warn,wasmtime=warn")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    let spans = otlp.map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    tracing_subscriber::registry().with(logs).with(spans).init();
 }
 
 fn load_manifest(path: Option<PathBuf>) -> Result<Manifest> {
@@ -218,7 +244,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     let command = match cli.command {
         Command::Debug { command } => return debug(command),
         Command::Build { task } => return build(&load_manifest(cli.manifest)?, task.as_deref()),
-        Command::Serve { listen, grace } => return serve(load_manifest(cli.manifest)?, listen, &grace),
+        Command::Serve { listen, grace, .. } => return serve(load_manifest(cli.manifest)?, listen, &grace),
         Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest)?, command),
         command => command,
     };
