@@ -187,14 +187,6 @@ mod tests {
         assert_eq!(run.token.stopped(), Some(Stop::Cancel), "the first reason wins");
         drop(run);
         assert!(!stops.stop("r", Stop::Cancel), "a run no longer driven is not stopped");
-        let child = stops.register("child-of-r", Some("r"));
-        assert_eq!(
-            child.token.stopped(),
-            Some(Stop::Cancel),
-            "a child starting after its parent's cancel stops at once"
-        );
-        let grandchild = stops.register("grandchild", Some("child-of-r"));
-        assert_eq!(grandchild.token.stopped(), Some(Stop::Cancel));
         let late = stops.register("later", None);
         assert_eq!(late.token.stopped(), Some(Stop::Shutdown), "runs that start after a stop stop at once");
     }

@@ -69,37 +69,32 @@ impl Host {
             return Err(RunnerError::NotAccepting);
         }
         let (run, spec) = self.create(task, input, &options).await?;
-        let host = self.clone();
         let record = run.clone();
-        tokio::spawn(async move {
-            let _running = host.background.enter();
-            match host.start(run, &spec, &options).await {
-                Err(e @ RunnerError::Stopped { .. }) => tracing::info!("{e}"),
-                Err(e) => tracing::warn!("background run ended with an error: {e}"),
-                Ok(_) => {}
-            }
-        });
+        let host = self.clone();
+        self.in_background("run", &record.id, async move { host.start(run, &spec, &options).await })?;
         Ok(record)
     }
 
     /// Resumes a run in the background (see [`Host::resume`]); returns at once.
     pub fn resume_in_background(self: &Arc<Self>, run_id: &str, force: bool) -> Result<(), RunnerError> {
-        if self.stops.stopping() {
-            return Err(RunnerError::NotAccepting);
-        }
-        let host = self.clone();
-        let run_id = run_id.to_owned();
-        tokio::spawn(async move {
-            let _running = host.background.enter();
-            if let Err(e) = host.resume(&run_id, force).await {
-                tracing::warn!(run = %run_id, "resumed run ended with an error: {e}");
-            }
-        });
-        Ok(())
+        let (host, id) = (self.clone(), run_id.to_owned());
+        self.in_background("resumed run", run_id, async move { host.resume(&id, force).await })
     }
 
     /// Retries a dead letter (see [`Host::retry_dead`]) in the background.
     pub fn retry_dead_in_background(self: &Arc<Self>, run_id: &str, stub: Option<String>) -> Result<(), RunnerError> {
+        let (host, id) = (self.clone(), run_id.to_owned());
+        self.in_background("dead-letter retry", run_id, async move { host.retry_dead(&id, stub).await })
+    }
+
+    /// Drives `work` (a run of `run_id`) on its own task, counted among the
+    /// background runs a graceful stop waits for.
+    fn in_background(
+        self: &Arc<Self>,
+        what: &'static str,
+        run_id: &str,
+        work: impl Future<Output = Result<RunRecord, RunnerError>> + Send + 'static,
+    ) -> Result<(), RunnerError> {
         if self.stops.stopping() {
             return Err(RunnerError::NotAccepting);
         }
@@ -107,8 +102,10 @@ impl Host {
         let run_id = run_id.to_owned();
         tokio::spawn(async move {
             let _running = host.background.enter();
-            if let Err(e) = host.retry_dead(&run_id, stub).await {
-                tracing::warn!(run = %run_id, "dead-letter retry ended with an error: {e}");
+            match work.await {
+                Err(e @ RunnerError::Stopped { .. }) => tracing::info!(run = %run_id, "{e}"),
+                Err(e) => tracing::warn!(run = %run_id, "{what} ended with an error: {e}"),
+                Ok(_) => {}
             }
         });
         Ok(())
