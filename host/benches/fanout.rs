@@ -3,7 +3,9 @@
 //! waits for all. Each child is a run of its own: a record created and
 //! finished in the redb store, a submission journaled durably in the
 //! parent, an attempt on a warm instance of a pooled environment. Prints
-//! wall time, children per second and the process's peak RSS.
+//! wall time, children per second and the process's peak RSS during a run
+//! (`VmHWM`, reset before each run), each the median of several timed runs
+//! after a warm-up run, with its spread.
 //!
 //! Run with `cargo bench -p cairn --bench fanout [-- N]` (default 10,000) after `./x setup`.
 
@@ -15,6 +17,10 @@ use cairn::model::{CallKind, RunStatus};
 use cairn::runner::Host;
 use serde_json::json;
 
+#[path = "support/measure.rs"]
+mod measure;
+use measure::{Plan, Series, per_second};
+
 /// A line of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -24,6 +30,12 @@ fn status_kib(field: &str) -> u64 {
             line.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix("kB")?.trim().parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS; false where
+/// the kernel does not allow it (the peak is then the process's).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 fn main() {
@@ -54,32 +66,51 @@ fn main() {
     .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let input = json!({"mode": "fanout", "task": "child", "count": children, "child": {"mode": "echo", "i": null}});
-    let (host, rss_before, took, run) = runtime.block_on(async {
+    let plan = Plan::new(1, 5);
+    let (mut wall, mut rate) = (Series::new(), Series::new());
+    let (mut before, mut peak, mut growth) = (Series::new(), Series::new(), Series::new());
+    let mut per_round_peak = true;
+    let (host, rss_before) = runtime.block_on(async {
         let host = Host::open(Manifest::load(&manifest).unwrap()).unwrap();
         host.start_environment("driver").await;
         host.start_environment("workers").await;
         let rss_before = status_kib("VmRSS");
-        let started = Instant::now();
-        let run = host.run("parent", &input.to_string()).await.unwrap();
-        (host, rss_before, started.elapsed(), run)
+        for round in plan.rounds() {
+            per_round_peak &= reset_peak_rss();
+            let rss = status_kib("VmRSS") as f64 / 1024.0;
+            let started = Instant::now();
+            let run = host.run("parent", &input.to_string()).await.unwrap();
+            let took = started.elapsed();
+            assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+            let output: serde_json::Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
+            assert_eq!(output["failed"], 0, "{output}");
+            let journaled =
+                host.store().journal_of(&run.id).unwrap().iter().filter(|e| e.key.kind == CallKind::Child).count();
+            assert_eq!(journaled as u64, children, "every submission is in the parent's journal");
+            wall.add(round, took.as_secs_f64());
+            rate.add(round, per_second(children, took));
+            let hwm = status_kib("VmHWM") as f64 / 1024.0;
+            before.add(round, rss);
+            peak.add(round, hwm);
+            growth.add(round, hwm - rss);
+        }
+        (host, rss_before)
     });
-    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
-    let output: serde_json::Value = serde_json::from_str(run.output.as_deref().unwrap()).unwrap();
-    assert_eq!(output["failed"], 0, "{output}");
-    let journaled = host.store().journal_of(&run.id).unwrap().iter().filter(|e| e.key.kind == CallKind::Child).count();
-    assert_eq!(journaled as u64, children, "every submission is in the parent's journal");
     let pool = host.pools().into_iter().map(|p| p.stats()).find(|s| s.environment == "workers").unwrap();
-    let peak_mib = status_kib("VmHWM") as f64 / 1024.0;
-    println!("fan-out benchmark (one run)");
-    println!("  children                      {children}");
-    println!("  wall time                     {:.2} s", took.as_secs_f64());
-    println!("  children per second           {:.0}", children as f64 / took.as_secs_f64());
+    println!("fan-out benchmark: each figure the {}", plan.describe());
+    println!("  children per run              {children}");
+    println!("  wall time                     {}", wall.show("s"));
+    println!("  children per second           {}", rate.show("/s"));
+    println!("  RSS before the first run      {:.0} MiB", rss_before as f64 / 1024.0);
+    println!("  RSS before a run              {}", before.show("MiB"));
+    if per_round_peak {
+        println!("  peak RSS during a run         {}", peak.show("MiB"));
+        println!("  its growth during the run     {}", growth.show("MiB"));
+    } else {
+        println!("  peak RSS of the process       {}  (VmHWM cannot be reset here)", peak.show("MiB"));
+    }
     println!(
-        "  peak RSS (VmHWM)              {peak_mib:.0} MiB (RSS before the run: {:.0} MiB)",
-        rss_before as f64 / 1024.0
-    );
-    println!(
-        "  pool: {} instances made, {} reuses, at most {} busy at once",
+        "  pool, all runs: {} instances made, {} reuses, at most {} busy at once",
         pool.instantiations, pool.reuses, pool.peak_busy
     );
 }

@@ -1,175 +1,209 @@
 //! Languages benchmark: what a guest's language costs the host, one table from
-//! one run, with ratios against the Rust guest (these machines are noisy).
+//! one run, with ratios (of medians) against the Rust guest. Every timed figure
+//! is the median of several timed rounds after a warm-up round, with its
+//! spread (these machines are shared and noisy).
 //!
 //! For each fixture guest (`probe` in Rust, `py-probe` built by componentize-py,
 //! `js-probe` built by componentize-js), with Cairn's engine (pooling allocator):
 //!
 //! - size of the component file;
 //! - first compile: `CairnEngine::load` on an empty artifacts dir
-//!   (`Component::new`, then the artifact is written);
+//!   (`Component::new`, then the artifact is written), one per round;
 //! - cached load: `CairnEngine::load` again on that dir (read and sha256 the
 //!   file, then mmap the precompiled artifact; the hashing share is printed too);
-//! - fresh instantiate + call: new store, instantiate (from an `InstancePre`),
-//!   call `run` with the echo input, drop; what each attempt pays without reuse;
+//! - fresh instantiate + call: new store, instantiate (from an `InstancePre`,
+//!   `run` resolved once and called typed), drop; what each attempt pays
+//!   without reuse;
 //! - warm call: `run` called again and again on one instance; what a reused
 //!   instance pays (Cairn's pool adds little to it: see `--bench reuse`).
 //!
 //! Run with `cargo bench -p cairn --bench languages` after `./x setup` (which builds the guests).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cairn::engine::CairnEngine;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre};
 
 #[path = "support/bare.rs"]
 mod bare;
-use bare::{Bare, bare_pre, call_echo, new_store};
+#[path = "support/measure.rs"]
+mod measure;
+use bare::{BarePre, call_echo, fresh_call, new_store};
+use measure::{Plan, Series, num, repeat, us_per};
 
-const COMPILE_ROUNDS: u32 = 2;
-const LOAD_ROUNDS: u32 = 20;
-const FRESH_CALLS: u32 = 500;
-const WARM_CALLS: u32 = 5000;
+/// Loads of the component per cached-load round.
+const LOADS: u64 = 20;
 
-/// One guest's figures.
+/// Rounds of each figure.
+struct Plans {
+    compile: Plan,
+    load: Plan,
+    calls: Plan,
+}
+
+/// Calls per round.
+#[derive(Clone, Copy)]
+struct Calls {
+    fresh: u64,
+    warm: u64,
+}
+
+/// One guest's figures (µs).
 struct Row {
     guest: &'static str,
     size_bytes: u64,
-    compile: Duration,
-    cached_load: Duration,
-    read_and_hash: Duration,
-    fresh_call: Duration,
-    warm_call: Duration,
+    compile: Series,
+    cached_load: Series,
+    read_and_hash: Series,
+    fresh_call: Series,
+    warm_call: Series,
 }
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples")
 }
 
-fn mean(total: Duration, n: u32) -> Duration {
-    total / n
-}
-
-/// A new store and instance, one echo call, then both dropped: an attempt without reuse.
-async fn fresh_instance_call(pre: &InstancePre<Bare>) {
-    let mut store = new_store(pre.engine());
-    let instance = pre.instantiate_async(&mut store).await.unwrap();
-    let run = instance.get_func(&mut store, "run").expect("the guest exports run");
-    call_echo(&mut store, &run).await;
-}
-
-fn measure(runtime: &tokio::runtime::Runtime, scratch: &Path, guest: &'static str, path: &Path) -> Row {
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    scratch: &Path,
+    plans: &Plans,
+    (guest, path, calls): (&'static str, &Path, Calls),
+) -> Row {
     let size_bytes = std::fs::metadata(path).unwrap().len();
 
-    let mut compile = Duration::ZERO;
-    for round in 0..COMPILE_ROUNDS {
-        let engine = CairnEngine::new(scratch.join(format!("{guest}-artifacts-{round}"))).unwrap();
+    let mut dirs = 0;
+    let compile = repeat(plans.compile, || {
+        dirs += 1;
+        let engine = CairnEngine::new(scratch.join(format!("{guest}-artifacts-{dirs}"))).unwrap();
         let started = Instant::now();
         let loaded = engine.load(path).unwrap();
-        compile += started.elapsed();
+        let took = us_per(started.elapsed(), 1);
         assert!(!loaded.from_cache);
-    }
-
-    let engine = CairnEngine::new(scratch.join(format!("{guest}-artifacts-0"))).unwrap();
-    let mut cached_load = Duration::ZERO;
-    let mut component: Option<Component> = None;
-    for _ in 0..LOAD_ROUNDS {
-        let started = Instant::now();
-        let loaded = engine.load(path).unwrap();
-        cached_load += started.elapsed();
-        assert!(loaded.from_cache);
-        component = Some(loaded.component);
-    }
-    let component = component.unwrap();
-    // What of the cached load is reading and hashing the file (the artifact's key).
-    let started = Instant::now();
-    for _ in 0..LOAD_ROUNDS {
-        std::hint::black_box(Sha256::digest(std::fs::read(path).unwrap()));
-    }
-    let read_and_hash = mean(started.elapsed(), LOAD_ROUNDS);
-
-    let wasm = engine.engine();
-    let pre = bare_pre(wasm, &component);
-
-    let (fresh_call, warm_call) = runtime.block_on(async {
-        fresh_instance_call(&pre).await; // warm-up
-        let started = Instant::now();
-        for _ in 0..FRESH_CALLS {
-            fresh_instance_call(&pre).await;
-        }
-        let fresh_total = started.elapsed();
-
-        let mut store = new_store(wasm);
-        let instance = pre.instantiate_async(&mut store).await.unwrap();
-        let run = instance.get_func(&mut store, "run").expect("the guest exports run");
-        call_echo(&mut store, &run).await; // the first call pays the guest's lazy set-up
-        let started = Instant::now();
-        for _ in 0..WARM_CALLS {
-            call_echo(&mut store, &run).await;
-        }
-        (mean(fresh_total, FRESH_CALLS), mean(started.elapsed(), WARM_CALLS))
+        took
     });
 
-    Row {
-        guest,
-        size_bytes,
-        compile: mean(compile, COMPILE_ROUNDS),
-        cached_load: mean(cached_load, LOAD_ROUNDS),
-        read_and_hash,
-        fresh_call,
-        warm_call,
+    let engine = CairnEngine::new(scratch.join(format!("{guest}-artifacts-1"))).unwrap();
+    let component = engine.load(path).unwrap().component;
+    let (mut cached_load, mut read_and_hash) = (Series::new(), Series::new());
+    for round in plans.load.rounds() {
+        let started = Instant::now();
+        for _ in 0..LOADS {
+            assert!(engine.load(path).unwrap().from_cache);
+        }
+        cached_load.add(round, us_per(started.elapsed(), LOADS));
+        // What of the cached load is reading and hashing the file (the artifact's key).
+        let started = Instant::now();
+        for _ in 0..LOADS {
+            std::hint::black_box(Sha256::digest(std::fs::read(path).unwrap()));
+        }
+        read_and_hash.add(round, us_per(started.elapsed(), LOADS));
     }
+
+    let pre = BarePre::new(engine.engine(), &component);
+    let (fresh_call, warm_call) = runtime.block_on(async {
+        let (mut fresh, mut warm) = (Series::new(), Series::new());
+        for round in plans.calls.rounds() {
+            let started = Instant::now();
+            for _ in 0..calls.fresh {
+                fresh_call(&pre).await;
+            }
+            fresh.add(round, us_per(started.elapsed(), calls.fresh));
+
+            let mut store = new_store(pre.engine());
+            let run = pre.instantiate(&mut store).await;
+            call_echo(&mut store, &run).await; // the first call pays the guest's lazy set-up
+            let started = Instant::now();
+            for _ in 0..calls.warm {
+                call_echo(&mut store, &run).await;
+            }
+            warm.add(round, us_per(started.elapsed(), calls.warm));
+        }
+        (fresh, warm)
+    });
+
+    Row { guest, size_bytes, compile, cached_load, read_and_hash, fresh_call, warm_call }
 }
 
-/// `d` in a readable unit.
-fn human(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
+/// A figure of µs in a readable unit.
+fn human(us: f64) -> String {
     if us >= 1e6 {
-        format!("{:.2} s", us / 1e6)
+        format!("{} s", num(us / 1e6))
     } else if us >= 1e3 {
-        format!("{:.2} ms", us / 1e3)
+        format!("{} ms", num(us / 1e3))
     } else {
-        format!("{us:.1} µs")
+        format!("{} µs", num(us))
     }
 }
 
-fn cell(value: String, ratio: f64) -> String {
-    if ratio < 10.0 { format!("{value} ({ratio:.1}x)") } else { format!("{value} ({ratio:.0}x)") }
+/// `median [low–high] (ratio x)`.
+fn cell(figure: &Series, base: &Series) -> String {
+    let (low, high) = figure.spread();
+    format!(
+        "{} [{}–{}] ({}x)",
+        human(figure.median()),
+        num_like(low, figure),
+        num_like(high, figure),
+        ratio(figure, base)
+    )
+}
+
+/// `v` in the unit `human` picks for `figure`'s median, without the unit.
+fn num_like(v: f64, figure: &Series) -> String {
+    let m = figure.median();
+    num(if m >= 1e6 {
+        v / 1e6
+    } else if m >= 1e3 {
+        v / 1e3
+    } else {
+        v
+    })
+}
+
+fn ratio(figure: &Series, base: &Series) -> String {
+    let r = figure.median() / base.median();
+    if r < 10.0 { format!("{r:.1}") } else { format!("{r:.0}") }
 }
 
 fn main() {
     let guests = [
-        ("Rust (probe)", examples().join("components/probe.wasm")),
-        ("Python (py-probe)", examples().join("components/py-probe.wasm")),
-        ("JavaScript (js-probe)", examples().join("components/js-probe.wasm")),
+        ("Rust (probe)", examples().join("components/probe.wasm"), Calls { fresh: 500, warm: 5000 }),
+        ("Python (py-probe)", examples().join("components/py-probe.wasm"), Calls { fresh: 100, warm: 2000 }),
+        ("JavaScript (js-probe)", examples().join("components/js-probe.wasm"), Calls { fresh: 200, warm: 2000 }),
     ];
-    for (_, path) in &guests {
+    for (_, path, _) in &guests {
         assert!(path.is_file(), "{} is missing: build the guests first (./x setup)", path.display());
     }
+    let plans = Plans { compile: Plan::new(1, 3), load: Plan::new(1, 7), calls: Plan::new(1, 7) };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let rows: Vec<Row> = guests.iter().map(|(guest, path)| measure(&runtime, scratch.path(), guest, path)).collect();
+    let rows: Vec<Row> = guests
+        .iter()
+        .map(|(guest, path, calls)| measure(&runtime, scratch.path(), &plans, (guest, path, *calls)))
+        .collect();
 
     let base = &rows[0];
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "languages benchmark (one run; Cairn's engine, {:?} allocator; ratio against the Rust row in parentheses)",
+        "languages benchmark (Cairn's engine, {:?} allocator): median [spread] (ratio of medians against the Rust row)",
         CairnEngine::new(scratch.path().join("allocator-probe")).unwrap().allocator()
     );
-    println!(
-        "first compile: mean of {COMPILE_ROUNDS}; cached load: mean of {LOAD_ROUNDS}; fresh: mean of {FRESH_CALLS}; warm: mean of {WARM_CALLS} calls"
-    );
+    println!("first compile: {}, one compile per round", plans.compile.describe());
+    println!("cached load: {}, mean of {LOADS} loads per round", plans.load.describe());
+    let calls: Vec<String> =
+        guests.iter().map(|(guest, _, c)| format!("{guest} {} fresh, {} warm", c.fresh, c.warm)).collect();
+    println!("calls (bare wasmtime, typed): {}; per round: {}", plans.calls.describe(), calls.join("; "));
     let header = ["guest", "size", "first compile", "cached load", "fresh instantiate + call", "warm call"];
     let mut table: Vec<[String; 6]> = vec![header.map(str::to_owned)];
     for row in &rows {
+        let size = row.size_bytes as f64 / base.size_bytes as f64;
+        let size = if size < 10.0 { format!("{size:.1}") } else { format!("{size:.0}") };
         table.push([
             row.guest.to_owned(),
-            cell(format!("{} KiB", row.size_bytes / 1024), row.size_bytes as f64 / base.size_bytes as f64),
-            cell(human(row.compile), ratio(row.compile, base.compile)),
-            cell(human(row.cached_load), ratio(row.cached_load, base.cached_load)),
-            cell(human(row.fresh_call), ratio(row.fresh_call, base.fresh_call)),
-            cell(human(row.warm_call), ratio(row.warm_call, base.warm_call)),
+            format!("{} KiB ({size}x)", row.size_bytes / 1024),
+            cell(&row.compile, &base.compile),
+            cell(&row.cached_load, &base.cached_load),
+            cell(&row.fresh_call, &base.fresh_call),
+            cell(&row.warm_call, &base.warm_call),
         ]);
     }
     let widths: Vec<usize> = (0..6).map(|c| table.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
@@ -183,18 +217,19 @@ fn main() {
     }
     for row in &rows {
         println!(
-            "{}: reading and hashing the file is {} of its {} cached load",
+            "{}: reading and hashing the file takes {} (median), its cached load {}",
             row.guest,
-            human(row.read_and_hash),
-            human(row.cached_load),
+            human(row.read_and_hash.median()),
+            human(row.cached_load.median()),
         );
     }
     for row in &rows[1..] {
+        let (warm, fresh) = (row.warm_call.median(), row.fresh_call.median());
         println!(
             "{}: a warm call costs {:.1}% of a fresh instantiate + call ({} saved per call by reusing an instance)",
             row.guest,
-            100.0 * ratio(row.warm_call, row.fresh_call),
-            human(row.fresh_call.saturating_sub(row.warm_call)),
+            100.0 * warm / fresh,
+            human((fresh - warm).max(0.0)),
         );
     }
 }

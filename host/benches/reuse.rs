@@ -1,16 +1,23 @@
 //! Reuse benchmark: the per-call cost of Cairn's instance paths against bare
-//! wasmtime doing the same work in the same run (ratios are the figures to
-//! compare; these machines are shared and noisy):
+//! wasmtime doing the same work in the same run. Every figure is the median of
+//! several timed rounds after a warm-up round, with its spread; ratios are
+//! ratios of medians (these machines are shared and noisy).
 //!
-//! 1. fresh instance per call (no `reuse`): a `PreparedTask::call` (pooling
-//!    allocator + pre-instantiation, the run's directory preopened, captured
-//!    stdio, limits, the output checked) vs bare store + instantiate + call +
-//!    drop; and bare store + instantiate alone, with the drop kept out of the
-//!    timing;
-//! 2. warm instance through the environment's pool (`reuse`) vs a bare call
-//!    on one instance kept alive;
-//! 3. the same two paths for a trivial Python guest (componentize-py): warm
-//!    vs fresh through Cairn.
+//! Bare wasmtime is on its fastest path: the component pre-instantiated, `run`
+//! resolved once and called as a typed function. Cairn is measured twice: its
+//! attempt alone (`PreparedTask::call` in an existing run directory: no run
+//! record, lease, cache or breaker work) and the whole run as a user pays it
+//! (`Host::run`: record created, lease, journal, attempt, record finished, run
+//! directory removed).
+//!
+//! 1. fresh instance per call (no `reuse`): bare store + instantiate + call +
+//!    drop (and store + instantiate alone, the drop kept out of the timing) vs
+//!    Cairn's attempt (pooling allocator + pre-instantiation, the run's
+//!    directory preopened, captured stdio, limits, the output checked) and
+//!    Cairn's whole run;
+//! 2. warm instance (`reuse`): a bare call on one instance kept alive vs
+//!    Cairn's attempt through the environment's pool and Cairn's whole run;
+//! 3. the same for a trivial Python guest (componentize-py).
 //!
 //! Run with `cargo bench -p cairn --bench reuse` after `./x setup`.
 
@@ -19,38 +26,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn::manifest::Manifest;
+use cairn::model::RunStatus;
 use cairn::runner::Host;
-use wasmtime::component::{Component, InstancePre};
 
 #[path = "support/bare.rs"]
 mod bare;
-use bare::{Bare, ECHO, bare_pre, call_echo, new_store};
+#[path = "support/measure.rs"]
+mod measure;
+use bare::{BarePre, ECHO, call_echo, fresh_call, new_store};
+use measure::{Plan, Series, us_per};
 
-const ROUNDS: u32 = 5;
 const RUN: &str = "0190bench-0000-7000-8000-000000000001";
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples")
 }
 
-fn us(total: Duration, n: u32) -> f64 {
-    total.as_secs_f64() * 1e6 / f64::from(n)
-}
-
-/// Bare: `n` × (store, instantiate, call, drop).
-async fn bare_fresh(pre: &InstancePre<Bare>, n: u32) -> Duration {
+/// Bare: `n` × (store, instantiate, typed call, drop), µs per call.
+async fn bare_fresh(pre: &BarePre, n: u64) -> f64 {
     let started = Instant::now();
     for _ in 0..n {
-        let mut store = new_store(pre.engine());
-        let instance = pre.instantiate_async(&mut store).await.unwrap();
-        let run = instance.get_func(&mut store, "run").unwrap();
-        call_echo(&mut store, &run).await;
+        fresh_call(pre).await;
     }
-    started.elapsed()
+    us_per(started.elapsed(), n)
 }
 
 /// Bare: `n` × (store, instantiate); the stores are dropped after the clock stops.
-async fn bare_instantiate(pre: &InstancePre<Bare>, n: u32) -> Duration {
+async fn bare_instantiate(pre: &BarePre, n: u64) -> f64 {
     let mut total = Duration::ZERO;
     for chunk in 0..n.div_ceil(200) {
         let this = (n - chunk * 200).min(200);
@@ -58,67 +60,78 @@ async fn bare_instantiate(pre: &InstancePre<Bare>, n: u32) -> Duration {
         let started = Instant::now();
         for _ in 0..this {
             let mut store = new_store(pre.engine());
-            let instance = pre.instantiate_async(&mut store).await.unwrap();
-            kept.push((store, instance));
+            let run = pre.instantiate(&mut store).await;
+            kept.push((store, run));
         }
         total += started.elapsed();
         drop(kept);
     }
-    total
+    us_per(total, n)
 }
 
-/// Bare: `n` calls on one instance.
-async fn bare_warm(pre: &InstancePre<Bare>, n: u32) -> Duration {
+/// Bare: `n` typed calls on one instance, µs per call.
+async fn bare_warm(pre: &BarePre, n: u64) -> f64 {
     let mut store = new_store(pre.engine());
-    let instance = pre.instantiate_async(&mut store).await.unwrap();
-    let run = instance.get_func(&mut store, "run").unwrap();
-    call_echo(&mut store, &run).await;
+    let run = pre.instantiate(&mut store).await;
+    call_echo(&mut store, &run).await; // the first call pays the guest's lazy set-up
     let started = Instant::now();
     for _ in 0..n {
         call_echo(&mut store, &run).await;
     }
-    started.elapsed()
+    us_per(started.elapsed(), n)
 }
 
-/// Cairn: `n` attempts of `task`, resolved once (as bare resolves its `InstancePre` once).
-async fn cairn_calls(host: &Host, task: &str, n: u32) -> Duration {
+/// Cairn's attempt alone: `n` attempts of `task` in run [`RUN`]'s directory,
+/// the task resolved once (as bare resolves its `InstancePre` once), µs per call.
+async fn cairn_attempts(host: &Host, task: &str, n: u64) -> f64 {
     let task = host.prepare_task(task).await.unwrap().unwrap();
     let started = Instant::now();
     for _ in 0..n {
         task.call(ECHO, Some(RUN)).await.unwrap();
     }
-    started.elapsed()
+    us_per(started.elapsed(), n)
 }
 
-/// Timings of one guest, summed over rounds.
+/// Cairn's whole run: `n` × `Host::run`, µs per run.
+async fn cairn_runs(host: &Host, task: &str, n: u64) -> f64 {
+    let started = Instant::now();
+    for _ in 0..n {
+        let run = host.run(task, ECHO).await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    }
+    us_per(started.elapsed(), n)
+}
+
+/// Calls per round of each path.
+#[derive(Clone, Copy)]
+struct Counts {
+    fresh: u64,
+    warm: u64,
+    runs: u64,
+}
+
+/// One guest's figures, µs per call.
 #[derive(Default)]
 struct Paths {
-    bare_fresh: Duration,
-    bare_instantiate: Duration,
-    bare_warm: Duration,
-    cairn_fresh: Duration,
-    cairn_warm: Duration,
+    bare_fresh: Series,
+    bare_instantiate: Series,
+    cairn_fresh: Series,
+    cairn_fresh_run: Series,
+    bare_warm: Series,
+    cairn_warm: Series,
+    cairn_warm_run: Series,
 }
 
-async fn measure(
-    host: &Host,
-    pre: &InstancePre<Bare>,
-    fresh_task: &str,
-    warm_task: &str,
-    fresh: u32,
-    warm: u32,
-) -> Paths {
-    // Warm-up: artifacts loaded, pools filled, lazy guest set-up done.
-    bare_fresh(pre, 5).await;
-    cairn_calls(host, fresh_task, 5).await;
-    cairn_calls(host, warm_task, 5).await;
+async fn measure(host: &Host, pre: &BarePre, fresh_task: &str, warm_task: &str, n: Counts, plan: Plan) -> Paths {
     let mut paths = Paths::default();
-    for _ in 0..ROUNDS {
-        paths.bare_fresh += bare_fresh(pre, fresh).await;
-        paths.cairn_fresh += cairn_calls(host, fresh_task, fresh).await;
-        paths.bare_instantiate += bare_instantiate(pre, fresh).await;
-        paths.bare_warm += bare_warm(pre, warm).await;
-        paths.cairn_warm += cairn_calls(host, warm_task, warm).await;
+    for round in plan.rounds() {
+        paths.bare_fresh.add(round, bare_fresh(pre, n.fresh).await);
+        paths.cairn_fresh.add(round, cairn_attempts(host, fresh_task, n.fresh).await);
+        paths.cairn_fresh_run.add(round, cairn_runs(host, fresh_task, n.runs).await);
+        paths.bare_instantiate.add(round, bare_instantiate(pre, n.fresh).await);
+        paths.bare_warm.add(round, bare_warm(pre, n.warm).await);
+        paths.cairn_warm.add(round, cairn_attempts(host, warm_task, n.warm).await);
+        paths.cairn_warm_run.add(round, cairn_runs(host, warm_task, n.runs).await);
     }
     paths
 }
@@ -157,37 +170,41 @@ fn main() {
     .unwrap();
     let host: Arc<Host> = runtime.block_on(async { Host::open(Manifest::load(&manifest).unwrap()).unwrap() });
     let engine = host.engine().engine().clone();
-    let pre_of = |path: &Path| {
-        let component: Component = host.engine().load(path).unwrap().component;
-        bare_pre(&engine, &component)
-    };
+    let pre_of = |path: &Path| BarePre::new(&engine, &host.engine().load(path).unwrap().component);
     let (rust_pre, py_pre) = (pre_of(&probe), pre_of(&py_probe));
-    let (rust_fresh, rust_warm, py_fresh, py_warm) = (2000, 20_000, 100, 5000);
+    let rust_n = Counts { fresh: 1000, warm: 20_000, runs: 100 };
+    let py_n = Counts { fresh: 50, warm: 2000, runs: 50 };
+    let plan = Plan::new(1, 11);
     let (rust, py) = runtime.block_on(async {
-        let rust = measure(&host, &rust_pre, "probe", "warm-probe", rust_fresh, rust_warm).await;
-        let py = measure(&host, &py_pre, "py-probe", "warm-py-probe", py_fresh, py_warm).await;
+        let rust = measure(&host, &rust_pre, "probe", "warm-probe", rust_n, plan).await;
+        let py = measure(&host, &py_pre, "py-probe", "warm-py-probe", py_n, plan).await;
         (rust, py)
     });
 
-    let n = |calls: u32| calls * ROUNDS;
-    println!("reuse benchmark (one run; ratios are the figures to compare; {:?} allocator)", host.engine().allocator());
-    for (guest, paths, fresh, warm) in
-        [("Rust probe", &rust, rust_fresh, rust_warm), ("Python py-probe", &py, py_fresh, py_warm)]
-    {
-        let bare_fresh = us(paths.bare_fresh, n(fresh));
-        let bare_instantiate = us(paths.bare_instantiate, n(fresh));
-        let cairn_fresh = us(paths.cairn_fresh, n(fresh));
-        let bare_warm = us(paths.bare_warm, n(warm));
-        let cairn_warm = us(paths.cairn_warm, n(warm));
-        println!("{guest} (echo), fresh: mean of {}, warm: mean of {}", n(fresh), n(warm));
-        println!("  bare store + instantiate (drop excluded)       {bare_instantiate:>10.1} µs");
-        println!("  bare store + instantiate + call + drop         {bare_fresh:>10.1} µs");
-        println!("  Cairn fresh instance per call                  {cairn_fresh:>10.1} µs");
-        println!("  Cairn fresh / bare fresh                       {:>10.2} x", cairn_fresh / bare_fresh);
-        println!("  bare warm call on one instance                 {bare_warm:>10.2} µs");
-        println!("  Cairn warm call through the pool               {cairn_warm:>10.2} µs");
-        println!("  Cairn warm / bare warm                         {:>10.2} x", cairn_warm / bare_warm);
-        println!("  Cairn fresh / Cairn warm                       {:>10.0} x", cairn_fresh / cairn_warm);
-        println!("  bare fresh / bare warm                         {:>10.0} x", bare_fresh / bare_warm);
+    println!("reuse benchmark: each figure the {} ({:?} allocator)", plan.describe(), host.engine().allocator());
+    println!("bare: typed call, export resolved once; Cairn attempt: PreparedTask::call; Cairn run: Host::run");
+    for (guest, paths, n) in [("Rust probe", &rust, rust_n), ("Python py-probe", &py, py_n)] {
+        println!(
+            "{guest} (echo), µs per call; per round: fresh {}, warm {}, whole runs {} of each",
+            n.fresh, n.warm, n.runs
+        );
+        println!("  bare store + instantiate (drop excluded)       {}", paths.bare_instantiate.show("µs"));
+        println!("  bare store + instantiate + call + drop         {}", paths.bare_fresh.show("µs"));
+        println!("  Cairn attempt, fresh instance                  {}", paths.cairn_fresh.show("µs"));
+        println!("  Cairn whole run, fresh instance                {}", paths.cairn_fresh_run.show("µs"));
+        println!("  bare warm call on one instance                 {}", paths.bare_warm.show("µs"));
+        println!("  Cairn attempt, warm instance from the pool     {}", paths.cairn_warm.show("µs"));
+        println!("  Cairn whole run, warm instance from the pool   {}", paths.cairn_warm_run.show("µs"));
+        println!("  ratios of medians (per-round spread):");
+        println!("  Cairn attempt fresh / bare fresh               {}", paths.cairn_fresh.ratio(&paths.bare_fresh));
+        println!("  Cairn run fresh / bare fresh                   {}", paths.cairn_fresh_run.ratio(&paths.bare_fresh));
+        println!("  Cairn attempt warm / bare warm                 {}", paths.cairn_warm.ratio(&paths.bare_warm));
+        println!("  Cairn run warm / bare warm                     {}", paths.cairn_warm_run.ratio(&paths.bare_warm));
+        println!("  Cairn attempt fresh / Cairn attempt warm       {}", paths.cairn_fresh.ratio(&paths.cairn_warm));
+        println!(
+            "  Cairn run fresh / Cairn run warm               {}",
+            paths.cairn_fresh_run.ratio(&paths.cairn_warm_run)
+        );
+        println!("  bare fresh / bare warm                         {}", paths.bare_fresh.ratio(&paths.bare_warm));
     }
 }

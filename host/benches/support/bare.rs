@@ -1,8 +1,15 @@
-//! Bare wasmtime for the benchmarks' baselines: WASI 0.2 linked, Cairn's own
-//! imports linked as traps (the guests' echo paths never call them), nothing else.
+//! Bare wasmtime for the benchmarks' baselines, on its fastest path: WASI 0.2
+//! linked, Cairn's own imports linked as traps (the guests' echo paths never
+//! call them), the component pre-instantiated and its `run` export resolved
+//! once ([`BarePre`]), and `run` called as a typed function, the way
+//! `bindgen!`'s generated bindings (and so Cairn) call it.
+
+#![allow(dead_code)] // each bench uses its own part of this
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Func, InstancePre, Linker, ResourceTable, ResourceType, Val};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentType, InstancePre, Lift, Linker, ResourceTable, ResourceType, TypedFunc,
+};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -29,6 +36,44 @@ impl WasiView for Bare {
 struct PendingStub;
 /// Stand-in host type of `cairn:task/tasks.group`.
 struct GroupStub;
+
+/// `cairn:task/types.task-error`, lifted by the typed call.
+#[derive(ComponentType, Lift, Debug)]
+#[component(record)]
+pub struct TaskError {
+    kind: String,
+    message: String,
+    retryable: bool,
+}
+
+/// The world's export `run: func(input: string) -> result<string, task-error>`, typed.
+pub type RunFn = TypedFunc<(&'static str,), (Result<String, TaskError>,)>;
+
+/// A component ready to instantiate, with its `run` export resolved once.
+pub struct BarePre {
+    pre: InstancePre<Bare>,
+    run: ComponentExportIndex,
+}
+
+impl BarePre {
+    /// `component` pre-instantiated (see [`bare_pre`]) and `run` looked up.
+    pub fn new(engine: &Engine, component: &Component) -> BarePre {
+        let run = component.get_export_index(None, "run").expect("the guest exports run");
+        BarePre { pre: bare_pre(engine, component), run }
+    }
+
+    /// The engine it instantiates in.
+    pub fn engine(&self) -> &Engine {
+        self.pre.engine()
+    }
+
+    /// A new instance in `store` and its typed `run` (type-checked once per
+    /// instance by the export index, as generated bindings do; no name lookup).
+    pub async fn instantiate(&self, store: &mut Store<Bare>) -> RunFn {
+        let instance = self.pre.instantiate_async(&mut *store).await.unwrap();
+        instance.get_typed_func(&mut *store, self.run).expect("run has the world's type")
+    }
+}
 
 /// `component` pre-instantiated with WASI and trapping stubs for `cairn:task/*`.
 pub fn bare_pre(engine: &Engine, component: &Component) -> InstancePre<Bare> {
@@ -69,8 +114,14 @@ pub fn new_store(engine: &Engine) -> Store<Bare> {
 }
 
 /// Calls `run` with [`ECHO`] and checks that it succeeded.
-pub async fn call_echo(store: &mut Store<Bare>, run: &Func) {
-    let mut results = [Val::Bool(false)];
-    run.call_async(&mut *store, &[Val::String(ECHO.into())], &mut results).await.unwrap();
-    assert!(matches!(&results[0], Val::Result(Ok(_))), "echo failed: {results:?}");
+pub async fn call_echo(store: &mut Store<Bare>, run: &RunFn) {
+    let (result,) = run.call_async(&mut *store, (ECHO,)).await.unwrap();
+    assert!(result.is_ok(), "echo failed: {result:?}");
+}
+
+/// Bare fresh instance per call: store, instantiate, typed call, drop.
+pub async fn fresh_call(pre: &BarePre) {
+    let mut store = new_store(pre.engine());
+    let run = pre.instantiate(&mut store).await;
+    call_echo(&mut store, &run).await;
 }
