@@ -312,11 +312,11 @@ async fn cancelling_a_wide_fan_out_into_a_pool_frees_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_saves_runs_and_a_restarted_server_finishes_them_without_repeating_calls() {
     const RUNS: usize = 20;
-    const CALLS: u64 = 4;
+    const CALLS: u64 = 10;
     let llm = LlmServer::start(
         Script::new()
             .expect_api_key(crate::support::project::API_KEY)
-            .faults((0..1000).map(|_| Fault::Delay(Duration::from_millis(40))))
+            .faults((0..1000).map(|_| Fault::Delay(Duration::from_millis(60))))
             .rule(None, None, "an answer"),
     );
     let project = Project::http(&llm, TASKS);
