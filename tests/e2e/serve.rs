@@ -239,11 +239,9 @@ async fn cancel_stops_a_spinning_run_and_a_fan_out_with_its_children() {
         let asked = Instant::now();
         let (status, cancel) = server.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
         assert_eq!(status, 200, "{cancel}");
-        assert_eq!(
-            cancel["stopping"].as_u64(),
-            Some(1 + children as u64),
-            "{what}: the run and its children: {cancel}"
-        );
+        // The run and each child being driven now (one still starting is stopped as it starts).
+        let stopping = cancel["stopping"].as_u64().unwrap();
+        assert!((1..=1 + children as u64).contains(&stopping), "{what}: {cancel}");
         wait_for(&format!("{what} to end cancelled"), Duration::from_secs(10), async || {
             status_of(&server, &id).await == "cancelled"
         })
