@@ -259,7 +259,7 @@ async fn cancel_stops_a_spinning_run_and_a_fan_out_with_its_children() {
         assert_eq!(shown["error"]["kind"], "cancelled", "{shown}");
         assert_eq!(shown["attempts"].as_array().unwrap().len(), 1, "no retry: {shown}");
         eprintln!("{what}: cancelled {took:?} after the request (epoch tick 10 ms)");
-        assert!(took < Duration::from_secs(2), "{what} took {took:?} to cancel");
+        assert!(took < Duration::from_secs(1), "{what} took {took:?} to cancel");
     }
     assert_eq!(server.get("/api/v1/dlq").await.1["letters"], json!([]), "nothing cancelled goes to the DLQ");
     assert!(server.stop(Duration::from_secs(30)).success());

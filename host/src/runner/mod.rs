@@ -144,6 +144,10 @@ pub struct Host {
     stops: Stops,
     /// Runs submitted to run in the background ([`Host::submit`]) and not yet ended.
     background: submit::Background,
+    /// The runtime the host was made on: runs go on it, whoever asks (a
+    /// server answers requests on a runtime of its own, so that spinning
+    /// guests never keep it from answering).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The file name of the embedded store inside `.cairn/`.
@@ -225,6 +229,7 @@ impl Host {
                 events,
                 stops: Stops::default(),
                 background: submit::Background::default(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -253,6 +258,19 @@ impl Host {
             });
         }
         Ok(host)
+    }
+
+    /// Runs `work` on the host's runtime (the current one if the host was
+    /// made outside any).
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(work),
+            None => tokio::spawn(work),
+        }
     }
 
     /// This host's lease owner id, `<hostname>-<pid>`.

@@ -100,7 +100,7 @@ impl Host {
         }
         let host = self.clone();
         let run_id = run_id.to_owned();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let _running = host.background.enter();
             match work.await {
                 Err(e @ RunnerError::Stopped { .. }) => tracing::info!(run = %run_id, "{e}"),

@@ -205,7 +205,21 @@ pub async fn serve(host: Arc<Host>, options: ServeOptions, ready: impl FnOnce(&S
             let _ = close.send(true);
         }
     };
-    let served = axum::serve(listener, app(state)).with_graceful_shutdown(stopping).await;
+    // Requests are answered on a runtime of their own: the host's threads run
+    // guests, and a spinning guest holds one for up to an epoch tick at a time.
+    let api = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cairn-api")
+        .enable_all()
+        .build()
+        .map_err(ServerError::Serve)?;
+    let listener = {
+        let _in_api = api.enter();
+        tokio::net::TcpListener::from_std(listener.into_std().map_err(ServerError::Serve)?).map_err(ServerError::Serve)?
+    };
+    let served = api.spawn(async move { axum::serve(listener, app(state)).with_graceful_shutdown(stopping).await });
+    let served = served.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    api.shutdown_background();
     for file in [INFO_FILE, TOKEN_FILE] {
         let _ = std::fs::remove_file(state_dir.join(file));
     }
