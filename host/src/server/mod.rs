@@ -215,7 +215,8 @@ pub async fn serve(host: Arc<Host>, options: ServeOptions, ready: impl FnOnce(&S
         .map_err(ServerError::Serve)?;
     let listener = {
         let _in_api = api.enter();
-        tokio::net::TcpListener::from_std(listener.into_std().map_err(ServerError::Serve)?).map_err(ServerError::Serve)?
+        tokio::net::TcpListener::from_std(listener.into_std().map_err(ServerError::Serve)?)
+            .map_err(ServerError::Serve)?
     };
     let served = api.spawn(async move { axum::serve(listener, app(state)).with_graceful_shutdown(stopping).await });
     let served = served.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));

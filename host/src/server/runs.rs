@@ -51,11 +51,10 @@ pub async fn submit(State(state): State<AppState>, Body(body): Body<Submit>) -> 
     if body.wait {
         // On the host's runtime, not the API's.
         let (host, task) = (state.host.clone(), body.task.clone());
-        let run = state
-            .host
-            .spawn(async move { host.run_with(&task, &input, &options).await })
-            .await
-            .map_err(|e| ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() })??;
+        let run =
+            state.host.spawn(async move { host.run_with(&task, &input, &options).await }).await.map_err(|e| {
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() }
+            })??;
         return Ok((StatusCode::OK, axum::Json(run_json(&run, state.host.store().as_ref()))).into_response());
     }
     let run = state.host.submit(&body.task, &input, options).await?;
