@@ -4,6 +4,7 @@ mod backend;
 mod client;
 mod dlq;
 mod follow;
+mod from_view;
 mod output;
 mod progress;
 mod runs;

@@ -114,6 +114,13 @@ impl Host {
         Some(pool)
     }
 
+    /// Each pool's counters now, by environment name.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        let mut pools: Vec<PoolStats> = self.pools().iter().map(|p| p.stats()).collect();
+        pools.sort_by(|a, b| a.environment.cmp(&b.environment));
+        pools
+    }
+
     /// Pools made so far, by environment.
     pub fn pools(&self) -> Vec<Arc<Pool<WarmInstance>>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
@@ -189,11 +196,10 @@ impl Host {
     /// Writes the pools' snapshot to `.cairn/pools.json` (see
     /// [`crate::pool::status`]) if it changed since the last write, or always with `force`.
     pub fn save_pool_status(&self, force: bool) {
-        let mut pools: Vec<PoolStats> = self.pools().iter().map(|p| p.stats()).collect();
+        let pools = self.pool_stats();
         if pools.is_empty() {
             return;
         }
-        pools.sort_by(|a, b| a.environment.cmp(&b.environment));
         let mut last = self.pool_status.lock().unwrap_or_else(|e| e.into_inner());
         if !force && *last == pools {
             return;

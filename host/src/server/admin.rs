@@ -14,9 +14,7 @@ use super::extract::{Body, Optional};
 use crate::views::{breakers_json, run_json, status_json, tasks_json};
 
 fn pools_json(state: &AppState) -> Value {
-    let mut pools: Vec<_> = state.host.pools().iter().map(|p| p.stats()).collect();
-    pools.sort_by(|a, b| a.environment.cmp(&b.environment));
-    serde_json::to_value(pools).unwrap_or_default()
+    serde_json::to_value(state.host.pool_stats()).unwrap_or_default()
 }
 
 /// The manifest's tasks, with each one's counts.

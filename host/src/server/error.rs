@@ -47,14 +47,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status and kind of a store error.
+fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
+    match e {
+        StoreError::NoSuchRun(_) => (StatusCode::NOT_FOUND, "not-found"),
+        StoreError::LeaseLost { .. } => (StatusCode::CONFLICT, "conflict"),
+        StoreError::Halted { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let (status, kind) = match &e {
-            StoreError::NoSuchRun(_) => (StatusCode::NOT_FOUND, "not-found"),
-            StoreError::LeaseLost { .. } => (StatusCode::CONFLICT, "conflict"),
-            StoreError::Halted { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
+        let (status, kind) = store_status(&e);
         ApiError { status, kind, message: e.to_string() }
     }
 }
@@ -62,26 +67,12 @@ impl From<StoreError> for ApiError {
 impl From<RunnerError> for ApiError {
     fn from(e: RunnerError) -> Self {
         let (status, kind) = match &e {
-            RunnerError::Store(store) => {
-                return ApiError { message: e.to_string(), ..ApiError::from(clone_kind(store)) };
-            }
+            RunnerError::Store(store) => store_status(store),
             RunnerError::UnknownTask(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             RunnerError::NotResumable { .. } => (StatusCode::CONFLICT, "conflict"),
             RunnerError::NotAccepting | RunnerError::Stopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError { status, kind, message: e.to_string() }
-    }
-}
-
-/// A store error of the same kind (for its status), message aside.
-fn clone_kind(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NoSuchRun(id) => StoreError::NoSuchRun(id.clone()),
-        StoreError::LeaseLost { run_id, holder } => {
-            StoreError::LeaseLost { run_id: run_id.clone(), holder: holder.clone() }
-        }
-        StoreError::Halted { file, doing, cause, full } => StoreError::halted(file, doing, cause, *full),
-        other => StoreError::Io { operation: "request", message: other.to_string() },
     }
 }

@@ -187,7 +187,7 @@ fn render(state: &AppState) -> Result<String, ApiError> {
             })
             .collect(),
     );
-    let pools: Vec<_> = host.pools().iter().map(|p| p.stats()).collect();
+    let pools = host.pool_stats();
     for (name, help, value) in [
         (
             "cairn_pool_replicas",

@@ -213,7 +213,7 @@ impl GroupCommitter {
 
     /// The error that stopped the writer, if one has.
     pub fn halted(&self) -> Option<StoreError> {
-        self.halted.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(copy_halt)
+        self.halted.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn submit(&self, op: WriteOp, logged: Option<Logged>, reply: Reply) {
@@ -274,14 +274,6 @@ impl Drop for GroupCommitter {
 
 fn stopped() -> StoreError {
     StoreError::Io { operation: "commit", message: "the store's writer thread has stopped".into() }
-}
-
-/// A copy of a halting error (the writer keeps the original).
-fn copy_halt(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Halted { file, doing, cause, full } => StoreError::halted(file, doing, cause, *full),
-        other => StoreError::halted("(store)", "writing", &other.to_string(), false),
-    }
 }
 
 /// Whether a redb error says the disk is full.
@@ -354,7 +346,7 @@ impl Writer {
             tracing::error!("{error}");
             *halted = Some(error);
         }
-        copy_halt(halted.as_ref().expect("set above"))
+        halted.clone().expect("set above")
     }
 
     fn count(&self, size: u64, started: Instant) {
@@ -375,7 +367,7 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Job>) {
         if let Some(halt) = self.halted.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             for job in batch {
-                job.reply.send(Err(copy_halt(halt)));
+                job.reply.send(Err(halt.clone()));
             }
             return;
         }
@@ -388,7 +380,7 @@ impl Writer {
         {
             let halt = self.halt(e);
             for job in batch {
-                job.reply.send(Err(copy_halt(&halt)));
+                job.reply.send(Err(halt.clone()));
             }
             return;
         }
@@ -455,7 +447,7 @@ impl Writer {
                 {
                     let halt = self.halt(e);
                     for (reply, _) in replies {
-                        reply.send(Err(copy_halt(&halt)));
+                        reply.send(Err(halt.clone()));
                     }
                     return;
                 }
@@ -469,7 +461,7 @@ impl Writer {
                 // log (durable, never acknowledged) and a restart may apply them.
                 let halt = self.halt(e);
                 for (reply, _) in replies {
-                    reply.send(Err(copy_halt(&halt)));
+                    reply.send(Err(halt.clone()));
                 }
             }
         }

@@ -21,7 +21,7 @@ use crate::model::{
 };
 
 /// Errors from the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or created.
     #[error("cannot open the store {path}: {message}")]
