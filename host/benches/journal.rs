@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use cairn::journal::load::journal_load;
 use cairn::journal::{Journal, JournalMode};
 use cairn::model::{AttemptRecord, CallKind, JournalEntry, Lease, RunRecord, RunStatus, Tenant, now_ms};
-use cairn::runner::lease::lease_until;
+use cairn::runner::lease::LEASE;
 use cairn::store::prelude::*;
 use cairn::store::redb::RedbStore;
 use cairn::store::wal::CHECKPOINT_BYTES;
@@ -75,7 +75,7 @@ async fn one_run(
     let mut journal = Journal::open(store.clone(), &run.id, 1, JournalMode::Live).await?;
     for call in 0..calls {
         if with_record && call == calls / 2 {
-            assert!(store.heartbeat(&tenant, &run.id, OWNER, lease_until()).await?);
+            assert!(store.heartbeat(&run.id, &run.fence(OWNER), lease_until()).await?);
         }
         let key = journal.next_key(CallKind::Llm, "load", &format!("call-{call}"));
         journal.record(key, output.to_string(), String::new(), Duration::ZERO, None).await?;
@@ -98,8 +98,13 @@ async fn one_run(
     run.output = Some(output.to_string());
     run.finished_at_ms = Some(now_ms());
     run.lease = None;
-    store.update_run(&run, OWNER).await?;
+    store.update_run(&run, &run.fence(OWNER)).await?;
     Ok(())
+}
+
+/// When a lease taken now expires.
+fn lease_until() -> u64 {
+    now_ms() + LEASE.as_millis() as u64
 }
 
 /// `runs` runs of [`one_run`], at most `in_flight` at once; the wall time.

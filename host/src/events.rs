@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::model::{Failure, JournalEntry, ReplayKey, now_ms};
+use crate::model::{Failure, Fence, JournalEntry, ReplayKey, now_ms};
 use crate::store::{JournalStore, StoreError};
 
 /// Events a listener may fall behind by before it loses the oldest.
@@ -144,8 +144,8 @@ impl ObservedJournal {
 
 #[async_trait::async_trait]
 impl JournalStore for ObservedJournal {
-    async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError> {
-        self.inner.journal_put(entry).await?;
+    async fn journal_put(&self, entry: &JournalEntry, fence: Option<&Fence>) -> Result<(), StoreError> {
+        self.inner.journal_put(entry, fence).await?;
         self.report(entry);
         Ok(())
     }

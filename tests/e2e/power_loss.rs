@@ -110,7 +110,7 @@ async fn work(
                     duration_ms: 0,
                     usage: None,
                 };
-                store.journal_put(&entry).await?;
+                store.journal_put(&entry, None).await?;
                 ledger.lock().unwrap().journal.push((key, disk.ops()));
                 live.push(step);
                 output
@@ -120,13 +120,13 @@ async fn work(
         if step % 6 == 5 {
             let number = run.attempts.len() as u32 + 1;
             run.attempts.push(AttemptRecord::not_attempted(number, None, Failure::host("a step of the test"), 0, 0));
-            store.update_run(&run, OWNER).await?;
+            store.update_run(&run, &run.fence(OWNER)).await?;
             ledger.lock().unwrap().runs.push((id.clone(), run.attempts.len(), false, disk.ops()));
         }
     }
     run.status = RunStatus::Succeeded;
     run.output = Some(format!("\"{}\"", hex::encode(hash.finalize())));
-    store.update_run(&run, OWNER).await?;
+    store.update_run(&run, &run.fence(OWNER)).await?;
     ledger.lock().unwrap().runs.push((id.clone(), run.attempts.len(), true, disk.ops()));
     Ok(live)
 }

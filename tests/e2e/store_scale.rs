@@ -79,7 +79,7 @@ async fn retention_deletes_finished_runs_past_their_age_and_nothing_else() {
                 duration_ms: 0,
                 usage: None,
             };
-            store.journal_put(&entry).await.unwrap();
+            store.journal_put(&entry, None).await.unwrap();
             let log = AttemptLog { stdout: "out".into(), stderr: String::new() };
             store.put_log(&run.id, 1, &log).await.unwrap();
             std::fs::write(dirs.work_dir(&run.id).unwrap().join("file.txt"), "kept until the run goes").unwrap();

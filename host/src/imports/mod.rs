@@ -114,6 +114,8 @@ pub struct CallSetup<'a> {
     pub provider: &'a Arc<dyn LlmProvider>,
     /// Stub answer for the first LLM call that misses the journal.
     pub stub: Option<&'a str>,
+    /// The attempt's hold on its run, carried by every journal record.
+    pub fence: Option<&'a crate::model::Fence>,
 }
 
 /// Counters of one call, reported in the run record.
@@ -245,6 +247,7 @@ impl HostState {
     pub fn begin_call(&mut self, call: &CallSetup<'_>, memory: u64) {
         self.memory = MemoryCap { limit: memory, hit: false };
         self.journal.reset(call.run_id, call.attempt, call.mode);
+        self.journal.set_fence(call.fence);
         self.caps.reset(call);
     }
 

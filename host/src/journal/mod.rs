@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{CallKind, JournalEntry, ReplayKey, Usage, now_ms};
+use crate::model::{CallKind, Fence, JournalEntry, ReplayKey, Usage, now_ms};
 use crate::store::{JournalStore, StoreError};
 
 /// Errors from journal access.
@@ -99,6 +99,8 @@ pub struct Journal {
     occurrences: HashMap<(CallKind, String, String), u32>,
     /// Trace steps recalled without a hit: the occurrence their `record` will use.
     pending_traces: HashMap<(String, String), Vec<u32>>,
+    /// What every record carries to show the run is still this host's.
+    fence: Option<Fence>,
 }
 
 impl Journal {
@@ -116,7 +118,21 @@ impl Journal {
             recorded: HashMap::new(),
             occurrences: HashMap::new(),
             pending_traces: HashMap::new(),
+            fence: None,
         }
+    }
+
+    /// Records from now on carry `fence` (the attempt's hold on its run) and
+    /// are refused once another host claimed the run.
+    pub fn set_fence(&mut self, fence: Option<&Fence>) {
+        if self.fence.as_ref() != fence {
+            self.fence = fence.cloned();
+        }
+    }
+
+    /// The fence records carry, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// Turns this journal into [`Journal::new`]'s for another run or attempt,
@@ -264,7 +280,7 @@ impl Journal {
 
     async fn put(&self, entry: JournalEntry) -> Result<(), JournalError> {
         self.store
-            .journal_put(&entry)
+            .journal_put(&entry, self.fence.as_ref())
             .await
             .map_err(|source| JournalError::Store { run_id: self.run_id.clone(), source })
     }

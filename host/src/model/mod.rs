@@ -6,6 +6,7 @@
 //! types, the policies decide over them, the runner and the adapters make
 //! them; none of those is known here.
 
+mod executor;
 mod failure;
 mod journal;
 mod output;
@@ -15,10 +16,11 @@ mod tenant;
 mod time;
 mod usage;
 
+pub use executor::Executor;
 pub use failure::{Failure, FailureKind};
 pub use journal::{CallKind, JournalEntry, ReplayKey};
 pub use output::{AttemptLog, Report};
-pub use run::{AttemptRecord, CacheEntry, DeadLetter, Lease, RunRecord, RunStatus};
+pub use run::{AttemptRecord, CacheEntry, DeadLetter, Fence, Lease, RunRecord, RunStatus};
 pub use stats::TaskStats;
 pub use tenant::Tenant;
 pub use time::now_ms;

@@ -80,6 +80,21 @@ pub struct Lease {
     pub expires_at_ms: u64,
 }
 
+/// What a write to a run carries to show that its writer still holds the
+/// run: the lease's owner and the claim it holds it by (the run's
+/// [`RunRecord::epoch`] when it was claimed). Every claim moves the epoch
+/// on, so a host that stalled past its lease and wakes up holds a fence
+/// that no longer matches, and the store refuses what it writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fence {
+    /// The run's tenant.
+    pub tenant: Tenant,
+    /// The lease holder.
+    pub owner: String,
+    /// The claim.
+    pub epoch: u64,
+}
+
 /// One run of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -109,6 +124,12 @@ pub struct RunRecord {
     pub usage: Usage,
     /// The lease while running.
     pub lease: Option<Lease>,
+    /// Claims so far: each claim of the run's lease adds one (see [`Fence`]).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Not to be claimed before this time, ms since the Unix epoch (a retry's backoff).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_before_ms: u64,
     /// Set when the output came from the cache: the run that computed it.
     #[serde(default)]
     pub cached_from: Option<String>,
@@ -133,6 +154,11 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The fence of `owner` holding this run at its current claim.
+    pub fn fence(&self, owner: &str) -> Fence {
+        Fence { tenant: self.tenant.clone(), owner: owner.to_owned(), epoch: self.epoch }
+    }
+
     /// A new, running record of `task` on `input` in `tenant`, created now,
     /// with no attempts, lease, links or result yet.
     pub fn new(id: String, tenant: Tenant, task: String, input: String) -> Self {
@@ -150,6 +176,8 @@ impl RunRecord {
             error: None,
             usage: Default::default(),
             lease: None,
+            epoch: 0,
+            not_before_ms: 0,
             cached_from: None,
             replay_of: None,
             produced_by: None,
@@ -214,4 +242,8 @@ impl AttemptRecord {
     pub fn counts_as_retry(&self) -> bool {
         self.error.is_some() && !self.not_counted
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

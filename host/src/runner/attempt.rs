@@ -38,6 +38,8 @@ pub(super) struct AttemptPlan {
     pub parent: Option<String>,
     /// The environment's pool of warm instances, under `reuse`.
     pub pool: Option<Arc<Pool<WarmInstance>>>,
+    /// This host's hold on the run.
+    pub fence: Option<crate::model::Fence>,
 }
 
 /// What an attempt leaves behind besides its outcome.
@@ -65,6 +67,7 @@ pub(super) fn call_setup<'a>(
         mode: &plan.mode,
         provider,
         stub: plan.stub.as_deref(),
+        fence: plan.fence.as_ref(),
     }
 }
 

@@ -19,6 +19,9 @@ pub enum Stop {
     Cancel,
     /// The host is stopping: the run is saved and resumes later.
     Shutdown,
+    /// Another host claimed the run (this host's lease expired, e.g. while
+    /// it stalled): the attempt stops at once and nothing more is written.
+    Lost,
 }
 
 impl Stop {
@@ -31,13 +34,18 @@ impl Stop {
                 "the host stopped (graceful shutdown) during this attempt; the run resumes when a host starts",
                 true,
             ),
+            Stop::Lost => Failure::new(
+                FailureKind::Interrupted,
+                "this host lost the run's lease to another host, which goes on with the run",
+                true,
+            ),
         }
     }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// 0: running; 1: cancelled; 2: shutting down.
+    /// 0: running; 1: cancelled; 2: shutting down; 3: lease lost.
     state: AtomicU8,
     notify: Notify,
 }
@@ -52,6 +60,7 @@ impl StopToken {
         let code = match why {
             Stop::Cancel => 1,
             Stop::Shutdown => 2,
+            Stop::Lost => 3,
         };
         let _ = self.0.state.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
         self.0.notify.notify_waiters();
@@ -62,6 +71,7 @@ impl StopToken {
         match self.0.state.load(Ordering::SeqCst) {
             1 => Some(Stop::Cancel),
             2 => Some(Stop::Shutdown),
+            3 => Some(Stop::Lost),
             _ => None,
         }
     }

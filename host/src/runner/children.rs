@@ -146,7 +146,7 @@ impl Host {
     async fn store_child_record(&self, mut child: ChildStart) -> Result<ChildStart, Failure> {
         if let Some(record) = child.record.take() {
             self.store
-                .journal_put(&record)
+                .journal_put(&record, child.fence.as_ref())
                 .await
                 .map_err(|e| Failure::host(format!("child run {} of run {}: {e}", child.id, child.parent)))?;
         }

@@ -1,7 +1,6 @@
 //! The dead-letter queue: runs whose every option is spent, and their
 //! retry on their own journal.
 
-use super::lease::lease_until;
 use super::{Host, RunnerError};
 use crate::model::{DeadLetter, Failure, Lease, RunRecord, RunStatus, now_ms};
 
@@ -46,8 +45,8 @@ impl Host {
         run.error = None;
         run.finished_at_ms = None;
         run.retry_from = run.attempts.len();
-        run.lease = Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() });
-        self.store.update_run(&run, &self.host_id).await?;
+        run.lease = Some(Lease { owner: self.host_id.clone(), expires_at_ms: self.lease_until() });
+        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
         self.store.dlq_remove(&self.tenant, &run.id).await?;
         let (pre, digest) = match self.prepare(&task).await {
             Ok(prepared) => prepared,

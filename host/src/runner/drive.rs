@@ -47,9 +47,10 @@ impl Host {
             Some(source) => JournalMode::Replay { source: source.clone() },
             None => JournalMode::Live,
         };
-        let _heartbeat = Heartbeat::start(&self.store, self.tenant.clone(), run.id.clone(), self.host_id.clone());
         let registered = self.stops.register(&run.id, run.parent.as_deref());
         let stop = registered.token.clone();
+        let fence = run.fence(&self.host_id);
+        let _heartbeat = Heartbeat::start(&self.store, run.id.clone(), fence.clone(), self.lease(), stop.clone());
         let mut chain = vec![task.clone()];
         for name in &task.fallback {
             chain.push(self.manifest.task(name).map_err(RunnerError::UnknownTask)?.clone());
@@ -117,6 +118,7 @@ impl Host {
                     component: component.clone(),
                     parent: run.parent.clone(),
                     pool: pool.clone(),
+                    fence: Some(fence.clone()),
                 };
                 let started_at_ms = now_ms();
                 self.events
@@ -142,6 +144,9 @@ impl Host {
                     // resumes it from its journal (the attempt then counts as interrupted).
                     tracing::error!(run = %run.id, "attempt {} ends interrupted: {halt}", plan.number);
                     return Err(RunnerError::Store(halt));
+                }
+                if stop.stopped() == Some(super::cancel::Stop::Lost) {
+                    return self.stopped(run, super::cancel::Stop::Lost).await;
                 }
                 run.usage.add(stats.llm.usage);
                 run.attempts.push(AttemptRecord {
@@ -218,7 +223,7 @@ impl Host {
                         // Release the instance and wait for the provider's breaker to let a probe through.
                         parks += 1;
                         tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
-                        self.store.update_run(&run, &self.host_id).await?;
+                        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
                         tokio::select! {
                             _ = self.clock.sleep(wait) => {}
                             _ = stop.wait() => {}
@@ -228,7 +233,7 @@ impl Host {
                     Step::Retry { wait, memory: next } => {
                         memory = next;
                         tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
-                        self.store.update_run(&run, &self.host_id).await?;
+                        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
                         let child = run.parent.is_some();
                         if child {
                             self.progress.child_retrying(true);

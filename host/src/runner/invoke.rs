@@ -73,6 +73,7 @@ impl PreparedTask<'_> {
             }
         };
         let plan = AttemptPlan {
+            fence: None,
             number: 1,
             mode: JournalMode::Live,
             memory: self.memory,

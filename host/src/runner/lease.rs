@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Lease, Tenant, now_ms};
+use super::cancel::{Stop, StopToken};
+use crate::model::{Fence, Lease, now_ms};
 
-/// How long a lease lasts without a heartbeat.
+/// How long a lease lasts without a heartbeat, unless the host is told
+/// otherwise (`cairn worker --lease`). It is renewed every third of that.
 pub const LEASE: Duration = Duration::from_secs(60);
-/// How often a held lease is renewed.
-pub const HEARTBEAT: Duration = Duration::from_secs(20);
 
 /// This process's identity as a lease holder: `<hostname>-<pid>`.
 pub fn host_id() -> String {
@@ -19,11 +19,6 @@ pub fn host_id() -> String {
 
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "host".into())
-}
-
-/// When a lease taken now expires.
-pub fn lease_until() -> u64 {
-    now_ms() + LEASE.as_millis() as u64
 }
 
 /// Whether a lease no longer protects its run: expired, or held by a
@@ -48,24 +43,33 @@ fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Renews a lease every [`HEARTBEAT`] until dropped.
+/// Renews a lease every third of its length until dropped; when the
+/// store says it was lost, stops the run at once.
 pub struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Heartbeat {
-    /// Starts renewing `owner`'s lease on run `id`. It holds the store only
-    /// weakly, so closing the host closes the store at once.
-    pub fn start(store: &Arc<dyn crate::store::Store>, tenant: Tenant, id: String, owner: String) -> Self {
+    /// Starts renewing the lease of run `id` held by `fence`. It holds the
+    /// store only weakly, so closing the host closes the store at once.
+    pub fn start(
+        store: &Arc<dyn crate::store::Store>,
+        id: String,
+        fence: Fence,
+        lease: Duration,
+        stop: StopToken,
+    ) -> Self {
         let store = Arc::downgrade(store);
         let task = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(HEARTBEAT).await;
+                tokio::time::sleep(lease / 3).await;
                 let Some(store) = store.upgrade() else { break };
-                match store.heartbeat(&tenant, &id, &owner, lease_until()).await {
+                let until = now_ms() + lease.as_millis() as u64;
+                match store.heartbeat(&id, &fence, until).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::error!(run = %id, "lost the run's lease to another host");
+                        tracing::error!(run = %id, "lost the run's lease to another host; stopping its attempt");
+                        stop.stop(Stop::Lost);
                         break;
                     }
                     Err(e) => tracing::warn!(run = %id, "cannot renew the run's lease: {e}"),

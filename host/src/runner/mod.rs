@@ -144,6 +144,8 @@ pub struct Host {
     stops: Stops,
     /// Runs submitted to run in the background ([`Host::submit`]) and not yet ended.
     background: submit::Background,
+    /// How long this host's leases last without a heartbeat, in ms.
+    lease_ms: std::sync::atomic::AtomicU64,
     /// The runtime the host was made on: runs go on it, whoever asks (a
     /// server answers requests on a runtime of its own, so that spinning
     /// guests never keep it from answering).
@@ -230,6 +232,7 @@ impl Host {
                 stops: Stops::default(),
                 background: submit::Background::default(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                lease_ms: std::sync::atomic::AtomicU64::new(lease::LEASE.as_millis() as u64),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -271,6 +274,22 @@ impl Host {
             Some(runtime) => runtime.spawn(work),
             None => tokio::spawn(work),
         }
+    }
+
+    /// Sets how long this host's leases last without a heartbeat (renewed
+    /// every third of that): how soon other hosts take over its runs if it dies.
+    pub fn set_lease(&self, lease: std::time::Duration) {
+        self.lease_ms.store(lease.as_millis().max(300) as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long this host's leases last without a heartbeat.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// When a lease this host takes now expires.
+    pub(crate) fn lease_until(&self) -> u64 {
+        crate::model::now_ms() + self.lease_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This host's lease owner id, `<hostname>-<pid>`.

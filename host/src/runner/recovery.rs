@@ -1,7 +1,7 @@
 //! Runs a crashed or killed host left behind: resumed from their journal
 //! once their lease is stale (or taken over with `force`).
 
-use super::lease::{is_stale, lease_until};
+use super::lease::is_stale;
 use super::{Host, RunnerError};
 use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, RunStatus, now_ms};
 use crate::store::RunFilter;
@@ -22,7 +22,7 @@ impl Host {
         let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
         let claimed = self
             .store
-            .claim_run(&self.tenant, run_id, &self.host_id, lease_until(), now, force || stale)
+            .claim_run(&self.tenant, run_id, &self.host_id, self.lease_until(), now, force || stale)
             .await?
             .ok_or_else(|| {
                 let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");

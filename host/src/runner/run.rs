@@ -2,7 +2,6 @@
 //! the finished record.
 
 use super::cancel::Stop;
-use super::lease::lease_until;
 use super::{Host, RunOptions, RunnerError, cache};
 use crate::events::EventKind;
 use crate::manifest::TaskSpec;
@@ -48,7 +47,9 @@ impl Host {
     /// A new run record of `task` on `input`, running under this host's lease.
     pub(super) fn new_record(&self, task: &str, input: &str, options: &RunOptions) -> RunRecord {
         RunRecord {
-            lease: Some(Lease { owner: self.host_id.clone(), expires_at_ms: lease_until() }),
+            lease: Some(Lease { owner: self.host_id.clone(), expires_at_ms: self.lease_until() }),
+            // Made under this host's lease: its first claim.
+            epoch: 1,
             replay_of: options.replay.clone(),
             ..RunRecord::new(uuid::Uuid::now_v7().to_string(), self.tenant.clone(), task.to_owned(), input.to_owned())
         }
@@ -129,7 +130,7 @@ impl Host {
         }
         run.finished_at_ms = Some(now_ms());
         run.lease = None;
-        self.store.update_run(&run, &self.host_id).await?;
+        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
         self.events.emit(
             &run.id,
             EventKind::RunFinished { status: run.status.as_str().to_owned(), parent: run.parent.clone() },
@@ -147,9 +148,19 @@ impl Host {
             Stop::Cancel => self.finish(run, Err(why.failure())).await,
             Stop::Shutdown => {
                 run.lease = None;
-                self.store.update_run(&run, &self.host_id).await?;
+                self.store.update_run(&run, &run.fence(&self.host_id)).await?;
                 tracing::info!(run = %run.id, "saved to resume later (the host is stopping)");
                 Err(RunnerError::Stopped { run_id: run.id })
+            }
+            Stop::Lost => {
+                // Another host holds the run now; whatever this one writes would be refused.
+                let holder = self
+                    .store
+                    .get_run(&self.tenant, &run.id)
+                    .ok()
+                    .and_then(|r| r.lease)
+                    .map_or_else(|| "another host".to_owned(), |l| l.owner);
+                Err(RunnerError::Store(crate::store::StoreError::LeaseLost { run_id: run.id, holder }))
             }
         }
     }

@@ -154,6 +154,7 @@ impl Host {
                 let Ok(provider) = self.provider_for(task) else { continue };
                 let provider: Arc<dyn LlmProvider> = provider;
                 let plan = AttemptPlan {
+                    fence: None,
                     number: 0,
                     mode: JournalMode::Live,
                     memory: env.resources.memory,

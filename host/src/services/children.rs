@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::ServiceError;
 use crate::journal::{Journal, canonical_input};
-use crate::model::{CallKind, Failure, FailureKind, JournalEntry};
+use crate::model::{CallKind, Failure, FailureKind, Fence, JournalEntry};
 
 /// What a parent's journal records about a child: the output of its `child` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +46,8 @@ pub struct ChildStart {
     pub record: Option<JournalEntry>,
     /// Told once `record` is stored (dropped if storing it failed).
     pub stored: Option<oneshot::Sender<()>>,
+    /// The parent attempt's hold on its run, which `record` is stored under.
+    pub fence: Option<Fence>,
     /// Replaying a cassette: read the child's recorded result, never run it.
     pub replay: bool,
 }
@@ -172,6 +174,7 @@ impl Submissions {
             record,
             stored,
             replay,
+            fence: journal.fence().cloned(),
         });
         Ok(Ok(Submitted { run_id: id, task, handle, parent }))
     }
@@ -250,7 +253,7 @@ mod tests {
 
         fn start(&self, mut child: ChildStart) -> ChildHandle {
             if let Some(record) = &child.record {
-                futures_lite_block_on(self.store.journal_put(record)).expect("the parent's record is stored");
+                futures_lite_block_on(self.store.journal_put(record, None)).expect("the parent's record is stored");
             }
             if let Some(stored) = child.stored.take() {
                 let _ = stored.send(());

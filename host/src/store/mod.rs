@@ -12,12 +12,17 @@
 //! Everything is scoped by [`Tenant`] from the first version on.
 
 pub mod commit;
+#[cfg(test)]
+pub(crate) mod conformance;
+pub mod locator;
+pub mod postgres;
 pub mod redb;
 pub mod sim_disk;
 pub mod wal;
 
 use crate::model::{
-    AttemptLog, CacheEntry, DeadLetter, JournalEntry, ReplayKey, Report, RunRecord, RunStatus, TaskStats, Tenant,
+    AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, RunRecord, RunStatus,
+    TaskStats, Tenant,
 };
 
 /// Errors from the store.
@@ -89,6 +94,17 @@ pub enum StoreError {
         /// Intact frames after the damage.
         intact_after: usize,
     },
+    /// The database server cannot be reached (PostgreSQL): nothing was
+    /// written or read; hosts retry with backoff until it is back.
+    #[error(
+        "the store's database server ({server}) cannot be reached: {message}. Check that it is up and reachable; cairn keeps retrying"
+    )]
+    Unavailable {
+        /// Where the server is (host and port; never a password).
+        server: String,
+        /// What the client saw.
+        message: String,
+    },
     /// A run id that does not exist.
     #[error("no run with id {0}; list runs with `cairn runs list`")]
     NoSuchRun(String),
@@ -123,6 +139,32 @@ fn halted_message(file: &str, doing: &str, cause: &str, full: bool) -> String {
     format!(
         "{what}: {doing} ({file}) failed: {cause}. The store has stopped taking writes and acknowledges nothing more; everything acknowledged so far is on disk. To go on, {fix}: it recovers the store from disk, and `cairn runs resume` (or the next `cairn run`) takes the interrupted runs up where they stopped"
     )
+}
+
+/// Whether `fence` may write to `current`: no claim came since the fence's,
+/// and the lease (if any) is the fence's owner's.
+pub fn check_fence(current: &RunRecord, fence: &Fence) -> Result<(), StoreError> {
+    let holder = match &current.lease {
+        Some(lease) if lease.owner != fence.owner => lease.owner.clone(),
+        _ if current.epoch != fence.epoch => match &current.lease {
+            Some(lease) => lease.owner.clone(),
+            None => "nobody (a later claim released it)".to_owned(),
+        },
+        _ => return Ok(()),
+    };
+    Err(StoreError::LeaseLost { run_id: current.id.clone(), holder })
+}
+
+/// Whether a claimer at `now_ms` may take `run`'s lease: nobody holds it,
+/// it expired, its holder is an executor that stopped cleanly (`stopped`),
+/// or (for [`RunStore::claim_run`]) the claimer holds it already.
+pub fn lease_free(run: &RunRecord, claimer: Option<&str>, now_ms: u64, stopped: &[String]) -> bool {
+    match &run.lease {
+        None => true,
+        Some(lease) => {
+            claimer == Some(lease.owner.as_str()) || lease.expires_at_ms <= now_ms || stopped.contains(&lease.owner)
+        }
+    }
 }
 
 /// Which runs a listing takes by their parent.
@@ -164,12 +206,15 @@ pub struct RunFilter {
 pub trait RunStore: Send + Sync {
     /// Creates a run; fails if the id exists.
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    /// Replaces a run's record, provided `owner` still holds its lease (or no
-    /// one does); otherwise fails with [`StoreError::LeaseLost`].
-    async fn update_run(&self, run: &RunRecord, owner: &str) -> Result<(), StoreError>;
+    /// Replaces a run's record, provided the fence's owner still holds its
+    /// lease at the fence's claim (or no one holds it and no claim came
+    /// since); otherwise fails with [`StoreError::LeaseLost`]. The stored
+    /// epoch is kept whatever the record says.
+    async fn update_run(&self, run: &RunRecord, fence: &Fence) -> Result<(), StoreError>;
     /// Takes the lease of an unfinished run whose lease is free, expired at
-    /// `now_ms`, already `owner`'s, or (with `force`) held by anyone. Returns
-    /// the run as claimed, or `None` if it is finished or someone else holds it.
+    /// `now_ms`, already `owner`'s, or (with `force`) held by anyone, and
+    /// moves its epoch on. Returns the run as claimed, or `None` if it is
+    /// finished or someone else holds it.
     async fn claim_run(
         &self,
         tenant: &Tenant,
@@ -179,8 +224,21 @@ pub trait RunStore: Send + Sync {
         now_ms: u64,
         force: bool,
     ) -> Result<Option<RunRecord>, StoreError>;
-    /// Extends `owner`'s lease; returns `false` if the lease was lost.
-    async fn heartbeat(&self, tenant: &Tenant, id: &str, owner: &str, lease_until_ms: u64) -> Result<bool, StoreError>;
+    /// Claims up to `limit` runnable runs of a tenant for `owner`, oldest
+    /// first: unfinished, not before their `not_before_ms`, and free (no
+    /// lease, an expired one, or one of an executor that stopped cleanly).
+    /// Concurrent claimers never get the same run. Each claim moves the
+    /// run's epoch on.
+    async fn claim_runnable(
+        &self,
+        tenant: &Tenant,
+        owner: &str,
+        lease_until_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+    /// Extends a lease held at the fence's claim; returns `false` if it was lost.
+    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<bool, StoreError>;
     /// Deletes a run with its journal, logs, report and dead letter; returns whether it existed.
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError>;
     /// Reads one run.
@@ -219,8 +277,10 @@ pub struct WriterStats {
 /// Run journals: the recorded result of every journaled call.
 #[async_trait::async_trait]
 pub trait JournalStore: Send + Sync {
-    /// Records an entry durably. Recording the same key twice keeps the first.
-    async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError>;
+    /// Records an entry durably. Recording the same key twice keeps the
+    /// first. With a fence, only while its owner holds the run at its claim
+    /// (else [`StoreError::LeaseLost`], and nothing is written).
+    async fn journal_put(&self, entry: &JournalEntry, fence: Option<&Fence>) -> Result<(), StoreError>;
     /// Records many entries in one transaction (journal import).
     async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError>;
     /// The entry recorded under `key`, if any.
@@ -298,17 +358,44 @@ pub trait SecretStore: SecretReader {
     async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError>;
 }
 
+/// The executors working on the store's runs, and news of work for them.
+#[async_trait::async_trait]
+pub trait ExecutorStore: Send + Sync {
+    /// Creates or replaces an executor's row (its start, heartbeats, clean stop).
+    async fn put_executor(&self, executor: &Executor) -> Result<(), StoreError>;
+    /// Every executor the store knows, by id.
+    fn executors(&self) -> Result<Vec<Executor>, StoreError>;
+    /// Drops rows of executors not seen since `before_ms`; returns how many.
+    async fn forget_executors(&self, before_ms: u64) -> Result<usize, StoreError>;
+    /// Woken when runnable work may have appeared (a run created or
+    /// released, here or, for a shared store, by another host): idle
+    /// executors wait on it instead of polling fast.
+    fn work_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+}
+
 /// Every role of a store: what the runner, the CLI and the server hold.
-pub trait Store: RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore {}
+pub trait Store:
+    RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore + ExecutorStore
+{
+}
 
 impl<T> Store for T where
-    T: RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore + ?Sized
+    T: RunStore
+        + JournalStore
+        + OutputStore
+        + CacheStore
+        + DlqStore
+        + StateStore
+        + SecretStore
+        + ExecutorStore
+        + ?Sized
 {
 }
 
 /// Every role, for code that holds a whole [`Store`]: `use cairn::store::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        CacheStore, DlqStore, JournalStore, OutputStore, RunStore, SecretReader, SecretStore, StateStore, Store,
+        CacheStore, DlqStore, ExecutorStore, JournalStore, OutputStore, RunStore, SecretReader, SecretStore,
+        StateStore, Store,
     };
 }

@@ -141,7 +141,7 @@ async fn indexes_answer_what_a_full_scan_answers_after_random_operations() {
                     run.degraded = rng.below(4) == 0;
                     run.cached_from = (rng.below(5) == 0).then(|| "earlier".into());
                     run.lease = None;
-                    store.update_run(&run, "host").await.unwrap();
+                    store.update_run(&run, &run.fence("host")).await.unwrap();
                     runs.insert(run.id.clone(), run);
                 }
                 // Claim one (a resumed run turns running).

@@ -53,6 +53,8 @@ const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 const DLQ: TableDefinition<&str, &[u8]> = TableDefinition::new("dlq");
 const BREAKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("breakers");
 const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
+/// Executor id → JSON [`crate::model::Executor`] (made on first use: no schema change).
+const EXECUTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("executors");
 
 /// Memory redb may use to cache pages: the host's memory must not grow with
 /// the store (redb's default is 1 GiB, which a busy store fills).
@@ -68,6 +70,8 @@ pub struct RedbStore {
     committer: GroupCommitter,
     /// Acknowledged journal records not yet applied to redb (see [`Pending`]).
     pending: Pending,
+    /// Pinged when a run is created or released (see [`crate::store::ExecutorStore::work_signal`]).
+    work: Arc<tokio::sync::Notify>,
 }
 
 fn io(operation: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -191,7 +195,7 @@ impl RedbStore {
             checkpoint_bytes: tuning.checkpoint_bytes,
         };
         let committer = GroupCommitter::start(target, pending.clone(), JOURNAL, index::flush_counts)?;
-        Ok(RedbStore { db, path, committer, pending })
+        Ok(RedbStore { db, path, committer, pending, work: Arc::default() })
     }
 
     /// Repairs a journal log that is damaged before its end (see

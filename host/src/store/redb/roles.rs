@@ -2,10 +2,10 @@
 
 use super::index::{self, Family};
 use super::*;
-use crate::model::TaskStats;
+use crate::model::{Executor, Fence, TaskStats};
 use crate::store::{
-    CacheStore, DlqStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader, SecretStore,
-    StateStore,
+    CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
+    SecretStore, StateStore, check_fence, lease_free,
 };
 
 #[async_trait::async_trait]
@@ -14,6 +14,7 @@ impl RunStore for RedbStore {
         let key = scoped(&run.tenant, &run.id);
         let value = encode("run", run)?;
         let id = run.id.clone();
+        let unleased = run.lease.is_none() && !run.status.is_finished();
         let run = run.clone();
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
@@ -24,23 +25,25 @@ impl RunStore for RedbStore {
                 t.insert(key.as_str(), value.as_slice()).map_err(|e| io("create run")(e.into()))?;
                 index::update(tables, None, Some(&run))
             }))
-            .await
+            .await?;
+        if unleased {
+            self.work.notify_waiters();
+        }
+        Ok(())
     }
 
-    async fn update_run(&self, run: &RunRecord, owner: &str) -> Result<(), StoreError> {
+    async fn update_run(&self, run: &RunRecord, fence: &Fence) -> Result<(), StoreError> {
         let key = scoped(&run.tenant, &run.id);
+        let released = run.lease.is_none() && !run.status.is_finished();
         let run = run.clone();
-        let owner = owner.to_owned();
+        let fence = fence.clone();
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let current = read_run(tables, &key, &run.id)?;
-                if let Some(lease) = &current.lease
-                    && lease.owner != owner
-                {
-                    return Err(StoreError::LeaseLost { run_id: run.id.clone(), holder: lease.owner.clone() });
-                }
+                check_fence(&current, &fence)?;
                 // The heartbeat may have renewed the lease since the caller read it: keep the later expiry.
                 let mut run = run;
+                run.epoch = current.epoch;
                 if let (Some(stored), Some(lease)) = (&current.lease, &mut run.lease)
                     && stored.owner == lease.owner
                 {
@@ -48,7 +51,11 @@ impl RunStore for RedbStore {
                 }
                 write_run(tables, &key, Some(&current), &run)
             }))
-            .await
+            .await?;
+        if released {
+            self.work.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn claim_run(
@@ -71,15 +78,12 @@ impl RunStore for RedbStore {
                     return Ok(());
                 }
                 let before = run.clone();
-                let free = match &run.lease {
-                    None => true,
-                    Some(lease) => force || lease.owner == owner || lease.expires_at_ms <= now_ms,
-                };
-                if !free {
+                if !force && !lease_free(&run, Some(&owner), now_ms, &[]) {
                     return Ok(());
                 }
                 run.lease = Some(Lease { owner, expires_at_ms: lease_until_ms });
                 run.status = RunStatus::Running;
+                run.epoch += 1;
                 write_run(tables, &key, Some(&before), &run)?;
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
                 Ok(())
@@ -89,21 +93,80 @@ impl RunStore for RedbStore {
         Ok(run)
     }
 
-    async fn heartbeat(&self, tenant: &Tenant, id: &str, owner: &str, lease_until_ms: u64) -> Result<bool, StoreError> {
-        let key = scoped(tenant, id);
-        let (id, owner) = (id.to_owned(), owner.to_owned());
+    async fn claim_runnable(
+        &self,
+        tenant: &Tenant,
+        owner: &str,
+        lease_until_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stopped: Vec<String> =
+            self.executors()?.into_iter().filter(|e| e.stopped_at_ms.is_some()).map(|e| e.id).collect();
+        let mut candidates = Vec::new();
+        for status in [RunStatus::Pending, RunStatus::Running] {
+            let filter = RunFilter { status: Some(status), ..Default::default() };
+            candidates.extend(
+                self.list_runs(tenant, &filter)?
+                    .into_iter()
+                    .filter(|r| r.not_before_ms <= now_ms && lease_free(r, None, now_ms, &stopped))
+                    .map(|r| r.id),
+            );
+        }
+        // Oldest first: UUIDv7 ids sort by creation.
+        candidates.sort();
+        let (tenant, owner) = (tenant.clone(), owner.to_owned());
+        let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = claimed.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                for id in candidates {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let key = scoped(&tenant, &id);
+                    let mut run = read_run(tables, &key, &id)?;
+                    // Checked again under the writer: another claim may have come first.
+                    if run.status.is_finished()
+                        || run.not_before_ms > now_ms
+                        || !lease_free(&run, None, now_ms, &stopped)
+                    {
+                        continue;
+                    }
+                    let before = run.clone();
+                    run.lease = Some(Lease { owner: owner.clone(), expires_at_ms: lease_until_ms });
+                    run.status = RunStatus::Running;
+                    run.epoch += 1;
+                    write_run(tables, &key, Some(&before), &run)?;
+                    out.push(run);
+                }
+                Ok(())
+            }))
+            .await?;
+        let runs = std::mem::take(&mut *claimed.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(runs)
+    }
+
+    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<bool, StoreError> {
+        let key = scoped(&fence.tenant, id);
+        let id = id.to_owned();
+        let fence = fence.clone();
         let result = self
             .committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let mut run = read_run(tables, &key, &id)?;
+                check_fence(&run, &fence)?;
                 let before = run.clone();
                 match &mut run.lease {
-                    Some(lease) if lease.owner == owner => {
+                    Some(lease) => {
                         lease.expires_at_ms = lease_until_ms;
                         write_run(tables, &key, Some(&before), &run)
                     }
-                    Some(lease) => Err(StoreError::LeaseLost { run_id: id.clone(), holder: lease.owner.clone() }),
-                    None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (finished)".into() }),
+                    None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (released)".into() }),
                 }
             }))
             .await;
@@ -226,7 +289,14 @@ impl RunStore for RedbStore {
 
 #[async_trait::async_trait]
 impl JournalStore for RedbStore {
-    async fn journal_put(&self, entry: &JournalEntry) -> Result<(), StoreError> {
+    async fn journal_put(&self, entry: &JournalEntry, fence: Option<&Fence>) -> Result<(), StoreError> {
+        // One process writes a redb store, through one writer: the check
+        // before the write cannot be overtaken by another host's claim, only
+        // by a forced take-over in this process, whose stop signal ends the
+        // old attempt as well.
+        if let Some(fence) = fence {
+            check_fence(&self.get_run(&fence.tenant, &entry.key.run_id)?, fence)?;
+        }
         self.journal_put_all(std::slice::from_ref(entry)).await
     }
 
@@ -399,6 +469,56 @@ impl StateStore for RedbStore {
             .into_iter()
             .map(|(key, bytes)| Ok((key[prefix.len()..].to_owned(), decode("counter", &bytes)?)))
             .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl ExecutorStore for RedbStore {
+    async fn put_executor(&self, executor: &Executor) -> Result<(), StoreError> {
+        self.committer
+            .write_async(put_op("record executor", EXECUTORS, executor.id.clone(), encode("executor", executor)?))
+            .await
+    }
+
+    fn executors(&self) -> Result<Vec<Executor>, StoreError> {
+        const OP: &str = "list executors";
+        let txn = self.db.begin_read().map_err(|e| io(OP)(e.into()))?;
+        let table = match txn.open_table(EXECUTORS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(io(OP)(e.into())),
+        };
+        let mut found = Vec::new();
+        for item in table.iter().map_err(|e| io(OP)(e.into()))? {
+            let (_, value) = item.map_err(|e| io(OP)(e.into()))?;
+            found.push(decode("executor", value.value())?);
+        }
+        Ok(found)
+    }
+
+    async fn forget_executors(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let count = Arc::new(AtomicUsize::new(0));
+        let out = count.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut removed = 0;
+                tables
+                    .get(EXECUTORS)?
+                    .retain(|_, value| {
+                        let old = serde_json::from_slice::<Executor>(value).is_ok_and(|e| e.seen_at_ms < before_ms);
+                        removed += usize::from(old);
+                        !old
+                    })
+                    .map_err(|e| io("forget executors")(e.into()))?;
+                out.store(removed, Ordering::Relaxed);
+                Ok(())
+            }))
+            .await?;
+        Ok(count.load(Ordering::Relaxed))
+    }
+
+    fn work_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.work.clone()
     }
 }
 

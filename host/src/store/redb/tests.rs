@@ -49,8 +49,8 @@ async fn runs_journal_and_secrets_survive_reopen() {
             duration_ms: 0,
             usage: None,
         };
-        store.journal_put(&entry).await.unwrap();
-        store.journal_put(&JournalEntry { output: "\"second\"".into(), ..entry }).await.unwrap();
+        store.journal_put(&entry, None).await.unwrap();
+        store.journal_put(&JournalEntry { output: "\"second\"".into(), ..entry }, None).await.unwrap();
         store.put_secret(&Tenant::default(), "api", "s3cret").await.unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
@@ -85,35 +85,6 @@ async fn newer_schema_is_a_clear_error() {
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
 
-#[tokio::test]
-async fn leases_are_claimed_renewed_and_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(&dir.path().join("l.redb")).unwrap();
-    let tenant = Tenant::default();
-    let mut r = run("01-lease", "t");
-    r.lease = Some(Lease { owner: "a".into(), expires_at_ms: 1_000 });
-    store.create_run(&r).await.unwrap();
-    // Held by a until 1000: b cannot claim at 500, can at 1000.
-    assert!(store.claim_run(&tenant, &r.id, "b", 5_000, 500, false).await.unwrap().is_none());
-    assert!(store.heartbeat(&tenant, &r.id, "a", 2_000).await.unwrap());
-    assert!(store.claim_run(&tenant, &r.id, "b", 5_000, 1_500, false).await.unwrap().is_none());
-    let claimed = store.claim_run(&tenant, &r.id, "b", 5_000, 2_000, false).await.unwrap().unwrap();
-    assert_eq!(claimed.lease.as_ref().unwrap().owner, "b");
-    // a has lost it: its heartbeat and updates are refused.
-    assert!(!store.heartbeat(&tenant, &r.id, "a", 9_000).await.unwrap());
-    let err = store.update_run(&r, "a").await.unwrap_err();
-    assert!(matches!(err, StoreError::LeaseLost { ref holder, .. } if holder == "b"), "{err}");
-    // c may take it over only by force.
-    assert!(store.claim_run(&tenant, &r.id, "c", 9_000, 2_500, false).await.unwrap().is_none());
-    assert!(store.claim_run(&tenant, &r.id, "c", 9_000, 2_500, true).await.unwrap().is_some());
-    // A finished run is never claimed.
-    let mut done = store.get_run(&tenant, &r.id).unwrap();
-    done.status = RunStatus::Succeeded;
-    done.lease = None;
-    store.update_run(&done, "c").await.unwrap();
-    assert!(store.claim_run(&tenant, &r.id, "d", 9_000, 10_000, true).await.unwrap().is_none());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_commits() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,7 +93,7 @@ async fn concurrent_writes_share_commits() {
     for i in 0..200u32 {
         let store = store.clone();
         writers.spawn(async move {
-            store.journal_put(&entry(&format!("r{i}"), CallKind::Trace, "1")).await.unwrap();
+            store.journal_put(&entry(&format!("r{i}"), CallKind::Trace, "1"), None).await.unwrap();
             // Acknowledged means readable.
             assert_eq!(store.journal_of(&format!("r{i}")).unwrap().len(), 1);
         });
@@ -189,13 +160,13 @@ async fn a_failed_batch_halts_the_store_and_shows_none_of_its_records() {
     let disk = SimDisk::new();
     let store = Arc::new(RedbStore::open_on(Backing::Simulated(disk.clone()), Tuning::default()).unwrap());
     let kept = entry("r", CallKind::Llm, "\"kept\"");
-    store.journal_put(&kept).await.unwrap();
+    store.journal_put(&kept, None).await.unwrap();
     // A journal record shares a batch with a write whose I/O fails.
     let (release, holder) = hold_writer(&store).await;
     let (a, b) = (store.clone(), store.clone());
     let lost = JournalEntry { key: ReplayKey { occurrence: 2, ..kept.key.clone() }, ..kept.clone() };
     let key = lost.key.clone();
-    let logged = tokio::spawn(async move { a.journal_put(&lost).await });
+    let logged = tokio::spawn(async move { a.journal_put(&lost, None).await });
     let failing = tokio::spawn(async move {
         b.committer
             .write_async(Box::new(|_| Err(StoreError::Io { operation: "test", message: "the disk said no".into() })))
@@ -230,4 +201,12 @@ async fn records_left_in_the_log_are_replayed_on_open() {
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.journal_of("r").unwrap(), vec![entry]);
     assert_eq!(std::fs::metadata(path.with_extension("wal")).unwrap().len(), 0, "the log is emptied once applied");
+}
+
+mod conformance {
+    crate::conformance_suite!({
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::RedbStore::open(&dir.path().join("c.redb")).unwrap();
+        crate::store::conformance::Subject { store: std::sync::Arc::new(store), _keep: Box::new(dir) }
+    });
 }

@@ -1,0 +1,51 @@
+//! LISTEN/NOTIFY: a connection of its own listens for news of work (a run
+//! created, released or finished by any host) and wakes the idle executors
+//! of this process. Hosts also poll, so a missed or late notice costs a poll
+//! interval, never a run; after a lost connection everyone is woken once,
+//! since notices sent meanwhile are gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// The channel runnable work and finished runs are announced on.
+pub const WORK_CHANNEL: &str = "cairn_work";
+
+/// Listens on [`WORK_CHANNEL`] for as long as the store lives, reconnecting with backoff.
+pub async fn run(config: tokio_postgres::Config, work: Arc<tokio::sync::Notify>, server: Arc<str>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                // The connection only makes progress while its messages are polled.
+                let statement = format!("LISTEN {WORK_CHANNEL}");
+                let listen = client.batch_execute(&statement);
+                let listening = tokio::select! {
+                    done = listen => done.is_ok(),
+                    _ = async { while messages.next().await.is_some() {} } => false,
+                };
+                if listening {
+                    wait = Duration::from_millis(100);
+                    work.notify_waiters();
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(_)) => work.notify_waiters(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!("the notice connection to {server} failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                drop(client);
+            }
+            Err(e) => tracing::debug!("cannot listen for notices on {server}: {e}"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,126 @@
+//! How records map to rows: a run is a JSON document plus the columns that
+//! claims, fences and listings select on (status, lease, epoch, not-before),
+//! which are authoritative and merged into the document on reading.
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_postgres::Row;
+
+use crate::model::{Lease, RunRecord, RunStatus, TaskStats, Tenant};
+use crate::store::StoreError;
+
+/// The project/domain key of a tenant.
+pub fn tenant_key(tenant: &Tenant) -> String {
+    tenant.to_string()
+}
+
+pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt { what, message: e.to_string() })
+}
+
+pub fn decode<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { what, message: e.to_string() })
+}
+
+/// A run from a row of `record, status, lease_owner, lease_until, epoch, not_before`.
+pub fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
+    let mut run: RunRecord = decode("run", row.get::<_, &str>(0))?;
+    let status: &str = row.get(1);
+    run.status = RunStatus::parse(status)
+        .ok_or_else(|| StoreError::Corrupt { what: "run", message: format!("unknown status {status:?}") })?;
+    let owner: Option<String> = row.get(2);
+    let until: Option<i64> = row.get(3);
+    run.lease = owner.map(|owner| Lease { owner, expires_at_ms: until.unwrap_or(0).max(0) as u64 });
+    run.epoch = row.get::<_, i64>(4) as u64;
+    run.not_before_ms = row.get::<_, i64>(5) as u64;
+    Ok(run)
+}
+
+/// The column values of a run, ready to bind.
+pub struct RunRow {
+    pub tenant: String,
+    pub id: String,
+    pub task: String,
+    pub parent: Option<String>,
+    pub status: &'static str,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub epoch: i64,
+    pub not_before: i64,
+    pub record: String,
+}
+
+impl RunRow {
+    pub fn of(run: &RunRecord) -> Result<Self, StoreError> {
+        Ok(RunRow {
+            tenant: tenant_key(&run.tenant),
+            id: run.id.clone(),
+            task: run.task.clone(),
+            parent: run.parent.clone(),
+            status: run.status.as_str(),
+            lease_owner: run.lease.as_ref().map(|l| l.owner.clone()),
+            lease_until: run.lease.as_ref().map(|l| l.expires_at_ms.min(i64::MAX as u64) as i64),
+            epoch: run.epoch as i64,
+            not_before: run.not_before_ms.min(i64::MAX as u64) as i64,
+            record: encode("run", run)?,
+        })
+    }
+}
+
+/// Adds `sign` × `stats` to a task's counts (in the caller's transaction).
+pub async fn adjust_stats(
+    client: &impl GenericClient,
+    tenant: &str,
+    task: &str,
+    stats: TaskStats,
+    sign: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if stats.is_empty() {
+        return Ok(());
+    }
+    let n = |v: u64| sign * v as i64;
+    client
+        .execute(
+            "INSERT INTO task_stats AS s (tenant, task, runs, succeeded, failed, cancelled, retries, degraded, cached)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant, task) DO UPDATE SET
+                runs = s.runs + EXCLUDED.runs, succeeded = s.succeeded + EXCLUDED.succeeded,
+                failed = s.failed + EXCLUDED.failed, cancelled = s.cancelled + EXCLUDED.cancelled,
+                retries = s.retries + EXCLUDED.retries, degraded = s.degraded + EXCLUDED.degraded,
+                cached = s.cached + EXCLUDED.cached",
+            &[
+                &tenant,
+                &task,
+                &n(stats.runs),
+                &n(stats.succeeded),
+                &n(stats.failed),
+                &n(stats.cancelled),
+                &n(stats.retries),
+                &n(stats.degraded),
+                &n(stats.cached),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Adjusts the counts for replacing `old` with `new` (either may be absent).
+pub async fn restat(
+    client: &impl GenericClient,
+    old: Option<&RunRecord>,
+    new: Option<&RunRecord>,
+) -> Result<(), tokio_postgres::Error> {
+    let before = old.map(|r| (tenant_key(&r.tenant), r.task.clone(), TaskStats::of(r)));
+    let after = new.map(|r| (tenant_key(&r.tenant), r.task.clone(), TaskStats::of(r)));
+    if before == after {
+        return Ok(());
+    }
+    if let Some((tenant, task, stats)) = &before {
+        adjust_stats(client, tenant, task, *stats, -1).await?;
+    }
+    if let Some((tenant, task, stats)) = &after {
+        adjust_stats(client, tenant, task, *stats, 1).await?;
+    }
+    Ok(())
+}
