@@ -127,6 +127,41 @@ pub fn tasks_json(store: &dyn Store, tenant: &Tenant) -> Result<Vec<Value>, Stor
 
 /// What `cairn status --json` prints: `pools` as given, breakers, the
 /// dead-letter count, per-task counts and provider retries.
+/// The executors working on the store's runs, each with the unfinished runs
+/// it holds a lease on (read from the status index: unfinished runs only).
+pub fn workers_json(store: &dyn Store, tenant: &Tenant) -> Result<Value, StoreError> {
+    let now = crate::model::now_ms();
+    let mut held: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for status in [crate::model::RunStatus::Running, crate::model::RunStatus::Pending] {
+        let filter = crate::store::RunFilter { status: Some(status), ..Default::default() };
+        for run in store.list_runs(tenant, &filter)? {
+            if let Some(lease) = run.lease.filter(|l| l.expires_at_ms > now) {
+                held.entry(lease.owner).or_default().push(run.id);
+            }
+        }
+    }
+    let workers: Vec<Value> = store
+        .executors()?
+        .into_iter()
+        .map(|e| {
+            let runs = held.remove(&e.id).unwrap_or_default();
+            json!({
+                "id": e.id,
+                "host": e.host,
+                "kind": e.kind,
+                "concurrency": e.concurrency,
+                "started_at_ms": e.started_at_ms,
+                "seen_at_ms": e.seen_at_ms,
+                "seen_ms_ago": now.saturating_sub(e.seen_at_ms),
+                "stopped_at_ms": e.stopped_at_ms,
+                "state": if e.stopped_at_ms.is_some() { "stopped" } else { "working" },
+                "runs": runs,
+            })
+        })
+        .collect();
+    Ok(Value::Array(workers))
+}
+
 pub fn status_json(store: &dyn Store, tenant: &Tenant, pools: Value) -> Result<Value, StoreError> {
     let providers: Vec<Value> = store
         .counters(tenant)?
@@ -138,6 +173,7 @@ pub fn status_json(store: &dyn Store, tenant: &Tenant, pools: Value) -> Result<V
         .collect();
     Ok(json!({
         "pools": pools,
+        "workers": workers_json(store, tenant)?,
         "breakers": breakers_json(store, tenant)?,
         "dlq": store.dlq_count(tenant)?,
         "tasks": tasks_json(store, tenant)?,

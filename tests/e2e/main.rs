@@ -21,3 +21,4 @@ mod reuse;
 mod sandbox;
 mod serve;
 mod store_scale;
+mod workers;

@@ -83,8 +83,17 @@ impl Project {
     /// A project whose default provider is the local HTTP `server`, with the
     /// API key stored as a secret; `tasks` is appended to the manifest.
     pub fn http(server: &LlmServer, tasks: &str) -> Project {
+        Project::http_on(server, None, tasks)
+    }
+
+    /// [`Project::http`] with its runs in the PostgreSQL database at `store`
+    /// (the manifest's `store` key; the password comes from the environment).
+    pub fn http_on(server: &LlmServer, store: Option<&str>, tasks: &str) -> Project {
+        let store = store.map(|url| format!("store = \"{url}\"")).unwrap_or_default();
         let project = Project::new(&format!(
             r#"
+            {store}
+
             [llm]
             default = "local"
 

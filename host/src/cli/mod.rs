@@ -11,6 +11,7 @@ mod runs;
 mod secret;
 mod status;
 mod store;
+mod worker;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ struct Cli {
     /// `cairn serve` runs for it; else the CLI opens the store itself).
     #[arg(long, global = true, env = client::SERVER_ENV, value_name = "URL")]
     server: Option<String>,
+    /// The store: `redb` (the embedded file in .cairn/, the default) or a
+    /// PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE, with the password
+    /// in CAIRN_STORE_PASSWORD or PGPASSWORD. Overrides the manifest's `store`.
+    #[arg(long, global = true, env = "CAIRN_STORE", value_name = "URL")]
+    store: Option<String>,
     /// More logging (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -133,12 +139,55 @@ enum Command {
         /// OpenTelemetry collector, over OTLP/HTTP with JSON (http://HOST:PORT).
         #[arg(long, value_name = "URL")]
         otlp: Option<String>,
+        /// Only serve: queue submitted runs for `cairn worker`s to claim,
+        /// and work on none here.
+        #[arg(long)]
+        no_work: bool,
+        #[command(flatten)]
+        work: WorkArgs,
+    },
+    /// Work on the store's runs with no API: claim runnable runs (new,
+    /// released, or left by a host whose lease expired) and run them. Start
+    /// any number, on any number of machines sharing a PostgreSQL store.
+    Worker {
+        #[command(flatten)]
+        work: WorkArgs,
+        /// How long runs under way may go on after SIGTERM or SIGINT before
+        /// they are stopped (saved, and released to the other workers).
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        grace: String,
     },
     /// Maintain the store: `repair` a damaged journal log.
     Store {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+}
+
+/// How a host works on the store's runs.
+#[derive(clap::Args)]
+struct WorkArgs {
+    /// Most runs worked on at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long this host's leases last without a heartbeat (renewed every
+    /// third of it): how soon other hosts take over its runs if it dies.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    lease: String,
+}
+
+impl WorkArgs {
+    fn options(&self, kind: &'static str) -> Result<(cairn::runner::worker::WorkOptions, std::time::Duration)> {
+        let lease = cairn::manifest::units::parse_duration(&self.lease).map_err(anyhow::Error::msg)?;
+        if lease < std::time::Duration::from_secs(1) {
+            bail!("--lease must be at least 1s (it is renewed every third of it)");
+        }
+        if self.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        let options = cairn::runner::worker::WorkOptions { concurrency: self.concurrency, kind, ..Default::default() };
+        Ok((options, lease))
+    }
 }
 
 #[derive(Subcommand)]
@@ -228,12 +277,21 @@ fn init_logging(verbose: u8, otlp: Option<cairn::otlp::OtlpLayer>) {
     tracing_subscriber::registry().with(logs).with(spans).init();
 }
 
-fn load_manifest(path: Option<PathBuf>) -> Result<Manifest> {
+fn load_manifest(path: Option<PathBuf>, store: Option<&str>) -> Result<Manifest> {
     let path = match path {
         Some(path) => path,
         None => Manifest::discover(&std::env::current_dir()?)?,
     };
-    Ok(Manifest::load(&path)?)
+    let mut manifest = Manifest::load(&path)?;
+    if let Some(url) = store {
+        if url != "redb" && !cairn::store::postgres::is_postgres_url(url) {
+            bail!(
+                "--store (or CAIRN_STORE) is `redb` or a PostgreSQL URL postgres://USER@HOST:PORT/DATABASE, not {url:?}"
+            );
+        }
+        manifest.set_store(url);
+    }
+    Ok(manifest)
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -242,14 +300,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     // These work on the project's files themselves, server or not.
+    let store = cli.store.as_deref();
     let command = match cli.command {
         Command::Debug { command } => return debug(command),
-        Command::Build { task } => return build(&load_manifest(cli.manifest)?, task.as_deref()),
-        Command::Serve { listen, grace, .. } => return serve(load_manifest(cli.manifest)?, listen, &grace),
-        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest)?, command),
+        Command::Build { task } => return build(&load_manifest(cli.manifest, store)?, task.as_deref()),
+        Command::Serve { listen, grace, no_work, work, .. } => {
+            return serve(load_manifest(cli.manifest, store)?, listen, &grace, (!no_work).then_some(&work));
+        }
+        Command::Worker { work, grace } => return worker::run(load_manifest(cli.manifest, store)?, &work, &grace),
+        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest, store)?, command),
         command => command,
     };
-    let backend = Backend::open(load_manifest(cli.manifest), cli.server.as_deref())?;
+    let backend = Backend::open(load_manifest(cli.manifest, store), cli.server.as_deref())?;
     match command {
         Command::Run { task, input, input_file, json, replay, quiet } => {
             let input = match (input, input_file) {
@@ -301,7 +363,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Secret { command } => secret::dispatch(&backend, command),
         Command::Dlq { command } => dlq::dispatch(&backend, command),
         Command::Status { json } => status::show(&backend, json),
-        Command::Debug { .. } | Command::Build { .. } | Command::Serve { .. } | Command::Store { .. } => {
+        Command::Debug { .. }
+        | Command::Build { .. }
+        | Command::Serve { .. }
+        | Command::Worker { .. }
+        | Command::Store { .. } => {
             unreachable!("handled before a server is looked for")
         }
     }
@@ -332,11 +398,22 @@ fn build(manifest: &Manifest, task: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(manifest: Manifest, listen: std::net::SocketAddr, grace: &str) -> Result<ExitCode> {
+fn serve(manifest: Manifest, listen: std::net::SocketAddr, grace: &str, work: Option<&WorkArgs>) -> Result<ExitCode> {
     let grace = cairn::manifest::units::parse_duration(grace).map_err(anyhow::Error::msg)?;
+    let work = work.map(|w| w.options("serve")).transpose()?;
     runtime()?.block_on(async {
         let host = Host::open(manifest)?;
-        let options = cairn::server::ServeOptions { listen, grace };
+        let work = match work {
+            Some((options, lease)) => {
+                host.set_lease(lease);
+                Some(options)
+            }
+            None => {
+                host.set_queue_only(true);
+                None
+            }
+        };
+        let options = cairn::server::ServeOptions { listen, grace, work };
         cairn::server::serve(host, options, |info| {
             eprintln!("cairn serve: listening on {}", info.url);
             eprintln!("the API's bearer token is in {} (readable by you only)", info.token_file.display());

@@ -51,6 +51,23 @@ pub fn show(backend: &Backend, as_json: bool) -> Result<ExitCode> {
         }
         println!();
     }
+    let workers = status["workers"].as_array().cloned().unwrap_or_default();
+    if !workers.is_empty() {
+        println!("workers:");
+        for w in &workers {
+            let runs: Vec<&str> = w["runs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!(
+                "  {:<28} {:<7} {:<8} seen {:>6.1}s ago  holds {} run(s){}",
+                w["id"].as_str().unwrap_or_default(),
+                w["kind"].as_str().unwrap_or_default(),
+                w["state"].as_str().unwrap_or_default(),
+                w["seen_ms_ago"].as_u64().unwrap_or_default() as f64 / 1000.0,
+                runs.len(),
+                if runs.is_empty() { String::new() } else { format!(": {}", runs.join(" ")) }
+            );
+        }
+        println!();
+    }
     println!("dead-letter queue: {dlq} run(s)");
     println!("\ncircuit breakers:");
     if breakers.is_empty() {

@@ -236,9 +236,46 @@ pub struct Manifest {
     pub tasks: BTreeMap<String, TaskSpec>,
     /// How long finished runs are kept.
     pub retention: Retention,
+    /// Where the runs are stored: `None` for the embedded redb file in
+    /// `.cairn/`, or a PostgreSQL URL (from the manifest's `store` key, or
+    /// set by `--store` / `CAIRN_STORE`).
+    pub store: Option<StoreSetting>,
+}
+
+/// A store other than the embedded default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSetting {
+    /// `postgres://USER@HOST:PORT/DATABASE`.
+    pub url: String,
+    /// Whether it came from the manifest file (which must not hold a password).
+    pub from_file: bool,
+}
+
+/// The manifest's `store` value: `"redb"` (the default) or a PostgreSQL URL
+/// without a password.
+fn store_setting(url: &str) -> Result<Option<StoreSetting>, String> {
+    if url == "redb" {
+        return Ok(None);
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "`store` is \"redb\" (the embedded default) or a PostgreSQL URL such as \"postgres://cairn@db.internal:5432/cairn\", not {url:?}"
+        ));
+    }
+    let userinfo = url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(info, _)| info);
+    if userinfo.is_some_and(|info| info.contains(':')) || url.contains("password=") {
+        return Err("`store` must not carry a password (the manifest is a file others read): remove it and set CAIRN_STORE_PASSWORD (or PGPASSWORD) in the environment".into());
+    }
+    Ok(Some(StoreSetting { url: url.to_owned(), from_file: true }))
 }
 
 impl Manifest {
+    /// Points the manifest at another store (`--store`, `CAIRN_STORE`):
+    /// `redb` for the embedded file, or a PostgreSQL URL.
+    pub fn set_store(&mut self, url: &str) {
+        self.store = (url != "redb").then(|| StoreSetting { url: url.to_owned(), from_file: false });
+    }
+
     /// Finds `cairn.toml` in `start` or its nearest parent.
     pub fn discover(start: &Path) -> Result<PathBuf, ManifestError> {
         start
@@ -343,6 +380,8 @@ mod raw {
         pub tasks: BTreeMap<String, Spanned<tasks::raw::Task>>,
         #[serde(default)]
         pub retention: Option<Spanned<retention::raw::Retention>>,
+        #[serde(default)]
+        pub store: Option<Spanned<String>>,
     }
 
     impl Manifest {
@@ -353,8 +392,19 @@ mod raw {
             let environments = environments::validate(self.environments, locate, &providers)?;
             let tasks = tasks::validate(self.tasks, locate, &dir, &providers, &environments)?;
             let retention = retention::validate(self.retention, locate)?;
+            let store = match self.store {
+                None => None,
+                Some(url) => {
+                    let span = url.span();
+                    let url = url.into_inner();
+                    match super::store_setting(&url) {
+                        Ok(setting) => setting,
+                        Err(message) => return Err(ManifestError::at(locate, span, message)),
+                    }
+                }
+            };
             let path = locate.path().to_path_buf();
-            Ok(super::Manifest { path, dir, default_provider, providers, environments, tasks, retention })
+            Ok(super::Manifest { path, dir, default_provider, providers, environments, tasks, retention, store })
         }
     }
 }

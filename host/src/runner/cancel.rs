@@ -164,6 +164,11 @@ impl Stops {
         self.closed.load(Ordering::SeqCst) || self.all.stopped().is_some()
     }
 
+    /// Whether this host is driving `run_id` now.
+    pub fn driving(&self, run_id: &str) -> bool {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(run_id)
+    }
+
     /// Runs being driven now.
     pub fn running(&self) -> usize {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -27,6 +27,7 @@ mod retention;
 mod run;
 mod submit;
 pub mod warm;
+pub mod worker;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -146,6 +147,9 @@ pub struct Host {
     background: submit::Background,
     /// How long this host's leases last without a heartbeat, in ms.
     lease_ms: std::sync::atomic::AtomicU64,
+    /// Whether submitted runs are only queued, for other hosts to claim
+    /// (`cairn serve --no-work`), instead of run here.
+    queue_only: std::sync::atomic::AtomicBool,
     /// The runtime the host was made on: runs go on it, whoever asks (a
     /// server answers requests on a runtime of its own, so that spinning
     /// guests never keep it from answering).
@@ -155,9 +159,13 @@ pub struct Host {
 /// The file name of the embedded store inside `.cairn/`.
 pub const STORE_FILE: &str = "cairn.redb";
 
-/// Opens the embedded store of a manifest's project.
+/// Opens a manifest's store: the embedded redb file in `.cairn/`, or the
+/// PostgreSQL database its `store` names.
 pub fn open_store(manifest: &Manifest) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(RedbStore::open(&manifest.state_dir().join(STORE_FILE))?))
+    match &manifest.store {
+        None => Ok(Arc::new(RedbStore::open(&manifest.state_dir().join(STORE_FILE))?)),
+        Some(setting) => Ok(Arc::new(crate::store::postgres::PgStore::connect(&setting.url, !setting.from_file)?)),
+    }
 }
 
 /// How often pool TTLs are checked.
@@ -233,6 +241,7 @@ impl Host {
                 background: submit::Background::default(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 lease_ms: std::sync::atomic::AtomicU64::new(lease::LEASE.as_millis() as u64),
+                queue_only: std::sync::atomic::AtomicBool::new(false),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -282,6 +291,12 @@ impl Host {
         self.lease_ms.store(lease.as_millis().max(300) as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Makes [`Host::submit`] only queue runs (pending, unleased) for the
+    /// store's workers to claim, instead of running them here.
+    pub fn set_queue_only(&self, queue_only: bool) {
+        self.queue_only.store(queue_only, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// How long this host's leases last without a heartbeat.
     pub fn lease(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_ms.load(std::sync::atomic::Ordering::Relaxed))
@@ -310,6 +325,14 @@ impl Host {
     /// The manifest this host runs.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Where the store is, for messages: the redb file or the PostgreSQL server.
+    pub fn store_description(&self) -> String {
+        match &self.manifest.store {
+            None => self.manifest.state_dir().join(STORE_FILE).display().to_string(),
+            Some(setting) => crate::store::postgres::redact(&setting.url),
+        }
     }
 
     /// The store this host records into.

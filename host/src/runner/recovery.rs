@@ -2,7 +2,8 @@
 //! once their lease is stale (or taken over with `force`).
 
 use super::lease::is_stale;
-use super::{Host, RunnerError};
+use super::{Host, RunOptions, RunnerError};
+use crate::events::EventKind;
 use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, RunStatus, now_ms};
 use crate::store::RunFilter;
 
@@ -17,7 +18,6 @@ impl Host {
         if matches!(current.status, RunStatus::Succeeded | RunStatus::Failed) {
             return Err(not_resumable(format!("it already {}", current.status.as_str())));
         }
-        let task = self.manifest.task(&current.task).ok().cloned();
         let now = now_ms();
         let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
         let claimed = self
@@ -28,7 +28,14 @@ impl Host {
                 let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");
                 not_resumable(format!("{holder} holds its lease and is alive; pass --force to take it over"))
             })?;
-        let Some(task) = task else {
+        self.take_up(claimed).await
+    }
+
+    /// Works on a run this host has just claimed: a pending one starts, one
+    /// another host left running resumes from its journal (recorded calls
+    /// are not repeated, the call in flight when that host stopped is made again).
+    pub(super) async fn take_up(&self, claimed: RunRecord) -> Result<RunRecord, RunnerError> {
+        let Some(task) = self.manifest.task(&claimed.task).ok().cloned() else {
             // Its task left the manifest: nothing can run it again, so end it clearly.
             let failure = Failure {
                 kind: FailureKind::UnknownTask,
@@ -41,11 +48,23 @@ impl Host {
             };
             return self.finish(claimed, Err(failure)).await;
         };
-        tracing::info!(run = %run_id, "resuming from the journal");
         let mut run = claimed;
+        let run_id = run.id.clone();
+        if run.status == RunStatus::Pending {
+            // Submitted to be worked on by any host, and never started.
+            run.status = RunStatus::Running;
+            self.store.update_run(&run, &run.fence(&self.host_id)).await?;
+            tracing::info!(run = %run_id, task = %task.name, "run started (claimed)");
+            self.events.emit(&run.id, EventKind::RunStarted { task: task.name.clone(), parent: run.parent.clone() });
+            self.start_environment(&task.environment).await;
+            let options = RunOptions { replay: run.replay_of.clone() };
+            return self.start(run, &task, &options).await;
+        }
+        tracing::info!(run = %run_id, "resuming from the journal");
+        let now = now_ms();
         // The attempt that was running when the host stopped did not record itself.
         let interrupted = run.attempts.len() as u32 + 1;
-        if self.store.journal_of(run_id)?.iter().any(|e| e.attempt == interrupted) || run.attempts.is_empty() {
+        if self.store.journal_of(&run_id)?.iter().any(|e| e.attempt == interrupted) || run.attempts.is_empty() {
             let failure = Failure::new(
                 FailureKind::Interrupted,
                 "the host stopped during this attempt (crash or kill); the run resumed from its journal",

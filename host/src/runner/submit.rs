@@ -68,11 +68,30 @@ impl Host {
         if self.stops.stopping() {
             return Err(RunnerError::NotAccepting);
         }
+        if self.queue_only.load(Ordering::Relaxed) {
+            return self.enqueue(task, input, &options).await;
+        }
         let (run, spec) = self.create(task, input, &options).await?;
         let record = run.clone();
         let host = self.clone();
         self.in_background("run", &record.id, async move { host.start(run, &spec, &options).await })?;
         Ok(record)
+    }
+
+    /// Stores a new run of `task` as pending and unleased, for whichever
+    /// worker claims it first; returns its record.
+    pub async fn enqueue(&self, task: &str, input: &str, options: &RunOptions) -> Result<RunRecord, RunnerError> {
+        let spec = self.manifest.task(task).map_err(RunnerError::UnknownTask)?;
+        if let Some(source) = &options.replay {
+            self.store.get_run(&self.tenant, source)?;
+        }
+        let mut run = self.new_record(&spec.name, input, options);
+        run.lease = None;
+        run.epoch = 0;
+        run.status = crate::model::RunStatus::Pending;
+        self.store.create_run(&run).await?;
+        tracing::info!(run = %run.id, task = %spec.name, "run queued for the workers");
+        Ok(run)
     }
 
     /// Resumes a run in the background (see [`Host::resume`]); returns at once.
@@ -89,7 +108,7 @@ impl Host {
 
     /// Drives `work` (a run of `run_id`) on its own task, counted among the
     /// background runs a graceful stop waits for.
-    fn in_background(
+    pub(super) fn in_background(
         self: &Arc<Self>,
         what: &'static str,
         run_id: &str,

@@ -85,6 +85,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// How long runs under way may go on after a stop signal.
     pub grace: Duration,
+    /// Claim and work on the store's runnable runs too (unless `--no-work`).
+    pub work: Option<crate::runner::worker::WorkOptions>,
 }
 
 /// What every handler gets.
@@ -193,12 +195,27 @@ pub async fn serve(host: Arc<Host>, options: ServeOptions, ready: impl FnOnce(&S
         Err(e) => tracing::warn!("cannot look for runs to resume: {e}"),
     }
     ready(&info);
+    let (stop_work, work_stopped) = tokio::sync::oneshot::channel::<()>();
+    let working = options.work.clone().map(|work| {
+        let host = host.clone();
+        host.clone().spawn(async move {
+            host.work(work, async move { drop(work_stopped.await) }).await;
+        })
+    });
     let stopping = {
         let host = host.clone();
+        let work = options.work.clone();
         async move {
             stop_signal().await;
+            let _ = stop_work.send(());
+            if let Some(working) = working {
+                drop(working.await);
+            }
             tracing::info!("stopping: no new runs; runs under way have {:?} to finish", options.grace);
             let stopped = host.shutdown(options.grace).await;
+            if let Some(work) = &work {
+                host.stop_working(work).await;
+            }
             if stopped > 0 {
                 tracing::info!("{stopped} run(s) saved to resume when a server starts again");
             }
@@ -228,7 +245,8 @@ pub async fn serve(host: Arc<Host>, options: ServeOptions, ready: impl FnOnce(&S
     served.map_err(ServerError::Serve)
 }
 
-async fn stop_signal() {
+/// Waits for SIGTERM or SIGINT.
+pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {

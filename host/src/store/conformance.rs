@@ -219,7 +219,9 @@ pub async fn runnable_runs_are_claimed_once_each(store: Arc<dyn Store>) {
     store.put_executor(&gone).await.unwrap();
     let first = store.claim_runnable(&t, "w", 20_000, 1_000, 2).await.unwrap();
     assert_eq!(ids(&first), ["0000-000001", "0000-000003"], "oldest first, up to the limit");
-    assert!(first.iter().all(|r| r.lease.as_ref().unwrap().owner == "w" && r.status == RunStatus::Running));
+    assert!(first.iter().all(|r| r.lease.as_ref().unwrap().owner == "w"));
+    assert_eq!(first[0].status, RunStatus::Pending, "a claim leaves the status to the run's new holder");
+    assert_eq!(store.get_run(&t, &first[0].id).unwrap().lease, first[0].lease, "the claim is stored");
     let second = store.claim_runnable(&t, "w", 20_000, 1_000, 10).await.unwrap();
     assert_eq!(ids(&second), ["0000-000006"], "a stopped executor's runs are free at once");
     assert!(store.claim_runnable(&t, "w", 20_000, 1_000, 10).await.unwrap().is_empty());

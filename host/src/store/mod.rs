@@ -14,7 +14,6 @@
 pub mod commit;
 #[cfg(test)]
 pub(crate) mod conformance;
-pub mod locator;
 pub mod postgres;
 pub mod redb;
 pub mod sim_disk;
@@ -228,7 +227,8 @@ pub trait RunStore: Send + Sync {
     /// first: unfinished, not before their `not_before_ms`, and free (no
     /// lease, an expired one, or one of an executor that stopped cleanly).
     /// Concurrent claimers never get the same run. Each claim moves the
-    /// run's epoch on.
+    /// run's epoch on; the status is left as it was (a pending run stays
+    /// pending until its new holder starts it).
     async fn claim_runnable(
         &self,
         tenant: &Tenant,

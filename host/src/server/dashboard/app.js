@@ -289,7 +289,7 @@
   function routeKey(route) {
     const [section, id] = route.parts;
     if (section === 'runs' && id) return `run:${id}`;
-    return ['dlq', 'breakers', 'pools', 'submit'].includes(section) ? section : 'runs';
+    return ['dlq', 'breakers', 'pools', 'workers', 'submit'].includes(section) ? section : 'runs';
   }
 
   function routeView(route) {
@@ -303,6 +303,8 @@
         return pollingView('breakers', loadBreakers);
       case 'pools':
         return pollingView('pools', loadPools);
+      case 'workers':
+        return pollingView('workers', loadWorkers);
       case 'submit':
         return submitView(route.query);
       default:
@@ -1327,6 +1329,30 @@
         h('tbody', null, pools.length ? pools.map((p) => h('tr', { class: 'pool-row', dataset: { environment: p.environment } },
           cols.map(([k], i) => h('td', { class: i ? 'num' : null }, fmtValue(p[k])))))
           : h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, 'No environment keeps warm instances (none has `reuse`), or none has started.')))));
+  }
+
+  async function loadWorkers(node) {
+    let workers;
+    try {
+      workers = (await get('/api/v1/status')).workers || [];
+    } catch (err) {
+      replace(node, h('h1', null, 'Workers'), errorBox(err));
+      throw err;
+    }
+    replace(node, h('h1', null, 'Workers'),
+      h('p', { class: 'muted' }, 'The hosts working on this store\'s runs, and the runs each holds a lease on.'),
+      h('table', { class: 'table', id: 'workers-table' },
+        h('thead', null, h('tr', null, ['Worker', 'Kind', 'State', 'Concurrency', 'Last seen', 'Runs held'].map((label) => h('th', null, label)))),
+        h('tbody', null, workers.length ? workers.map((w) => h('tr', { class: 'worker-row', dataset: { id: w.id, state: w.state } },
+          h('td', null, w.id),
+          h('td', null, w.kind),
+          h('td', null, w.state),
+          h('td', { class: 'num' }, fmtValue(w.concurrency)),
+          h('td', { class: 'num' }, `${(w.seen_ms_ago / 1000).toFixed(1)}s ago`),
+          h('td', { class: 'worker-runs' }, (w.runs || []).length
+            ? (w.runs || []).map((id) => h('a', { href: runHref(id), class: 'run-link' }, id.slice(0, 8)))
+            : '—')))
+          : h('tr', null, h('td', { colspan: 6, class: 'empty' }, 'No worker has registered with this store yet.')))));
   }
 
   // ------------------------------------------------------------- submit

@@ -23,8 +23,7 @@ mod listen;
 mod roles;
 mod rows;
 pub mod schema;
-#[cfg(test)]
-pub(crate) mod testing;
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -209,14 +209,13 @@ impl RunStore for PgStore {
                 for row in &rows {
                     let mut run = run_from_row(row)?;
                     run.lease = Some(Lease { owner: owner.clone(), expires_at_ms: lease_until_ms });
-                    run.status = RunStatus::Running;
                     run.epoch += 1;
                     claimed.push(run);
                 }
                 if !claimed.is_empty() {
                     let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
                     txn.execute(
-                        "UPDATE runs SET lease_owner = $3, lease_until = $4, epoch = epoch + 1, status = 'running'
+                        "UPDATE runs SET lease_owner = $3, lease_until = $4, epoch = epoch + 1
                          WHERE tenant = $1 AND id = ANY($2)",
                         &[&tenant, &ids, &owner, &ms(lease_until_ms)],
                     )

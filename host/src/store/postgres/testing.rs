@@ -1,5 +1,6 @@
-//! A fresh database per test on the PostgreSQL server the test run provides
-//! (`./x test` starts a private cluster and sets [`ENV`]).
+//! For tests (the crate's and the end-to-end suite's): a fresh database per
+//! test on the PostgreSQL server the test run provides (`./x test` starts a
+//! private cluster and sets [`ENV`]).
 
 use super::PgStore;
 

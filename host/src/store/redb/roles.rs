@@ -139,7 +139,6 @@ impl RunStore for RedbStore {
                     }
                     let before = run.clone();
                     run.lease = Some(Lease { owner: owner.clone(), expires_at_ms: lease_until_ms });
-                    run.status = RunStatus::Running;
                     run.epoch += 1;
                     write_run(tables, &key, Some(&before), &run)?;
                     out.push(run);

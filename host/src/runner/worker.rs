@@ -1,0 +1,166 @@
+//! Working on a store's runs as one of many hosts (`cairn worker`, `cairn
+//! serve`): claim runnable runs (new ones, ones released by a host that
+//! stopped, ones whose host's lease expired) up to a concurrency limit, and
+//! work on each under its fenced lease. Idle workers wait for the store's
+//! work signal (LISTEN/NOTIFY on PostgreSQL) and poll as a fallback.
+//!
+//! Each worker keeps a row in the store's executors table, renewed every
+//! third of its lease: `cairn status` lists the workers from it, and a
+//! worker that stops cleanly marks its row, which frees its runs for the
+//! others at once. A worker that finds the row of a dead process of its own
+//! machine (`kill -9`) marks it the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::Host;
+use super::lease::holder_alive;
+use crate::model::{Executor, RunRecord, now_ms};
+
+/// How a host works on the store's runs.
+#[derive(Debug, Clone)]
+pub struct WorkOptions {
+    /// Most runs worked on at once.
+    pub concurrency: usize,
+    /// What the executor is (`worker`, `serve`), as `cairn status` shows it.
+    pub kind: &'static str,
+    /// How often an idle worker looks for work when no signal comes.
+    pub poll: Duration,
+}
+
+impl Default for WorkOptions {
+    fn default() -> Self {
+        WorkOptions { concurrency: 64, kind: "worker", poll: Duration::from_secs(1) }
+    }
+}
+
+impl Host {
+    /// Claims and works on runnable runs until `until` completes or the
+    /// host stops taking runs. Returns when it stops claiming; the runs it
+    /// holds go on (see [`Host::shutdown`] and [`Host::stop_working`]).
+    pub async fn work(self: &Arc<Self>, options: WorkOptions, until: impl Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let executor = self.executor(&options);
+        if let Err(e) = self.store.put_executor(&executor).await {
+            tracing::warn!("cannot record this worker in the store: {e}");
+        }
+        let beat = self.spawn(executor_heartbeat(Arc::downgrade(self), executor));
+        tokio::pin!(until);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.stops.stopping() {
+                break;
+            }
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = slots.acquire() => continue,
+                    _ = &mut until => break,
+                }
+            }
+            // Listen before looking, so that news arriving meanwhile is not missed.
+            let signal = self.store.work_signal();
+            let news = signal.notified();
+            let claimed =
+                self.store.claim_runnable(&self.tenant, &self.host_id, self.lease_until(), now_ms(), free).await;
+            match claimed {
+                Ok(runs) if !runs.is_empty() => {
+                    backoff = Duration::from_millis(100);
+                    for run in runs {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+                        self.take_up_in_background(run, permit).await;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("cannot claim runs: {e}; trying again in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut until => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = news => {}
+                _ = tokio::time::sleep(options.poll) => {}
+                _ = &mut until => break,
+            }
+        }
+        beat.abort();
+    }
+
+    /// Marks this host's executor row stopped (after [`Host::shutdown`]
+    /// saved and released its runs), so other hosts need not wait for its
+    /// leases to expire.
+    pub async fn stop_working(&self, options: &WorkOptions) {
+        let mut executor = self.executor(options);
+        executor.stopped_at_ms = Some(now_ms());
+        if let Err(e) = self.store.put_executor(&executor).await {
+            tracing::warn!("cannot mark this worker stopped in the store: {e}");
+        }
+    }
+
+    fn executor(&self, options: &WorkOptions) -> Executor {
+        let now = now_ms();
+        Executor {
+            id: self.host_id.clone(),
+            host: self.host_id.rsplit_once('-').map_or(self.host_id.as_str(), |(host, _)| host).to_owned(),
+            kind: options.kind.to_owned(),
+            concurrency: options.concurrency as u32,
+            started_at_ms: now,
+            seen_at_ms: now,
+            stopped_at_ms: None,
+        }
+    }
+
+    /// Works on a claimed run in the background, holding `permit` until it ends.
+    async fn take_up_in_background(self: &Arc<Self>, run: RunRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+        if self.stops.driving(&run.id) {
+            // Still driven here under an older claim (its lease ran out, e.g. while the
+            // store was unreachable): that drive's writes are now refused and it stops;
+            // the run comes back once this claim expires.
+            return;
+        }
+        let (host, claimed) = (self.clone(), run.clone());
+        let started = self.in_background("claimed run", &run.id, async move {
+            let _permit = permit;
+            host.take_up(claimed).await
+        });
+        if started.is_err() {
+            // Stopping: give the run back at once.
+            let mut released = run;
+            released.lease = None;
+            if let Err(e) = self.store.update_run(&released, &released.fence(&self.host_id)).await {
+                tracing::warn!(run = %released.id, "cannot release the run: {e}");
+            }
+        }
+    }
+}
+
+/// Renews the executor's row every third of the lease; marks the rows of
+/// dead processes of this machine stopped, so their runs are free at once.
+async fn executor_heartbeat(host: std::sync::Weak<Host>, mut executor: Executor) {
+    loop {
+        let Some(every) = host.upgrade().map(|h| h.lease() / 3) else { return };
+        tokio::time::sleep(every).await;
+        let Some(host) = host.upgrade() else { return };
+        executor.seen_at_ms = now_ms();
+        if let Err(e) = host.store.put_executor(&executor).await {
+            tracing::warn!("cannot renew this worker's row: {e}");
+            continue;
+        }
+        let Ok(others) = host.store.executors() else { continue };
+        for mut other in others {
+            if other.stopped_at_ms.is_none() && holder_alive(&other.id) == Some(false) {
+                tracing::info!("worker {} is gone (its process exited); its runs are free", other.id);
+                other.stopped_at_ms = Some(now_ms());
+                drop(host.store.put_executor(&other).await);
+            }
+        }
+    }
+}

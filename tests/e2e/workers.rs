@@ -1,0 +1,206 @@
+//! Several `cairn worker` processes sharing one PostgreSQL store (a private
+//! cluster the test run starts): runs spread over them, survive `kill -9` of
+//! a worker without repeating a completed LLM call, and a worker that stalls
+//! past its lease (SIGSTOP) writes nothing to the runs others took over.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn::model::{RunRecord, RunStatus, Tenant};
+use cairn::runner::RunOptions;
+use cairn::store::RunFilter;
+use cairn::store::prelude::*;
+
+use crate::support::guests::cairn_bin;
+use crate::support::llm_server::{Fault, LlmServer};
+use crate::support::project::{Project, refiner_script};
+
+const REFINER: &str = r#"
+[tasks.report-refiner]
+component = "{refiner}"
+"#;
+const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
+/// Distinct LLM calls of an uninterrupted refiner run on `refiner_script`.
+const REFINER_CALLS: usize = 5;
+
+fn runs_wanted() -> usize {
+    std::env::var("CAIRN_WORKER_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+}
+
+/// A `cairn worker` of `project`, its stderr kept in a file beside it.
+fn worker(project: &Project, name: &str, concurrency: usize, lease: &str) -> Child {
+    let log = std::fs::File::create(project.path().join(format!("{name}.log"))).unwrap();
+    Command::new(cairn_bin())
+        .arg("--manifest")
+        .arg(&project.manifest)
+        .args(["worker", "--concurrency", &concurrency.to_string(), "--lease", lease, "-v"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn worker_log(project: &Project, name: &str) -> String {
+    std::fs::read_to_string(project.path().join(format!("{name}.log"))).unwrap_or_default()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn llm_records(store: &dyn Store, run_id: &str) -> usize {
+    store.journal_of(run_id).unwrap().iter().filter(|e| e.key.kind == cairn::model::CallKind::Llm).count()
+}
+
+fn runs(store: &dyn Store, status: RunStatus) -> Vec<RunRecord> {
+    store.list_runs(&Tenant::default(), &RunFilter { status: Some(status), ..Default::default() }).unwrap()
+}
+
+/// Queues `n` refiner runs through a host of the project (as `cairn serve
+/// --no-work` does for API submissions).
+fn enqueue(project: &Project, n: usize) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let host = project.host();
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(host.enqueue("report-refiner", TOPIC, &RunOptions::default()).await.unwrap().id);
+        }
+        ids
+    })
+}
+
+#[test]
+fn three_workers_share_the_runs_and_survive_two_kills() {
+    let n = runs_wanted();
+    // The reference output: one uninterrupted run on the embedded store.
+    let reference_server = LlmServer::start_blocking(refiner_script());
+    let reference = Project::http(&reference_server, REFINER);
+    let expected = reference.cli_json(&["run", "report-refiner", "--json", "--input", TOPIC]);
+    assert_eq!(expected["status"], "succeeded", "{expected}");
+
+    let url = cairn::store::postgres::testing::fresh_database();
+    // Answers take a little while, so kills land with calls in flight.
+    let server = LlmServer::start_blocking(
+        refiner_script().faults((0..n * REFINER_CALLS).map(|_| Fault::Delay(Duration::from_millis(5)))),
+    );
+    let project = Project::http_on(&server, Some(&url), REFINER);
+    let ids = enqueue(&project, n);
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+
+    let mut workers: Vec<Child> = (0..3).map(|i| worker(&project, &format!("w{i}"), 32, "3s")).collect();
+    wait_until("a fifth of the calls", Duration::from_secs(300), || server.requests() >= n);
+    workers[0].kill().unwrap(); // SIGKILL
+    workers[0].wait().unwrap();
+    let at_first_kill = server.requests();
+    wait_until("three fifths of the calls", Duration::from_secs(300), || server.requests() >= 3 * n);
+    workers[1].kill().unwrap();
+    workers[1].wait().unwrap();
+    let at_second_kill = server.requests();
+    wait_until("every run to finish", Duration::from_secs(600), || {
+        runs(store.as_ref(), RunStatus::Running).is_empty() && runs(store.as_ref(), RunStatus::Pending).is_empty()
+    });
+
+    let succeeded = runs(store.as_ref(), RunStatus::Succeeded);
+    assert_eq!(succeeded.len(), n, "every run succeeded (failed: {:?})", runs(store.as_ref(), RunStatus::Failed));
+    for run in &succeeded {
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(run.output.as_deref().unwrap()).unwrap(),
+            expected["output"],
+            "run {}: the output of an uninterrupted run",
+            run.id
+        );
+        assert!(ids.contains(&run.id));
+    }
+    let resumed = succeeded
+        .iter()
+        .filter(|r| r.attempts.iter().any(|a| a.error.as_ref().is_some_and(|e| e.kind.as_str() == "interrupted")))
+        .count();
+    assert!(resumed > 0, "some runs were taken over from the killed workers");
+    // Only calls in flight at a kill may be sent twice: at most a worker's concurrency per kill.
+    let total = server.requests();
+    assert!(
+        (n * REFINER_CALLS..=n * REFINER_CALLS + 2 * 32).contains(&total),
+        "{total} LLM requests for {n} runs of {REFINER_CALLS} calls (kills at {at_first_kill} and {at_second_kill})"
+    );
+    // Every worker did some of the work, and the survivor is listed as working.
+    let mut by_worker: BTreeMap<String, usize> = BTreeMap::new();
+    for run in &succeeded {
+        assert_eq!(llm_records(store.as_ref(), &run.id), REFINER_CALLS, "run {}: one record per call", run.id);
+    }
+    for executor in store.executors().unwrap() {
+        by_worker.insert(executor.id.clone(), usize::from(executor.stopped_at_ms.is_none()));
+    }
+    assert_eq!(by_worker.len(), 3, "three workers registered: {by_worker:?}");
+    let status = project.cli_json(&["status", "--json"]);
+    let listed = status["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{status}");
+    assert_eq!(
+        listed.iter().filter(|w| w["state"] == "working").count(),
+        1,
+        "the two killed ones are marked: {status}"
+    );
+    let mut survivor = workers.pop().unwrap();
+    unsafe { libc::kill(survivor.id() as i32, libc::SIGTERM) };
+    assert!(survivor.wait().unwrap().success(), "{}", worker_log(&project, "w2"));
+    assert!(store.executors().unwrap().iter().all(|e| e.stopped_at_ms.is_some()), "a clean stop is recorded");
+}
+
+#[test]
+fn a_stalled_worker_writes_nothing_to_runs_taken_over_and_stops_its_attempts() {
+    let url = cairn::store::postgres::testing::fresh_database();
+    // Slow answers: the runs are mid-attempt when the worker stalls.
+    let server =
+        LlmServer::start_blocking(refiner_script().faults((0..400).map(|_| Fault::Delay(Duration::from_millis(300)))));
+    let project = Project::http_on(&server, Some(&url), REFINER);
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    enqueue(&project, 4);
+    let mut stalled = worker(&project, "stalled", 8, "2s");
+    let stalled_id =
+        |run: &RunRecord| run.lease.as_ref().is_some_and(|l| l.owner.ends_with(&format!("-{}", stalled.id())));
+    wait_until("the first worker to hold the runs and make calls", Duration::from_secs(60), || {
+        runs(store.as_ref(), RunStatus::Running).iter().filter(|r| stalled_id(r)).count() == 4 && server.requests() >= 4
+    });
+    unsafe { libc::kill(stalled.id() as i32, libc::SIGSTOP) };
+    let held: Vec<RunRecord> = runs(store.as_ref(), RunStatus::Running);
+    let mut other = worker(&project, "other", 8, "2s");
+    wait_until("the other worker to take every run over", Duration::from_secs(60), || {
+        held.iter().all(|r| {
+            let now = store.get_run(&Tenant::default(), &r.id).unwrap();
+            now.epoch > r.epoch && !stalled_id(&now)
+        })
+    });
+    let woke_at = cairn::model::now_ms();
+    unsafe { libc::kill(stalled.id() as i32, libc::SIGCONT) };
+    wait_until("every run to finish", Duration::from_secs(120), || {
+        held.iter().all(|r| store.get_run(&Tenant::default(), &r.id).unwrap().status.is_finished())
+    });
+    for run in &held {
+        let now = store.get_run(&Tenant::default(), &run.id).unwrap();
+        assert_eq!(now.status, RunStatus::Succeeded, "{now:?}");
+        // The stalled worker's attempt is the one it held; nothing of that attempt was recorded after it woke.
+        let stalled_attempt = run.attempts.len() as u32 + 1;
+        let late: Vec<_> = store
+            .journal_of(&run.id)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.attempt == stalled_attempt && e.recorded_at_ms >= woke_at)
+            .collect();
+        assert!(late.is_empty(), "run {}: the stalled worker recorded {late:?} after losing its lease", run.id);
+        assert_eq!(llm_records(store.as_ref(), &run.id), REFINER_CALLS);
+    }
+    let log = worker_log(&project, "stalled");
+    assert!(
+        log.contains("lost the run's lease") || log.contains("is now held by"),
+        "the stalled worker noticed it lost its runs:\n{log}"
+    );
+    for child in [&mut stalled, &mut other] {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+    }
+}
