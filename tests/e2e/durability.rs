@@ -305,7 +305,7 @@ fn a_kill_during_group_commit_loses_no_acknowledged_record() {
         let dir = tempfile::tempdir().unwrap();
         let store_path = dir.path().join("load.redb");
         let mut child = Command::new(cairn_bin())
-            .args(["debug", "journal-load", "--runs", "200", "--calls", "50", "--print-acks", "--store"])
+            .args(["debug", "journal-load", "--runs", "200", "--calls", "50", "--print-acks", "--db"])
             .arg(&store_path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -196,8 +196,8 @@ enum DebugCommand {
     /// `ack RUN OCCURRENCE` as each becomes durable.
     JournalLoad {
         /// The redb file.
-        #[arg(long)]
-        store: PathBuf,
+        #[arg(long = "db", value_name = "FILE")]
+        db: PathBuf,
         /// Concurrent runs.
         #[arg(long, default_value_t = 1000)]
         runs: usize,
@@ -428,8 +428,8 @@ fn serve(manifest: Manifest, listen: std::net::SocketAddr, grace: &str, work: Op
 
 fn debug(command: DebugCommand) -> Result<ExitCode> {
     match command {
-        DebugCommand::JournalLoad { store, runs, calls, payload, print_acks } => {
-            let redb = std::sync::Arc::new(cairn::store::redb::RedbStore::open(&store)?);
+        DebugCommand::JournalLoad { db, runs, calls, payload, print_acks } => {
+            let redb = std::sync::Arc::new(cairn::store::redb::RedbStore::open(&db)?);
             let on_ack: Option<cairn::journal::load::AckFn> = print_acks.then(|| {
                 let ack: cairn::journal::load::AckFn = std::sync::Arc::new(|key: &cairn::model::ReplayKey| {
                     use std::io::Write;

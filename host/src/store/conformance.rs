@@ -22,10 +22,9 @@ pub struct Subject {
 
 /// Generates one test per check, each on a store made by `$make` (an
 /// expression giving a [`Subject`]).
-#[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@tests $make;
+        $crate::store::conformance::conformance_suite!(@tests $make;
             runs_are_created_listed_and_paged,
             the_first_journal_record_of_a_key_wins,
             leases_are_claimed_renewed_lost_and_fenced,
@@ -48,6 +47,7 @@ macro_rules! conformance_suite {
         )+
     };
 }
+pub(crate) use conformance_suite;
 
 fn tenant() -> Tenant {
     Tenant::default()

@@ -6,7 +6,7 @@ use super::{PgStore, schema};
 use crate::store::StoreError;
 
 mod conformance {
-    crate::conformance_suite!({
+    crate::store::conformance::conformance_suite!({
         let store = super::fresh_store();
         crate::store::conformance::Subject { store: std::sync::Arc::new(store), _keep: Box::new(()) }
     });

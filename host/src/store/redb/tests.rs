@@ -204,7 +204,7 @@ async fn records_left_in_the_log_are_replayed_on_open() {
 }
 
 mod conformance {
-    crate::conformance_suite!({
+    crate::store::conformance::conformance_suite!({
         let dir = tempfile::tempdir().unwrap();
         let store = super::RedbStore::open(&dir.path().join("c.redb")).unwrap();
         crate::store::conformance::Subject { store: std::sync::Arc::new(store), _keep: Box::new(dir) }
