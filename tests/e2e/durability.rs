@@ -15,15 +15,7 @@ use serde_json::Value;
 
 use crate::support::guests::cairn_bin;
 use crate::support::llm_server::{Fault, LlmServer};
-use crate::support::project::{Project, output_json, refiner_script};
-
-const REFINER: &str = r#"
-[tasks.report-refiner]
-component = "{refiner}"
-"#;
-const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
-/// Distinct LLM calls of an uninterrupted refiner run on `refiner_script`.
-const REFINER_CALLS: usize = 5;
+use crate::support::project::{Project, REFINER, REFINER_CALLS, TOPIC, output_json, refiner_script};
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::guests::cairn_bin;
 use crate::support::llm_server::{Fault, LlmServer, Script};
-use crate::support::project::{Project, driver_and_refiner, output_json, refiner_script};
+use crate::support::project::{Project, REFINER_CALLS, driver_and_refiner, output_json, refiner_script};
 
 /// The probe as a fan-out parent (fresh instances) and as pooled children.
 const PROBES: &str = r#"
@@ -175,9 +175,6 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
-
-/// Distinct LLM calls of one refiner child on `refiner_script`.
-const REFINER_CALLS: usize = 5;
 
 #[test]
 fn a_parent_killed_mid_fan_out_resumes_without_resubmitting_finished_children() {

@@ -403,13 +403,10 @@ async fn refiner_host(
     (store, cairn::runner::Host::with_store(manifest, dyn_store).unwrap())
 }
 
-const REFINER: &str = "[tasks.report-refiner]\ncomponent = \"{refiner}\"\n";
-const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_whose_disk_fails_ends_the_attempt_interrupted_and_a_restart_finishes_the_run() {
     use crate::support::llm_server::LlmServer;
-    use crate::support::project::{Project, refiner_script};
+    use crate::support::project::{Project, REFINER, TOPIC, refiner_script};
     // The reference: an uninterrupted run on a healthy simulated disk.
     let reference_server = LlmServer::start(refiner_script());
     let project = Project::http(&reference_server, REFINER);

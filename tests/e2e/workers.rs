@@ -14,15 +14,7 @@ use cairn::store::prelude::*;
 
 use crate::support::guests::cairn_bin;
 use crate::support::llm_server::{Fault, LlmServer};
-use crate::support::project::{Project, refiner_script};
-
-const REFINER: &str = r#"
-[tasks.report-refiner]
-component = "{refiner}"
-"#;
-const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
-/// Distinct LLM calls of an uninterrupted refiner run on `refiner_script`.
-const REFINER_CALLS: usize = 5;
+use crate::support::project::{Project, REFINER, REFINER_CALLS, TOPIC, refiner_script};
 
 fn runs_wanted() -> usize {
     std::env::var("CAIRN_WORKER_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)

@@ -14,6 +14,16 @@ use super::llm_server::{LlmServer, Script};
 /// The API key the HTTP projects store as a secret and the server expects.
 pub const API_KEY: &str = "sk-test-0123456789";
 
+/// A manifest's task table for the report refiner.
+pub const REFINER: &str = r#"
+[tasks.report-refiner]
+component = "{refiner}"
+"#;
+/// A refiner input that runs the whole loop on [`refiner_script`].
+pub const TOPIC: &str = r#"{"topic": "The printing press", "max_rounds": 3}"#;
+/// Distinct LLM calls of an uninterrupted refiner run on [`refiner_script`].
+pub const REFINER_CALLS: usize = 5;
+
 /// Server rules that make the report refiner converge in two rounds: the
 /// draft scores 4, the revision (marked `[REVISED]`) scores 8.
 pub fn refiner_script() -> Script {

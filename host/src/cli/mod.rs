@@ -284,12 +284,7 @@ fn load_manifest(path: Option<PathBuf>, store: Option<&str>) -> Result<Manifest>
     };
     let mut manifest = Manifest::load(&path)?;
     if let Some(url) = store {
-        if url != "redb" && !cairn::store::postgres::is_postgres_url(url) {
-            bail!(
-                "--store (or CAIRN_STORE) is `redb` or a PostgreSQL URL postgres://USER@HOST:PORT/DATABASE, not {url:?}"
-            );
-        }
-        manifest.set_store(url);
+        manifest.set_store(url).map_err(anyhow::Error::msg)?;
     }
     Ok(manifest)
 }

@@ -251,16 +251,21 @@ pub struct StoreSetting {
     pub from_file: bool,
 }
 
+/// Whether `url` names a store: `redb`, or a `postgres://` (`postgresql://`) URL.
+fn store_url_ok(url: &str) -> bool {
+    url == "redb" || url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The manifest's `store` value: `"redb"` (the default) or a PostgreSQL URL
 /// without a password.
 fn store_setting(url: &str) -> Result<Option<StoreSetting>, String> {
-    if url == "redb" {
-        return Ok(None);
-    }
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    if !store_url_ok(url) {
         return Err(format!(
             "`store` is \"redb\" (the embedded default) or a PostgreSQL URL such as \"postgres://cairn@db.internal:5432/cairn\", not {url:?}"
         ));
+    }
+    if url == "redb" {
+        return Ok(None);
     }
     let userinfo = url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(info, _)| info);
     if userinfo.is_some_and(|info| info.contains(':')) || url.contains("password=") {
@@ -272,8 +277,14 @@ fn store_setting(url: &str) -> Result<Option<StoreSetting>, String> {
 impl Manifest {
     /// Points the manifest at another store (`--store`, `CAIRN_STORE`):
     /// `redb` for the embedded file, or a PostgreSQL URL.
-    pub fn set_store(&mut self, url: &str) {
+    pub fn set_store(&mut self, url: &str) -> Result<(), String> {
+        if !store_url_ok(url) {
+            return Err(format!(
+                "--store (or CAIRN_STORE) is `redb` or a PostgreSQL URL postgres://USER@HOST:PORT/DATABASE, not {url:?}"
+            ));
+        }
         self.store = (url != "redb").then(|| StoreSetting { url: url.to_owned(), from_file: false });
+        Ok(())
     }
 
     /// Finds `cairn.toml` in `start` or its nearest parent.

@@ -168,3 +168,22 @@ fn retention_has_defaults_and_refuses_ages_under_an_hour() {
     assert_eq!(line, 1);
     assert!(message.contains("finshed"), "{message}");
 }
+
+#[test]
+fn the_store_is_redb_or_a_postgres_url_without_a_password() {
+    assert_eq!(parse("").unwrap().store, None);
+    assert_eq!(parse("store = \"redb\"").unwrap().store, None);
+    let shared = parse("store = \"postgres://cairn@db:5432/cairn\"").unwrap().store.unwrap();
+    assert_eq!(shared, StoreSetting { url: "postgres://cairn@db:5432/cairn".into(), from_file: true });
+    let (line, message) = error_of("\nstore = \"postgres://cairn:hunter2@db/cairn\"");
+    assert_eq!(line, 2);
+    assert!(message.contains("CAIRN_STORE_PASSWORD") && !message.contains("hunter2"), "{message}");
+    let (_, message) = error_of("store = \"mysql://db\"");
+    assert!(message.contains("postgres://"), "{message}");
+    let mut manifest = parse("").unwrap();
+    assert!(manifest.set_store("sqlite://x").is_err());
+    manifest.set_store("postgres://cairn:pw@db/cairn").unwrap();
+    assert!(!manifest.store.as_ref().unwrap().from_file, "a URL from the flag or the environment may carry one");
+    manifest.set_store("redb").unwrap();
+    assert_eq!(manifest.store, None);
+}

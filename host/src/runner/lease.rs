@@ -17,7 +17,8 @@ pub fn host_id() -> String {
     format!("{}-{}", hostname(), std::process::id())
 }
 
-fn hostname() -> String {
+/// This machine's name (`/etc/hostname`), as host ids and executor rows give it.
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "host".into())
 }
 

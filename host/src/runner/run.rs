@@ -31,17 +31,28 @@ impl Host {
         if self.stops.stopping() {
             return Err(RunnerError::NotAccepting);
         }
-        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
-        if let Some(source) = &options.replay {
-            // Fail early and clearly if the cassette is not there.
-            self.store.get_run(&self.tenant, source)?;
-        }
-        let run = self.new_record(&task.name, input, options);
+        let (run, task) = self.checked_record(task_name, input, options)?;
         self.store.create_run(&run).await?;
         tracing::info!(run = %run.id, task = %task.name, "run started");
         self.events.emit(&run.id, EventKind::RunStarted { task: task.name.clone(), parent: None });
         self.start_environment(&task.environment).await;
         Ok((run, task))
+    }
+
+    /// A new run record of task `task_name` (which must be in the manifest)
+    /// on `input`, with its task; for a replay, the cassette must exist.
+    pub(super) fn checked_record(
+        &self,
+        task_name: &str,
+        input: &str,
+        options: &RunOptions,
+    ) -> Result<(RunRecord, TaskSpec), RunnerError> {
+        let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
+        if let Some(source) = &options.replay {
+            // Fail early and clearly if the cassette is not there.
+            self.store.get_run(&self.tenant, source)?;
+        }
+        Ok((self.new_record(&task.name, input, options), task))
     }
 
     /// A new run record of `task` on `input`, running under this host's lease.

@@ -81,11 +81,7 @@ impl Host {
     /// Stores a new run of `task` as pending and unleased, for whichever
     /// worker claims it first; returns its record.
     pub async fn enqueue(&self, task: &str, input: &str, options: &RunOptions) -> Result<RunRecord, RunnerError> {
-        let spec = self.manifest.task(task).map_err(RunnerError::UnknownTask)?;
-        if let Some(source) = &options.replay {
-            self.store.get_run(&self.tenant, source)?;
-        }
-        let mut run = self.new_record(&spec.name, input, options);
+        let (mut run, spec) = self.checked_record(task, input, options)?;
         run.lease = None;
         run.epoch = 0;
         run.status = crate::model::RunStatus::Pending;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::Host;
-use super::lease::holder_alive;
+use super::lease::{holder_alive, hostname};
 use crate::model::{Executor, RunRecord, now_ms};
 
 /// How a host works on the store's runs.
@@ -98,8 +98,12 @@ impl Host {
     /// saved and released its runs), so other hosts need not wait for its
     /// leases to expire.
     pub async fn stop_working(&self, options: &WorkOptions) {
-        let mut executor = self.executor(options);
-        executor.stopped_at_ms = Some(now_ms());
+        // The row as [`Host::work`] made it (its start time kept), or a new one.
+        let stored = self.store.executors().ok().and_then(|all| all.into_iter().find(|e| e.id == self.host_id));
+        let mut executor = stored.unwrap_or_else(|| self.executor(options));
+        let now = now_ms();
+        executor.seen_at_ms = now;
+        executor.stopped_at_ms = Some(now);
         if let Err(e) = self.store.put_executor(&executor).await {
             tracing::warn!("cannot mark this worker stopped in the store: {e}");
         }
@@ -109,7 +113,7 @@ impl Host {
         let now = now_ms();
         Executor {
             id: self.host_id.clone(),
-            host: self.host_id.rsplit_once('-').map_or(self.host_id.as_str(), |(host, _)| host).to_owned(),
+            host: hostname(),
             kind: options.kind.to_owned(),
             concurrency: options.concurrency as u32,
             started_at_ms: now,

@@ -14,10 +14,13 @@
 pub mod commit;
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod fencing;
 pub mod postgres;
 pub mod redb;
 pub mod sim_disk;
 pub mod wal;
+
+pub use fencing::{check_fence, lease_free};
 
 use crate::model::{
     AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, RunRecord, RunStatus,
@@ -138,32 +141,6 @@ fn halted_message(file: &str, doing: &str, cause: &str, full: bool) -> String {
     format!(
         "{what}: {doing} ({file}) failed: {cause}. The store has stopped taking writes and acknowledges nothing more; everything acknowledged so far is on disk. To go on, {fix}: it recovers the store from disk, and `cairn runs resume` (or the next `cairn run`) takes the interrupted runs up where they stopped"
     )
-}
-
-/// Whether `fence` may write to `current`: no claim came since the fence's,
-/// and the lease (if any) is the fence's owner's.
-pub fn check_fence(current: &RunRecord, fence: &Fence) -> Result<(), StoreError> {
-    let holder = match &current.lease {
-        Some(lease) if lease.owner != fence.owner => lease.owner.clone(),
-        _ if current.epoch != fence.epoch => match &current.lease {
-            Some(lease) => lease.owner.clone(),
-            None => "nobody (a later claim released it)".to_owned(),
-        },
-        _ => return Ok(()),
-    };
-    Err(StoreError::LeaseLost { run_id: current.id.clone(), holder })
-}
-
-/// Whether a claimer at `now_ms` may take `run`'s lease: nobody holds it,
-/// it expired, its holder is an executor that stopped cleanly (`stopped`),
-/// or (for [`RunStore::claim_run`]) the claimer holds it already.
-pub fn lease_free(run: &RunRecord, claimer: Option<&str>, now_ms: u64, stopped: &[String]) -> bool {
-    match &run.lease {
-        None => true,
-        Some(lease) => {
-            claimer == Some(lease.owner.as_str()) || lease.expires_at_ms <= now_ms || stopped.contains(&lease.owner)
-        }
-    }
 }
 
 /// Which runs a listing takes by their parent.

@@ -4,8 +4,8 @@
 //! leases (see [`crate::model::Fence`]), and every run's journal, breaker,
 //! dead letter and cached result is one row that all of them see.
 //!
-//! The parts: [`schema`] (versioned migrations, applied on open), [`roles`]
-//! (the role traits, one impl each), [`journal`] (journal records from many
+//! The parts: [`schema`] (versioned migrations, applied on open), [`runs`]
+//! (runs, claims and leases) and [`roles`] (the other role traits, one impl each), [`journal`] (journal records from many
 //! concurrent attempts batched into one transaction, the way the redb store's
 //! group commit batches them), [`listen`] (LISTEN/NOTIFY: idle hosts wake
 //! when work appears) and [`rows`] (how records map to rows).
@@ -22,6 +22,7 @@ mod journal;
 mod listen;
 mod roles;
 mod rows;
+mod runs;
 pub mod schema;
 pub mod testing;
 #[cfg(test)]
@@ -73,11 +74,6 @@ impl Drop for PgStore {
             runtime.shutdown_background();
         }
     }
-}
-
-/// Whether `url` names a PostgreSQL store.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 impl PgStore {

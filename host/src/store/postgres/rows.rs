@@ -37,6 +37,11 @@ pub fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
     Ok(run)
 }
 
+/// A time or count in ms as PostgreSQL's `bigint` (saturating).
+pub fn ms(value: u64) -> i64 {
+    value.min(i64::MAX as u64) as i64
+}
+
 /// The column values of a run, ready to bind.
 pub struct RunRow {
     pub tenant: String,
@@ -60,11 +65,30 @@ impl RunRow {
             parent: run.parent.clone(),
             status: run.status.as_str(),
             lease_owner: run.lease.as_ref().map(|l| l.owner.clone()),
-            lease_until: run.lease.as_ref().map(|l| l.expires_at_ms.min(i64::MAX as u64) as i64),
+            lease_until: run.lease.as_ref().map(|l| ms(l.expires_at_ms)),
             epoch: run.epoch as i64,
-            not_before: run.not_before_ms.min(i64::MAX as u64) as i64,
+            not_before: ms(run.not_before_ms),
             record: encode("run", run)?,
         })
+    }
+}
+
+impl RunRow {
+    /// The values in column order: tenant, id, task, parent, status,
+    /// lease_owner, lease_until, epoch, not_before, record (`$1`…`$10`).
+    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.tenant,
+            &self.id,
+            &self.task,
+            &self.parent,
+            &self.status,
+            &self.lease_owner,
+            &self.lease_until,
+            &self.epoch,
+            &self.not_before,
+            &self.record,
+        ]
     }
 }
 

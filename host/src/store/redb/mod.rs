@@ -36,9 +36,7 @@ use super::StoreError;
 use super::commit::{CommitStats, GroupCommitter, Logged, Pending, Tables, Target, WriteOp};
 use super::sim_disk::SimDisk;
 use super::wal::{self, CHECKPOINT_BYTES, LogFile, Wal};
-use crate::model::{
-    AttemptLog, CacheEntry, DeadLetter, JournalEntry, Lease, ReplayKey, Report, RunRecord, RunStatus, Tenant,
-};
+use crate::model::{AttemptLog, CacheEntry, DeadLetter, JournalEntry, ReplayKey, Report, RunRecord, RunStatus, Tenant};
 
 /// Schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 2;

@@ -3,6 +3,7 @@
 use super::index::{self, Family};
 use super::*;
 use crate::model::{Executor, Fence, TaskStats};
+use crate::store::fencing::{claim, fenced_update, take_lease};
 use crate::store::{
     CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
     SecretStore, StateStore, check_fence, lease_free,
@@ -40,15 +41,7 @@ impl RunStore for RedbStore {
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let current = read_run(tables, &key, &run.id)?;
-                check_fence(&current, &fence)?;
-                // The heartbeat may have renewed the lease since the caller read it: keep the later expiry.
-                let mut run = run;
-                run.epoch = current.epoch;
-                if let (Some(stored), Some(lease)) = (&current.lease, &mut run.lease)
-                    && stored.owner == lease.owner
-                {
-                    lease.expires_at_ms = lease.expires_at_ms.max(stored.expires_at_ms);
-                }
+                let run = fenced_update(&current, &run, &fence)?;
                 write_run(tables, &key, Some(&current), &run)
             }))
             .await?;
@@ -73,18 +66,9 @@ impl RunStore for RedbStore {
         let out = claimed.clone();
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let mut run = read_run(tables, &key, &id)?;
-                if run.status.is_finished() {
-                    return Ok(());
-                }
-                let before = run.clone();
-                if !force && !lease_free(&run, Some(&owner), now_ms, &[]) {
-                    return Ok(());
-                }
-                run.lease = Some(Lease { owner, expires_at_ms: lease_until_ms });
-                run.status = RunStatus::Running;
-                run.epoch += 1;
-                write_run(tables, &key, Some(&before), &run)?;
+                let current = read_run(tables, &key, &id)?;
+                let Some(run) = claim(&current, &owner, lease_until_ms, now_ms, force) else { return Ok(()) };
+                write_run(tables, &key, Some(&current), &run)?;
                 *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
                 Ok(())
             }))
@@ -138,8 +122,7 @@ impl RunStore for RedbStore {
                         continue;
                     }
                     let before = run.clone();
-                    run.lease = Some(Lease { owner: owner.clone(), expires_at_ms: lease_until_ms });
-                    run.epoch += 1;
+                    take_lease(&mut run, &owner, lease_until_ms);
                     write_run(tables, &key, Some(&before), &run)?;
                     out.push(run);
                 }
