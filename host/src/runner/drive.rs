@@ -197,7 +197,7 @@ impl Host {
                     retry: &candidate.retry,
                     on_oom: candidate.on_oom.map(|oom| MemoryGrowth { grow: oom.grow, max: oom.max }),
                 };
-                let mut counted = None;
+                let mut counted = false;
                 let step = next_step(
                     rules,
                     &standing,
@@ -205,15 +205,16 @@ impl Host {
                     self.clock.now_ms(),
                     || match candidate.circuit_breaker {
                         Some(config) => {
-                            counted = Some(self.breakers.note(&breaker, config, false));
+                            counted = true;
+                            self.breakers.note(&breaker, config, false);
                             matches!(self.breakers.admit(&breaker, config), Admission::Rejected { .. })
                         }
                         None => false,
                     },
                     &mut random_unit,
                 );
-                if let Some(snapshot) = counted {
-                    self.breakers.persist(&breaker, &snapshot).await;
+                if counted && let Some(config) = candidate.circuit_breaker {
+                    self.breakers.publish(&breaker, config, false).await;
                 }
                 match step {
                     Step::Park { wait } => {

@@ -7,7 +7,10 @@
 //! Each worker keeps a row in the store's executors table, renewed every
 //! third of its lease: `cairn status` lists the workers from it, and a
 //! worker that stops cleanly marks its row, which frees its runs for the
-//! others at once. A worker that finds the row of a dead process of its own
+//! others at once.
+//!
+//! Circuit breakers are shared through the store: each outcome is one atomic
+//! transition of the stored breaker, and workers re-read the breakers as they poll. A worker that finds the row of a dead process of its own
 //! machine (`kill -9`) marks it the same way.
 
 use std::sync::Arc;
@@ -47,6 +50,7 @@ impl Host {
             tracing::warn!("cannot record this worker in the store: {e}");
         }
         let beat = self.spawn(executor_heartbeat(Arc::downgrade(self), executor));
+        let breakers = self.spawn(refresh_breakers(Arc::downgrade(self), options.poll));
         tokio::pin!(until);
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -92,6 +96,7 @@ impl Host {
             }
         }
         beat.abort();
+        breakers.abort();
     }
 
     /// Marks this host's executor row stopped (after [`Host::shutdown`]
@@ -166,5 +171,15 @@ async fn executor_heartbeat(host: std::sync::Weak<Host>, mut executor: Executor)
                 drop(host.store.put_executor(&other).await);
             }
         }
+    }
+}
+
+/// Takes the breakers other hosts moved from the store every `every`, so an
+/// open breaker fails calls fast here too.
+async fn refresh_breakers(host: std::sync::Weak<Host>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(host) = host.upgrade() else { return };
+        host.breakers.refresh().await;
     }
 }

@@ -33,6 +33,7 @@ macro_rules! conformance_suite {
             deleting_a_run_deletes_what_it_left,
             logs_reports_cache_and_dead_letters,
             breakers_counters_and_secrets,
+            breaker_transitions_are_never_lost,
             executors_are_recorded_and_forgotten,
             concurrent_journal_writes_are_all_kept,
         );
@@ -359,12 +360,33 @@ pub async fn logs_reports_cache_and_dead_letters(store: Arc<dyn Store>) {
     assert_eq!(store.dlq_count(&t).unwrap(), 1);
 }
 
+/// Many hosts moving one breaker at once: every transition sees the one
+/// before it (a lost update would leave the count short).
+pub async fn breaker_transitions_are_never_lost(store: Arc<dyn Store>) {
+    let t = tenant();
+    let count = |stored: Option<&[u8]>| -> u64 {
+        stored.map(|b| std::str::from_utf8(b).unwrap().parse().unwrap()).unwrap_or(0)
+    };
+    let add_one: super::Transition = Arc::new(move |stored| (count(stored) + 1).to_string().into_bytes());
+    let mut all = Vec::new();
+    for _ in 0..64 {
+        let (store, t, add_one) = (store.clone(), t.clone(), add_one.clone());
+        all.push(tokio::spawn(async move { store.update_breaker(&t, "task:shared", add_one).await.unwrap() }));
+    }
+    let mut seen = HashSet::new();
+    for one in all {
+        assert!(seen.insert(one.await.unwrap()), "two transitions started from the same state");
+    }
+    assert_eq!(store.breakers(&t).unwrap(), [("task:shared".to_owned(), b"64".to_vec())]);
+}
+
 pub async fn breakers_counters_and_secrets(store: Arc<dyn Store>) {
     let t = tenant();
     let other = Tenant { project: "p".into(), domain: "d".into() };
-    store.put_breaker(&t, "task:a", b"{\"open\":1}").await.unwrap();
-    store.put_breaker(&t, "task:a", b"{\"open\":2}").await.unwrap();
-    store.put_breaker(&t, "provider:m", b"{}").await.unwrap();
+    let set = |to: &'static [u8]| -> super::Transition { Arc::new(move |_| to.to_vec()) };
+    assert_eq!(store.update_breaker(&t, "task:a", set(b"{\"open\":1}")).await.unwrap(), b"{\"open\":1}");
+    store.update_breaker(&t, "task:a", set(b"{\"open\":2}")).await.unwrap();
+    store.update_breaker(&t, "provider:m", set(b"{}")).await.unwrap();
     assert_eq!(
         store.breakers(&t).unwrap(),
         [("provider:m".to_owned(), b"{}".to_vec()), ("task:a".to_owned(), b"{\"open\":2}".to_vec())]

@@ -305,11 +305,19 @@ pub trait DlqStore: Send + Sync {
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError>;
 }
 
+/// A change to a stored document computed from its current value; see
+/// [`StateStore::update_breaker`].
+pub type Transition = std::sync::Arc<dyn Fn(Option<&[u8]>) -> Vec<u8> + Send + Sync>;
+
 /// Host state shared by runs: circuit breakers (opaque documents) and counters.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
-    /// Stores a circuit breaker's state (a document the store does not read) under `name` (`task:NAME`, `provider:NAME`).
-    async fn put_breaker(&self, tenant: &Tenant, name: &str, state: &[u8]) -> Result<(), StoreError>;
+    /// Moves circuit breaker `name` (`task:NAME`, `provider:NAME`) from its
+    /// stored state (a document the store does not read; `None` when there is
+    /// none) to `transition`'s result, atomically: hosts sharing the store
+    /// never lose each other's transitions. Returns the state stored.
+    /// `transition` may be called more than once (on a conflict) and must be pure.
+    async fn update_breaker(&self, tenant: &Tenant, name: &str, transition: Transition) -> Result<Vec<u8>, StoreError>;
     /// Every stored breaker of a tenant.
     fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Adds to named counters (e.g. `provider:NAME:retries`).

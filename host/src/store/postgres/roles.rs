@@ -11,6 +11,7 @@ use super::rows::{decode, encode, ms, tenant_key};
 use crate::model::{AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, Tenant};
 use crate::store::{
     CacheStore, DlqStore, ExecutorStore, JournalStore, OutputStore, SecretReader, SecretStore, StateStore, StoreError,
+    Transition,
 };
 
 #[async_trait::async_trait]
@@ -256,19 +257,43 @@ impl DlqStore for PgStore {
 
 #[async_trait::async_trait]
 impl StateStore for PgStore {
-    async fn put_breaker(&self, tenant: &Tenant, name: &str, state: &[u8]) -> Result<(), StoreError> {
-        let (tenant, name, state) = (tenant_key(tenant), name.to_owned(), Arc::new(state.to_vec()));
+    async fn update_breaker(&self, tenant: &Tenant, name: &str, transition: Transition) -> Result<Vec<u8>, StoreError> {
+        // Optimistic: read, compute, then one compare-and-set statement that
+        // writes only if the row still holds what was read; on a conflict
+        // (another host moved the breaker first) read again.
+        let (tenant, name) = (tenant_key(tenant), name.to_owned());
         self.write("breaker", move |client| {
-            let (tenant, name, state) = (tenant.clone(), name.clone(), state.clone());
+            let (tenant, name, transition) = (tenant.clone(), name.clone(), transition.clone());
             async move {
-                client
-                    .execute(
-                        "INSERT INTO breakers (tenant, name, state) VALUES ($1, $2, $3)
-                         ON CONFLICT (tenant, name) DO UPDATE SET state = EXCLUDED.state",
-                        &[&tenant, &name, &*state],
-                    )
-                    .await?;
-                Ok(())
+                loop {
+                    let current: Option<Vec<u8>> = client
+                        .query_opt("SELECT state FROM breakers WHERE tenant = $1 AND name = $2", &[&tenant, &name])
+                        .await?
+                        .map(|row| row.get(0));
+                    let next = transition(current.as_deref());
+                    let written = match &current {
+                        None => {
+                            client
+                                .execute(
+                                    "INSERT INTO breakers (tenant, name, state) VALUES ($1, $2, $3)
+                                     ON CONFLICT (tenant, name) DO NOTHING",
+                                    &[&tenant, &name, &next],
+                                )
+                                .await?
+                        }
+                        Some(current) => {
+                            client
+                                .execute(
+                                    "UPDATE breakers SET state = $3 WHERE tenant = $1 AND name = $2 AND state = $4",
+                                    &[&tenant, &name, &next, current],
+                                )
+                                .await?
+                        }
+                    };
+                    if written == 1 {
+                        return Ok(next);
+                    }
+                }
             }
         })
         .await

@@ -6,8 +6,9 @@ use crate::model::{Executor, Fence, TaskStats};
 use crate::store::fencing::{claim, fenced_update, take_lease};
 use crate::store::{
     CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
-    SecretStore, StateStore, check_fence, lease_free,
+    SecretStore, StateStore, Transition, check_fence, lease_free,
 };
+use std::sync::Mutex;
 
 #[async_trait::async_trait]
 impl RunStore for RedbStore {
@@ -414,8 +415,22 @@ impl DlqStore for RedbStore {
 
 #[async_trait::async_trait]
 impl StateStore for RedbStore {
-    async fn put_breaker(&self, tenant: &Tenant, name: &str, state: &[u8]) -> Result<(), StoreError> {
-        self.committer.write_async(put_op("breaker", BREAKERS, scoped(tenant, name), state.to_vec())).await
+    async fn update_breaker(&self, tenant: &Tenant, name: &str, transition: Transition) -> Result<Vec<u8>, StoreError> {
+        // The single writer runs read and write back to back: nothing comes between.
+        let key = scoped(tenant, name);
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let slot = stored.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let table = tables.get(BREAKERS)?;
+                let current = table.get(key.as_str()).map_err(|e| io("breaker")(e.into()))?.map(|v| v.value().to_vec());
+                let next = transition(current.as_deref());
+                table.insert(key.as_str(), next.as_slice()).map_err(|e| io("breaker")(e.into()))?;
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                Ok(())
+            }))
+            .await?;
+        Ok(std::mem::take(&mut *stored.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
     fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
