@@ -93,6 +93,7 @@ async fn one_run(
         trace_replayed: 0,
         task: Some("load".into()),
         not_counted: false,
+        host: None,
     });
     run.status = RunStatus::Succeeded;
     run.output = Some(output.to_string());

@@ -85,6 +85,7 @@ fn child(parent: &str, i: usize) -> (RunRecord, Vec<JournalEntry>) {
         trace_replayed: 0,
         task: Some("probe".into()),
         not_counted: false,
+        host: None,
     });
     let entries = (1..=2u32)
         .map(|n| JournalEntry {

@@ -39,6 +39,7 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
             "llm_calls_replayed": a.llm_replayed,
             "traces_replayed": a.trace_replayed,
             "task": a.task,
+            "host": a.host,
         })).collect::<Vec<_>>(),
         "timings": {
             "created_at_ms": run.created_at_ms,

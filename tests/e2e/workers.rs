@@ -196,3 +196,82 @@ fn a_stalled_worker_writes_nothing_to_runs_taken_over_and_stops_its_attempts() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+/// A parent fanning out to children (pooled instances), each child a run of its own.
+const FAN_OUT: &str = r#"
+[environments.parents]
+resources = { memory = "256MiB", timeout = "900s" }
+
+[environments.children]
+resources = { memory = "64MiB", timeout = "30s" }
+reuse = { replicas = 2, concurrency = 8 }
+
+[tasks.parent]
+component = "{probe}"
+environment = "parents"
+
+[tasks.child]
+component = "{probe}"
+environment = "children"
+"#;
+
+fn children_wanted() -> usize {
+    std::env::var("CAIRN_FANOUT_CHILDREN").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000)
+}
+
+#[test]
+fn a_parent_on_one_worker_fans_out_to_children_on_the_others() {
+    let n = children_wanted();
+    let url = cairn::store::postgres::testing::fresh_database();
+    let project = Project::new(&format!("store = \"{url}\"\n{FAN_OUT}"));
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let input = serde_json::json!({"mode": "fanout", "task": "child", "count": n, "child": {"mode": "sleep", "ms": 1, "i": null}});
+    let parent = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        project.host().enqueue("parent", &input.to_string(), &RunOptions::default()).await.unwrap().id
+    });
+    // Worker A has one slot: the parent takes it, so A can run none of the children.
+    let mut a = worker(&project, "a", 1, "5s");
+    let holder = |run: &RunRecord, worker: &Child| {
+        run.lease.as_ref().is_some_and(|l| l.owner.ends_with(&format!("-{}", worker.id())))
+    };
+    wait_until("worker A to claim the parent", Duration::from_secs(60), || {
+        holder(&store.get_run(&Tenant::default(), &parent).unwrap(), &a)
+    });
+    let mut b = worker(&project, "b", 32, "5s");
+    let mut c = worker(&project, "c", 32, "5s");
+    wait_until("the parent to finish", Duration::from_secs(900), || {
+        store.get_run(&Tenant::default(), &parent).unwrap().status.is_finished()
+    });
+    let finished = store.get_run(&Tenant::default(), &parent).unwrap();
+    assert_eq!(finished.status, RunStatus::Succeeded, "{finished:?}\n{}", worker_log(&project, "a"));
+    let output: serde_json::Value = serde_json::from_str(finished.output.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (output["children"].as_u64(), output["failed"].as_u64()),
+        (Some(n as u64), Some(0)),
+        "{}",
+        output["first_error"]
+    );
+    assert_eq!(finished.attempts.len(), 1, "the parent ran once: {:?}", finished.attempts);
+
+    let filter = RunFilter { lineage: cairn::store::Lineage::ChildrenOf(parent.clone()), ..Default::default() };
+    let children = store.list_runs(&Tenant::default(), &filter).unwrap();
+    assert_eq!(children.len(), n, "one run per child, none twice");
+    let mut ran_on: BTreeMap<String, usize> = BTreeMap::new();
+    for child in &children {
+        assert_eq!(child.status, RunStatus::Succeeded, "{child:?}");
+        let hosts: Vec<&str> = child.attempts.iter().filter_map(|a| a.host.as_deref()).collect();
+        assert_eq!(hosts.len(), 1, "child {} ran once: {:?}", child.id, child.attempts);
+        *ran_on.entry(hosts[0].to_owned()).or_default() += 1;
+    }
+    let on = |worker: &Child| {
+        ran_on.iter().find(|(host, _)| host.ends_with(&format!("-{}", worker.id()))).map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(on(&a), 0, "the parent's worker had no slot for children: {ran_on:?}");
+    assert!(on(&b) > 0 && on(&c) > 0, "both other workers ran children: {ran_on:?}");
+    assert_eq!(on(&b) + on(&c), n, "{ran_on:?}");
+    assert_eq!(finished.attempts[0].host.as_deref().map(|h| h.ends_with(&format!("-{}", a.id()))), Some(true));
+    for worker in [&mut a, &mut b, &mut c] {
+        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+        assert!(worker.wait().unwrap().success());
+    }
+}

@@ -50,6 +50,8 @@ struct ViewAttempt {
     traces_replayed: u32,
     #[serde(default)]
     task: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +93,7 @@ pub fn record_from_view(view: &Value) -> Result<RunRecord> {
             trace_replayed: a.traces_replayed,
             task: a.task,
             not_counted: false,
+            host: a.host,
         })
         .collect();
     run.output = text(&v.output);

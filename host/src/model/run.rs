@@ -69,6 +69,9 @@ pub struct AttemptRecord {
     /// a host crash, skipped on an open breaker, or parked on a provider's.
     #[serde(default)]
     pub not_counted: bool,
+    /// The host (executor id, `<hostname>-<pid>`) that ran it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A lease: which host works on a running run, and until when.
@@ -234,6 +237,7 @@ impl AttemptRecord {
             trace_replayed: 0,
             task,
             not_counted: true,
+            host: None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
+use super::child_watch::ChildWatch;
 use super::{Host, RunOptions, RunnerError};
 use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
 use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
@@ -21,7 +22,9 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Starts and tracks the children of a host's runs.
 pub struct ChildSpawner {
-    host: Weak<Host>,
+    pub(super) host: Weak<Host>,
+    /// Children queued for any worker, awaited by parents here.
+    pub(super) watch: ChildWatch,
     running: Mutex<HashMap<String, ChildHandle>>,
     /// Each parent's window of children in flight, while any of them waits or runs.
     windows: Mutex<HashMap<String, Weak<Semaphore>>>,
@@ -37,7 +40,12 @@ pub const CHILDREN_IN_FLIGHT: usize = 256;
 
 impl ChildSpawner {
     pub(super) fn new(host: Weak<Host>) -> Self {
-        ChildSpawner { host, running: Mutex::new(HashMap::new()), windows: Mutex::new(HashMap::new()) }
+        ChildSpawner {
+            host,
+            watch: ChildWatch::default(),
+            running: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The window of children in flight of run `parent`.
@@ -195,6 +203,13 @@ impl Host {
             run.id = child.id.clone();
             run.parent = Some(child.parent.clone());
             run.group = child.group.clone();
+            if self.shares_children() {
+                // Queued for whichever worker claims it first (this one included).
+                run.status = RunStatus::Pending;
+                run.lease = None;
+                self.store.create_run(&run).await?;
+                return self.child_finished(&run.id).await;
+            }
             self.store.create_run(&run).await?;
             self.events.emit(
                 &run.id,
@@ -207,12 +222,19 @@ impl Host {
             RunStatus::Succeeded => Ok(run),
             RunStatus::Failed if child.replay || !run.error.as_ref().is_some_and(|f| f.retryable) => Ok(run),
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
+            RunStatus::Failed if self.shares_children() => {
+                let run = self.reopen(run, None).await?;
+                self.child_finished(&run.id).await
+            }
             RunStatus::Failed => self.redrive(run, None).await,
             _ if child.replay => Ok(self.unfinished(
                 child,
                 FailureKind::ReplayMiss,
                 "the cassette's child run never finished; record a new run",
             )),
+            _ if run.status.is_finished() => Ok(run),
+            // Queued, or held by a worker (this one included): wait for it.
+            _ if self.shares_children() => self.child_finished(&run.id).await,
             // Nothing in this process drives it (else the running map would have
             // it), yet it holds this process's lease: an earlier start stopped on
             // an error. Take it up again.
@@ -237,6 +259,12 @@ impl Host {
                 return Ok(run);
             }
         }
+    }
+
+    /// Whether this host's runs' children go to whichever worker claims them
+    /// (it works on the store's runs), rather than run here.
+    fn shares_children(&self) -> bool {
+        self.working.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A failed stand-in record for a child that cannot be run.

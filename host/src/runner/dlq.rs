@@ -39,20 +39,50 @@ impl Host {
 
     /// Runs a finished, failed run again on its own journal with its retries
     /// afresh; takes it out of the dead-letter queue while it runs.
-    pub(super) async fn redrive(&self, mut run: RunRecord, stub: Option<String>) -> Result<RunRecord, RunnerError> {
+    pub(super) async fn redrive(&self, run: RunRecord, stub: Option<String>) -> Result<RunRecord, RunnerError> {
         let task = self.manifest.task(&run.task).map_err(RunnerError::UnknownTask)?.clone();
-        run.status = RunStatus::Running;
-        run.error = None;
-        run.finished_at_ms = None;
-        run.retry_from = run.attempts.len();
-        run.lease = Some(Lease { owner: self.host_id.clone(), expires_at_ms: self.lease_until() });
-        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
-        self.store.dlq_remove(&self.tenant, &run.id).await?;
+        let lease = Lease { owner: self.host_id.clone(), expires_at_ms: self.lease_until() };
+        let run = self.reopen(run, Some(lease)).await?;
         let (pre, digest) = match self.prepare(&task).await {
             Ok(prepared) => prepared,
             Err(failure) => return self.dead_letter(run, failure).await,
         };
+        let mut run = run;
         run.component_digest = Some(digest.to_string());
         self.drive(run, &task, pre, stub).await
+    }
+
+    /// Queues a dead-lettered run to be retried by whichever worker claims it
+    /// (`cairn serve --no-work`): as [`Host::retry_dead`], but through the
+    /// claim path, unleased.
+    pub async fn requeue_dead(&self, run_id: &str) -> Result<RunRecord, RunnerError> {
+        let run = self.store.get_run(&self.tenant, run_id)?;
+        self.manifest.task(&run.task).map_err(RunnerError::UnknownTask)?;
+        let run = self.reopen(run, None).await?;
+        tracing::info!(run = %run.id, "dead letter queued for the workers to retry");
+        Ok(run)
+    }
+
+    /// Takes a failed run out of the dead-letter queue and makes it running
+    /// again, held by `lease` (or by nobody, for a worker to claim), with its
+    /// retries afresh. Taking the letter is the guard: of two hosts retrying
+    /// the same letter at once, one gets it.
+    pub(super) async fn reopen(&self, mut run: RunRecord, lease: Option<Lease>) -> Result<RunRecord, RunnerError> {
+        // A child's retry (a parent's new attempt) need not come from the queue.
+        if !self.store.dlq_remove(&self.tenant, &run.id).await? && run.parent.is_none() {
+            return Err(RunnerError::NotResumable {
+                run_id: run.id.clone(),
+                reason: "it is not in the dead-letter queue (another host may be retrying it; see `cairn dlq list`)"
+                    .into(),
+            });
+        }
+        run.status = RunStatus::Running;
+        run.error = None;
+        run.finished_at_ms = None;
+        run.not_before_ms = 0;
+        run.retry_from = run.attempts.len();
+        run.lease = lease;
+        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
+        Ok(run)
     }
 }

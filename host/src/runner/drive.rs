@@ -159,6 +159,7 @@ impl Host {
                     trace_replayed: stats.trace_replayed,
                     task: Some(candidate.name.clone()),
                     not_counted: false,
+                    host: Some(self.host_id.clone()),
                 });
                 let failure = match outcome {
                     Ok(output) => {
@@ -224,6 +225,9 @@ impl Host {
                         // Release the instance and wait for the provider's breaker to let a probe through.
                         parks += 1;
                         tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
+                        if self.releases_waits(&run) {
+                            return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
+                        }
                         self.store.update_run(&run, &run.fence(&self.host_id)).await?;
                         tokio::select! {
                             _ = self.clock.sleep(wait) => {}
@@ -234,6 +238,11 @@ impl Host {
                     Step::Retry { wait, memory: next } => {
                         memory = next;
                         tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
+                        // Memory grown for an out-of-memory retry lives only in this drive.
+                        let grown = memory != self.manifest.environment_of(candidate).resources.memory;
+                        if self.releases_waits(&run) && !grown {
+                            return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
+                        }
                         self.store.update_run(&run, &run.fence(&self.host_id)).await?;
                         let child = run.parent.is_some();
                         if child {

@@ -15,6 +15,7 @@
 mod attempt;
 pub mod cache;
 pub mod cancel;
+pub mod child_watch;
 pub mod children;
 mod components;
 mod dlq;
@@ -122,7 +123,7 @@ pub struct Host {
     breakers: Arc<Breakers>,
     /// The provider registry: each provider's chain, built once.
     providers: Providers,
-    /// Directories of warm instances (`.cairn/instances/`).
+    /// Directories of warm instances (`.cairn/instances/<host id>/`).
     instance_dirs: RunDirs,
     /// Warm-instance pools of environments with `reuse`, by environment.
     pools: Mutex<HashMap<String, Arc<Pool<WarmInstance>>>>,
@@ -150,6 +151,10 @@ pub struct Host {
     /// Whether submitted runs are only queued, for other hosts to claim
     /// (`cairn serve --no-work`), instead of run here.
     queue_only: std::sync::atomic::AtomicBool,
+    /// Whether this host claims runs from the store ([`Host::work`]): a run
+    /// waiting out a retry's backoff is then released to be claimed again
+    /// when it is due, by this host or another.
+    working: std::sync::atomic::AtomicBool,
     /// The runtime the host was made on: runs go on it, whoever asks (a
     /// server answers requests on a runtime of its own, so that spinning
     /// guests never keep it from answering).
@@ -165,6 +170,23 @@ pub fn open_store(manifest: &Manifest) -> Result<Arc<dyn Store>, StoreError> {
     match &manifest.store {
         None => Ok(Arc::new(RedbStore::open(&manifest.state_dir().join(STORE_FILE))?)),
         Some(setting) => Ok(Arc::new(crate::store::postgres::PgStore::connect(&setting.url, !setting.from_file)?)),
+    }
+}
+
+/// Removes the instance directories (one per host id) of hosts that are not
+/// alive on this machine, and any left in the old flat layout.
+fn clear_instances_of_gone_hosts(instances: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(instances) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if lease::holder_alive(&name) == Some(true) {
+            continue;
+        }
+        if let Err(e) = std::fs::remove_dir_all(entry.path())
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot clear {}: {e}", entry.path().display());
+        }
     }
 }
 
@@ -201,14 +223,12 @@ impl Host {
         let engine = Arc::new(CairnEngine::new(state.join("artifacts"))?);
         let linker = imports::linker(engine.engine()).map_err(|e| RunnerError::Link(format!("{e:#}")))?;
         let run_dirs = RunDirs::open(&state.join("runs"))?;
-        // Instance directories die with their instances; ones left by a crashed host go now.
-        let instances = state.join("instances");
-        if let Err(e) = std::fs::remove_dir_all(&instances)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!("cannot clear {}: {e}", instances.display());
-        }
-        let instance_dirs = RunDirs::open(&instances)?;
+        // Instance directories die with their instances, under a directory per
+        // host (several workers may share a project); ones left by hosts that
+        // are gone (crashed, killed) go now.
+        let host_id = host_id();
+        clear_instances_of_gone_hosts(&state.join("instances"));
+        let instance_dirs = RunDirs::open(&state.join("instances").join(&host_id))?;
         let tenant = Tenant::default();
         let breakers = Arc::new(Breakers::load(clock.clone(), store.clone(), tenant.clone()));
         let progress = Arc::new(Progress::default());
@@ -224,7 +244,7 @@ impl Host {
                 store,
                 run_dirs,
                 tenant,
-                host_id: host_id(),
+                host_id,
                 clock,
                 providers: Providers::new(breakers.clone()),
                 breakers,
@@ -242,6 +262,7 @@ impl Host {
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 lease_ms: std::sync::atomic::AtomicU64::new(lease::LEASE.as_millis() as u64),
                 queue_only: std::sync::atomic::AtomicBool::new(false),
+                working: std::sync::atomic::AtomicBool::new(false),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -60,7 +60,13 @@ impl Host {
             let options = RunOptions { replay: run.replay_of.clone() };
             return self.start(run, &task, &options).await;
         }
-        tracing::info!(run = %run_id, "resuming from the journal");
+        if run.not_before_ms > 0 {
+            // Released to wait out a backoff: due now, its next attempt follows.
+            run.not_before_ms = 0;
+            tracing::info!(run = %run_id, "retrying (claimed when due)");
+        } else {
+            tracing::info!(run = %run_id, "resuming from the journal");
+        }
         let now = now_ms();
         // The attempt that was running when the host stopped did not record itself.
         let interrupted = run.attempts.len() as u32 + 1;

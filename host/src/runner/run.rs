@@ -146,6 +146,9 @@ impl Host {
             &run.id,
             EventKind::RunFinished { status: run.status.as_str().to_owned(), parent: run.parent.clone() },
         );
+        if run.parent.is_some() {
+            self.children.watch.deliver(&run);
+        }
         self.release_run_dir(&run);
         self.flush_provider_retries().await;
         Ok(run)

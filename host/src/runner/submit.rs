@@ -99,6 +99,9 @@ impl Host {
     /// Retries a dead letter (see [`Host::retry_dead`]) in the background.
     pub fn retry_dead_in_background(self: &Arc<Self>, run_id: &str, stub: Option<String>) -> Result<(), RunnerError> {
         let (host, id) = (self.clone(), run_id.to_owned());
+        if self.queue_only.load(Ordering::Relaxed) {
+            return self.in_background("dead-letter retry", run_id, async move { host.requeue_dead(&id).await });
+        }
         self.in_background("dead-letter retry", run_id, async move { host.retry_dead(&id, stub).await })
     }
 

@@ -3,7 +3,7 @@
 //! call. The guest's globals (a loaded interpreter, parsed data, caches)
 //! persist from call to call and from run to run: that is the point of
 //! reuse. Its filesystem is a directory of its own under
-//! `.cairn/instances/`, preopened as `.`, which also persists for the
+//! `.cairn/instances/<host id>/`, preopened as `.`, which also persists for the
 //! instance's life and is removed with it.
 
 use std::path::PathBuf;

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::Host;
 use super::lease::{holder_alive, hostname};
+use super::{Host, RunnerError};
 use crate::model::{Executor, RunRecord, now_ms};
 
 /// How a host works on the store's runs.
@@ -45,6 +45,7 @@ impl Host {
     /// holds go on (see [`Host::shutdown`] and [`Host::stop_working`]).
     pub async fn work(self: &Arc<Self>, options: WorkOptions, until: impl Future<Output = ()>) {
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        self.working.store(true, std::sync::atomic::Ordering::Relaxed);
         let executor = self.executor(&options);
         if let Err(e) = self.store.put_executor(&executor).await {
             tracing::warn!("cannot record this worker in the store: {e}");
@@ -97,6 +98,31 @@ impl Host {
         }
         beat.abort();
         breakers.abort();
+        self.working.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Releases `run` until `due_ms` (a retry's backoff, a park on an open
+    /// breaker): the run is stored unleased and not runnable before then, so
+    /// no slot or lease is held while it waits, and whichever host claims it
+    /// when it is due goes on from its journal. This host wakes itself then.
+    pub(super) async fn release_until(&self, mut run: RunRecord, due_ms: u64) -> Result<RunRecord, RunnerError> {
+        run.not_before_ms = due_ms;
+        run.lease = None;
+        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
+        tracing::info!(run = %run.id, "released until it is due again in {} ms", due_ms.saturating_sub(now_ms()));
+        let signal = self.store.work_signal();
+        let wait = Duration::from_millis(due_ms.saturating_sub(now_ms()));
+        self.spawn(async move {
+            tokio::time::sleep(wait).await;
+            signal.notify_waiters();
+        });
+        Ok(run)
+    }
+
+    /// Whether a wait of this run is spent released rather than held.
+    pub(super) fn releases_waits(&self, run: &RunRecord) -> bool {
+        // A child's parent awaits its driver; it waits where it is driven.
+        run.parent.is_none() && self.working.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Marks this host's executor row stopped (after [`Host::shutdown`]

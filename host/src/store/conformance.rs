@@ -26,6 +26,7 @@ macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::store::conformance::conformance_suite!(@tests $make;
             runs_are_created_listed_and_paged,
+            finished_runs_are_found_among_many,
             the_first_journal_record_of_a_key_wins,
             leases_are_claimed_renewed_lost_and_fenced,
             runnable_runs_are_claimed_once_each,
@@ -90,6 +91,25 @@ fn finished(mut run: RunRecord, status: RunStatus) -> RunRecord {
         run.error = Some(Failure::new(FailureKind::Trap, "no", false));
     }
     run
+}
+
+pub async fn finished_runs_are_found_among_many(store: Arc<dyn Store>) {
+    let t = tenant();
+    for n in 0..6 {
+        store.create_run(&run(n, "a")).await.unwrap();
+    }
+    for (n, status) in [(1, RunStatus::Succeeded), (2, RunStatus::Failed), (3, RunStatus::Cancelled)] {
+        let current = store.get_run(&t, &run(n, "a").id).unwrap();
+        store.update_run(&finished(current.clone(), status), &current.fence("nobody")).await.unwrap();
+    }
+    let asked: Vec<String> = [0, 1, 2, 3, 4, 9].iter().map(|n| run(*n, "a").id).collect();
+    let mut found = store.finished_among(&t, &asked).unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(ids(&found), ["0000-000001", "0000-000002", "0000-000003"], "finished only; unknown ids left out");
+    assert_eq!(found[1].status, RunStatus::Failed);
+    let other = Tenant { project: "p".into(), domain: "d".into() };
+    assert!(store.finished_among(&other, &asked).unwrap().is_empty(), "tenant-scoped");
+    assert!(store.finished_among(&t, &[]).unwrap().is_empty());
 }
 
 pub async fn runs_are_created_listed_and_paged(store: Arc<dyn Store>) {

@@ -82,7 +82,7 @@ impl RunStore for PgStore {
     }
 
     async fn update_run(&self, run: &RunRecord, fence: &Fence) -> Result<(), StoreError> {
-        let announce = run.lease.is_none();
+        let announce = run.lease.is_none() && !run.status.is_finished();
         let (run, fence) = (Arc::new(run.clone()), Arc::new(fence.clone()));
         self.write("update run", move |mut client| {
             let (run, fence) = (run.clone(), fence.clone());
@@ -238,6 +238,28 @@ impl RunStore for PgStore {
                     Some(row) => Ok(run_from_row(&row)?),
                     None => Err(StoreError::NoSuchRun(id).into()),
                 }
+            }
+        })
+    }
+
+    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<RunRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tenant, ids) = (tenant_key(tenant), Arc::new(ids.to_vec()));
+        self.read("read runs", move |client| {
+            let (tenant, ids) = (tenant.clone(), ids.clone());
+            async move {
+                let statement = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs WHERE tenant = $1 AND id = ANY($2)
+                           AND status IN ('succeeded', 'failed', 'cancelled')"
+                    ))
+                    .await?;
+                let rows = client.query(&statement, &[&tenant, &*ids]).await?;
+                Ok(rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?)
             }
         })
     }

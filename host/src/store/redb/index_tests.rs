@@ -66,6 +66,7 @@ fn attempt(number: u32, task: &str, failed: bool) -> AttemptRecord {
         trace_replayed: 0,
         task: Some(task.into()),
         not_counted: false,
+        host: None,
     }
 }
 
