@@ -13,8 +13,9 @@ use cairn::store::RunFilter;
 use cairn::store::prelude::*;
 
 use crate::support::guests::cairn_bin;
-use crate::support::llm_server::{Fault, LlmServer};
-use crate::support::project::{Project, REFINER, REFINER_CALLS, TOPIC, refiner_script};
+use crate::support::llm_server::{Fault, LlmServer, Script};
+use crate::support::postgres::PrivateCluster;
+use crate::support::project::{API_KEY, Project, REFINER, REFINER_CALLS, TOPIC, refiner_script};
 
 fn runs_wanted() -> usize {
     std::env::var("CAIRN_WORKER_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
@@ -53,18 +54,23 @@ fn runs(store: &dyn Store, status: RunStatus) -> Vec<RunRecord> {
     store.list_runs(&Tenant::default(), &RunFilter { status: Some(status), ..Default::default() }).unwrap()
 }
 
-/// Queues `n` refiner runs through a host of the project (as `cairn serve
+/// Queues `n` runs of `task` through a host of the project (as `cairn serve
 /// --no-work` does for API submissions).
-fn enqueue(project: &Project, n: usize) -> Vec<String> {
+fn enqueue(project: &Project, task: &str, input: &str, n: usize) -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let host = project.host();
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
-            ids.push(host.enqueue("report-refiner", TOPIC, &RunOptions::default()).await.unwrap().id);
+            ids.push(host.enqueue(task, input, &RunOptions::default()).await.unwrap().id);
         }
         ids
     })
+}
+
+/// Whether `worker` holds `run`'s lease.
+fn held_by(run: &RunRecord, worker: &Child) -> bool {
+    run.lease.as_ref().is_some_and(|l| l.owner.ends_with(&format!("-{}", worker.id())))
 }
 
 #[test]
@@ -82,7 +88,7 @@ fn three_workers_share_the_runs_and_survive_two_kills() {
         refiner_script().faults((0..n * REFINER_CALLS).map(|_| Fault::Delay(Duration::from_millis(5)))),
     );
     let project = Project::http_on(&server, Some(&url), REFINER);
-    let ids = enqueue(&project, n);
+    let ids = enqueue(&project, "report-refiner", TOPIC, n);
     let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
 
     let mut workers: Vec<Child> = (0..3).map(|i| worker(&project, &format!("w{i}"), 32, "3s")).collect();
@@ -151,7 +157,7 @@ fn a_stalled_worker_writes_nothing_to_runs_taken_over_and_stops_its_attempts() {
         LlmServer::start_blocking(refiner_script().faults((0..400).map(|_| Fault::Delay(Duration::from_millis(300)))));
     let project = Project::http_on(&server, Some(&url), REFINER);
     let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
-    enqueue(&project, 4);
+    enqueue(&project, "report-refiner", TOPIC, 4);
     let mut stalled = worker(&project, "stalled", 8, "2s");
     let stalled_id =
         |run: &RunRecord| run.lease.as_ref().is_some_and(|l| l.owner.ends_with(&format!("-{}", stalled.id())));
@@ -226,16 +232,11 @@ fn a_parent_on_one_worker_fans_out_to_children_on_the_others() {
     let project = Project::new(&format!("store = \"{url}\"\n{FAN_OUT}"));
     let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
     let input = serde_json::json!({"mode": "fanout", "task": "child", "count": n, "child": {"mode": "sleep", "ms": 1, "i": null}});
-    let parent = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        project.host().enqueue("parent", &input.to_string(), &RunOptions::default()).await.unwrap().id
-    });
+    let parent = enqueue(&project, "parent", &input.to_string(), 1).remove(0);
     // Worker A has one slot: the parent takes it, so A can run none of the children.
     let mut a = worker(&project, "a", 1, "5s");
-    let holder = |run: &RunRecord, worker: &Child| {
-        run.lease.as_ref().is_some_and(|l| l.owner.ends_with(&format!("-{}", worker.id())))
-    };
     wait_until("worker A to claim the parent", Duration::from_secs(60), || {
-        holder(&store.get_run(&Tenant::default(), &parent).unwrap(), &a)
+        held_by(&store.get_run(&Tenant::default(), &parent).unwrap(), &a)
     });
     let mut b = worker(&project, "b", 32, "5s");
     let mut c = worker(&project, "c", 32, "5s");
@@ -271,6 +272,86 @@ fn a_parent_on_one_worker_fans_out_to_children_on_the_others() {
     assert_eq!(on(&b) + on(&c), n, "{ran_on:?}");
     assert_eq!(finished.attempts[0].host.as_deref().map(|h| h.ends_with(&format!("-{}", a.id()))), Some(true));
     for worker in [&mut a, &mut b, &mut c] {
+        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+        assert!(worker.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn a_retry_waits_released_and_any_worker_takes_it_up_when_due() {
+    let url = cairn::store::postgres::testing::fresh_database();
+    let server = LlmServer::start_blocking(Script::new().expect_api_key(API_KEY));
+    let project = Project::http_on(
+        &server,
+        Some(&url),
+        r#"
+        [tasks.flaky]
+        component = "{probe}"
+        retries = { count = 2, strategy = "linear", base_delay = "4s" }
+        "#,
+    );
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let id = enqueue(&project, "flaky", r#"{"mode": "llm-calls", "calls": 5, "fail_after": 3}"#, 1).remove(0);
+    let get = || store.get_run(&Tenant::default(), &id).unwrap();
+    // Leases far longer than the test: only a released run can move to another worker in time.
+    let mut a = worker(&project, "a", 4, "10m");
+    wait_until("the first attempt to fail", Duration::from_secs(60), || get().attempts.len() == 1);
+    let released = get();
+    assert_eq!(released.status, RunStatus::Running);
+    assert!(released.lease.is_none(), "no lease is held while the backoff runs: {released:?}");
+    assert!(released.not_before_ms > cairn::model::now_ms(), "not runnable before its backoff ends: {released:?}");
+    // The worker that ran the first attempt is stopped for good during the backoff: its
+    // process stays (SIGSTOP), so nothing marks its row stopped or its leases stale.
+    unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
+    let mut b = worker(&project, "b", 4, "10m");
+    wait_until("the retry to finish on the other worker", Duration::from_secs(60), || get().status.is_finished());
+    let done = get();
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:?}\n{}", worker_log(&project, "b"));
+    assert_eq!(done.attempts.len(), 2, "{:?}", done.attempts);
+    assert!(done.attempts[0].host.as_deref().is_some_and(|h| h.ends_with(&format!("-{}", a.id()))));
+    assert!(done.attempts[1].host.as_deref().is_some_and(|h| h.ends_with(&format!("-{}", b.id()))));
+    assert!(done.attempts[1].started_at_ms >= released.not_before_ms, "the retry waited out its backoff");
+    assert_eq!((done.attempts[1].llm_live, done.attempts[1].llm_replayed), (2, 3), "the retry replays the first three");
+    assert_eq!(server.requests(), 5, "no call was sent twice");
+    unsafe { libc::kill(a.id() as i32, libc::SIGKILL) };
+    a.wait().unwrap();
+    unsafe { libc::kill(b.id() as i32, libc::SIGTERM) };
+    assert!(b.wait().unwrap().success());
+}
+
+#[test]
+fn workers_ride_out_a_postgresql_restart_and_finish_every_run() {
+    let n = 100;
+    let cluster = PrivateCluster::start();
+    // Answers take a little while, so the restart lands with runs mid-attempt.
+    let server = LlmServer::start_blocking(
+        refiner_script().faults((0..n * REFINER_CALLS).map(|_| Fault::Delay(Duration::from_millis(20)))),
+    );
+    let project = Project::http_on(&server, Some(&cluster.url()), REFINER);
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    enqueue(&project, "report-refiner", TOPIC, n);
+    let mut workers: Vec<Child> = (0..2).map(|i| worker(&project, &format!("w{i}"), 16, "20s")).collect();
+    wait_until("a fifth of the calls", Duration::from_secs(120), || server.requests() >= n);
+    cluster.down();
+    let at_stop = server.requests();
+    std::thread::sleep(Duration::from_secs(3));
+    let while_down = server.requests();
+    cluster.up();
+    wait_until("every run to finish", Duration::from_secs(300), || {
+        runs(store.as_ref(), RunStatus::Succeeded).len() + runs(store.as_ref(), RunStatus::Failed).len() == n
+    });
+    let succeeded = runs(store.as_ref(), RunStatus::Succeeded);
+    assert_eq!(succeeded.len(), n, "every run succeeded: {:?}", runs(store.as_ref(), RunStatus::Failed));
+    assert!(at_stop < n * REFINER_CALLS, "the server went down mid-run ({at_stop} calls made)");
+    // A call answered while the store was away waits for its record, so the run stalls there.
+    assert!(while_down <= at_stop + 2 * 16, "runs stall while their records cannot be stored");
+    for run in &succeeded {
+        assert_eq!(llm_records(store.as_ref(), &run.id), REFINER_CALLS, "run {}: one record per call", run.id);
+    }
+    assert_eq!(server.requests(), n * REFINER_CALLS, "no call was sent twice");
+    let logs: String = (0..2).map(|i| worker_log(&project, &format!("w{i}"))).collect();
+    assert!(logs.contains("retrying in"), "the workers saw the server go and waited for it:\n{logs}");
+    for worker in &mut workers {
         unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
         assert!(worker.wait().unwrap().success());
     }

@@ -5,5 +5,6 @@
 pub mod browser;
 pub mod guests;
 pub mod llm_server;
+pub mod postgres;
 pub mod project;
 pub mod serve;
