@@ -92,20 +92,34 @@ impl RunRow {
     }
 }
 
-/// Adds `sign` × `stats` to a task's counts (in the caller's transaction).
+/// The counts of a task as signed deltas, in [`adjust_stats`]'s order.
+type Deltas = [i64; 7];
+
+fn deltas(stats: TaskStats, sign: i64) -> Deltas {
+    let n = |v: u64| sign * v as i64;
+    [
+        n(stats.runs),
+        n(stats.succeeded),
+        n(stats.failed),
+        n(stats.cancelled),
+        n(stats.retries),
+        n(stats.degraded),
+        n(stats.cached),
+    ]
+}
+
+/// Adds `deltas` to a task's counts (in the caller's transaction).
 pub async fn adjust_stats(
     client: &impl GenericClient,
     tenant: &str,
     task: &str,
-    stats: TaskStats,
-    sign: i64,
+    deltas: Deltas,
 ) -> Result<(), tokio_postgres::Error> {
-    if stats.is_empty() {
+    if deltas.iter().all(|d| *d == 0) {
         return Ok(());
     }
-    let n = |v: u64| sign * v as i64;
-    client
-        .execute(
+    let statement = client
+        .prepare_cached(
             "INSERT INTO task_stats AS s (tenant, task, runs, succeeded, failed, cancelled, retries, degraded, cached)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant, task) DO UPDATE SET
@@ -113,23 +127,15 @@ pub async fn adjust_stats(
                 failed = s.failed + EXCLUDED.failed, cancelled = s.cancelled + EXCLUDED.cancelled,
                 retries = s.retries + EXCLUDED.retries, degraded = s.degraded + EXCLUDED.degraded,
                 cached = s.cached + EXCLUDED.cached",
-            &[
-                &tenant,
-                &task,
-                &n(stats.runs),
-                &n(stats.succeeded),
-                &n(stats.failed),
-                &n(stats.cancelled),
-                &n(stats.retries),
-                &n(stats.degraded),
-                &n(stats.cached),
-            ],
         )
         .await?;
+    let [a, b, c, d, e, f, g] = deltas;
+    client.execute(&statement, &[&tenant, &task, &a, &b, &c, &d, &e, &f, &g]).await?;
     Ok(())
 }
 
-/// Adjusts the counts for replacing `old` with `new` (either may be absent).
+/// Adjusts the counts for replacing `old` with `new` (either may be absent):
+/// one statement when both are of the same task.
 pub async fn restat(
     client: &impl GenericClient,
     old: Option<&RunRecord>,
@@ -137,14 +143,20 @@ pub async fn restat(
 ) -> Result<(), tokio_postgres::Error> {
     let before = old.map(|r| (tenant_key(&r.tenant), r.task.clone(), TaskStats::of(r)));
     let after = new.map(|r| (tenant_key(&r.tenant), r.task.clone(), TaskStats::of(r)));
-    if before == after {
-        return Ok(());
-    }
-    if let Some((tenant, task, stats)) = &before {
-        adjust_stats(client, tenant, task, *stats, -1).await?;
-    }
-    if let Some((tenant, task, stats)) = &after {
-        adjust_stats(client, tenant, task, *stats, 1).await?;
+    match (&before, &after) {
+        _ if before == after => {}
+        (Some((t0, k0, s0)), Some((t1, k1, s1))) if t0 == t1 && k0 == k1 => {
+            let (old, new) = (deltas(*s0, -1), deltas(*s1, 1));
+            adjust_stats(client, t1, k1, std::array::from_fn(|i| old[i] + new[i])).await?;
+        }
+        _ => {
+            if let Some((tenant, task, stats)) = &before {
+                adjust_stats(client, tenant, task, deltas(*stats, -1)).await?;
+            }
+            if let Some((tenant, task, stats)) = &after {
+                adjust_stats(client, tenant, task, deltas(*stats, 1)).await?;
+            }
+        }
     }
     Ok(())
 }

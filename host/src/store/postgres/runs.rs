@@ -29,7 +29,8 @@ async fn locked_run(
     tenant: &str,
     id: &str,
 ) -> Result<RunRecord, Failed> {
-    match client.query_opt(SELECT_RUN_FOR_UPDATE, &[&tenant, &id]).await? {
+    let statement = client.prepare_cached(SELECT_RUN_FOR_UPDATE).await?;
+    match client.query_opt(&statement, &[&tenant, &id]).await? {
         Some(row) => Ok(run_from_row(&row)?),
         None => Err(StoreError::NoSuchRun(id.to_owned()).into()),
     }
@@ -37,7 +38,8 @@ async fn locked_run(
 
 /// Writes a run's row in full (it exists).
 async fn write_run(client: &impl deadpool_postgres::GenericClient, run: &RunRecord) -> Result<(), Failed> {
-    client.execute(UPDATE_RUN, &RunRow::of(run)?.params()).await?;
+    let statement = client.prepare_cached(UPDATE_RUN).await?;
+    client.execute(&statement, &RunRow::of(run)?.params()).await?;
     Ok(())
 }
 
@@ -51,13 +53,13 @@ impl RunStore for PgStore {
             async move {
                 let row = RunRow::of(&run)?;
                 let txn = client.transaction().await?;
-                let inserted = txn
-                    .execute(
+                let insert = txn
+                    .prepare_cached(
                         "INSERT INTO runs (tenant, id, task, parent, status, lease_owner, lease_until, epoch, not_before, record)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (tenant, id) DO NOTHING",
-                        &row.params(),
                     )
                     .await?;
+                let inserted = txn.execute(&insert, &row.params()).await?;
                 if inserted == 0 {
                     // The same record again is a retry whose first commit went unacknowledged.
                     let existing = txn
@@ -146,20 +148,18 @@ impl RunStore for PgStore {
             async move {
                 let txn = client.transaction().await?;
                 // Locked rows are skipped: another host is claiming (or writing) them.
-                let rows = txn
-                    .query(
-                        concat!(
-                            "SELECT ",
-                            run_columns!(),
-                            " FROM runs
-                             WHERE tenant = $1 AND status IN ('pending', 'running') AND not_before <= $2
-                               AND (lease_owner IS NULL OR lease_until <= $2
-                                    OR lease_owner IN (SELECT id FROM executors WHERE stopped))
-                             ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED"
-                        ),
-                        &[&tenant, &ms(now_ms), &(limit as i64)],
-                    )
+                let runnable = txn
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs
+                         WHERE tenant = $1 AND status IN ('pending', 'running') AND not_before <= $2
+                           AND (lease_owner IS NULL OR lease_until <= $2
+                                OR lease_owner IN (SELECT id FROM executors WHERE stopped))
+                         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED"
+                    ))
                     .await?;
+                let rows = txn.query(&runnable, &[&tenant, &ms(now_ms), &(limit as i64)]).await?;
                 let mut claimed = Vec::with_capacity(rows.len());
                 for row in &rows {
                     let mut run = run_from_row(row)?;
@@ -168,12 +168,13 @@ impl RunStore for PgStore {
                 }
                 if !claimed.is_empty() {
                     let ids: Vec<&str> = claimed.iter().map(|r| r.id.as_str()).collect();
-                    txn.execute(
-                        "UPDATE runs SET lease_owner = $3, lease_until = $4, epoch = epoch + 1
-                         WHERE tenant = $1 AND id = ANY($2)",
-                        &[&tenant, &ids, &owner, &ms(lease_until_ms)],
-                    )
-                    .await?;
+                    let take = txn
+                        .prepare_cached(
+                            "UPDATE runs SET lease_owner = $3, lease_until = $4, epoch = epoch + 1
+                             WHERE tenant = $1 AND id = ANY($2)",
+                        )
+                        .await?;
+                    txn.execute(&take, &[&tenant, &ids, &owner, &ms(lease_until_ms)]).await?;
                 }
                 txn.commit().await?;
                 Ok(claimed)
@@ -209,10 +210,11 @@ impl RunStore for PgStore {
             let (tenant, id) = (tenant.clone(), id.clone());
             async move {
                 let txn = client.transaction().await?;
-                let old = match txn.query_opt(SELECT_RUN_FOR_UPDATE, &[&tenant, &id]).await? {
-                    Some(row) => Some(run_from_row(&row)?),
-                    None => None,
-                };
+                let old =
+                    match txn.query_opt(&txn.prepare_cached(SELECT_RUN_FOR_UPDATE).await?, &[&tenant, &id]).await? {
+                        Some(row) => Some(run_from_row(&row)?),
+                        None => None,
+                    };
                 txn.execute("DELETE FROM runs WHERE tenant = $1 AND id = $2", &[&tenant, &id]).await?;
                 txn.execute("DELETE FROM journal WHERE run_id = $1", &[&id]).await?;
                 txn.execute("DELETE FROM logs WHERE run_id = $1", &[&id]).await?;

@@ -17,16 +17,23 @@ pub fn server_url() -> String {
     })
 }
 
-/// Creates an empty database on the test server; returns its URL.
-pub fn fresh_database() -> String {
-    let admin = server_url();
-    let name = format!("cairn_t_{}", uuid::Uuid::new_v4().simple());
-    let mut config: tokio_postgres::Config = admin.parse().expect("a PostgreSQL URL in CAIRN_TEST_POSTGRES");
+/// A client configuration for `url`, with the password from the
+/// environment as the store takes it.
+pub fn config(url: &str) -> tokio_postgres::Config {
+    let mut config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
     if config.get_password().is_none()
         && let Some(password) = super::PASSWORD_VARS.iter().find_map(|var| std::env::var(var).ok())
     {
         config.password(password);
     }
+    config
+}
+
+/// Creates an empty database on the test server; returns its URL.
+pub fn fresh_database() -> String {
+    let admin = server_url();
+    let name = format!("cairn_t_{}", uuid::Uuid::new_v4().simple());
+    let config = config(&admin);
     // On a thread of its own: the caller may be inside a runtime.
     let create = format!("CREATE DATABASE {name}");
     std::thread::spawn(move || {
