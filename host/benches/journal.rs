@@ -32,6 +32,7 @@ use cairn::journal::load::journal_load;
 use cairn::journal::{Journal, JournalMode};
 use cairn::model::{AttemptRecord, CallKind, JournalEntry, Lease, RunRecord, RunStatus, Tenant, now_ms};
 use cairn::runner::lease::LEASE;
+use cairn::store::Beat;
 use cairn::store::prelude::*;
 use cairn::store::redb::RedbStore;
 use cairn::store::wal::CHECKPOINT_BYTES;
@@ -75,7 +76,7 @@ async fn one_run(
     let mut journal = Journal::open(store.clone(), &run.id, 1, JournalMode::Live).await?;
     for call in 0..calls {
         if with_record && call == calls / 2 {
-            assert!(store.heartbeat(&run.id, &run.fence(OWNER), lease_until()).await?);
+            assert_eq!(store.heartbeat(&run.id, &run.fence(OWNER), lease_until()).await?, Beat::Held);
         }
         let key = journal.next_key(CallKind::Llm, "load", &format!("call-{call}"));
         journal.record(key, output.to_string(), String::new(), Duration::ZERO, None).await?;

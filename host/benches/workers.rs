@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use cairn::journal::{Journal, JournalMode};
 use cairn::model::{AttemptRecord, CallKind, RunRecord, RunStatus, Tenant, now_ms};
+use cairn::store::Beat;
 use cairn::store::postgres::{PgStore, testing};
 use cairn::store::prelude::*;
 use cairn::store::redb::RedbStore;
@@ -59,7 +60,7 @@ async fn work_on(store: Arc<dyn Store>, mut run: RunRecord, owner: String, outpu
     journal.set_fence(Some(&fence));
     for call in 0..CALLS {
         if call == CALLS / 2 {
-            assert!(store.heartbeat(&run.id, &fence, lease_until()).await.unwrap());
+            assert_eq!(store.heartbeat(&run.id, &fence, lease_until()).await.unwrap(), Beat::Held);
         }
         let key = journal.next_key(CallKind::Llm, "load", &format!("call-{call}"));
         journal.record(key, output.to_string(), String::new(), Duration::ZERO, None).await.unwrap();

@@ -2,6 +2,9 @@
 //! cluster the test run starts): runs spread over them, survive `kill -9` of
 //! a worker without repeating a completed LLM call, and a worker that stalls
 //! past its lease (SIGSTOP) writes nothing to the runs others took over.
+//! Children, retries and cancels go through the store too: a parent's
+//! children run on other workers, a retry waits released, a cancel reaches
+//! every worker; and the workers ride out a restart of the server.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -352,6 +355,43 @@ fn workers_ride_out_a_postgresql_restart_and_finish_every_run() {
     let logs: String = (0..2).map(|i| worker_log(&project, &format!("w{i}"))).collect();
     assert!(logs.contains("retrying in"), "the workers saw the server go and waited for it:\n{logs}");
     for worker in &mut workers {
+        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+        assert!(worker.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn a_cancel_reaches_children_on_other_workers_and_ends_the_queued_ones() {
+    let url = cairn::store::postgres::testing::fresh_database();
+    let project = Project::new(&format!("store = \"{url}\"\n{FAN_OUT}"));
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let input = serde_json::json!({"mode": "fanout", "task": "child", "count": 40, "child": {"mode": "sleep", "ms": 600_000, "i": null}});
+    let parent = enqueue(&project, "parent", &input.to_string(), 1).remove(0);
+    let mut a = worker(&project, "a", 1, "30s");
+    wait_until("worker A to claim the parent", Duration::from_secs(60), || {
+        held_by(&store.get_run(&Tenant::default(), &parent).unwrap(), &a)
+    });
+    let mut b = worker(&project, "b", 8, "30s");
+    let mut c = worker(&project, "c", 8, "30s");
+    let filter = RunFilter { lineage: cairn::store::Lineage::ChildrenOf(parent.clone()), ..Default::default() };
+    let children = || store.list_runs(&Tenant::default(), &filter).unwrap();
+    wait_until("B and C to be busy with children", Duration::from_secs(60), || {
+        let all = children();
+        let held = |w: &Child| all.iter().filter(|r| held_by(r, w)).count();
+        all.len() == 40 && held(&b) == 8 && held(&c) == 8
+    });
+    // Long leases: only the notice (or a heartbeat 10 s on) can reach the holders in time.
+    let cancelled = project.cli_json(&["runs", "cancel", &parent, "--json"]);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    wait_until("every child to end", Duration::from_secs(8), || children().iter().all(|r| r.status.is_finished()));
+    for child in children() {
+        assert_eq!(child.status, RunStatus::Cancelled, "{child:?}");
+    }
+    let ran = children().iter().filter(|r| !r.attempts.is_empty()).count();
+    // The 16 running were stopped where they ran; of the queued ones, only a few that a
+    // freed slot took up before their own request arrived can have started.
+    assert!((16..40).contains(&ran), "{ran} of 40 children started");
+    for worker in [&mut a, &mut b, &mut c] {
         unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
         assert!(worker.wait().unwrap().success());
     }

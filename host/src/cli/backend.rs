@@ -394,14 +394,29 @@ impl Backend {
     /// Cancels a run under way on the server (and its children) and waits for it to end.
     pub fn cancel(&self, id: &str) -> Result<Run> {
         let client = match self {
-            Backend::Local(_) => {
+            Backend::Local(local) => {
                 let run = self.run(id)?;
                 if run.record.status.is_finished() {
                     bail!("run {id} already {}; only an unfinished run can be cancelled", run.record.status.as_str());
                 }
-                bail!(
-                    "no cairn server runs this project, so nothing is running run {id} to cancel (a `cairn run` in a terminal stops with Ctrl-C; a run its host left behind resumes with `cairn runs resume {id}`); runs are cancelled through `cairn serve`"
-                );
+                // Through the store: its holder (a worker, wherever it runs) stops it
+                // when it hears; a run nobody holds is ended here.
+                let host = Host::open(local.manifest.clone())?;
+                super::runtime()?.block_on(host.cancel(id))?;
+                let waited = std::time::Instant::now();
+                loop {
+                    let run = self.run(id)?;
+                    if run.record.status.is_finished() {
+                        return Ok(run);
+                    }
+                    if waited.elapsed() > host.lease() * 2 {
+                        let holder = run.record.lease.map_or_else(|| "nobody".to_owned(), |l| l.owner);
+                        bail!(
+                            "run {id} is asked to cancel, but its holder ({holder}) has not ended it yet; see `cairn runs show {id}`"
+                        );
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
             }
             Backend::Remote(client) => client,
         };

@@ -133,6 +133,10 @@ pub struct RunRecord {
     /// Not to be claimed before this time, ms since the Unix epoch (a retry's backoff).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub not_before_ms: u64,
+    /// Someone asked for the run to be cancelled (`cairn runs cancel`): its
+    /// holder, wherever it runs, stops it as soon as it hears.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
     /// Set when the output came from the cache: the run that computed it.
     #[serde(default)]
     pub cached_from: Option<String>,
@@ -181,6 +185,7 @@ impl RunRecord {
             lease: None,
             epoch: 0,
             not_before_ms: 0,
+            cancel_requested: false,
             cached_from: None,
             replay_of: None,
             produced_by: None,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::cancel::{Stop, StopToken};
 use crate::model::{Fence, Lease, now_ms};
+use crate::store::Beat;
 
 /// How long a lease lasts without a heartbeat, unless the host is told
 /// otherwise (`cairn worker --lease`). It is renewed every third of that.
@@ -67,8 +68,12 @@ impl Heartbeat {
                 let Some(store) = store.upgrade() else { break };
                 let until = now_ms() + lease.as_millis() as u64;
                 match store.heartbeat(&id, &fence, until).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Ok(Beat::Held) => {}
+                    Ok(Beat::CancelRequested) => {
+                        tracing::info!(run = %id, "a cancel was asked for; stopping the run");
+                        stop.stop(Stop::Cancel);
+                    }
+                    Ok(Beat::Lost) => {
                         tracing::error!(run = %id, "lost the run's lease to another host; stopping its attempt");
                         stop.stop(Stop::Lost);
                         break;

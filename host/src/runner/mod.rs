@@ -267,6 +267,21 @@ impl Host {
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let me = Arc::downgrade(&host);
+            let mut requests = host.store.cancel_requests();
+            runtime.spawn(async move {
+                // Cancels asked for anywhere reach the runs driven here at once.
+                loop {
+                    match requests.recv().await {
+                        Ok(id) => match me.upgrade() {
+                            Some(host) => drop(host.stops.stop(&id, cancel::Stop::Cancel)),
+                            None => break,
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+            let me = Arc::downgrade(&host);
             runtime.spawn(async move {
                 let mut ticks = tokio::time::interval(SWEEP_EVERY);
                 loop {

@@ -48,6 +48,10 @@ impl Host {
             };
             return self.finish(claimed, Err(failure)).await;
         };
+        if claimed.cancel_requested {
+            // Asked to cancel before any host took it up.
+            return self.finish(claimed, Err(super::cancel::Stop::Cancel.failure())).await;
+        }
         let mut run = claimed;
         let run_id = run.id.clone();
         if run.status == RunStatus::Pending {

@@ -139,15 +139,27 @@ impl Host {
         Ok(stale.len())
     }
 
-    /// Cancels a run this host is driving, and its children: each ends
-    /// `cancelled` at its guest's next epoch tick, with no retry and no dead
-    /// letter. Returns how many runs were told to stop.
-    pub fn cancel(&self, run_id: &str) -> Result<usize, RunnerError> {
+    /// Cancels a run and its children, wherever they run: each ends
+    /// `cancelled` (at its guest's next epoch tick, if it is mid-attempt),
+    /// with no retry and no dead letter. A run driven here stops at once; one
+    /// held by another host is marked in the store, and that host stops it as
+    /// soon as it hears (a notice, or its next heartbeat); one nobody holds
+    /// (queued, waiting out a backoff, left by a host that is gone) is ended
+    /// here. Returns how many runs were told to stop.
+    pub async fn cancel(&self, run_id: &str) -> Result<usize, RunnerError> {
         self.store.get_run(&self.tenant, run_id)?;
         let mut stopped = 0;
         let mut todo = vec![run_id.to_owned()];
         while let Some(id) = todo.pop() {
-            stopped += usize::from(self.stops.stop(&id, Stop::Cancel));
+            if self.stops.stop(&id, Stop::Cancel) {
+                stopped += 1;
+            } else {
+                let run = self.store.request_cancel(&self.tenant, &id).await?;
+                if !run.status.is_finished() {
+                    stopped += 1;
+                    self.end_if_unheld(&run).await?;
+                }
+            }
             let filter = RunFilter { lineage: Lineage::ChildrenOf(id.clone()), ..RunFilter::default() };
             for child in self.store.list_runs(&self.tenant, &filter)? {
                 if !child.status.is_finished() {
@@ -156,6 +168,22 @@ impl Host {
             }
         }
         Ok(stopped)
+    }
+
+    /// Ends a run asked to cancel if nobody holds it: claims it and finishes
+    /// it `cancelled` (a claim that fails means a host took it meanwhile; its
+    /// take-up sees the request).
+    async fn end_if_unheld(&self, run: &RunRecord) -> Result<(), RunnerError> {
+        let now = crate::model::now_ms();
+        if !crate::store::lease_free(run, None, now, &[]) {
+            return Ok(());
+        }
+        let claimed =
+            self.store.claim_run(&self.tenant, &run.id, &self.host_id, self.lease_until(), now, false).await?;
+        if let Some(claimed) = claimed {
+            self.finish(claimed, Err(Stop::Cancel.failure())).await?;
+        }
+        Ok(())
     }
 
     /// Whether the host is stopping (it takes no new runs).

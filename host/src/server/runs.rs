@@ -185,7 +185,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
             message: format!("run {id} already {}; only an unfinished run can be cancelled", run.status.as_str()),
         });
     }
-    let stopping = state.host.cancel(&id)?;
+    let stopping = state.host.cancel(&id).await?;
     Ok(axum::Json(json!({"run_id": id, "stopping": stopping})))
 }
 

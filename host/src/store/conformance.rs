@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::prelude::*;
-use super::{Lineage, RunFilter, StoreError};
+use super::{Beat, Lineage, RunFilter, StoreError};
 use crate::model::{
     AttemptLog, AttemptRecord, CacheEntry, CallKind, DeadLetter, Executor, Failure, FailureKind, JournalEntry, Lease,
     ReplayKey, Report, RunRecord, RunStatus, Tenant,
@@ -29,6 +29,8 @@ macro_rules! conformance_suite {
             finished_runs_are_found_among_many,
             the_first_journal_record_of_a_key_wins,
             leases_are_claimed_renewed_lost_and_fenced,
+            stale_records_are_refused_among_good_ones,
+            cancel_requests_reach_the_holder,
             runnable_runs_are_claimed_once_each,
             task_stats_follow_every_write,
             deleting_a_run_deletes_what_it_left,
@@ -170,6 +172,77 @@ pub async fn the_first_journal_record_of_a_key_wins(store: Arc<dyn Store>) {
     assert!(store.journal_of("other").unwrap().is_empty());
 }
 
+/// Records of a lost lease written at the same moment as records of held
+/// ones (so a store that batches writes puts them in one batch): only the
+/// stale ones are refused.
+pub async fn stale_records_are_refused_among_good_ones(store: Arc<dyn Store>) {
+    let t = tenant();
+    let (mut lost, mut held) = (run(1, "t"), run(2, "t"));
+    for r in [&mut lost, &mut held] {
+        r.lease = Some(Lease { owner: "a".into(), expires_at_ms: 1_000 });
+        store.create_run(r).await.unwrap();
+    }
+    let (stale, good) = (lost.fence("a"), held.fence("a"));
+    store.claim_run(&t, &lost.id, "b", 5_000, 2_000, false).await.unwrap().unwrap();
+    let mut writes = Vec::new();
+    for i in 0..200u64 {
+        let (store, target, fence) = if i % 2 == 0 {
+            (store.clone(), held.id.clone(), good.clone())
+        } else {
+            (store.clone(), lost.id.clone(), stale.clone())
+        };
+        writes.push(tokio::spawn(async move {
+            store.journal_put(&entry(&target, &format!("call-{i}"), i, "x"), Some(&fence)).await
+        }));
+    }
+    for (i, write) in writes.into_iter().enumerate() {
+        let result = write.await.unwrap();
+        if i % 2 == 0 {
+            result.unwrap();
+        } else {
+            assert!(matches!(result, Err(StoreError::LeaseLost { ref holder, .. }) if holder == "b"), "{result:?}");
+        }
+    }
+    assert_eq!(store.journal_of(&held.id).unwrap().len(), 100, "every record under a held lease is kept");
+    assert!(store.journal_of(&lost.id).unwrap().is_empty(), "no record under the lost lease is");
+    let missing = store.journal_put(&entry("no-such-run", "x", 0, "x"), Some(&good)).await;
+    assert!(missing.is_err(), "a fenced record of a run that is not stored is refused");
+}
+
+/// A cancel asked for by anyone: marked without the holder's fence, heard
+/// by listeners, kept through the holder's own writes, seen at its heartbeat.
+pub async fn cancel_requests_reach_the_holder(store: Arc<dyn Store>) {
+    let t = tenant();
+    let mut r = run(1, "t");
+    r.lease = Some(Lease { owner: "a".into(), expires_at_ms: 9_000 });
+    store.create_run(&r).await.unwrap();
+    let a = r.fence("a");
+    assert_eq!(store.heartbeat(&r.id, &a, 9_000).await.unwrap(), Beat::Held);
+    let mut heard = store.cancel_requests();
+    // Asked again until heard: a store's listener may still be connecting (a
+    // notice it misses reaches the holder at its next heartbeat instead).
+    let mut id = None;
+    for _ in 0..50 {
+        let asked = store.request_cancel(&t, &r.id).await.unwrap();
+        assert!(asked.cancel_requested);
+        assert_eq!(asked.lease.as_ref().map(|l| l.owner.as_str()), Some("a"), "the holder keeps its lease");
+        if let Ok(Ok(heard)) = tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv()).await {
+            id = Some(heard);
+            break;
+        }
+    }
+    assert_eq!(id.as_deref(), Some(r.id.as_str()), "listeners hear of it");
+    // The holder writes its own (older) copy: the request stays.
+    store.update_run(&r, &a).await.unwrap();
+    assert!(store.get_run(&t, &r.id).unwrap().cancel_requested);
+    assert_eq!(store.heartbeat(&r.id, &a, 9_500).await.unwrap(), Beat::CancelRequested);
+    let done = finished(store.get_run(&t, &r.id).unwrap(), RunStatus::Cancelled);
+    store.update_run(&done, &a).await.unwrap();
+    let again = store.request_cancel(&t, &r.id).await.unwrap();
+    assert_eq!(again.status, RunStatus::Cancelled, "a finished run is left as it is");
+    assert!(matches!(store.request_cancel(&t, "nope").await, Err(StoreError::NoSuchRun(_))));
+}
+
 pub async fn leases_are_claimed_renewed_lost_and_fenced(store: Arc<dyn Store>) {
     let t = tenant();
     let mut r = run(1, "t");
@@ -179,7 +252,7 @@ pub async fn leases_are_claimed_renewed_lost_and_fenced(store: Arc<dyn Store>) {
     let a = r.fence("a");
     // Held by a until 1000: b cannot claim at 500, can once it expired.
     assert!(store.claim_run(&t, &r.id, "b", 5_000, 500, false).await.unwrap().is_none());
-    assert!(store.heartbeat(&r.id, &a, 2_000).await.unwrap(), "the holder renews");
+    assert_eq!(store.heartbeat(&r.id, &a, 2_000).await.unwrap(), Beat::Held, "the holder renews");
     assert!(store.claim_run(&t, &r.id, "b", 5_000, 1_500, false).await.unwrap().is_none(), "renewed");
     store.journal_put(&entry(&r.id, "by-a", 0, "1"), Some(&a)).await.unwrap();
     let claimed = store.claim_run(&t, &r.id, "b", 5_000, 2_000, false).await.unwrap().unwrap();
@@ -187,7 +260,7 @@ pub async fn leases_are_claimed_renewed_lost_and_fenced(store: Arc<dyn Store>) {
     assert_eq!(claimed.epoch, 2, "every claim moves the epoch on");
     assert_eq!(claimed.status, RunStatus::Running);
     // a has lost it: its heartbeat, updates and journal records are refused.
-    assert!(!store.heartbeat(&r.id, &a, 9_000).await.unwrap());
+    assert_eq!(store.heartbeat(&r.id, &a, 9_000).await.unwrap(), Beat::Lost);
     let err = store.update_run(&r, &a).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { ref holder, .. } if holder == "b"), "{err}");
     let err = store.journal_put(&entry(&r.id, "late", 1, "2"), Some(&a)).await.unwrap_err();
@@ -197,7 +270,7 @@ pub async fn leases_are_claimed_renewed_lost_and_fenced(store: Arc<dyn Store>) {
     let b = claimed.fence("b");
     let again = store.claim_run(&t, &r.id, "b", 6_000, 2_100, false).await.unwrap().unwrap();
     assert_eq!(again.epoch, 3, "a holder's own claim moves the epoch on");
-    assert!(!store.heartbeat(&r.id, &b, 9_000).await.unwrap(), "the older claim is fenced off");
+    assert_eq!(store.heartbeat(&r.id, &b, 9_000).await.unwrap(), Beat::Lost, "the older claim is fenced off");
     let b = again.fence("b");
     store.journal_put(&entry(&r.id, "by-b", 1, "3"), Some(&b)).await.unwrap();
     // c may take it over only by force.

@@ -57,6 +57,8 @@ pub fn fenced_update(current: &RunRecord, run: &RunRecord, fence: &Fence) -> Res
     check_fence(current, fence)?;
     let mut run = run.clone();
     run.epoch = current.epoch;
+    // A cancel asked for since the holder read the run stays asked for.
+    run.cancel_requested |= current.cancel_requested;
     if let (Some(stored), Some(lease)) = (&current.lease, &mut run.lease)
         && stored.owner == lease.owner
     {

@@ -214,8 +214,13 @@ pub trait RunStore: Send + Sync {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<RunRecord>, StoreError>;
-    /// Extends a lease held at the fence's claim; returns `false` if it was lost.
-    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<bool, StoreError>;
+    /// Extends a lease held at the fence's claim; says whether it is still
+    /// held, and whether someone asked for the run to be cancelled.
+    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<Beat, StoreError>;
+    /// Marks an unfinished run to be cancelled, whoever holds it (no fence:
+    /// anyone may ask), and tells every host listening
+    /// ([`ExecutorStore::cancel_requests`]). Returns the run as stored.
+    async fn request_cancel(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError>;
     /// Deletes a run with its journal, logs, report and dead letter; returns whether it existed.
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError>;
     /// Reads one run.
@@ -359,6 +364,20 @@ pub trait ExecutorStore: Send + Sync {
     /// released, here or, for a shared store, by another host): idle
     /// executors wait on it instead of polling fast.
     fn work_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+    /// The ids of runs someone asked to cancel ([`RunStore::request_cancel`]),
+    /// here or, for a shared store, on another host, as they are asked.
+    fn cancel_requests(&self) -> tokio::sync::broadcast::Receiver<String>;
+}
+
+/// What a lease's holder hears when it renews it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Renewed.
+    Held,
+    /// Another claim took it: the holder must stop, writing nothing more.
+    Lost,
+    /// Renewed, and someone asked for the run to be cancelled.
+    CancelRequested,
 }
 
 /// Every role of a store: what the runner, the CLI and the server hold.

@@ -60,6 +60,8 @@ pub struct PgStore {
     journal: journal::Batcher,
     /// Woken by NOTIFY (see [`crate::store::ExecutorStore::work_signal`]).
     work: Arc<tokio::sync::Notify>,
+    /// Cancel requests heard (see [`crate::store::ExecutorStore::cancel_requests`]).
+    cancels: tokio::sync::broadcast::Sender<String>,
     /// How long a lost connection is retried ([`RECONNECT_FOR`] unless told otherwise).
     patience: Duration,
     /// Keeps the LISTEN connection alive.
@@ -149,9 +151,20 @@ impl PgStore {
         handle.spawn(async move { drop(tx.send(migrate.await)) });
         rx.recv().map_err(|_| stopped(&server))??;
         let work = Arc::new(tokio::sync::Notify::new());
-        let listener = handle.spawn(listen::run(config, work.clone(), server.clone()));
+        let (cancels, _) = tokio::sync::broadcast::channel(1024);
+        let listener = handle.spawn(listen::run(config, work.clone(), cancels.clone(), server.clone()));
         let journal = journal::Batcher::start(&handle, pool.clone(), server.clone(), patience);
-        Ok(PgStore { runtime: Some(runtime), handle, pool, server, journal, work, patience, _listener: listener })
+        Ok(PgStore {
+            runtime: Some(runtime),
+            handle,
+            pool,
+            server,
+            journal,
+            work,
+            cancels,
+            patience,
+            _listener: listener,
+        })
     }
 
     /// Where the server is, for messages.
@@ -183,6 +196,17 @@ impl PgStore {
     {
         let work = retrying(self.pool.clone(), self.server.clone(), self.patience, what, op);
         self.handle.spawn(work).await.map_err(|_| stopped(&self.server))?
+    }
+
+    /// Tells every host listening (this one through [`listen`]) that run `id`
+    /// is to be cancelled. Sent after the write's commit, not awaited.
+    fn announce_cancel(&self, id: &str) {
+        let (pool, id) = (self.pool.clone(), id.to_owned());
+        self.handle.spawn(async move {
+            if let Ok(client) = pool.get().await {
+                drop(client.execute("SELECT pg_notify($1, $2)", &[&listen::CANCEL_CHANNEL, &id]).await);
+            }
+        });
     }
 
     /// Tells every host listening that runnable work may have appeared. Sent

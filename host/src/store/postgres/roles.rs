@@ -449,4 +449,8 @@ impl ExecutorStore for PgStore {
     fn work_signal(&self) -> Arc<Notify> {
         self.work.clone()
     }
+
+    fn cancel_requests(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.cancels.subscribe()
+    }
 }

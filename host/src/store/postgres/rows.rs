@@ -23,7 +23,8 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, 
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt { what, message: e.to_string() })
 }
 
-/// A run from a row of `record, status, lease_owner, lease_until, epoch, not_before`.
+/// A run from a row of `record, status, lease_owner, lease_until, epoch,
+/// not_before, cancel_requested`.
 pub fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
     let mut run: RunRecord = decode("run", row.get::<_, &str>(0))?;
     let status: &str = row.get(1);
@@ -34,6 +35,7 @@ pub fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
     run.lease = owner.map(|owner| Lease { owner, expires_at_ms: until.unwrap_or(0).max(0) as u64 });
     run.epoch = row.get::<_, i64>(4) as u64;
     run.not_before_ms = row.get::<_, i64>(5) as u64;
+    run.cancel_requested |= row.get::<_, bool>(6);
     Ok(run)
 }
 

@@ -9,12 +9,12 @@ use super::rows::{RunRow, ms, restat, run_from_row, tenant_key};
 use super::{Failed, PgStore};
 use crate::model::{Fence, RunRecord, TaskStats, Tenant};
 use crate::store::fencing::{claim, fenced_update, take_lease};
-use crate::store::{Lineage, RunFilter, RunStore, StoreError};
+use crate::store::{Beat, Lineage, RunFilter, RunStore, StoreError};
 
 /// The columns of [`run_from_row`], for `concat!`.
 macro_rules! run_columns {
     () => {
-        "record, status, lease_owner, lease_until, epoch, not_before"
+        "record, status, lease_owner, lease_until, epoch, not_before, cancel_requested"
     };
 }
 
@@ -183,7 +183,7 @@ impl RunStore for PgStore {
         .await
     }
 
-    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<bool, StoreError> {
+    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<Beat, StoreError> {
         let (id, fence) = (id.to_owned(), Arc::new(fence.clone()));
         self.write("renew lease", move |client| {
             let (id, fence) = (id.clone(), fence.clone());
@@ -192,16 +192,54 @@ impl RunStore for PgStore {
                 let statement = client
                     .prepare_cached(
                         "UPDATE runs SET lease_until = $5
-                         WHERE tenant = $1 AND id = $2 AND epoch = $3 AND lease_owner = $4",
+                         WHERE tenant = $1 AND id = $2 AND epoch = $3 AND lease_owner = $4
+                         RETURNING cancel_requested",
                     )
                     .await?;
                 let renewed = client
-                    .execute(&statement, &[&tenant, &id, &(fence.epoch as i64), &fence.owner, &ms(lease_until_ms)])
+                    .query_opt(&statement, &[&tenant, &id, &(fence.epoch as i64), &fence.owner, &ms(lease_until_ms)])
                     .await?;
-                Ok(renewed == 1)
+                Ok(match renewed {
+                    None => Beat::Lost,
+                    Some(row) if row.get::<_, bool>(0) => Beat::CancelRequested,
+                    Some(_) => Beat::Held,
+                })
             }
         })
         .await
+    }
+
+    async fn request_cancel(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError> {
+        let (tenant, id) = (tenant_key(tenant), id.to_owned());
+        let run = self
+            .write("request a cancel", move |client| {
+                let (tenant, id) = (tenant.clone(), id.clone());
+                async move {
+                    // The flag only: the holder's fenced writes keep it (see `fenced_update`).
+                    let statement = client
+                        .prepare_cached(concat!(
+                            "UPDATE runs SET cancel_requested = true
+                             WHERE tenant = $1 AND id = $2 AND status IN ('pending', 'running') RETURNING ",
+                            run_columns!()
+                        ))
+                        .await?;
+                    if let Some(row) = client.query_opt(&statement, &[&tenant, &id]).await? {
+                        return Ok(run_from_row(&row)?);
+                    }
+                    let read = client
+                        .prepare_cached(concat!("SELECT ", run_columns!(), " FROM runs WHERE tenant = $1 AND id = $2"))
+                        .await?;
+                    match client.query_opt(&read, &[&tenant, &id]).await? {
+                        Some(row) => Ok(run_from_row(&row)?),
+                        None => Err(StoreError::NoSuchRun(id).into()),
+                    }
+                }
+            })
+            .await?;
+        if !run.status.is_finished() {
+            self.announce_cancel(&run.id);
+        }
+        Ok(run)
     }
 
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError> {

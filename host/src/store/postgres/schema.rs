@@ -8,8 +8,10 @@ use tokio_postgres::Client;
 use crate::store::StoreError;
 
 /// The migrations: (version, name, SQL). Append only; never edit one that shipped.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "runs_journal_and_state", include_str!("migrations/V1__runs_journal_and_state.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "runs_journal_and_state", include_str!("migrations/V1__runs_journal_and_state.sql")),
+    (2, "cancel_requests", include_str!("migrations/V2__cancel_requests.sql")),
+];
 
 /// The schema version this build brings a database to.
 pub fn current_version() -> i32 {

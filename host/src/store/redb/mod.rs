@@ -70,6 +70,8 @@ pub struct RedbStore {
     pending: Pending,
     /// Pinged when a run is created or released (see [`crate::store::ExecutorStore::work_signal`]).
     work: Arc<tokio::sync::Notify>,
+    /// Cancel requests (see [`crate::store::ExecutorStore::cancel_requests`]).
+    cancels: tokio::sync::broadcast::Sender<String>,
 }
 
 fn io(operation: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -193,7 +195,8 @@ impl RedbStore {
             checkpoint_bytes: tuning.checkpoint_bytes,
         };
         let committer = GroupCommitter::start(target, pending.clone(), JOURNAL, index::flush_counts)?;
-        Ok(RedbStore { db, path, committer, pending, work: Arc::default() })
+        let (cancels, _) = tokio::sync::broadcast::channel(1024);
+        Ok(RedbStore { db, path, committer, pending, work: Arc::default(), cancels })
     }
 
     /// Repairs a journal log that is damaged before its end (see

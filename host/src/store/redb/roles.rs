@@ -5,7 +5,7 @@ use super::*;
 use crate::model::{Executor, Fence, TaskStats};
 use crate::store::fencing::{claim, fenced_update, take_lease};
 use crate::store::{
-    CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
+    Beat, CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
     SecretStore, StateStore, Transition, check_fence, lease_free,
 };
 use std::sync::Mutex;
@@ -134,15 +134,18 @@ impl RunStore for RedbStore {
         Ok(runs)
     }
 
-    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<bool, StoreError> {
+    async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<Beat, StoreError> {
         let key = scoped(&fence.tenant, id);
         let id = id.to_owned();
         let fence = fence.clone();
+        let asked = Arc::new(AtomicBool::new(false));
+        let cancel = asked.clone();
         let result = self
             .committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
                 let mut run = read_run(tables, &key, &id)?;
                 check_fence(&run, &fence)?;
+                cancel.store(run.cancel_requested, Ordering::Relaxed);
                 let before = run.clone();
                 match &mut run.lease {
                     Some(lease) => {
@@ -154,10 +157,34 @@ impl RunStore for RedbStore {
             }))
             .await;
         match result {
-            Ok(()) => Ok(true),
-            Err(StoreError::LeaseLost { .. }) => Ok(false),
+            Ok(()) if asked.load(Ordering::Relaxed) => Ok(Beat::CancelRequested),
+            Ok(()) => Ok(Beat::Held),
+            Err(StoreError::LeaseLost { .. }) => Ok(Beat::Lost),
             Err(e) => Err(e),
         }
+    }
+
+    async fn request_cancel(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError> {
+        let key = scoped(tenant, id);
+        let owned = id.to_owned();
+        let stored = Arc::new(Mutex::new(None));
+        let slot = stored.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let mut run = read_run(tables, &key, &owned)?;
+                if !run.status.is_finished() && !run.cancel_requested {
+                    let before = run.clone();
+                    run.cancel_requested = true;
+                    write_run(tables, &key, Some(&before), &run)?;
+                }
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+                Ok(())
+            }))
+            .await?;
+        let run =
+            stored.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
+        let _ = self.cancels.send(run.id.clone());
+        Ok(run)
     }
 
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError> {
@@ -532,6 +559,10 @@ impl ExecutorStore for RedbStore {
 
     fn work_signal(&self) -> Arc<tokio::sync::Notify> {
         self.work.clone()
+    }
+
+    fn cancel_requests(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.cancels.subscribe()
     }
 }
 
