@@ -27,6 +27,17 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_killed_run_resumes_without_repeating_recorded_calls() {
+    killed_runs_resume_without_repeating_recorded_calls(|| None);
+}
+
+#[test]
+fn a_killed_run_resumes_without_repeating_recorded_calls_on_postgresql() {
+    killed_runs_resume_without_repeating_recorded_calls(|| Some(cairn::store::postgres::testing::fresh_database()));
+}
+
+/// `cairn run` killed after each of the refiner's calls in turn, then resumed,
+/// on the store `store` names (a fresh one each time; `None`: redb).
+fn killed_runs_resume_without_repeating_recorded_calls(store: impl Fn() -> Option<String>) {
     // The reference: the same task, uninterrupted.
     let reference_server = LlmServer::start_blocking(refiner_script());
     let reference = Project::http(&reference_server, REFINER);
@@ -39,7 +50,7 @@ fn a_killed_run_resumes_without_repeating_recorded_calls() {
         let server = LlmServer::start_blocking(
             refiner_script().faults((0..20).map(|_| Fault::Delay(Duration::from_millis(150)))),
         );
-        let project = Project::http(&server, REFINER);
+        let project = Project::http_on(&server, store().as_deref(), REFINER);
         let mut child = Command::new(cairn_bin())
             .arg("--manifest")
             .arg(&project.manifest)
