@@ -480,3 +480,25 @@ async fn with_otlp_the_spans_of_runs_attempts_and_imports_reach_a_collector() {
     assert_eq!(calls.count(), 5, "five LLM imports in the run's trace");
     assert!(!named("trace.record").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_for_run_whose_retry_is_released_is_answered_when_it_finishes() {
+    let llm = LlmServer::start(Script::new().expect_api_key(crate::support::project::API_KEY));
+    let project = Project::http(
+        &llm,
+        r#"
+        [tasks.flaky]
+        component = "{probe}"
+        retries = { count = 2, strategy = "linear", base_delay = "1s" }
+        "#,
+    );
+    // The server works on the store's runs, so the retry's backoff is spent released.
+    let mut server = Served::start(&project, &[]);
+    let input = json!({"mode": "llm-calls", "calls": 4, "fail_after": 2});
+    let (status, run) = server.post("/api/v1/runs", json!({"task": "flaky", "input": input, "wait": true})).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "answered when the retry finished, not when it was released: {run}");
+    assert_eq!(run["attempts"].as_array().unwrap().len(), 2, "{run}");
+    assert_eq!(llm.requests(), 4, "the retry replays the first two calls");
+    assert!(server.stop(Duration::from_secs(30)).success());
+}

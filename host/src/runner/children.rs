@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
-use super::child_watch::ChildWatch;
+use super::finish_watch::FinishWatch;
 use super::{Host, RunOptions, RunnerError};
 use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
 use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct ChildSpawner {
     pub(super) host: Weak<Host>,
     /// Children queued for any worker, awaited by parents here.
-    pub(super) watch: ChildWatch,
+    pub(super) watch: FinishWatch,
     running: Mutex<HashMap<String, ChildHandle>>,
     /// Each parent's window of children in flight, while any of them waits or runs.
     windows: Mutex<HashMap<String, Weak<Semaphore>>>,
@@ -42,7 +42,7 @@ impl ChildSpawner {
     pub(super) fn new(host: Weak<Host>) -> Self {
         ChildSpawner {
             host,
-            watch: ChildWatch::default(),
+            watch: FinishWatch::default(),
             running: Mutex::new(HashMap::new()),
             windows: Mutex::new(HashMap::new()),
         }
@@ -208,7 +208,7 @@ impl Host {
                 run.status = RunStatus::Pending;
                 run.lease = None;
                 self.store.create_run(&run).await?;
-                return self.child_finished(&run.id).await;
+                return self.finished_elsewhere(&run.id).await;
             }
             self.store.create_run(&run).await?;
             self.events.emit(
@@ -224,7 +224,7 @@ impl Host {
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
             RunStatus::Failed if self.shares_children() => {
                 let run = self.reopen(run, None).await?;
-                self.child_finished(&run.id).await
+                self.finished_elsewhere(&run.id).await
             }
             RunStatus::Failed => self.redrive(run, None).await,
             _ if child.replay => Ok(self.unfinished(
@@ -234,7 +234,7 @@ impl Host {
             )),
             _ if run.status.is_finished() => Ok(run),
             // Queued, or held by a worker (this one included): wait for it.
-            _ if self.shares_children() => self.child_finished(&run.id).await,
+            _ if self.shares_children() => self.finished_elsewhere(&run.id).await,
             // Nothing in this process drives it (else the running map would have
             // it), yet it holds this process's lease: an earlier start stopped on
             // an error. Take it up again.

@@ -34,7 +34,8 @@ impl Host {
                 reason: "it is not in the dead-letter queue (see `cairn dlq list`)".into(),
             });
         }
-        self.redrive(run, stub).await
+        let run = self.redrive(run, stub).await?;
+        self.settled(run).await
     }
 
     /// Runs a finished, failed run again on its own journal with its retries

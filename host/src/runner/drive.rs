@@ -225,7 +225,7 @@ impl Host {
                         // Release the instance and wait for the provider's breaker to let a probe through.
                         parks += 1;
                         tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
-                        if self.releases_waits(&run) {
+                        if self.releases_waits() {
                             return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
                         }
                         self.store.update_run(&run, &run.fence(&self.host_id)).await?;
@@ -240,7 +240,7 @@ impl Host {
                         tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
                         // Memory grown for an out-of-memory retry lives only in this drive.
                         let grown = memory != self.manifest.environment_of(candidate).resources.memory;
-                        if self.releases_waits(&run) && !grown {
+                        if self.releases_waits() && !grown {
                             return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
                         }
                         self.store.update_run(&run, &run.fence(&self.host_id)).await?;

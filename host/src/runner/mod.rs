@@ -15,11 +15,11 @@
 mod attempt;
 pub mod cache;
 pub mod cancel;
-pub mod child_watch;
 pub mod children;
 mod components;
 mod dlq;
 mod drive;
+pub mod finish_watch;
 mod invoke;
 pub mod lease;
 mod providers;

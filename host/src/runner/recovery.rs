@@ -28,7 +28,8 @@ impl Host {
                 let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");
                 not_resumable(format!("{holder} holds its lease and is alive; pass --force to take it over"))
             })?;
-        self.take_up(claimed).await
+        let run = self.take_up(claimed).await?;
+        self.settled(run).await
     }
 
     /// Works on a run this host has just claimed: a pending one starts, one

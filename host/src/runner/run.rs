@@ -17,7 +17,17 @@ impl Host {
     /// [`Host::run`] with options (replay of a cassette).
     pub async fn run_with(&self, task_name: &str, input: &str, options: &RunOptions) -> Result<RunRecord, RunnerError> {
         let (run, task) = self.create(task_name, input, options).await?;
-        self.start(run, &task, options).await
+        let run = self.start(run, &task, options).await?;
+        self.settled(run).await
+    }
+
+    /// A run as its caller waits for it: finished, or, if its drive released
+    /// it to wait out a backoff, once whichever host claims it finishes it.
+    pub(super) async fn settled(&self, run: RunRecord) -> Result<RunRecord, RunnerError> {
+        if run.status.is_finished() {
+            return Ok(run);
+        }
+        self.finished_elsewhere(&run.id).await
     }
 
     /// Stores a new run of `task_name` on `input` (running, under this
@@ -146,9 +156,7 @@ impl Host {
             &run.id,
             EventKind::RunFinished { status: run.status.as_str().to_owned(), parent: run.parent.clone() },
         );
-        if run.parent.is_some() {
-            self.children.watch.deliver(&run);
-        }
+        self.children.watch.deliver(&run);
         self.release_run_dir(&run);
         self.flush_provider_retries().await;
         Ok(run)

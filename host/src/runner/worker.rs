@@ -119,10 +119,11 @@ impl Host {
         Ok(run)
     }
 
-    /// Whether a wait of this run is spent released rather than held.
-    pub(super) fn releases_waits(&self, run: &RunRecord) -> bool {
-        // A child's parent awaits its driver; it waits where it is driven.
-        run.parent.is_none() && self.working.load(std::sync::atomic::Ordering::Relaxed)
+    /// Whether a wait is spent released rather than held: when this host
+    /// works on the store's runs. (Its parents then wait for children through
+    /// the store, never for a drive, so a child's wait is released too.)
+    pub(super) fn releases_waits(&self) -> bool {
+        self.working.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Marks this host's executor row stopped (after [`Host::shutdown`]

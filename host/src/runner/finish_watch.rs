@@ -1,9 +1,9 @@
-//! Waiting for children that any host may run. A host that works on the
-//! store's runs ([`super::Host::work`]) queues its runs' children unleased,
-//! for whichever worker claims them, and its parents wait here: one loop per
-//! host asks the store which of all the awaited children have finished, in
-//! one read for many, and hands each parent its child's record. A child this
-//! host finished itself is handed over at once.
+//! Waiting for runs that any host may finish: children a working host
+//! queued for whichever worker claims them, and runs released to wait out a
+//! backoff (see [`super::Host::work`]). One loop per host asks the store
+//! which of all the awaited runs have finished, in one read for many, and
+//! hands each waiter its run's record; a run this host finished itself is
+//! handed over at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,21 +15,21 @@ use tokio::sync::oneshot;
 use super::{Host, RunnerError};
 use crate::model::RunRecord;
 
-/// How often the store is asked about children run elsewhere.
+/// How often the store is asked about runs awaited.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// Most ids asked about in one read.
 const IDS_PER_READ: usize = 1000;
 
-/// The children a host's parents wait for.
+/// The runs a host's callers (parents, API requests) wait for.
 #[derive(Default)]
-pub struct ChildWatch {
+pub struct FinishWatch {
     awaited: Mutex<HashMap<String, Vec<oneshot::Sender<RunRecord>>>>,
     watching: AtomicBool,
 }
 
-impl ChildWatch {
-    /// Children awaited now.
+impl FinishWatch {
+    /// Runs awaited now.
     pub fn awaited(&self) -> usize {
         self.awaited.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -48,21 +48,21 @@ impl ChildWatch {
 }
 
 impl Host {
-    /// Waits until child run `id` (queued, or held by any host) finishes,
-    /// and returns its record.
-    pub(super) async fn child_finished(&self, id: &str) -> Result<RunRecord, RunnerError> {
+    /// Waits until run `id` (queued, released, or held by any host)
+    /// finishes, and returns its record.
+    pub(super) async fn finished_elsewhere(&self, id: &str) -> Result<RunRecord, RunnerError> {
         let watch = &self.children.watch;
         let (sender, finished) = oneshot::channel();
         watch.awaited.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_owned()).or_default().push(sender);
         if !watch.watching.swap(true, Ordering::SeqCst) {
-            self.spawn(watch_children(self.children.host.clone()));
+            self.spawn(watch_runs(self.children.host.clone()));
         }
         finished.await.map_err(|_| RunnerError::NotAccepting)
     }
 }
 
 /// The host's watch loop: runs while the host lives.
-async fn watch_children(host: Weak<Host>) {
+async fn watch_runs(host: Weak<Host>) {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         let Some(host) = host.upgrade() else { return };
@@ -77,7 +77,7 @@ async fn watch_children(host: Weak<Host>) {
                         host.children.watch.deliver(run);
                     }
                 }
-                Ok(Err(e)) => tracing::warn!("cannot check on child runs: {e}; trying again"),
+                Ok(Err(e)) => tracing::warn!("cannot check on awaited runs: {e}; trying again"),
                 Err(_) => {}
             }
         }
