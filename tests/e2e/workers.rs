@@ -396,3 +396,55 @@ fn a_cancel_reaches_children_on_other_workers_and_ends_the_queued_ones() {
         assert!(worker.wait().unwrap().success());
     }
 }
+
+#[test]
+fn failures_seen_by_two_workers_open_one_shared_breaker() {
+    let url = cairn::store::postgres::testing::fresh_database();
+    let server = LlmServer::start_blocking(
+        Script::new().expect_api_key(API_KEY).faults((0..10).map(|_| Fault::Delay(Duration::from_millis(300)))),
+    );
+    let project = Project::http_on(
+        &server,
+        Some(&url),
+        r#"
+        [tasks.fragile]
+        component = "{probe}"
+        retries = 0
+        circuit_breaker = { failure_threshold = 4, success_threshold = 1, timeout = "10m" }
+        "#,
+    );
+    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let failing = r#"{"mode": "llm-calls", "calls": 1, "fail_after": 1}"#;
+    let (mut a, mut b) = (worker(&project, "a", 1, "30s"), worker(&project, "b", 1, "30s"));
+    // One slot each and a slow call: the first two runs go one to each worker.
+    let first = enqueue(&project, "fragile", failing, 2);
+    wait_until("each worker to hold one run", Duration::from_secs(60), || {
+        let held: Vec<RunRecord> = first.iter().map(|id| store.get_run(&Tenant::default(), id).unwrap()).collect();
+        held.iter().any(|r| held_by(r, &a)) && held.iter().any(|r| held_by(r, &b))
+    });
+    let second = enqueue(&project, "fragile", failing, 2);
+    let all: Vec<String> = first.into_iter().chain(second).collect();
+    let finished = || all.iter().map(|id| store.get_run(&Tenant::default(), id).unwrap()).collect::<Vec<_>>();
+    wait_until("four failures", Duration::from_secs(60), || finished().iter().all(|r| r.status.is_finished()));
+    let hosts: std::collections::BTreeSet<String> =
+        finished().iter().flat_map(|r| r.attempts.iter().filter_map(|a| a.host.clone())).collect();
+    assert_eq!(hosts.len(), 2, "the failures were seen by both workers: {hosts:?}");
+    let breakers = store.breakers(&Tenant::default()).unwrap();
+    assert_eq!(breakers.len(), 1, "{breakers:?}");
+    let breaker: serde_json::Value = serde_json::from_slice(&breakers[0].1).unwrap();
+    assert_eq!((breaker["state"]["state"].as_str(), breaker["opened"].as_u64()), (Some("open"), Some(1)), "{breaker}");
+    // Whichever worker takes the next run fails it fast, without calling the model.
+    std::thread::sleep(Duration::from_millis(1500));
+    let next = enqueue(&project, "fragile", failing, 1).remove(0);
+    wait_until("the next run to end", Duration::from_secs(60), || {
+        store.get_run(&Tenant::default(), &next).unwrap().status.is_finished()
+    });
+    let next = store.get_run(&Tenant::default(), &next).unwrap();
+    let kind = next.attempts[0].error.as_ref().map(|e| e.kind.as_str().to_owned());
+    assert_eq!(kind.as_deref(), Some("circuit-open"), "{next:?}");
+    assert_eq!(server.requests(), 4, "the run after the breaker opened asked nothing");
+    for worker in [&mut a, &mut b] {
+        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+        assert!(worker.wait().unwrap().success());
+    }
+}
