@@ -137,12 +137,16 @@ impl Breakers {
 }
 
 /// One call's outcome, at `now_ms`. An open breaker whose timeout passed
-/// half-opens first, as it would have when the call was admitted.
+/// half-opens first, as it would have when the call was admitted. A success
+/// admitted on a stale copy while another host opened the breaker leaves it
+/// open: only a probe's success may close it.
 fn apply(breaker: &mut Breaker, config: BreakerConfig, success: bool, now_ms: u64) {
     breaker.config = config;
-    breaker.admit(now_ms);
+    let admitted = breaker.admit(now_ms) == Admission::Allowed;
     if success {
-        breaker.on_success();
+        if admitted {
+            breaker.on_success();
+        }
     } else {
         breaker.on_failure(now_ms);
     }

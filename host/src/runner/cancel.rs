@@ -131,6 +131,11 @@ impl Stops {
         Registered { stops: self, run_id: run_id.to_owned(), token }
     }
 
+    /// Forgets a cancel of `run_id` (a run reopened to be retried).
+    pub fn forget_cancel(&self, run_id: &str) {
+        self.cancelled.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
+    }
+
     /// Stops one run (a cancel also stops its children yet to start);
     /// returns whether this host is driving it now.
     pub fn stop(&self, run_id: &str, why: Stop) -> bool {

@@ -208,7 +208,7 @@ impl Host {
                 run.status = RunStatus::Pending;
                 run.lease = None;
                 self.store.create_run(&run).await?;
-                return self.finished_elsewhere(&run.id).await;
+                return self.child_finished(&child.parent, &run.id).await;
             }
             self.store.create_run(&run).await?;
             self.events.emit(
@@ -224,7 +224,7 @@ impl Host {
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
             RunStatus::Failed if self.shares_children() => {
                 let run = self.reopen(run, None).await?;
-                self.finished_elsewhere(&run.id).await
+                self.child_finished(&child.parent, &run.id).await
             }
             RunStatus::Failed => self.redrive(run, None).await,
             _ if child.replay => Ok(self.unfinished(
@@ -234,7 +234,7 @@ impl Host {
             )),
             _ if run.status.is_finished() => Ok(run),
             // Queued, or held by a worker (this one included): wait for it.
-            _ if self.shares_children() => self.finished_elsewhere(&run.id).await,
+            _ if self.shares_children() => self.child_finished(&child.parent, &run.id).await,
             // Nothing in this process drives it (else the running map would have
             // it), yet it holds this process's lease: an earlier start stopped on
             // an error. Take it up again.
@@ -259,6 +259,13 @@ impl Host {
                 return Ok(run);
             }
         }
+    }
+
+    /// Waits for child `id` of `parent` that any worker may run, lending the
+    /// parent's slot to the children meanwhile (see [`super::worker::SlotLending`]).
+    async fn child_finished(&self, parent: &str, id: &str) -> Result<RunRecord, RunnerError> {
+        let _lent = self.lending.lend(parent);
+        self.finished_elsewhere(id).await
     }
 
     /// Whether this host's runs' children go to whichever worker claims them

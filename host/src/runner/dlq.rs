@@ -69,6 +69,7 @@ impl Host {
     /// retries afresh. Taking the letter is the guard: of two hosts retrying
     /// the same letter at once, one gets it.
     pub(super) async fn reopen(&self, mut run: RunRecord, lease: Option<Lease>) -> Result<RunRecord, RunnerError> {
+        let letter = self.store.dlq_get(&self.tenant, &run.id)?;
         // A child's retry (a parent's new attempt) need not come from the queue.
         if !self.store.dlq_remove(&self.tenant, &run.id).await? && run.parent.is_none() {
             return Err(RunnerError::NotResumable {
@@ -83,7 +84,16 @@ impl Host {
         run.not_before_ms = 0;
         run.retry_from = run.attempts.len();
         run.lease = lease;
-        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
+        // A cancel asked for in its last life does not carry over.
+        run.cancel_requested = false;
+        self.stops.forget_cancel(&run.id);
+        if let Err(e) = self.store.update_run(&run, &run.fence(&self.host_id)).await {
+            // The run stays failed: its letter goes back in the queue.
+            if let Some(letter) = letter {
+                drop(self.store.dlq_put(&self.tenant, &letter).await);
+            }
+            return Err(e.into());
+        }
         Ok(run)
     }
 }

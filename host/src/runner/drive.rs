@@ -50,7 +50,7 @@ impl Host {
         let registered = self.stops.register(&run.id, run.parent.as_deref());
         let stop = registered.token.clone();
         let fence = run.fence(&self.host_id);
-        let _heartbeat = Heartbeat::start(&self.store, run.id.clone(), fence.clone(), self.lease(), stop.clone());
+        let heartbeat = Heartbeat::start(&self.store, run.id.clone(), fence.clone(), self.lease(), stop.clone());
         let mut chain = vec![task.clone()];
         for name in &task.fallback {
             chain.push(self.manifest.task(name).map_err(RunnerError::UnknownTask)?.clone());
@@ -105,7 +105,12 @@ impl Host {
             let provider: Arc<dyn LlmProvider> = chain_provider.clone();
             let pool = self.pool_of(self.manifest.environment_of(candidate));
             let mut memory = self.manifest.environment_of(candidate).resources.memory;
-            let mut parks = 0;
+            // Parks so far, counted from the record: a released park is a new drive.
+            let mut parks = run.attempts[run.retry_from.min(run.attempts.len())..]
+                .iter()
+                .filter(|a| a.task.as_deref() == Some(candidate.name.as_str()) && a.not_counted)
+                .filter(|a| a.error.as_ref().is_some_and(|e| e.kind == FailureKind::LlmCircuitOpen))
+                .count() as u32;
             loop {
                 if let Some(why) = stop.stopped() {
                     return self.stopped(run, why).await;
@@ -226,6 +231,8 @@ impl Host {
                         parks += 1;
                         tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
                         if self.releases_waits() {
+                            // Not driven here any more before it is claimable again.
+                            drop((heartbeat, registered));
                             return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
                         }
                         self.store.update_run(&run, &run.fence(&self.host_id)).await?;
@@ -241,6 +248,7 @@ impl Host {
                         // Memory grown for an out-of-memory retry lives only in this drive.
                         let grown = memory != self.manifest.environment_of(candidate).resources.memory;
                         if self.releases_waits() && !grown {
+                            drop((heartbeat, registered));
                             return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
                         }
                         self.store.update_run(&run, &run.fence(&self.host_id)).await?;

@@ -24,7 +24,7 @@ const IDS_PER_READ: usize = 1000;
 /// The runs a host's callers (parents, API requests) wait for.
 #[derive(Default)]
 pub struct FinishWatch {
-    awaited: Mutex<HashMap<String, Vec<oneshot::Sender<RunRecord>>>>,
+    awaited: Mutex<HashMap<String, Vec<oneshot::Sender<Option<RunRecord>>>>>,
     watching: AtomicBool,
 }
 
@@ -36,9 +36,14 @@ impl FinishWatch {
 
     /// Hands a finished run to whoever here awaits it.
     pub(super) fn deliver(&self, run: &RunRecord) {
-        let waiting = self.awaited.lock().unwrap_or_else(|e| e.into_inner()).remove(&run.id);
-        for parent in waiting.into_iter().flatten() {
-            let _ = parent.send(run.clone());
+        self.settle(&run.id, Some(run));
+    }
+
+    /// Hands `run` (`None`: it is not stored any more) to the waiters of `id`.
+    fn settle(&self, id: &str, run: Option<&RunRecord>) {
+        let waiting = self.awaited.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        for waiter in waiting.into_iter().flatten() {
+            let _ = waiter.send(run.cloned());
         }
     }
 
@@ -57,7 +62,10 @@ impl Host {
         if !watch.watching.swap(true, Ordering::SeqCst) {
             self.spawn(watch_runs(self.children.host.clone()));
         }
-        finished.await.map_err(|_| RunnerError::NotAccepting)
+        match finished.await.map_err(|_| RunnerError::NotAccepting)? {
+            Some(run) => Ok(run),
+            None => Err(crate::store::StoreError::NoSuchRun(id.to_owned()).into()),
+        }
     }
 }
 
@@ -73,8 +81,8 @@ async fn watch_runs(host: Weak<Host>) {
             let read = tokio::task::spawn_blocking(move || store.finished_among(&tenant, &chunk)).await;
             match read {
                 Ok(Ok(finished)) => {
-                    for run in &finished {
-                        host.children.watch.deliver(run);
+                    for (id, run) in &finished {
+                        host.children.watch.settle(id, run.as_ref());
                     }
                 }
                 Ok(Err(e)) => tracing::warn!("cannot check on awaited runs: {e}; trying again"),

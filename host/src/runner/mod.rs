@@ -155,6 +155,8 @@ pub struct Host {
     /// waiting out a retry's backoff is then released to be claimed again
     /// when it is due, by this host or another.
     working: std::sync::atomic::AtomicBool,
+    /// Slots lent by claimed parents to the children they wait for.
+    lending: worker::SlotLending,
     /// The runtime the host was made on: runs go on it, whoever asks (a
     /// server answers requests on a runtime of its own, so that spinning
     /// guests never keep it from answering).
@@ -173,13 +175,16 @@ pub fn open_store(manifest: &Manifest) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Removes the instance directories (one per host id) of hosts that are not
-/// alive on this machine, and any left in the old flat layout.
+/// Removes the instance directories (one per host id) of hosts of this
+/// machine whose process is gone, and any left in the old flat layout (an
+/// instance's own directory, with its `work` inside). A directory whose host
+/// cannot be told alive or gone (another machine's name) is left.
 fn clear_instances_of_gone_hosts(instances: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(instances) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if lease::holder_alive(&name) == Some(true) {
+        let flat = entry.path().join("work").is_dir();
+        if !flat && lease::holder_alive(&name) != Some(false) {
             continue;
         }
         if let Err(e) = std::fs::remove_dir_all(entry.path())
@@ -263,6 +268,7 @@ impl Host {
                 lease_ms: std::sync::atomic::AtomicU64::new(lease::LEASE.as_millis() as u64),
                 queue_only: std::sync::atomic::AtomicBool::new(false),
                 working: std::sync::atomic::AtomicBool::new(false),
+                lending: worker::SlotLending::default(),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

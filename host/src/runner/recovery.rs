@@ -19,6 +19,12 @@ impl Host {
             return Err(not_resumable(format!("it already {}", current.status.as_str())));
         }
         let now = now_ms();
+        if !force && current.lease.is_none() && current.not_before_ms > now {
+            return Err(not_resumable(format!(
+                "it waits out a retry's backoff for {} ms more, and a worker takes it up then; pass --force to resume it now",
+                current.not_before_ms - now
+            )));
+        }
         let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
         let claimed = self
             .store
@@ -118,7 +124,11 @@ impl Host {
         for status in [RunStatus::Running, RunStatus::Pending] {
             let filter = RunFilter { status: Some(status), ..Default::default() };
             let runs = self.store.list_runs(&self.tenant, &filter)?;
-            stale.extend(runs.into_iter().filter(|r| r.lease.as_ref().is_none_or(|lease| is_stale(lease, now))));
+            // A run released to wait out a backoff is not abandoned: it is due later.
+            let due = |r: &RunRecord| r.lease.is_some() || r.not_before_ms <= now;
+            stale.extend(
+                runs.into_iter().filter(|r| due(r) && r.lease.as_ref().is_none_or(|lease| is_stale(lease, now))),
+            );
         }
         stale.sort_by(|a, b| b.id.cmp(&a.id));
         // A child is resumed by its parent, which re-attaches to it; one whose

@@ -13,7 +13,8 @@
 //! transition of the stored breaker, and workers re-read the breakers as they poll. A worker that finds the row of a dead process of its own
 //! machine (`kill -9`) marks it the same way.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -46,6 +47,7 @@ impl Host {
     pub async fn work(self: &Arc<Self>, options: WorkOptions, until: impl Future<Output = ()>) {
         let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
         self.working.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.lending.set_slots(Some(slots.clone()));
         let executor = self.executor(&options);
         if let Err(e) = self.store.put_executor(&executor).await {
             tracing::warn!("cannot record this worker in the store: {e}");
@@ -99,6 +101,7 @@ impl Host {
         beat.abort();
         breakers.abort();
         self.working.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.lending.set_slots(None);
     }
 
     /// Releases `run` until `due_ms` (a retry's backoff, a park on an open
@@ -163,11 +166,16 @@ impl Host {
             return;
         }
         let (host, claimed) = (self.clone(), run.clone());
+        self.lending.hold(&run.id);
         let started = self.in_background("claimed run", &run.id, async move {
             let _permit = permit;
-            host.take_up(claimed).await
+            let id = claimed.id.clone();
+            let done = host.take_up(claimed).await;
+            host.lending.release(&id);
+            done
         });
         if started.is_err() {
+            self.lending.release(&run.id);
             // Stopping: give the run back at once.
             let mut released = run;
             released.lease = None;
@@ -208,5 +216,83 @@ async fn refresh_breakers(host: std::sync::Weak<Host>, every: Duration) {
         tokio::time::sleep(every).await;
         let Some(host) = host.upgrade() else { return };
         host.breakers.refresh().await;
+    }
+}
+
+/// Slots lent by parents waiting for their children. A run a worker claimed
+/// holds one of its slots; while it waits for children queued for any
+/// worker, it lends that slot to them, so a worker whose every slot holds a
+/// waiting parent (one slot, one parent, one child, say) still runs the
+/// children; the slot is taken back when the last wait ends.
+#[derive(Default)]
+pub struct SlotLending {
+    /// The slots of [`Host::work`], while it runs.
+    slots: Mutex<Option<Arc<Semaphore>>>,
+    /// Runs holding a slot.
+    holders: Mutex<HashSet<String>>,
+    /// Per parent: children awaited, and the slots lent to them.
+    waits: Mutex<HashMap<String, Waits>>,
+}
+
+/// A parent's children awaited, and the slots it lent them (if it holds one).
+type Waits = (usize, Option<Arc<Semaphore>>);
+
+/// A parent's wait for one child, lending the parent's slot while any lasts.
+pub struct Lent<'a> {
+    lending: &'a SlotLending,
+    parent: String,
+}
+
+impl SlotLending {
+    fn set_slots(&self, slots: Option<Arc<Semaphore>>) {
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) = slots;
+    }
+
+    fn hold(&self, run_id: &str) {
+        self.holders.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_owned());
+    }
+
+    fn release(&self, run_id: &str) {
+        self.holders.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
+    }
+
+    /// Counts a wait of `parent` for a child, lending its slot at the first.
+    pub(super) fn lend(&self, parent: &str) -> Lent<'_> {
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, lent) = waits.entry(parent.to_owned()).or_default();
+        *count += 1;
+        if *count == 1
+            && self.holders.lock().unwrap_or_else(|e| e.into_inner()).contains(parent)
+            && let Some(slots) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        {
+            slots.add_permits(1);
+            *lent = Some(slots);
+        }
+        Lent { lending: self, parent: parent.to_owned() }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let mut waits = self.lending.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((count, _)) = waits.get_mut(&self.parent) else { return };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        let Some((_, Some(slots))) = waits.remove(&self.parent) else { return };
+        // Taken back at once if free, else as soon as one frees.
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Ok(permit) = slots.acquire_owned().await {
+                            permit.forget();
+                        }
+                    });
+                }
+            }
+        }
     }
 }

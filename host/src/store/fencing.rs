@@ -57,8 +57,12 @@ pub fn fenced_update(current: &RunRecord, run: &RunRecord, fence: &Fence) -> Res
     check_fence(current, fence)?;
     let mut run = run.clone();
     run.epoch = current.epoch;
-    // A cancel asked for since the holder read the run stays asked for.
-    run.cancel_requested |= current.cancel_requested;
+    // A cancel asked for since the holder read the unfinished run stays asked
+    // for; a finished run's is moot, and a run reopened (a dead letter
+    // retried) starts without one.
+    if !current.status.is_finished() {
+        run.cancel_requested |= current.cancel_requested;
+    }
     if let (Some(stored), Some(lease)) = (&current.lease, &mut run.lease)
         && stored.owner == lease.owner
     {

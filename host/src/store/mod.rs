@@ -225,9 +225,10 @@ pub trait RunStore: Send + Sync {
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError>;
     /// Reads one run.
     fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError>;
-    /// Those of the runs `ids` that are finished (ids not stored are left
-    /// out): one read for many, as a host waiting on children elsewhere asks.
-    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<RunRecord>, StoreError>;
+    /// Those of the runs `ids` that are finished, with their records, and
+    /// those not stored (`None`; deleted, say); unfinished ones are left out.
+    /// One read for many, as a host waiting on runs others finish asks.
+    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<RunRecord>)>, StoreError>;
     /// Runs of a tenant, newest first.
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
     /// What the stored runs of each task of a tenant add up to, by task name.

@@ -69,7 +69,9 @@ impl Batcher {
     pub async fn put(&self, entries: Vec<JournalEntry>, fence: Option<Fence>) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Io { operation: "journal write", message: "the store is closing".into() };
-        let alone = self.busy.fetch_add(1, Ordering::SeqCst) == 0;
+        // Directly only over an idle connection: a new one would be made (and
+        // driven) on the caller's runtime instead of the store's.
+        let alone = self.busy.fetch_add(1, Ordering::SeqCst) == 0 && self.pool.status().available > 0;
         let _busy = Busy(&self.busy);
         let job = Job { entries, fence, reply };
         if alone {

@@ -26,16 +26,21 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, 
 /// A run from a row of `record, status, lease_owner, lease_until, epoch,
 /// not_before, cancel_requested`.
 pub fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
-    let mut run: RunRecord = decode("run", row.get::<_, &str>(0))?;
-    let status: &str = row.get(1);
+    run_from_row_at(row, 0)
+}
+
+/// [`run_from_row`] for those columns starting at column `at`.
+pub fn run_from_row_at(row: &Row, at: usize) -> Result<RunRecord, StoreError> {
+    let mut run: RunRecord = decode("run", row.get::<_, &str>(at))?;
+    let status: &str = row.get(at + 1);
     run.status = RunStatus::parse(status)
         .ok_or_else(|| StoreError::Corrupt { what: "run", message: format!("unknown status {status:?}") })?;
-    let owner: Option<String> = row.get(2);
-    let until: Option<i64> = row.get(3);
+    let owner: Option<String> = row.get(at + 2);
+    let until: Option<i64> = row.get(at + 3);
     run.lease = owner.map(|owner| Lease { owner, expires_at_ms: until.unwrap_or(0).max(0) as u64 });
-    run.epoch = row.get::<_, i64>(4) as u64;
-    run.not_before_ms = row.get::<_, i64>(5) as u64;
-    run.cancel_requested |= row.get::<_, bool>(6);
+    run.epoch = row.get::<_, i64>(at + 4) as u64;
+    run.not_before_ms = row.get::<_, i64>(at + 5) as u64;
+    run.cancel_requested = row.get::<_, bool>(at + 6);
     Ok(run)
 }
 
@@ -56,6 +61,7 @@ pub struct RunRow {
     pub epoch: i64,
     pub not_before: i64,
     pub record: String,
+    pub cancel_requested: bool,
 }
 
 impl RunRow {
@@ -71,14 +77,16 @@ impl RunRow {
             epoch: run.epoch as i64,
             not_before: ms(run.not_before_ms),
             record: encode("run", run)?,
+            cancel_requested: run.cancel_requested,
         })
     }
 }
 
 impl RunRow {
     /// The values in column order: tenant, id, task, parent, status,
-    /// lease_owner, lease_until, epoch, not_before, record (`$1`…`$10`).
-    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+    /// lease_owner, lease_until, epoch, not_before, record, cancel_requested
+    /// (`$1`…`$11`).
+    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &self.tenant,
             &self.id,
@@ -90,6 +98,7 @@ impl RunRow {
             &self.epoch,
             &self.not_before,
             &self.record,
+            &self.cancel_requested,
         ]
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::rows::{RunRow, ms, restat, run_from_row, tenant_key};
+use super::rows::{RunRow, ms, restat, run_from_row, run_from_row_at, tenant_key};
 use super::{Failed, PgStore};
 use crate::model::{Fence, RunRecord, TaskStats, Tenant};
 use crate::store::fencing::{claim, fenced_update, take_lease};
@@ -21,7 +21,7 @@ macro_rules! run_columns {
 const SELECT_RUN_FOR_UPDATE: &str =
     concat!("SELECT ", run_columns!(), " FROM runs WHERE tenant = $1 AND id = $2 FOR UPDATE");
 const UPDATE_RUN: &str = "UPDATE runs SET task = $3, parent = $4, status = $5, lease_owner = $6, lease_until = $7,
-        epoch = $8, not_before = $9, record = $10 WHERE tenant = $1 AND id = $2";
+        epoch = $8, not_before = $9, record = $10, cancel_requested = $11 WHERE tenant = $1 AND id = $2";
 
 /// A run read with its row locked until the transaction ends.
 async fn locked_run(
@@ -55,8 +55,9 @@ impl RunStore for PgStore {
                 let txn = client.transaction().await?;
                 let insert = txn
                     .prepare_cached(
-                        "INSERT INTO runs (tenant, id, task, parent, status, lease_owner, lease_until, epoch, not_before, record)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (tenant, id) DO NOTHING",
+                        "INSERT INTO runs (tenant, id, task, parent, status, lease_owner, lease_until, epoch, not_before, record,
+                                           cancel_requested)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tenant, id) DO NOTHING",
                     )
                     .await?;
                 let inserted = txn.execute(&insert, &row.params()).await?;
@@ -282,7 +283,7 @@ impl RunStore for PgStore {
         })
     }
 
-    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<RunRecord>, StoreError> {
+    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<RunRecord>)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -291,15 +292,22 @@ impl RunStore for PgStore {
             let (tenant, ids) = (tenant.clone(), ids.clone());
             async move {
                 let statement = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        run_columns!(),
-                        " FROM runs WHERE tenant = $1 AND id = ANY($2)
-                           AND status IN ('succeeded', 'failed', 'cancelled')"
-                    ))
+                    .prepare_cached(
+                        "SELECT asked.id, r.record, r.status, r.lease_owner, r.lease_until, r.epoch, r.not_before,
+                                r.cancel_requested
+                         FROM unnest($2::text[]) AS asked(id)
+                         LEFT JOIN runs r ON r.tenant = $1 AND r.id = asked.id
+                         WHERE r.id IS NULL OR r.status IN ('succeeded', 'failed', 'cancelled')",
+                    )
                     .await?;
                 let rows = client.query(&statement, &[&tenant, &*ids]).await?;
-                Ok(rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?)
+                let mut found = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let id: String = row.get(0);
+                    let record: Option<&str> = row.get(1);
+                    found.push((id, record.map(|_| run_from_row_at(row, 1)).transpose()?));
+                }
+                Ok(found)
             }
         })
     }

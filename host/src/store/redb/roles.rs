@@ -223,17 +223,20 @@ impl RunStore for RedbStore {
         }
     }
 
-    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<RunRecord>, StoreError> {
+    fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<RunRecord>)>, StoreError> {
         const OP: &str = "read runs";
         let txn = self.db.begin_read().map_err(|e| io(OP)(e.into()))?;
         let runs = txn.open_table(RUNS).map_err(|e| io(OP)(e.into()))?;
         let mut finished = Vec::new();
         for id in ids {
-            if let Some(bytes) = runs.get(scoped(tenant, id).as_str()).map_err(|e| io(OP)(e.into()))? {
-                let run: RunRecord = decode("run", bytes.value())?;
-                if run.status.is_finished() {
-                    finished.push(run);
+            match runs.get(scoped(tenant, id).as_str()).map_err(|e| io(OP)(e.into()))? {
+                Some(bytes) => {
+                    let run: RunRecord = decode("run", bytes.value())?;
+                    if run.status.is_finished() {
+                        finished.push((id.clone(), Some(run)));
+                    }
                 }
+                None => finished.push((id.clone(), None)),
             }
         }
         Ok(finished)
