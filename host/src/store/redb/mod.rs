@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -248,6 +248,25 @@ impl RedbStore {
         &self.path
     }
 
+    /// Runs `op` in the next group commit and returns what it returned, once
+    /// the commit is durable.
+    async fn write_returning<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        self.committer
+            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+                let value = op(tables)?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+                Ok(())
+            }))
+            .await?;
+        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        value.ok_or_else(|| StoreError::Io { operation: "write", message: "the write ended without its result".into() })
+    }
+
     /// Removes one key through the group committer; returns whether it existed.
     async fn remove_key(
         &self,
@@ -255,16 +274,10 @@ impl RedbStore {
         table: TableDefinition<'static, &'static str, &'static [u8]>,
         key: String,
     ) -> Result<bool, StoreError> {
-        let existed = Arc::new(AtomicBool::new(false));
-        let out = existed.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let removed = tables.get(table)?.remove(key.as_str()).map_err(|e| io(operation)(e.into()))?.is_some();
-                out.store(removed, Ordering::Relaxed);
-                Ok(())
-            }))
-            .await?;
-        Ok(existed.load(Ordering::Relaxed))
+        self.write_returning(move |tables| {
+            Ok(tables.get(table)?.remove(key.as_str()).map_err(|e| io(operation)(e.into()))?.is_some())
+        })
+        .await
     }
 
     /// Group-commit counters: (transactions, writes, largest batch).

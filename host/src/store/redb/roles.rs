@@ -8,7 +8,6 @@ use crate::store::{
     Beat, CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
     SecretStore, StateStore, Transition, check_fence, lease_free,
 };
-use std::sync::Mutex;
 
 #[async_trait::async_trait]
 impl RunStore for RedbStore {
@@ -63,19 +62,13 @@ impl RunStore for RedbStore {
     ) -> Result<Option<RunRecord>, StoreError> {
         let key = scoped(tenant, id);
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        let claimed = Arc::new(std::sync::Mutex::new(None));
-        let out = claimed.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let current = read_run(tables, &key, &id)?;
-                let Some(run) = claim(&current, &owner, lease_until_ms, now_ms, force) else { return Ok(()) };
-                write_run(tables, &key, Some(&current), &run)?;
-                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
-                Ok(())
-            }))
-            .await?;
-        let run = claimed.lock().unwrap_or_else(|e| e.into_inner()).take();
-        Ok(run)
+        self.write_returning(move |tables| {
+            let current = read_run(tables, &key, &id)?;
+            let Some(run) = claim(&current, &owner, lease_until_ms, now_ms, force) else { return Ok(None) };
+            write_run(tables, &key, Some(&current), &run)?;
+            Ok(Some(run))
+        })
+        .await
     }
 
     async fn claim_runnable(
@@ -104,61 +97,50 @@ impl RunStore for RedbStore {
         // Oldest first: UUIDv7 ids sort by creation.
         candidates.sort();
         let (tenant, owner) = (tenant.clone(), owner.to_owned());
-        let claimed = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let out = claimed.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-                for id in candidates {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    let key = scoped(&tenant, &id);
-                    let mut run = read_run(tables, &key, &id)?;
-                    // Checked again under the writer: another claim may have come first.
-                    if run.status.is_finished()
-                        || run.not_before_ms > now_ms
-                        || !lease_free(&run, None, now_ms, &stopped)
-                    {
-                        continue;
-                    }
-                    let before = run.clone();
-                    take_lease(&mut run, &owner, lease_until_ms);
-                    write_run(tables, &key, Some(&before), &run)?;
-                    out.push(run);
+        self.write_returning(move |tables| {
+            let mut claimed = Vec::new();
+            for id in candidates {
+                if claimed.len() >= limit {
+                    break;
                 }
-                Ok(())
-            }))
-            .await?;
-        let runs = std::mem::take(&mut *claimed.lock().unwrap_or_else(|e| e.into_inner()));
-        Ok(runs)
+                let key = scoped(&tenant, &id);
+                let mut run = read_run(tables, &key, &id)?;
+                // Checked again under the writer: another claim may have come first.
+                if run.status.is_finished() || run.not_before_ms > now_ms || !lease_free(&run, None, now_ms, &stopped) {
+                    continue;
+                }
+                let before = run.clone();
+                take_lease(&mut run, &owner, lease_until_ms);
+                write_run(tables, &key, Some(&before), &run)?;
+                claimed.push(run);
+            }
+            Ok(claimed)
+        })
+        .await
     }
 
     async fn heartbeat(&self, id: &str, fence: &Fence, lease_until_ms: u64) -> Result<Beat, StoreError> {
         let key = scoped(&fence.tenant, id);
         let id = id.to_owned();
         let fence = fence.clone();
-        let asked = Arc::new(AtomicBool::new(false));
-        let cancel = asked.clone();
         let result = self
-            .committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
+            .write_returning(move |tables| {
                 let mut run = read_run(tables, &key, &id)?;
                 check_fence(&run, &fence)?;
-                cancel.store(run.cancel_requested, Ordering::Relaxed);
                 let before = run.clone();
                 match &mut run.lease {
-                    Some(lease) => {
-                        lease.expires_at_ms = lease_until_ms;
-                        write_run(tables, &key, Some(&before), &run)
+                    Some(lease) => lease.expires_at_ms = lease_until_ms,
+                    None => {
+                        return Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (released)".into() });
                     }
-                    None => Err(StoreError::LeaseLost { run_id: id.clone(), holder: "nobody (released)".into() }),
                 }
-            }))
+                write_run(tables, &key, Some(&before), &run)?;
+                Ok(run.cancel_requested)
+            })
             .await;
         match result {
-            Ok(()) if asked.load(Ordering::Relaxed) => Ok(Beat::CancelRequested),
-            Ok(()) => Ok(Beat::Held),
+            Ok(true) => Ok(Beat::CancelRequested),
+            Ok(false) => Ok(Beat::Held),
             Err(StoreError::LeaseLost { .. }) => Ok(Beat::Lost),
             Err(e) => Err(e),
         }
@@ -166,23 +148,18 @@ impl RunStore for RedbStore {
 
     async fn request_cancel(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError> {
         let key = scoped(tenant, id);
-        let owned = id.to_owned();
-        let stored = Arc::new(Mutex::new(None));
-        let slot = stored.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let mut run = read_run(tables, &key, &owned)?;
+        let id = id.to_owned();
+        let run = self
+            .write_returning(move |tables| {
+                let mut run = read_run(tables, &key, &id)?;
                 if !run.status.is_finished() && !run.cancel_requested {
                     let before = run.clone();
                     run.cancel_requested = true;
                     write_run(tables, &key, Some(&before), &run)?;
                 }
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
-                Ok(())
-            }))
+                Ok(run)
+            })
             .await?;
-        let run =
-            stored.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
         let _ = self.cancels.send(run.id.clone());
         Ok(run)
     }
@@ -190,30 +167,25 @@ impl RunStore for RedbStore {
     async fn delete_run(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError> {
         let key = scoped(tenant, id);
         let id = id.to_owned();
-        let existed = Arc::new(AtomicBool::new(false));
-        let out = existed.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let removed = {
-                    let t = tables.get(RUNS)?;
-                    let removed = t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
-                    removed.map(|bytes| decode::<RunRecord>("run", bytes.value())).transpose()?
-                };
-                if let Some(old) = &removed {
-                    index::update(tables, Some(old), None)?;
-                }
-                out.store(removed.is_some(), Ordering::Relaxed);
-                let prefix = format!("{id}{SEP}");
-                remove_prefix(tables, JOURNAL, &prefix)?;
-                remove_prefix(tables, LOGS, &prefix)?;
-                let reports = tables.get(REPORTS)?;
-                reports.remove(id.as_str()).map_err(|e| io("delete run")(e.into()))?;
-                let letters = tables.get(DLQ)?;
-                letters.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
-                Ok(())
-            }))
-            .await?;
-        Ok(existed.load(Ordering::Relaxed))
+        self.write_returning(move |tables| {
+            let removed = {
+                let t = tables.get(RUNS)?;
+                let removed = t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
+                removed.map(|bytes| decode::<RunRecord>("run", bytes.value())).transpose()?
+            };
+            if let Some(old) = &removed {
+                index::update(tables, Some(old), None)?;
+            }
+            let prefix = format!("{id}{SEP}");
+            remove_prefix(tables, JOURNAL, &prefix)?;
+            remove_prefix(tables, LOGS, &prefix)?;
+            let reports = tables.get(REPORTS)?;
+            reports.remove(id.as_str()).map_err(|e| io("delete run")(e.into()))?;
+            let letters = tables.get(DLQ)?;
+            letters.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
+            Ok(removed.is_some())
+        })
+        .await
     }
 
     fn get_run(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, StoreError> {
@@ -464,19 +436,14 @@ impl StateStore for RedbStore {
     async fn update_breaker(&self, tenant: &Tenant, name: &str, transition: Transition) -> Result<Vec<u8>, StoreError> {
         // The single writer runs read and write back to back: nothing comes between.
         let key = scoped(tenant, name);
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let slot = stored.clone();
-        self.committer
-            .write_async(Box::new(move |tables: &mut Tables<'_>| {
-                let table = tables.get(BREAKERS)?;
-                let current = table.get(key.as_str()).map_err(|e| io("breaker")(e.into()))?.map(|v| v.value().to_vec());
-                let next = transition(current.as_deref());
-                table.insert(key.as_str(), next.as_slice()).map_err(|e| io("breaker")(e.into()))?;
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = next;
-                Ok(())
-            }))
-            .await?;
-        Ok(std::mem::take(&mut *stored.lock().unwrap_or_else(|e| e.into_inner())))
+        self.write_returning(move |tables| {
+            let table = tables.get(BREAKERS)?;
+            let current = table.get(key.as_str()).map_err(|e| io("breaker")(e.into()))?.map(|v| v.value().to_vec());
+            let next = transition(current.as_deref());
+            table.insert(key.as_str(), next.as_slice()).map_err(|e| io("breaker")(e.into()))?;
+            Ok(next)
+        })
+        .await
     }
 
     fn breakers(&self, tenant: &Tenant) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
