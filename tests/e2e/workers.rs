@@ -40,6 +40,14 @@ impl std::ops::DerefMut for Worker {
     }
 }
 
+impl Worker {
+    /// SIGTERM, then its exit status (a worker drains and exits 0).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -60,6 +68,11 @@ fn worker(project: &Project, name: &str, concurrency: usize, lease: &str) -> Wor
             .spawn()
             .unwrap(),
     )
+}
+
+/// The project's store (the one its manifest names).
+fn store_of(project: &Project) -> std::sync::Arc<dyn Store> {
+    cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap()
 }
 
 fn worker_log(project: &Project, name: &str) -> String {
@@ -117,7 +130,7 @@ fn three_workers_share_the_runs_and_survive_two_kills() {
     );
     let project = Project::http_on(&server, Some(&url), REFINER);
     let ids = enqueue(&project, "report-refiner", TOPIC, n);
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
 
     let mut workers: Vec<Worker> = (0..3).map(|i| worker(&project, &format!("w{i}"), 32, "3s")).collect();
     wait_until("a fifth of the calls", Duration::from_secs(300), || server.requests() >= n);
@@ -172,8 +185,7 @@ fn three_workers_share_the_runs_and_survive_two_kills() {
         "the two killed ones are marked: {status}"
     );
     let mut survivor = workers.pop().unwrap();
-    unsafe { libc::kill(survivor.id() as i32, libc::SIGTERM) };
-    assert!(survivor.wait().unwrap().success(), "{}", worker_log(&project, "w2"));
+    assert!(survivor.terminate().success(), "{}", worker_log(&project, "w2"));
     assert!(store.executors().unwrap().iter().all(|e| e.stopped_at_ms.is_some()), "a clean stop is recorded");
 }
 
@@ -184,7 +196,7 @@ fn a_stalled_worker_writes_nothing_to_runs_taken_over_and_stops_its_attempts() {
     let server =
         LlmServer::start_blocking(refiner_script().faults((0..400).map(|_| Fault::Delay(Duration::from_millis(300)))));
     let project = Project::http_on(&server, Some(&url), REFINER);
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     enqueue(&project, "report-refiner", TOPIC, 4);
     let mut stalled = worker(&project, "stalled", 8, "2s");
     let stalled_id =
@@ -226,8 +238,7 @@ fn a_stalled_worker_writes_nothing_to_runs_taken_over_and_stops_its_attempts() {
         "the stalled worker noticed it lost its runs:\n{log}"
     );
     for child in [&mut stalled, &mut other] {
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        assert!(child.wait().unwrap().success());
+        assert!(child.terminate().success());
     }
 }
 
@@ -258,7 +269,7 @@ fn a_parent_on_one_worker_fans_out_to_children_on_the_others() {
     let n = children_wanted();
     let url = cairn::store::postgres::testing::fresh_database();
     let project = Project::new(&format!("store = \"{url}\"\n{FAN_OUT}"));
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     let input = serde_json::json!({"mode": "fanout", "task": "child", "count": n, "child": {"mode": "sleep", "ms": 1, "i": null}});
     let parent = enqueue(&project, "parent", &input.to_string(), 1).remove(0);
     // Worker A has one slot: the parent takes it, and lends it to its children while it waits.
@@ -300,8 +311,7 @@ fn a_parent_on_one_worker_fans_out_to_children_on_the_others() {
     assert_eq!(on(&a) + on(&b) + on(&c), n, "{ran_on:?}");
     assert_eq!(finished.attempts[0].host.as_deref().map(|h| h.ends_with(&format!("-{}", a.id()))), Some(true));
     for worker in [&mut a, &mut b, &mut c] {
-        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
-        assert!(worker.wait().unwrap().success());
+        assert!(worker.terminate().success());
     }
 }
 
@@ -318,7 +328,7 @@ fn a_retry_waits_released_and_any_worker_takes_it_up_when_due() {
         retries = { count = 2, strategy = "linear", base_delay = "4s" }
         "#,
     );
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     let id = enqueue(&project, "flaky", r#"{"mode": "llm-calls", "calls": 5, "fail_after": 3}"#, 1).remove(0);
     let get = || store.get_run(&Tenant::default(), &id).unwrap();
     // Leases far longer than the test: only a released run can move to another worker in time.
@@ -343,8 +353,7 @@ fn a_retry_waits_released_and_any_worker_takes_it_up_when_due() {
     assert_eq!(server.requests(), 5, "no call was sent twice");
     unsafe { libc::kill(a.id() as i32, libc::SIGKILL) };
     a.wait().unwrap();
-    unsafe { libc::kill(b.id() as i32, libc::SIGTERM) };
-    assert!(b.wait().unwrap().success());
+    assert!(b.terminate().success());
 }
 
 #[test]
@@ -356,7 +365,7 @@ fn workers_ride_out_a_postgresql_restart_and_finish_every_run() {
         refiner_script().faults((0..n * REFINER_CALLS).map(|_| Fault::Delay(Duration::from_millis(20)))),
     );
     let project = Project::http_on(&server, Some(&cluster.url()), REFINER);
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     enqueue(&project, "report-refiner", TOPIC, n);
     let mut workers: Vec<Worker> = (0..2).map(|i| worker(&project, &format!("w{i}"), 16, "20s")).collect();
     wait_until("a fifth of the calls", Duration::from_secs(120), || server.requests() >= n);
@@ -380,8 +389,7 @@ fn workers_ride_out_a_postgresql_restart_and_finish_every_run() {
     let logs: String = (0..2).map(|i| worker_log(&project, &format!("w{i}"))).collect();
     assert!(logs.contains("retrying in"), "the workers saw the server go and waited for it:\n{logs}");
     for worker in &mut workers {
-        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
-        assert!(worker.wait().unwrap().success());
+        assert!(worker.terminate().success());
     }
 }
 
@@ -389,7 +397,7 @@ fn workers_ride_out_a_postgresql_restart_and_finish_every_run() {
 fn a_cancel_reaches_children_on_other_workers_and_ends_the_queued_ones() {
     let url = cairn::store::postgres::testing::fresh_database();
     let project = Project::new(&format!("store = \"{url}\"\n{FAN_OUT}"));
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     let input = serde_json::json!({"mode": "fanout", "task": "child", "count": 40, "child": {"mode": "sleep", "ms": 600_000, "i": null}});
     let parent = enqueue(&project, "parent", &input.to_string(), 1).remove(0);
     let mut a = worker(&project, "a", 1, "30s");
@@ -417,8 +425,7 @@ fn a_cancel_reaches_children_on_other_workers_and_ends_the_queued_ones() {
     // freed slot took up before their own request arrived can have started.
     assert!((16..40).contains(&ran), "{ran} of 40 children started");
     for worker in [&mut a, &mut b, &mut c] {
-        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
-        assert!(worker.wait().unwrap().success());
+        assert!(worker.terminate().success());
     }
 }
 
@@ -438,7 +445,7 @@ fn failures_seen_by_two_workers_open_one_shared_breaker() {
         circuit_breaker = { failure_threshold = 4, success_threshold = 1, timeout = "10m" }
         "#,
     );
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     let failing = r#"{"mode": "llm-calls", "calls": 1, "fail_after": 1}"#;
     let (mut a, mut b) = (worker(&project, "a", 1, "30s"), worker(&project, "b", 1, "30s"));
     // One slot each and a slow call: the first two runs go one to each worker.
@@ -469,8 +476,7 @@ fn failures_seen_by_two_workers_open_one_shared_breaker() {
     assert_eq!(kind.as_deref(), Some("circuit-open"), "{next:?}");
     assert_eq!(server.requests(), 4, "the run after the breaker opened asked nothing");
     for worker in [&mut a, &mut b] {
-        unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
-        assert!(worker.wait().unwrap().success());
+        assert!(worker.terminate().success());
     }
 }
 
@@ -478,7 +484,7 @@ fn failures_seen_by_two_workers_open_one_shared_breaker() {
 fn a_lone_one_slot_worker_runs_a_parent_and_its_children() {
     let url = cairn::store::postgres::testing::fresh_database();
     let project = Project::new(&format!("store = \"{url}\"\n{FAN_OUT}"));
-    let store = cairn::runner::open_store(&cairn::manifest::Manifest::load(&project.manifest).unwrap()).unwrap();
+    let store = store_of(&project);
     let input = serde_json::json!({"mode": "fanout", "task": "child", "count": 5, "child": {"mode": "sleep", "ms": 1, "i": null}});
     let parents = enqueue(&project, "parent", &input.to_string(), 2);
     // One slot and two parents: each waiting parent lends its slot to its children.
@@ -490,6 +496,5 @@ fn a_lone_one_slot_worker_runs_a_parent_and_its_children() {
         let run = store.get_run(&Tenant::default(), parent).unwrap();
         assert_eq!(run.status, RunStatus::Succeeded, "{run:?}\n{}", worker_log(&project, "only"));
     }
-    unsafe { libc::kill(only.id() as i32, libc::SIGTERM) };
-    assert!(only.wait().unwrap().success());
+    assert!(only.terminate().success());
 }

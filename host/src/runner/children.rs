@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
-use super::finish_watch::FinishWatch;
 use super::{Host, RunOptions, RunnerError};
 use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
 use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
@@ -22,9 +21,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Starts and tracks the children of a host's runs.
 pub struct ChildSpawner {
-    pub(super) host: Weak<Host>,
-    /// Children queued for any worker, awaited by parents here.
-    pub(super) watch: FinishWatch,
+    host: Weak<Host>,
     running: Mutex<HashMap<String, ChildHandle>>,
     /// Each parent's window of children in flight, while any of them waits or runs.
     windows: Mutex<HashMap<String, Weak<Semaphore>>>,
@@ -40,12 +37,7 @@ pub const CHILDREN_IN_FLIGHT: usize = 256;
 
 impl ChildSpawner {
     pub(super) fn new(host: Weak<Host>) -> Self {
-        ChildSpawner {
-            host,
-            watch: FinishWatch::default(),
-            running: Mutex::new(HashMap::new()),
-            windows: Mutex::new(HashMap::new()),
-        }
+        ChildSpawner { host, running: Mutex::new(HashMap::new()), windows: Mutex::new(HashMap::new()) }
     }
 
     /// The window of children in flight of run `parent`.
@@ -203,7 +195,7 @@ impl Host {
             run.id = child.id.clone();
             run.parent = Some(child.parent.clone());
             run.group = child.group.clone();
-            if self.shares_children() {
+            if self.is_working() {
                 // Queued for whichever worker claims it first (this one included).
                 run.status = RunStatus::Pending;
                 run.lease = None;
@@ -222,7 +214,7 @@ impl Host {
             RunStatus::Succeeded => Ok(run),
             RunStatus::Failed if child.replay || !run.error.as_ref().is_some_and(|f| f.retryable) => Ok(run),
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
-            RunStatus::Failed if self.shares_children() => {
+            RunStatus::Failed if self.is_working() => {
                 let run = self.reopen(run, None).await?;
                 self.child_finished(&child.parent, &run.id).await
             }
@@ -234,7 +226,7 @@ impl Host {
             )),
             _ if run.status.is_finished() => Ok(run),
             // Queued, or held by a worker (this one included): wait for it.
-            _ if self.shares_children() => self.child_finished(&child.parent, &run.id).await,
+            _ if self.is_working() => self.child_finished(&child.parent, &run.id).await,
             // Nothing in this process drives it (else the running map would have
             // it), yet it holds this process's lease: an earlier start stopped on
             // an error. Take it up again.
@@ -266,12 +258,6 @@ impl Host {
     async fn child_finished(&self, parent: &str, id: &str) -> Result<RunRecord, RunnerError> {
         let _lent = self.lending.lend(parent);
         self.finished_elsewhere(id).await
-    }
-
-    /// Whether this host's runs' children go to whichever worker claims them
-    /// (it works on the store's runs), rather than run here.
-    fn shares_children(&self) -> bool {
-        self.working.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A failed stand-in record for a child that cannot be run.

@@ -230,7 +230,7 @@ impl Host {
                         // Release the instance and wait for the provider's breaker to let a probe through.
                         parks += 1;
                         tracing::warn!(run = %run.id, "parked until the llm provider's circuit breaker half-opens");
-                        if self.releases_waits() {
+                        if self.is_working() {
                             // Not driven here any more before it is claimable again.
                             drop((heartbeat, registered));
                             return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
@@ -247,7 +247,7 @@ impl Host {
                         tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
                         // Memory grown for an out-of-memory retry lives only in this drive.
                         let grown = memory != self.manifest.environment_of(candidate).resources.memory;
-                        if self.releases_waits() && !grown {
+                        if self.is_working() && !grown {
                             drop((heartbeat, registered));
                             return self.release_until(run, now_ms() + wait.as_millis() as u64).await;
                         }

@@ -22,16 +22,16 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 const IDS_PER_READ: usize = 1000;
 
 /// The runs a host's callers (parents, API requests) wait for.
-#[derive(Default)]
 pub struct FinishWatch {
+    /// The host, for the watch loop.
+    host: Weak<Host>,
     awaited: Mutex<HashMap<String, Vec<oneshot::Sender<Option<RunRecord>>>>>,
     watching: AtomicBool,
 }
 
 impl FinishWatch {
-    /// Runs awaited now.
-    pub fn awaited(&self) -> usize {
-        self.awaited.lock().unwrap_or_else(|e| e.into_inner()).len()
+    pub(super) fn new(host: Weak<Host>) -> Self {
+        FinishWatch { host, awaited: Mutex::default(), watching: AtomicBool::new(false) }
     }
 
     /// Hands a finished run to whoever here awaits it.
@@ -56,11 +56,11 @@ impl Host {
     /// Waits until run `id` (queued, released, or held by any host)
     /// finishes, and returns its record.
     pub(super) async fn finished_elsewhere(&self, id: &str) -> Result<RunRecord, RunnerError> {
-        let watch = &self.children.watch;
+        let watch = &self.finished;
         let (sender, finished) = oneshot::channel();
         watch.awaited.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_owned()).or_default().push(sender);
         if !watch.watching.swap(true, Ordering::SeqCst) {
-            self.spawn(watch_runs(self.children.host.clone()));
+            self.spawn(watch_runs(watch.host.clone()));
         }
         match finished.await.map_err(|_| RunnerError::NotAccepting)? {
             Some(run) => Ok(run),
@@ -74,7 +74,7 @@ async fn watch_runs(host: Weak<Host>) {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         let Some(host) = host.upgrade() else { return };
-        let ids = host.children.watch.ids();
+        let ids = host.finished.ids();
         for chunk in ids.chunks(IDS_PER_READ) {
             let (store, tenant, chunk) = (host.store.clone(), host.tenant.clone(), chunk.to_vec());
             // The read may block (PostgreSQL's synchronous reads wait on a channel).
@@ -82,7 +82,7 @@ async fn watch_runs(host: Weak<Host>) {
             match read {
                 Ok(Ok(finished)) => {
                     for (id, run) in &finished {
-                        host.children.watch.settle(id, run.as_ref());
+                        host.finished.settle(id, run.as_ref());
                     }
                 }
                 Ok(Err(e)) => tracing::warn!("cannot check on awaited runs: {e}; trying again"),

@@ -19,7 +19,7 @@ pub mod children;
 mod components;
 mod dlq;
 mod drive;
-pub mod finish_watch;
+mod finish_watch;
 mod invoke;
 pub mod lease;
 mod providers;
@@ -155,6 +155,8 @@ pub struct Host {
     /// waiting out a retry's backoff is then released to be claimed again
     /// when it is due, by this host or another.
     working: std::sync::atomic::AtomicBool,
+    /// Runs awaited here that any host may finish (children, released runs).
+    finished: finish_watch::FinishWatch,
     /// Slots lent by claimed parents to the children they wait for.
     lending: worker::SlotLending,
     /// The runtime the host was made on: runs go on it, whoever asks (a
@@ -269,6 +271,7 @@ impl Host {
                 queue_only: std::sync::atomic::AtomicBool::new(false),
                 working: std::sync::atomic::AtomicBool::new(false),
                 lending: worker::SlotLending::default(),
+                finished: finish_watch::FinishWatch::new(me.clone()),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -156,7 +156,7 @@ impl Host {
             &run.id,
             EventKind::RunFinished { status: run.status.as_str().to_owned(), parent: run.parent.clone() },
         );
-        self.children.watch.deliver(&run);
+        self.finished.deliver(&run);
         self.release_run_dir(&run);
         self.flush_provider_retries().await;
         Ok(run)

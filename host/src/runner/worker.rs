@@ -122,10 +122,11 @@ impl Host {
         Ok(run)
     }
 
-    /// Whether a wait is spent released rather than held: when this host
-    /// works on the store's runs. (Its parents then wait for children through
-    /// the store, never for a drive, so a child's wait is released too.)
-    pub(super) fn releases_waits(&self) -> bool {
+    /// Whether this host works on the store's runs ([`Host::work`]). Then
+    /// its runs' children are queued for whichever worker claims them, its
+    /// parents wait for them through the store (never for a drive), and so a
+    /// run's wait (a backoff, a park, a child's included) is spent released.
+    pub(super) fn is_working(&self) -> bool {
         self.working.load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -31,6 +31,12 @@ pub fn lease_free(run: &RunRecord, claimer: Option<&str>, now_ms: u64, stopped: 
     }
 }
 
+/// Whether writing `run` may give idle hosts work: it is unfinished and
+/// nobody holds it (new, released, reopened). Stores announce such writes.
+pub fn offers_work(run: &RunRecord) -> bool {
+    run.lease.is_none() && !run.status.is_finished()
+}
+
 /// What `run` becomes when `owner` claims it until `lease_until_ms`: its
 /// lease, and the next epoch. The status is left to the caller.
 pub fn take_lease(run: &mut RunRecord, owner: &str, lease_until_ms: u64) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::rows::{RunRow, ms, restat, run_from_row, run_from_row_at, tenant_key};
 use super::{Failed, PgStore};
 use crate::model::{Fence, RunRecord, TaskStats, Tenant};
-use crate::store::fencing::{claim, fenced_update, take_lease};
+use crate::store::fencing::{claim, fenced_update, offers_work, take_lease};
 use crate::store::{Beat, Lineage, RunFilter, RunStore, StoreError};
 
 /// The columns of [`run_from_row`], for `concat!`.
@@ -46,7 +46,7 @@ async fn write_run(client: &impl deadpool_postgres::GenericClient, run: &RunReco
 #[async_trait::async_trait]
 impl RunStore for PgStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let announce = run.lease.is_none() && !run.status.is_finished();
+        let announce = offers_work(run);
         let run = Arc::new(run.clone());
         self.write("create run", move |mut client| {
             let run = run.clone();
@@ -85,7 +85,7 @@ impl RunStore for PgStore {
     }
 
     async fn update_run(&self, run: &RunRecord, fence: &Fence) -> Result<(), StoreError> {
-        let announce = run.lease.is_none() && !run.status.is_finished();
+        let announce = offers_work(run);
         let (run, fence) = (Arc::new(run.clone()), Arc::new(fence.clone()));
         self.write("update run", move |mut client| {
             let (run, fence) = (run.clone(), fence.clone());

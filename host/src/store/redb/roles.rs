@@ -3,7 +3,7 @@
 use super::index::{self, Family};
 use super::*;
 use crate::model::{Executor, Fence, TaskStats};
-use crate::store::fencing::{claim, fenced_update, take_lease};
+use crate::store::fencing::{claim, fenced_update, offers_work, take_lease};
 use crate::store::{
     Beat, CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
     SecretStore, StateStore, Transition, check_fence, lease_free,
@@ -15,7 +15,7 @@ impl RunStore for RedbStore {
         let key = scoped(&run.tenant, &run.id);
         let value = encode("run", run)?;
         let id = run.id.clone();
-        let unleased = run.lease.is_none() && !run.status.is_finished();
+        let unleased = offers_work(run);
         let run = run.clone();
         self.committer
             .write_async(Box::new(move |tables: &mut Tables<'_>| {
@@ -35,7 +35,7 @@ impl RunStore for RedbStore {
 
     async fn update_run(&self, run: &RunRecord, fence: &Fence) -> Result<(), StoreError> {
         let key = scoped(&run.tenant, &run.id);
-        let released = run.lease.is_none() && !run.status.is_finished();
+        let released = offers_work(run);
         let run = run.clone();
         let fence = fence.clone();
         self.committer
