@@ -72,8 +72,8 @@ fn main() {
     let mut per_round_peak = true;
     let (host, rss_before) = runtime.block_on(async {
         let host = Host::open(Manifest::load(&manifest).unwrap()).unwrap();
-        host.start_environment("driver").await;
-        host.start_environment("workers").await;
+        host.start_environment(host.tenant(), "driver").await;
+        host.start_environment(host.tenant(), "workers").await;
         let rss_before = status_kib("VmRSS");
         for round in plan.rounds() {
             per_round_peak &= reset_peak_rss();

@@ -78,6 +78,13 @@ const RULES: &[Rule] = &[
         why: "the journal is replay keys over the store",
     },
     Rule {
+        module: "access",
+        allowed: Some(&["model", "store"]),
+        denied: &[],
+        external: &[&["wasmtime", "wasmtime_wasi", "reqwest", "axum"]],
+        why: "tokens and sealing are rules over the store, for the CLI and the server alike",
+    },
+    Rule {
         module: "events",
         allowed: Some(&["model", "store"]),
         denied: &[],
@@ -93,7 +100,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "imports",
-        allowed: Some(&["model", "store", "journal", "llm", "services", "manifest", "progress", "events"]),
+        allowed: Some(&["model", "store", "journal", "llm", "services", "manifest", "progress", "events", "access"]),
         denied: &[],
         external: &[],
         why: "adapters are thin over services and never reach into the runner",

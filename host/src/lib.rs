@@ -19,6 +19,7 @@
 //!   or [`pool`]ed instances.
 //! - The CLI (`src/cli`, in the binary) is a leaf.
 
+pub mod access;
 pub mod breakers;
 pub mod builder;
 pub mod capture;

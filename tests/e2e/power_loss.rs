@@ -471,7 +471,7 @@ async fn a_host_whose_disk_fails_ends_the_attempt_interrupted_and_a_restart_fini
             Trouble::Fault(..) => Loss::Dropped,
         };
         let (store, host) = refiner_host(&project, &disk.after_power_loss(loss, 7)).await;
-        let resumed = host.resume(&run_id, true).await.unwrap();
+        let resumed = host.resume(host.tenant(), &run_id, true).await.unwrap();
         assert_eq!(resumed.status, RunStatus::Succeeded, "{what}: {:?}", resumed.error);
         assert_eq!(resumed.output, expected.output, "{what}: the output of an uninterrupted run");
         assert_eq!(

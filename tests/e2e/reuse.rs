@@ -95,7 +95,7 @@ async fn pool_size_and_ttls_follow_the_injected_clock() {
     let project = pooled(r#"{ replicas = [1, 3], concurrency = 1, scaledown_ttl = "5m", idle_ttl = "30m" }"#);
     let clock = Arc::new(TestClock::new(1_000_000_000));
     let host = project.host_with_clock(clock.clone());
-    host.start_environment("warm").await;
+    host.start_environment(host.tenant(), "warm").await;
     let warmed = stats(&host, "warm");
     assert_eq!((warmed.replicas, warmed.live, warmed.instantiations), (1, 1, 1), "min replicas warm at start");
 
@@ -134,7 +134,7 @@ async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::ta
 async fn depends_on_loads_and_warms_the_dependencies() {
     let project = Project::new(&driver_and_refiner("{ replicas = 2, concurrency = 4 }"));
     let host = project.host();
-    host.start_environment("driver").await;
+    host.start_environment(host.tenant(), "driver").await;
     let llm = stats(&host, "llm");
     assert_eq!((llm.replicas, llm.live, llm.idle, llm.instantiations), (2, 8, 8, 8), "2 replicas × 4 warm: {llm:?}");
 

@@ -58,6 +58,16 @@ impl Local {
         &self.manifest
     }
 
+    /// The tenant commands act in.
+    pub fn tenant(&self) -> Tenant {
+        self.manifest.tenant.clone().unwrap_or_default()
+    }
+
+    /// The project's secrets, sealed in its store.
+    pub fn vault(&self) -> Result<cairn::access::vault::Vault> {
+        Ok(cairn::access::vault::Vault::open(&self.manifest.state_dir(), self.store()?.clone())?)
+    }
+
     /// The store, opened on first use.
     pub fn store(&self) -> Result<&Arc<dyn Store>> {
         if let Some(store) = self.store.get() {
@@ -76,18 +86,25 @@ pub enum Backend {
     Remote(Client),
 }
 
-fn tenant() -> Tenant {
-    Tenant::default()
-}
-
 impl Backend {
     /// The server `server` (`--server`/`CAIRN_SERVER`) names, else the
     /// project's live server, else the project itself.
-    pub fn open(manifest: Result<Manifest>, server: Option<&str>) -> Result<Backend> {
+    pub fn open(manifest: Result<Manifest>, server: Option<&str>, tenant: Option<Tenant>) -> Result<Backend> {
         let state_dir = manifest.as_ref().ok().map(Manifest::state_dir);
-        match Client::find(server.filter(|url| !url.trim().is_empty()), state_dir.as_deref())? {
+        match Client::find(server.filter(|url| !url.trim().is_empty()), state_dir.as_deref(), tenant)? {
             Some(client) => Ok(Backend::Remote(client)),
             None => Ok(Backend::Local(Local { manifest: manifest?, store: OnceLock::new() })),
+        }
+    }
+
+    /// The tenant commands act in, as people read it.
+    pub fn tenant_name(&self) -> String {
+        match self {
+            Backend::Local(local) => local.tenant().to_string(),
+            Backend::Remote(client) => match client.tenant() {
+                Some(tenant) => tenant.to_string(),
+                None => "the token's tenant".to_owned(),
+            },
         }
     }
 
@@ -96,7 +113,7 @@ impl Backend {
         let client = match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                let runs = store.list_runs(&tenant(), &filter)?;
+                let runs = store.list_runs(&local.tenant(), &filter)?;
                 return Ok(runs.into_iter().map(|run| Run::local(run, store.as_ref())).collect());
             }
             Backend::Remote(client) => client,
@@ -134,7 +151,7 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                Ok(Run::local(store.get_run(&tenant(), id)?, store.as_ref()))
+                Ok(Run::local(store.get_run(&local.tenant(), id)?, store.as_ref()))
             }
             Backend::Remote(client) => Run::from_view(client.get(&["runs", id], &[])?),
         }
@@ -145,7 +162,7 @@ impl Backend {
         let client = match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                store.get_run(&tenant(), id)?;
+                store.get_run(&local.tenant(), id)?;
                 return Ok(store.journal_of(id)?);
             }
             Backend::Remote(client) => client,
@@ -171,7 +188,7 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                store.get_run(&tenant(), id)?;
+                store.get_run(&local.tenant(), id)?;
                 Ok(store.logs_of(id)?)
             }
             Backend::Remote(client) => {
@@ -194,7 +211,7 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                store.get_run(&tenant(), id)?;
+                store.get_run(&local.tenant(), id)?;
                 match store.get_report(id)? {
                     Some(report) => Ok(report),
                     None => bail!("run {id} made no report (its task never called the report interface)"),
@@ -215,7 +232,7 @@ impl Backend {
     /// The dead-letter queue, newest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         match self {
-            Backend::Local(local) => Ok(local.store()?.dlq_list(&tenant())?),
+            Backend::Local(local) => Ok(local.store()?.dlq_list(&local.tenant())?),
             Backend::Remote(client) => {
                 let answer = client.get(&["dlq"], &[])?;
                 serde_json::from_value(answer["letters"].clone())
@@ -227,7 +244,7 @@ impl Backend {
     /// One dead letter, if the run is in the queue.
     pub fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>> {
         match self {
-            Backend::Local(local) => Ok(local.store()?.dlq_get(&tenant(), id)?),
+            Backend::Local(local) => Ok(local.store()?.dlq_get(&local.tenant(), id)?),
             Backend::Remote(client) => match client.get(&["dlq", id], &[]) {
                 Ok(letter) => Ok(Some(serde_json::from_value(letter)?)),
                 Err(e) if e.is_not_found() => Ok(None),
@@ -243,12 +260,12 @@ impl Backend {
                 let store = local.store()?;
                 let targets: Vec<String> = match id {
                     Some(id) => vec![id.to_owned()],
-                    None => store.dlq_list(&tenant())?.into_iter().map(|l| l.run_id).collect(),
+                    None => store.dlq_list(&local.tenant())?.into_iter().map(|l| l.run_id).collect(),
                 };
                 let runtime = super::runtime()?;
                 let mut removed = 0;
                 for id in targets {
-                    removed += usize::from(runtime.block_on(store.dlq_remove(&tenant(), &id))?);
+                    removed += usize::from(runtime.block_on(store.dlq_remove(&local.tenant(), &id))?);
                 }
                 Ok(removed)
             }
@@ -282,7 +299,7 @@ impl Backend {
                     local.manifest.task(name).map_err(anyhow::Error::msg)?;
                 }
                 let store = local.store()?;
-                Ok(super::runtime()?.block_on(store.cache_clear(&tenant(), task))? as u64)
+                Ok(super::runtime()?.block_on(store.cache_clear(&local.tenant(), task))? as u64)
             }
             Backend::Remote(client) => {
                 Ok(client.post(&["cache", "clear"], json!({"task": task}))?["removed"].as_u64().unwrap_or_default())
@@ -296,7 +313,7 @@ impl Backend {
             Backend::Local(local) => {
                 let store = local.store()?;
                 let dirs = cairn::sandbox::RunDirs::open(&local.manifest.state_dir().join("runs"))?;
-                let tenant = tenant();
+                let tenant = local.tenant();
                 Ok(super::runtime()?.block_on(cairn::gc::collect(store.as_ref(), &dirs, &tenant, age, dry_run))?)
             }
             Backend::Remote(client) => {
@@ -311,8 +328,8 @@ impl Backend {
     pub fn put_secret(&self, key: &str, value: &str) -> Result<()> {
         match self {
             Backend::Local(local) => {
-                let store = local.store()?;
-                Ok(super::runtime()?.block_on(store.put_secret(&tenant(), key, value))?)
+                let vault = local.vault()?;
+                Ok(super::runtime()?.block_on(vault.put(&local.tenant(), key, value))?)
             }
             Backend::Remote(client) => {
                 client.call(Method::PUT, &["secrets", key], &[], Some(json!({"value": value})))?;
@@ -324,7 +341,7 @@ impl Backend {
     /// Secret keys (never values).
     pub fn secrets(&self) -> Result<Vec<String>> {
         match self {
-            Backend::Local(local) => Ok(local.store()?.list_secrets(&tenant())?),
+            Backend::Local(local) => Ok(local.store()?.list_secrets(&local.tenant())?),
             Backend::Remote(client) => {
                 let answer = client.get(&["secrets"], &[])?;
                 Ok(serde_json::from_value(answer["keys"].clone())?)
@@ -337,7 +354,7 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                Ok(super::runtime()?.block_on(store.delete_secret(&tenant(), key))?)
+                Ok(super::runtime()?.block_on(store.delete_secret(&local.tenant(), key))?)
             }
             Backend::Remote(client) => match client.call(Method::DELETE, &["secrets", key], &[], None) {
                 Ok(_) => Ok(true),
@@ -402,7 +419,7 @@ impl Backend {
                 // Through the store: its holder (a worker, wherever it runs) stops it
                 // when it hears; a run nobody holds is ended here.
                 let host = Host::open(local.manifest.clone())?;
-                super::runtime()?.block_on(host.cancel(id))?;
+                super::runtime()?.block_on(host.cancel(host.tenant(), id))?;
                 let waited = std::time::Instant::now();
                 loop {
                     let run = self.run(id)?;
@@ -434,7 +451,7 @@ impl Backend {
                 let host = Host::open(local.manifest.clone())?;
                 let runtime = super::runtime()?;
                 let resumed = match id {
-                    Some(id) => vec![runtime.block_on(host.resume(id, force))?],
+                    Some(id) => vec![runtime.block_on(host.resume(host.tenant(), id, force))?],
                     None => runtime.block_on(host.recover())?,
                 };
                 runtime.block_on(host.wait_for_children());
@@ -456,7 +473,7 @@ impl Backend {
         let client = match self {
             Backend::Local(local) => {
                 let host = Host::open(local.manifest.clone())?;
-                let run = super::runtime()?.block_on(host.retry_dead(id, stub_output))?;
+                let run = super::runtime()?.block_on(host.retry_dead(host.tenant(), id, stub_output))?;
                 return Ok(Run::local(run, host.store().as_ref()));
             }
             Backend::Remote(client) => client,
@@ -474,7 +491,7 @@ impl Backend {
         match self {
             Backend::Local(local) => {
                 let store = local.store()?;
-                Ok(super::runtime()?.block_on(cairn::cassette::import(store.as_ref(), &tenant(), file))?)
+                Ok(super::runtime()?.block_on(cairn::cassette::import(store.as_ref(), &local.tenant(), file))?)
             }
             Backend::Remote(client) => {
                 let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -496,7 +513,7 @@ fn run_here(
     style: Style,
 ) -> Result<(Run, ProgressSnapshot)> {
     let host = Host::open(local.manifest.clone())?;
-    let options = cairn::runner::RunOptions { replay };
+    let options = cairn::runner::RunOptions { replay, tenant: None };
     let reporter = Reporter::start(host.progress().clone(), style);
     let record = super::runtime()?.block_on(async {
         // A host that starts first finishes what a crashed host left behind.

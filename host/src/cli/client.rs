@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use reqwest::{Method, Url};
 use serde_json::Value;
 
+use cairn::model::Tenant;
 use cairn::server::{ServeInfo, TOKEN_FILE, read_info};
 
 /// The environment variable naming a server (as `--server` does).
@@ -61,6 +62,9 @@ impl ClientError {
 pub struct Client {
     url: Url,
     token: Option<String>,
+    /// The tenant named on the command line or in the manifest, sent with
+    /// every request (`X-Cairn-Tenant`); `None`: the token's own.
+    tenant: Option<Tenant>,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
 }
@@ -70,7 +74,7 @@ impl Client {
     /// `CAIRN_SERVER`), else the one `.cairn/serve.json` in `state_dir` names
     /// if its process is alive; `None` when there is none (a stale file of a
     /// server that crashed is ignored).
-    pub fn find(explicit: Option<&str>, state_dir: Option<&Path>) -> Result<Option<Client>> {
+    pub fn find(explicit: Option<&str>, state_dir: Option<&Path>, tenant: Option<Tenant>) -> Result<Option<Client>> {
         let info = state_dir.and_then(read_info);
         let (url, token_file) = match (explicit, info) {
             (Some(url), info) => {
@@ -108,10 +112,10 @@ impl Client {
                 None => None,
             },
         };
-        Client::new(url, token).map(Some)
+        Client::new(url, token, tenant).map(Some)
     }
 
-    fn new(url: Url, token: Option<String>) -> Result<Client> {
+    fn new(url: Url, token: Option<String>, tenant: Option<Tenant>) -> Result<Client> {
         let loopback = match url.host_str() {
             Some("localhost") => true,
             Some(host) => host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
@@ -123,7 +127,12 @@ impl Client {
             http = http.no_proxy();
         }
         let http = http.build().context("cannot make an HTTP client")?;
-        Ok(Client { url, token, http, runtime: super::runtime()? })
+        Ok(Client { url, token, tenant, http, runtime: super::runtime()? })
+    }
+
+    /// The tenant requests name, if any.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.tenant.as_ref()
     }
 
     /// The server's URL, as the user would type it.
@@ -158,6 +167,9 @@ impl Client {
         let mut request = self.http.request(method, self.endpoint(segments, query));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        if let Some(tenant) = &self.tenant {
+            request = request.header("x-cairn-tenant", tenant.to_string());
         }
         if let Some(body) = body {
             request = request.json(body);

@@ -11,6 +11,7 @@ mod runs;
 mod secret;
 mod status;
 mod store;
+mod tokens;
 mod worker;
 
 use std::io::{IsTerminal, Read};
@@ -21,6 +22,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use cairn::manifest::Manifest;
+use cairn::model::Tenant;
 use cairn::runner::Host;
 
 use self::backend::Backend;
@@ -41,6 +43,14 @@ struct Cli {
     /// in CAIRN_STORE_PASSWORD or PGPASSWORD. Overrides the manifest's `store`.
     #[arg(long, global = true, env = "CAIRN_STORE", value_name = "URL")]
     store: Option<String>,
+    /// The project to act in (a tenant is a project and a domain); default:
+    /// the manifest's `tenant`, else `default` (or, through a server, the
+    /// token's own).
+    #[arg(long, global = true, env = "CAIRN_PROJECT")]
+    project: Option<String>,
+    /// The domain to act in, e.g. `production`; default: the manifest's, else `development`.
+    #[arg(long, global = true, env = "CAIRN_DOMAIN")]
+    domain: Option<String>,
     /// More logging (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -124,6 +134,11 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+    /// API tokens of a tenant: each acts as its tenant with one role.
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
     },
     /// Serve the project: one long-running host with an HTTP API, live event
     /// streams, metrics and a dashboard. Other commands go through it.
@@ -277,7 +292,27 @@ fn init_logging(verbose: u8, otlp: Option<cairn::otlp::OtlpLayer>) {
     tracing_subscriber::registry().with(logs).with(spans).init();
 }
 
-fn load_manifest(path: Option<PathBuf>, store: Option<&str>) -> Result<Manifest> {
+/// What the command line says about the tenant: `--project` and `--domain`.
+#[derive(Clone, Copy)]
+struct TenantFlags<'a> {
+    project: Option<&'a str>,
+    domain: Option<&'a str>,
+}
+
+impl TenantFlags<'_> {
+    /// The tenant named by the flags over `named` (the manifest's), if either names one.
+    fn over(&self, named: Option<&Tenant>) -> Result<Option<Tenant>> {
+        if self.project.is_none() && self.domain.is_none() {
+            return Ok(named.cloned());
+        }
+        let fallback = named.cloned().unwrap_or_default();
+        let project = self.project.unwrap_or(&fallback.project);
+        let domain = self.domain.unwrap_or(&fallback.domain);
+        Tenant::new(project, domain).context("--project/--domain (or CAIRN_PROJECT/CAIRN_DOMAIN)").map(Some)
+    }
+}
+
+fn load_manifest(path: Option<PathBuf>, store: Option<&str>, tenant: TenantFlags<'_>) -> Result<Manifest> {
     let path = match path {
         Some(path) => path,
         None => Manifest::discover(&std::env::current_dir()?)?,
@@ -286,6 +321,7 @@ fn load_manifest(path: Option<PathBuf>, store: Option<&str>) -> Result<Manifest>
     if let Some(url) = store {
         manifest.set_store(url).map_err(anyhow::Error::msg)?;
     }
+    manifest.tenant = tenant.over(manifest.tenant.as_ref())?;
     Ok(manifest)
 }
 
@@ -296,17 +332,25 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     // These work on the project's files themselves, server or not.
     let store = cli.store.as_deref();
+    let flags = TenantFlags { project: cli.project.as_deref(), domain: cli.domain.as_deref() };
     let command = match cli.command {
         Command::Debug { command } => return debug(command),
-        Command::Build { task } => return build(&load_manifest(cli.manifest, store)?, task.as_deref()),
+        Command::Build { task } => return build(&load_manifest(cli.manifest, store, flags)?, task.as_deref()),
         Command::Serve { listen, grace, no_work, work, .. } => {
-            return serve(load_manifest(cli.manifest, store)?, listen, &grace, (!no_work).then_some(&work));
+            return serve(load_manifest(cli.manifest, store, flags)?, listen, &grace, (!no_work).then_some(&work));
         }
-        Command::Worker { work, grace } => return worker::run(load_manifest(cli.manifest, store)?, &work, &grace),
-        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest, store)?, command),
+        Command::Worker { work, grace } => {
+            return worker::run(load_manifest(cli.manifest, store, flags)?, &work, &grace);
+        }
+        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest, store, flags)?, command),
         command => command,
     };
-    let backend = Backend::open(load_manifest(cli.manifest, store), cli.server.as_deref())?;
+    let manifest = load_manifest(cli.manifest, store, flags);
+    let tenant = match &manifest {
+        Ok(manifest) => manifest.tenant.clone(),
+        Err(_) => flags.over(None)?,
+    };
+    let backend = Backend::open(manifest, cli.server.as_deref(), tenant)?;
     match command {
         Command::Run { task, input, input_file, json, replay, quiet } => {
             let input = match (input, input_file) {
@@ -356,6 +400,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret::dispatch(&backend, command),
+        Command::Tokens { command } => tokens::dispatch(&backend, command),
         Command::Dlq { command } => dlq::dispatch(&backend, command),
         Command::Status { json } => status::show(&backend, json),
         Command::Debug { .. }

@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use cairn::model::Tenant;
-
 use super::backend::Backend;
 
 /// Secret subcommands.
@@ -27,11 +25,16 @@ pub enum SecretCommand {
         /// The key.
         key: String,
     },
+    /// Move every secret (of every tenant) to a new master key: with the key
+    /// file, a new key replaces it once every value moved; with
+    /// CAIRN_MASTER_KEY, values move to it from CAIRN_OLD_MASTER_KEY. Needs
+    /// the store to itself (stop the server first).
+    RotateMaster,
 }
 
 /// Runs a secret subcommand.
 pub fn dispatch(backend: &Backend, command: SecretCommand) -> Result<ExitCode> {
-    let tenant = Tenant::default();
+    let tenant = backend.tenant_name();
     match command {
         SecretCommand::Create { key, value } => {
             let value = if value == "-" {
@@ -51,6 +54,14 @@ pub fn dispatch(backend: &Backend, command: SecretCommand) -> Result<ExitCode> {
             for key in backend.secrets()? {
                 println!("{key}");
             }
+        }
+        SecretCommand::RotateMaster => {
+            let Backend::Local(local) = backend else {
+                bail!("`cairn secret rotate-master` needs the store to itself: stop the server first");
+            };
+            let vault = local.vault()?;
+            let (id, moved) = super::runtime()?.block_on(vault.rotate())?;
+            eprintln!("moved {moved} secret(s) to master key {id}");
         }
         SecretCommand::Delete { key } => {
             if !backend.delete_secret(&key)? {

@@ -27,6 +27,8 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::access::scrub::{ScrubbedJournal, ScrubbedOutputs, Scrubbers};
+use crate::access::vault::Vault;
 use crate::events::{Events, ObservedJournal};
 use crate::journal::{Journal, JournalMode};
 use crate::llm::LlmProvider;
@@ -35,7 +37,7 @@ use crate::model::{Report, Tenant};
 use crate::progress::Progress;
 use crate::services::children::ChildRuns;
 use crate::services::llm::LlmStats;
-use crate::store::{JournalStore, OutputStore, SecretReader, Store};
+use crate::store::{JournalStore, OutputStore, Store};
 
 /// Bindings generated from `wit/`.
 pub mod bindings {
@@ -54,18 +56,19 @@ pub mod bindings {
 pub use bindings::{Task, TaskPre};
 
 /// What every instance of a host gets, for the life of the instance: the
-/// store by role (a context takes only the roles it needs), the tenant,
-/// child runs and the live counters.
+/// store by role (a context takes only the roles it needs), child runs and
+/// the live counters. The tenant is the call's ([`CallSetup::tenant`]): an
+/// instance serves one tenant's runs only, but its context is reset per call.
 #[derive(Clone)]
 pub struct HostServices {
     /// Run journals.
     pub journal: Arc<dyn JournalStore>,
-    /// Reading secrets, and nothing else of them.
-    pub secrets: Arc<dyn SecretReader>,
+    /// Opening the tenants' sealed secrets, and nothing else of them.
+    pub secrets: Arc<Vault>,
+    /// The secret values of the runs being driven, kept out of what they store.
+    pub scrubbers: Arc<Scrubbers>,
     /// Logs and reports.
     pub outputs: Arc<dyn OutputStore>,
-    /// The tenant runs are made in (secrets are read in its scope).
-    pub tenant: Tenant,
     /// Starts child runs; `None` where children are not allowed.
     pub children: Option<Arc<dyn ChildRuns>>,
     /// The host's live counters.
@@ -78,16 +81,19 @@ impl HostServices {
     /// The services of a host over `store`, split into its roles.
     pub fn new(
         store: &Arc<dyn Store>,
-        tenant: Tenant,
+        secrets: Arc<Vault>,
         children: Option<Arc<dyn ChildRuns>>,
         progress: Arc<Progress>,
         events: Events,
     ) -> Self {
+        let scrubbers = Arc::new(Scrubbers::default());
+        let observed: Arc<dyn JournalStore> = Arc::new(ObservedJournal::new(store.clone(), events.clone()));
         HostServices {
-            journal: Arc::new(ObservedJournal::new(store.clone(), events.clone())),
-            secrets: store.clone(),
-            outputs: store.clone(),
-            tenant,
+            // Scrubbed first, so that the events tell of the scrubbed record too.
+            journal: Arc::new(ScrubbedJournal::new(observed, scrubbers.clone())),
+            secrets,
+            outputs: Arc::new(ScrubbedOutputs::new(store.clone(), scrubbers.clone())),
+            scrubbers,
             children,
             progress,
             events,
@@ -100,6 +106,8 @@ impl HostServices {
 pub struct CallSetup<'a> {
     /// The run's id (empty while an instance is only being warmed).
     pub run_id: &'a str,
+    /// The run's tenant: secrets are read, and children made, in its scope.
+    pub tenant: &'a Tenant,
     /// The task.
     pub task: &'a TaskSpec,
     /// The task's environment (resources, secrets).

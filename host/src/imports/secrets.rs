@@ -8,13 +8,13 @@ use wasmtime::component::{HasData, Linker};
 
 use super::bindings::cairn::task::secrets::{self as wit, Host, SecretError};
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
+use crate::access::vault::Vault;
 use crate::manifest::SecretDecl;
 use crate::model::Tenant;
-use crate::store::SecretReader;
 
 /// The `secrets` context of an instance.
 pub struct SecretsCtx {
-    store: Arc<dyn SecretReader>,
+    vault: Arc<Vault>,
     tenant: Tenant,
     /// Secrets the task's environment declares.
     declared: Arc<[SecretDecl]>,
@@ -22,10 +22,13 @@ pub struct SecretsCtx {
 
 impl Capability for SecretsCtx {
     fn new(services: &HostServices) -> Self {
-        SecretsCtx { store: services.secrets.clone(), tenant: services.tenant.clone(), declared: Arc::new([]) }
+        SecretsCtx { vault: services.secrets.clone(), tenant: Tenant::default(), declared: Arc::new([]) }
     }
 
     fn reset(&mut self, call: &CallSetup<'_>) {
+        if self.tenant != *call.tenant {
+            self.tenant = call.tenant.clone();
+        }
         if !Arc::ptr_eq(&self.declared, &call.env.secrets) {
             self.declared = call.env.secrets.clone();
         }
@@ -42,11 +45,12 @@ impl SecretsCtx {
                 "secret {key:?} is not declared by this task's environment; add it to the environment's `secrets` list in cairn.toml"
             ))));
         }
-        let store = self.store.clone();
+        let vault = self.vault.clone();
         let tenant = self.tenant.clone();
         let lookup_key = key.clone();
-        let value = tokio::task::spawn_blocking(move || store.get_secret(&tenant, &lookup_key)).await??;
-        Ok(value.ok_or_else(|| {
+        let value = tokio::task::spawn_blocking(move || vault.get(&tenant, &lookup_key)).await??;
+        // The guest gets its own copy; the vault's is wiped when dropped.
+        Ok(value.map(|v| String::clone(&v)).ok_or_else(|| {
             SecretError::NotFound(format!(
                 "secret {key:?} has no value in tenant {}; create it with `cairn secret create {key} VALUE`",
                 self.tenant

@@ -43,6 +43,7 @@ impl Capability for TasksCtx {
         context.attempt = call.attempt;
         context.parent = call.parent.map(str::to_owned);
         self.submissions.reset();
+        self.submissions.set_tenant(call.tenant);
     }
 
     fn drain(&mut self, report: &mut CallReport) {

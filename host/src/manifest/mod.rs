@@ -26,6 +26,7 @@ use toml::Spanned;
 
 use crate::config::locate::{Location, Locator};
 use crate::llm::mock::MockConfig;
+use crate::model::{Tenant, TenantError};
 use crate::policy::breaker::BreakerConfig;
 use crate::policy::retry::RetryPolicy;
 pub use retention::Retention;
@@ -240,6 +241,10 @@ pub struct Manifest {
     /// `.cairn/`, or a PostgreSQL URL (from the manifest's `store` key, or
     /// set by `--store` / `CAIRN_STORE`).
     pub store: Option<StoreSetting>,
+    /// The tenant commands act as when none is named (`tenant =
+    /// "project/domain"`, or the CLI's `--project`/`--domain`); `None`:
+    /// `default/development`, or, through a server, the token's tenant.
+    pub tenant: Option<Tenant>,
 }
 
 /// A store other than the embedded default.
@@ -393,6 +398,8 @@ mod raw {
         pub retention: Option<Spanned<retention::raw::Retention>>,
         #[serde(default)]
         pub store: Option<Spanned<String>>,
+        #[serde(default)]
+        pub tenant: Option<Spanned<String>>,
     }
 
     impl Manifest {
@@ -414,8 +421,26 @@ mod raw {
                     }
                 }
             };
+            let tenant = match self.tenant {
+                None => None,
+                Some(name) => {
+                    let span = name.span();
+                    let parsed = name.into_inner().parse();
+                    Some(parsed.map_err(|e: TenantError| ManifestError::at(locate, span, e.to_string()))?)
+                }
+            };
             let path = locate.path().to_path_buf();
-            Ok(super::Manifest { path, dir, default_provider, providers, environments, tasks, retention, store })
+            Ok(super::Manifest {
+                path,
+                dir,
+                default_provider,
+                providers,
+                environments,
+                tasks,
+                retention,
+                store,
+                tenant,
+            })
         }
     }
 }

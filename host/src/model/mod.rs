@@ -6,6 +6,7 @@
 //! types, the policies decide over them, the runner and the adapters make
 //! them; none of those is known here.
 
+mod access;
 mod executor;
 mod failure;
 mod journal;
@@ -16,12 +17,13 @@ mod tenant;
 mod time;
 mod usage;
 
+pub use access::{ApiToken, Role};
 pub use executor::Executor;
 pub use failure::{Failure, FailureKind};
 pub use journal::{CallKind, JournalEntry, ReplayKey};
 pub use output::{AttemptLog, Report};
 pub use run::{AttemptRecord, CacheEntry, DeadLetter, Fence, Lease, RunRecord, RunStatus};
 pub use stats::TaskStats;
-pub use tenant::Tenant;
+pub use tenant::{Tenant, TenantError};
 pub use time::now_ms;
 pub use usage::Usage;

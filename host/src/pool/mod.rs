@@ -54,6 +54,10 @@ pub enum PoolError {
 pub struct PoolStats {
     /// The environment.
     pub environment: String,
+    /// The tenant whose runs the pool serves (`project/domain`): instances
+    /// are never shared between tenants.
+    #[serde(default)]
+    pub tenant: String,
     /// `reuse.replicas` minimum.
     pub min_replicas: u32,
     /// `reuse.replicas` maximum.
@@ -154,8 +158,14 @@ pub struct Pool<T: Send + 'static> {
 impl<T: Send + 'static> Pool<T> {
     /// An empty pool for `environment`; nothing is instantiated until asked.
     pub fn new(environment: &str, policy: ReusePolicy, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Self::for_tenant("", environment, policy, clock)
+    }
+
+    /// An empty pool for `tenant`'s runs in `environment`.
+    pub fn for_tenant(tenant: &str, environment: &str, policy: ReusePolicy, clock: Arc<dyn Clock>) -> Arc<Self> {
         let stats = PoolStats {
             environment: environment.to_owned(),
+            tenant: tenant.to_owned(),
             min_replicas: policy.min_replicas,
             max_replicas: policy.max_replicas,
             concurrency: policy.concurrency,

@@ -40,6 +40,8 @@ pub(super) struct AttemptPlan {
     pub pool: Option<Arc<Pool<WarmInstance>>>,
     /// This host's hold on the run.
     pub fence: Option<crate::model::Fence>,
+    /// The run's tenant.
+    pub tenant: crate::model::Tenant,
 }
 
 /// What an attempt leaves behind besides its outcome.
@@ -60,6 +62,7 @@ pub(super) fn call_setup<'a>(
 ) -> CallSetup<'a> {
     CallSetup {
         run_id,
+        tenant: &plan.tenant,
         task,
         env,
         attempt: plan.number,
@@ -134,12 +137,12 @@ impl Host {
             let _ = stored.await;
         }
         if leftovers.log != AttemptLog::default()
-            && let Err(e) = self.store.put_log(run_id, plan.number, &leftovers.log).await
+            && let Err(e) = self.services.outputs.put_log(run_id, plan.number, &leftovers.log).await
         {
             tracing::warn!(run = %run_id, "cannot store the attempt's log: {e}");
         }
         if !leftovers.call.report.tabs.is_empty() {
-            match self.store.put_report(run_id, &leftovers.call.report).await {
+            match self.services.outputs.put_report(run_id, &leftovers.call.report).await {
                 Ok(()) => {
                     let tabs = leftovers.call.report.tabs.keys().cloned().collect();
                     self.events.emit(run_id, crate::events::EventKind::Report { tabs });
@@ -166,7 +169,7 @@ impl Host {
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
         let work = self.run_dirs.work_dir(setup.run_id).map_err(|e| Failure::host(e.to_string()))?;
-        let mut wasi = self.wasi_builder(env, &stdout, &stderr)?;
+        let mut wasi = self.wasi_builder(&plan.tenant, env, &stdout, &stderr)?;
         wasi.env("CAIRN_RUN_ID", setup.run_id)
             .env("CAIRN_TASK", &setup.task.name)
             .env("CAIRN_ATTEMPT", plan.number.to_string());
@@ -197,6 +200,7 @@ impl Host {
     /// and the secrets the environment exposes as variables.
     pub(super) fn wasi_builder(
         &self,
+        tenant: &crate::model::Tenant,
         env: &Environment,
         stdout: &CapturedOutput,
         stderr: &CapturedOutput,
@@ -205,8 +209,8 @@ impl Host {
         wasi.stdout(stdout.clone()).stderr(stderr.clone()).env("CAIRN_ENVIRONMENT", &env.name);
         for secret in env.secrets.iter().filter(|s| s.as_env_var.is_some()) {
             let value = self
-                .store
-                .get_secret(&self.tenant, &secret.key)
+                .vault
+                .get(tenant, &secret.key)
                 .map_err(|e| Failure::host(e.to_string()))?
                 .ok_or_else(|| Failure {
                     kind: FailureKind::MissingSecret,
@@ -216,7 +220,7 @@ impl Host {
                     ),
                     retryable: false,
                 })?;
-            wasi.env(secret.as_env_var.as_deref().unwrap_or_default(), value);
+            wasi.env(secret.as_env_var.as_deref().unwrap_or_default(), &*value);
         }
         Ok(wasi)
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use super::{Host, RunOptions, RunnerError};
-use crate::model::{Failure, FailureKind, RunRecord, RunStatus};
+use crate::model::{Failure, FailureKind, RunRecord, RunStatus, Tenant};
 use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
 use crate::store::StoreError;
 
@@ -177,7 +177,7 @@ impl Host {
 
     /// The child's finished record: made now, or the existing run's.
     async fn child_record(&self, child: &ChildStart) -> Result<RunRecord, RunnerError> {
-        let existing = match self.store.get_run(&self.tenant, &child.id) {
+        let existing = match self.store.get_run(&child.tenant, &child.id) {
             Ok(run) => Some(run),
             Err(StoreError::NoSuchRun(_)) => None,
             Err(e) => return Err(e.into()),
@@ -191,7 +191,7 @@ impl Host {
                 ));
             }
             let task = self.manifest.task(&child.task).map_err(RunnerError::UnknownTask)?.clone();
-            let mut run = self.new_record(&task.name, &child.input, &RunOptions::default());
+            let mut run = self.new_record(&task.name, &child.input, &RunOptions::of(&child.tenant));
             run.id = child.id.clone();
             run.parent = Some(child.parent.clone());
             run.group = child.group.clone();
@@ -200,14 +200,14 @@ impl Host {
                 run.status = RunStatus::Pending;
                 run.lease = None;
                 self.store.create_run(&run).await?;
-                return self.child_finished(&child.parent, &run.id).await;
+                return self.child_finished(&child.parent, &run).await;
             }
             self.store.create_run(&run).await?;
             self.events.emit(
                 &run.id,
                 crate::events::EventKind::RunStarted { task: task.name.clone(), parent: run.parent.clone() },
             );
-            self.start_environment(&task.environment).await;
+            self.start_environment(&run.tenant, &task.environment).await;
             return self.start(run, &task, &RunOptions::default()).await;
         };
         match run.status {
@@ -216,7 +216,7 @@ impl Host {
             // A parent's new attempt gives a child that failed retryably another go, on its own journal.
             RunStatus::Failed if self.is_working() => {
                 let run = self.reopen(run, None).await?;
-                self.child_finished(&child.parent, &run.id).await
+                self.child_finished(&child.parent, &run).await
             }
             RunStatus::Failed => self.redrive(run, None).await,
             _ if child.replay => Ok(self.unfinished(
@@ -226,27 +226,27 @@ impl Host {
             )),
             _ if run.status.is_finished() => Ok(run),
             // Queued, or held by a worker (this one included): wait for it.
-            _ if self.is_working() => self.child_finished(&child.parent, &run.id).await,
+            _ if self.is_working() => self.child_finished(&child.parent, &run).await,
             // Nothing in this process drives it (else the running map would have
             // it), yet it holds this process's lease: an earlier start stopped on
             // an error. Take it up again.
             _ if run.lease.as_ref().is_some_and(|lease| lease.owner == self.host_id) => {
-                self.resume(&run.id, true).await
+                self.resume(&run.tenant, &run.id, true).await
             }
-            _ => self.attach_elsewhere(&run.id).await,
+            _ => self.attach_elsewhere(&run.tenant, &run.id).await,
         }
     }
 
     /// Resumes a child another host left running as soon as its lease is
     /// stale; until then waits for that host to finish it.
-    async fn attach_elsewhere(&self, id: &str) -> Result<RunRecord, RunnerError> {
+    async fn attach_elsewhere(&self, tenant: &Tenant, id: &str) -> Result<RunRecord, RunnerError> {
         loop {
-            match self.resume(id, false).await {
+            match self.resume(tenant, id, false).await {
                 Err(RunnerError::NotResumable { .. }) => {}
                 done => return done,
             }
             tokio::time::sleep(POLL).await;
-            let run = self.store.get_run(&self.tenant, id)?;
+            let run = self.store.get_run(tenant, id)?;
             if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
                 return Ok(run);
             }
@@ -255,14 +255,14 @@ impl Host {
 
     /// Waits for child `id` of `parent` that any worker may run, lending the
     /// parent's slot to the children meanwhile (see [`super::worker::SlotLending`]).
-    async fn child_finished(&self, parent: &str, id: &str) -> Result<RunRecord, RunnerError> {
+    async fn child_finished(&self, parent: &str, run: &RunRecord) -> Result<RunRecord, RunnerError> {
         let _lent = self.lending.lend(parent);
-        self.finished_elsewhere(id).await
+        self.finished_elsewhere(&run.tenant, &run.id).await
     }
 
     /// A failed stand-in record for a child that cannot be run.
     fn unfinished(&self, child: &ChildStart, kind: FailureKind, why: &str) -> RunRecord {
-        let mut run = self.new_record(&child.task, &child.input, &RunOptions::default());
+        let mut run = self.new_record(&child.task, &child.input, &RunOptions::of(&child.tenant));
         run.id = child.id.clone();
         run.status = RunStatus::Failed;
         run.error = Some(Failure { kind, message: format!("child run {}: {why}", child.id), retryable: false });

@@ -2,7 +2,7 @@
 //! retry on their own journal.
 
 use super::{Host, RunnerError};
-use crate::model::{DeadLetter, Failure, Lease, RunRecord, RunStatus, now_ms};
+use crate::model::{DeadLetter, Failure, Lease, RunRecord, RunStatus, Tenant, now_ms};
 
 impl Host {
     /// Finishes a run whose options are all spent and files it in the
@@ -18,7 +18,7 @@ impl Host {
                 error: failure,
                 attempts: run.attempts.clone(),
             };
-            self.store.dlq_put(&self.tenant, &letter).await?;
+            self.store.dlq_put(&run.tenant, &letter).await?;
         }
         Ok(run)
     }
@@ -26,9 +26,14 @@ impl Host {
     /// Retries a dead-lettered run on its own journal: recorded calls are not
     /// repeated, retries start afresh. `stub` answers the first LLM call the
     /// journal does not have (the call that kept failing) instead of the provider.
-    pub async fn retry_dead(&self, run_id: &str, stub: Option<String>) -> Result<RunRecord, RunnerError> {
-        let run = self.store.get_run(&self.tenant, run_id)?;
-        if self.store.dlq_get(&self.tenant, run_id)?.is_none() {
+    pub async fn retry_dead(
+        &self,
+        tenant: &Tenant,
+        run_id: &str,
+        stub: Option<String>,
+    ) -> Result<RunRecord, RunnerError> {
+        let run = self.store.get_run(tenant, run_id)?;
+        if self.store.dlq_get(tenant, run_id)?.is_none() {
             return Err(RunnerError::NotResumable {
                 run_id: run_id.to_owned(),
                 reason: "it is not in the dead-letter queue (see `cairn dlq list`)".into(),
@@ -56,8 +61,8 @@ impl Host {
     /// Queues a dead-lettered run to be retried by whichever worker claims it
     /// (`cairn serve --no-work`): as [`Host::retry_dead`], but through the
     /// claim path, unleased.
-    pub async fn requeue_dead(&self, run_id: &str) -> Result<RunRecord, RunnerError> {
-        let run = self.store.get_run(&self.tenant, run_id)?;
+    pub async fn requeue_dead(&self, tenant: &Tenant, run_id: &str) -> Result<RunRecord, RunnerError> {
+        let run = self.store.get_run(tenant, run_id)?;
         self.manifest.task(&run.task).map_err(RunnerError::UnknownTask)?;
         let run = self.reopen(run, None).await?;
         tracing::info!(run = %run.id, "dead letter queued for the workers to retry");
@@ -69,9 +74,9 @@ impl Host {
     /// retries afresh. Taking the letter is the guard: of two hosts retrying
     /// the same letter at once, one gets it.
     pub(super) async fn reopen(&self, mut run: RunRecord, lease: Option<Lease>) -> Result<RunRecord, RunnerError> {
-        let letter = self.store.dlq_get(&self.tenant, &run.id)?;
+        let letter = self.store.dlq_get(&run.tenant, &run.id)?;
         // A child's retry (a parent's new attempt) need not come from the queue.
-        if !self.store.dlq_remove(&self.tenant, &run.id).await? && run.parent.is_none() {
+        if !self.store.dlq_remove(&run.tenant, &run.id).await? && run.parent.is_none() {
             return Err(RunnerError::NotResumable {
                 run_id: run.id.clone(),
                 reason: "it is not in the dead-letter queue (another host may be retrying it; see `cairn dlq list`)"
@@ -90,7 +95,7 @@ impl Host {
         if let Err(e) = self.store.update_run(&run, &run.fence(&self.host_id)).await {
             // The run stays failed: its letter goes back in the queue.
             if let Some(letter) = letter {
-                drop(self.store.dlq_put(&self.tenant, &letter).await);
+                drop(self.store.dlq_put(&run.tenant, &letter).await);
             }
             return Err(e.into());
         }

@@ -47,6 +47,7 @@ impl Host {
             Some(source) => JournalMode::Replay { source: source.clone() },
             None => JournalMode::Live,
         };
+        let breakers = self.breakers_of(&run.tenant);
         let registered = self.stops.register(&run.id, run.parent.as_deref());
         let stop = registered.token.clone();
         let fence = run.fence(&self.host_id);
@@ -55,6 +56,8 @@ impl Host {
         for name in &task.fallback {
             chain.push(self.manifest.task(name).map_err(RunnerError::UnknownTask)?.clone());
         }
+        // What the run could read is kept out of all it stores and tells, while it is driven here.
+        let _scrubbing = self.services.scrubbers.register(&run.id, self.scrubber_for(&run.tenant, &chain));
         // A resumed run goes on with the option it was on.
         let resume_at = run.attempts[run.retry_from.min(run.attempts.len())..]
             .iter()
@@ -66,7 +69,7 @@ impl Host {
         for (index, candidate) in chain.iter().enumerate().skip(resume_at) {
             let breaker = format!("task:{}", candidate.name);
             if let Some(config) = candidate.circuit_breaker
-                && let Admission::Rejected { retry_at_ms } = self.breakers.admit(&breaker, config)
+                && let Admission::Rejected { retry_at_ms } = breakers.admit(&breaker, config)
             {
                 let failure = Failure {
                     kind: FailureKind::CircuitOpen,
@@ -94,7 +97,7 @@ impl Host {
                     continue;
                 }
             };
-            let chain_provider = match self.provider_for(candidate) {
+            let chain_provider = match self.provider_for(candidate, &run.tenant) {
                 Ok(provider) => provider,
                 Err(failure) => {
                     run.attempts.push(skipped_attempt(&run, candidate, failure.clone(), now_ms()));
@@ -103,7 +106,7 @@ impl Host {
                 }
             };
             let provider: Arc<dyn LlmProvider> = chain_provider.clone();
-            let pool = self.pool_of(self.manifest.environment_of(candidate));
+            let pool = self.pool_of(&run.tenant, self.manifest.environment_of(candidate));
             let mut memory = self.manifest.environment_of(candidate).resources.memory;
             // Parks so far, counted from the record: a released park is a new drive.
             let mut parks = run.attempts[run.retry_from.min(run.attempts.len())..]
@@ -124,6 +127,7 @@ impl Host {
                     parent: run.parent.clone(),
                     pool: pool.clone(),
                     fence: Some(fence.clone()),
+                    tenant: run.tenant.clone(),
                 };
                 let started_at_ms = now_ms();
                 self.events
@@ -133,6 +137,16 @@ impl Host {
                         .attempt(candidate, &candidate_pre, &provider, &run.id, &run.input, &plan)
                         .instrument(tracing::info_span!("attempt", run_id = %run.id, attempt = plan.number, task = %candidate.name)) => done,
                     why = stop.wait() => (Err(why.failure()), Default::default()),
+                };
+                let outcome = match self.services.scrubbers.of(&run.id) {
+                    Some(scrubber) => match outcome {
+                        Ok(output) => Ok(scrubber.scrub(&output).into_owned()),
+                        Err(mut failure) => {
+                            scrubber.scrub_failure(&mut failure);
+                            Err(failure)
+                        }
+                    },
+                    None => outcome,
                 };
                 self.events.emit(
                     &run.id,
@@ -169,7 +183,7 @@ impl Host {
                 let failure = match outcome {
                     Ok(output) => {
                         if let Some(config) = candidate.circuit_breaker {
-                            self.breakers.record(&breaker, config, true).await;
+                            breakers.record(&breaker, config, true).await;
                         }
                         run.produced_by = Some(candidate.name.clone());
                         run.degraded = index > 0 || stats.llm.degraded;
@@ -212,15 +226,15 @@ impl Host {
                     || match candidate.circuit_breaker {
                         Some(config) => {
                             counted = true;
-                            self.breakers.note(&breaker, config, false);
-                            matches!(self.breakers.admit(&breaker, config), Admission::Rejected { .. })
+                            breakers.note(&breaker, config, false);
+                            matches!(breakers.admit(&breaker, config), Admission::Rejected { .. })
                         }
                         None => false,
                     },
                     &mut random_unit,
                 );
                 if counted && let Some(config) = candidate.circuit_breaker {
-                    self.breakers.publish(&breaker, config, false).await;
+                    breakers.publish(&breaker, config, false).await;
                 }
                 match step {
                     Step::Park { wait } => {

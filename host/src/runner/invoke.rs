@@ -36,12 +36,12 @@ impl Host {
             Ok(prepared) => prepared,
             Err(failure) => return Ok(Err(failure)),
         };
-        let provider: Arc<dyn LlmProvider> = match self.provider_for(task) {
+        let provider: Arc<dyn LlmProvider> = match self.provider_for(task, &self.tenant) {
             Ok(provider) => provider,
             Err(failure) => return Ok(Err(failure)),
         };
         let env = self.manifest.environment_of(task);
-        let (pool, memory) = (self.pool_of(env), env.resources.memory);
+        let (pool, memory) = (self.pool_of(&self.tenant, env), env.resources.memory);
         Ok(Ok(PreparedTask { host: self, task, pre, component, provider, pool, memory }))
     }
 
@@ -81,6 +81,7 @@ impl PreparedTask<'_> {
             component: self.component.clone(),
             parent: None,
             pool: self.pool.clone(),
+            tenant: self.host.tenant.clone(),
         };
         self.host.attempt(self.task, &self.pre, &self.provider, run_id, input, &plan).await.0
     }

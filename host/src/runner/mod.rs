@@ -26,14 +26,13 @@ mod providers;
 mod recovery;
 mod retention;
 mod run;
+mod secrets;
 mod submit;
+mod tenants;
 pub mod warm;
 pub mod worker;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
-
-use rustc_hash::FxHashMap as HashMap;
 
 use self::cancel::Stops;
 use self::children::ChildSpawner;
@@ -41,15 +40,12 @@ use self::components::Components;
 pub use self::invoke::PreparedTask;
 use self::lease::host_id;
 pub use self::providers::{Providers, build_provider};
-use self::warm::WarmInstance;
-use crate::breakers::Breakers;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::{CairnEngine, EngineError};
 use crate::events::Events;
 use crate::imports::{self, HostServices};
 use crate::manifest::Manifest;
 use crate::model::Tenant;
-use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::sandbox::RunDirs;
 use crate::store::StoreError;
@@ -64,6 +60,9 @@ pub enum RunnerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A secret or the master key.
+    #[error(transparent)]
+    Secrets(#[from] crate::access::vault::VaultError),
     /// The task is not in the manifest.
     #[error("{0}")]
     UnknownTask(String),
@@ -103,6 +102,15 @@ pub enum RunnerError {
 pub struct RunOptions {
     /// Replay this run's journal (a cassette) with live LLM calls forbidden.
     pub replay: Option<String>,
+    /// The tenant the run belongs to; `None` for the host's default.
+    pub tenant: Option<Tenant>,
+}
+
+impl RunOptions {
+    /// Options for a run of `tenant`.
+    pub fn of(tenant: &Tenant) -> Self {
+        RunOptions { tenant: Some(tenant.clone()), ..RunOptions::default() }
+    }
 }
 
 /// A host: engine, store and manifest, ready to run tasks.
@@ -113,22 +121,19 @@ pub struct Host {
     store: Arc<dyn Store>,
     /// Run directories (`.cairn/runs/`).
     run_dirs: RunDirs,
-    /// The tenant runs are made in.
+    /// The tenant runs are made in when the caller names none (the
+    /// manifest's, or the CLI's `--project`/`--domain`).
     tenant: Tenant,
     /// This host's lease owner id, `<hostname>-<pid>`.
     host_id: String,
     /// Time for backoff, breakers and pool TTLs.
     clock: Arc<dyn Clock>,
-    /// Circuit breakers of tasks and providers.
-    breakers: Arc<Breakers>,
-    /// The provider registry: each provider's chain, built once.
-    providers: Providers,
+    /// Each tenant's breakers, provider chains and pools.
+    scopes: tenants::Scopes,
+    /// The tenants' secrets, sealed in the store.
+    vault: Arc<crate::access::vault::Vault>,
     /// Directories of warm instances (`.cairn/instances/<host id>/`).
     instance_dirs: RunDirs,
-    /// Warm-instance pools of environments with `reuse`, by environment.
-    pools: Mutex<HashMap<String, Arc<Pool<WarmInstance>>>>,
-    /// Environments already loaded and warmed.
-    started: Mutex<HashSet<String>>,
     /// Child runs.
     children: Arc<ChildSpawner>,
     /// Live counters for progress displays.
@@ -236,15 +241,14 @@ impl Host {
         let host_id = host_id();
         clear_instances_of_gone_hosts(&state.join("instances"));
         let instance_dirs = RunDirs::open(&state.join("instances").join(&host_id))?;
-        let tenant = Tenant::default();
-        let breakers = Arc::new(Breakers::load(clock.clone(), store.clone(), tenant.clone()));
+        let tenant = manifest.tenant.clone().unwrap_or_default();
+        let vault = Arc::new(crate::access::vault::Vault::open(&state, store.clone())?);
         let progress = Arc::new(Progress::default());
         let host = Arc::new_cyclic(|me: &Weak<Host>| {
             let children = Arc::new(ChildSpawner::new(me.clone()));
             let child_runs: Arc<dyn crate::services::children::ChildRuns> = children.clone();
             let events = Events::default();
-            let services =
-                HostServices::new(&store, tenant.clone(), Some(child_runs), progress.clone(), events.clone());
+            let services = HostServices::new(&store, vault.clone(), Some(child_runs), progress.clone(), events.clone());
             Host {
                 manifest,
                 components: Components::new(engine, linker),
@@ -253,11 +257,9 @@ impl Host {
                 tenant,
                 host_id,
                 clock,
-                providers: Providers::new(breakers.clone()),
-                breakers,
+                scopes: tenants::Scopes::default(),
+                vault,
                 instance_dirs,
-                pools: Mutex::new(HashMap::default()),
-                started: Mutex::new(HashSet::new()),
                 children,
                 progress,
                 fresh_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_FRESH_INSTANCES)),
@@ -275,6 +277,15 @@ impl Host {
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let vault = host.vault.clone();
+            runtime.spawn(async move {
+                // Values a cairn from before sealing stored in plain text are sealed now.
+                match vault.seal_plain().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("sealed {n} secret(s) stored in plain text by an older cairn"),
+                    Err(e) => tracing::warn!("cannot seal the secrets stored in plain text: {e}"),
+                }
+            });
             let me = Arc::downgrade(&host);
             let mut requests = host.store.cancel_requests();
             runtime.spawn(async move {
@@ -390,9 +401,14 @@ impl Host {
         self.components.engine()
     }
 
-    /// The tenant runs are created in.
+    /// The tenant runs are created in when the caller names none.
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
+    }
+
+    /// The tenants' secrets.
+    pub fn vault(&self) -> &Arc<crate::access::vault::Vault> {
+        &self.vault
     }
 
     /// The runs directory.
@@ -400,12 +416,7 @@ impl Host {
         &self.run_dirs
     }
 
-    /// The host's circuit breakers.
-    pub fn breakers(&self) -> &Arc<Breakers> {
-        &self.breakers
-    }
-
-    /// What every instance of this host gets: the store, the tenant, child
+    /// What every instance of this host gets: the store, child
     /// runs and the live counters.
     pub(crate) fn services(&self) -> &HostServices {
         &self.services

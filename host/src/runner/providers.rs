@@ -14,7 +14,7 @@ use crate::llm::mock::MockProvider;
 use crate::llm::openai::{OpenAiConfig, OpenAiProvider};
 use crate::llm::reliable::{Reliable, RetryConfig};
 use crate::manifest::{Manifest, ProviderKind, ProviderSpec, TaskSpec};
-use crate::model::{Failure, FailureKind};
+use crate::model::{Failure, FailureKind, Tenant};
 
 /// Builds a provider from its manifest entry; `secret` reads the API key.
 pub fn build_provider(
@@ -110,19 +110,24 @@ impl Providers {
 }
 
 impl Host {
-    /// The task's provider chain, from the registry.
-    pub(super) fn provider_for(&self, task: &TaskSpec) -> Result<Arc<ProviderChain>, Failure> {
-        let secret = |key: &str| self.store.get_secret(&self.tenant, key).map_err(|e| e.to_string());
-        self.providers.chain(&self.manifest, self.manifest.provider_of(task), secret)
+    /// The task's provider chain in `tenant`'s registry (with its API keys).
+    pub(super) fn provider_for(&self, task: &TaskSpec, tenant: &Tenant) -> Result<Arc<ProviderChain>, Failure> {
+        let secret = |key: &str| {
+            let value = self.vault.get(tenant, key).map_err(|e| e.to_string())?;
+            Ok(value.map(|v| String::clone(&v)))
+        };
+        self.scope(tenant).providers.chain(&self.manifest, self.manifest.provider_of(task), secret)
     }
 
-    /// Adds the providers' retries since the last flush to the store's counters.
+    /// Adds the providers' retries since the last flush to each tenant's counters.
     pub(super) async fn flush_provider_retries(&self) {
-        let deltas = self.providers.take_retries();
-        if !deltas.is_empty()
-            && let Err(e) = self.store.add_counters(&self.tenant, &deltas).await
-        {
-            tracing::warn!("cannot store provider retry counts: {e}");
+        for scope in self.scopes() {
+            let deltas = scope.providers.take_retries();
+            if !deltas.is_empty()
+                && let Err(e) = self.store.add_counters(&scope.tenant, &deltas).await
+            {
+                tracing::warn!("cannot store provider retry counts of {}: {e}", scope.tenant);
+            }
         }
     }
 }

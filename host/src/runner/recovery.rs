@@ -4,7 +4,7 @@
 use super::lease::is_stale;
 use super::{Host, RunOptions, RunnerError};
 use crate::events::EventKind;
-use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, RunStatus, now_ms};
+use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, RunStatus, Tenant, now_ms};
 use crate::store::RunFilter;
 
 impl Host {
@@ -12,8 +12,8 @@ impl Host {
     /// repeated, the call in flight when its host stopped is made again.
     /// Without `force` the run's lease must be stale (expired, or its holder
     /// on this machine gone).
-    pub async fn resume(&self, run_id: &str, force: bool) -> Result<RunRecord, RunnerError> {
-        let current = self.store.get_run(&self.tenant, run_id)?;
+    pub async fn resume(&self, tenant: &Tenant, run_id: &str, force: bool) -> Result<RunRecord, RunnerError> {
+        let current = self.store.get_run(tenant, run_id)?;
         let not_resumable = |reason: String| RunnerError::NotResumable { run_id: run_id.to_owned(), reason };
         if matches!(current.status, RunStatus::Succeeded | RunStatus::Failed) {
             return Err(not_resumable(format!("it already {}", current.status.as_str())));
@@ -28,7 +28,7 @@ impl Host {
         let stale = current.lease.as_ref().is_none_or(|lease| is_stale(lease, now));
         let claimed = self
             .store
-            .claim_run(&self.tenant, run_id, &self.host_id, self.lease_until(), now, force || stale)
+            .claim_run(tenant, run_id, &self.host_id, self.lease_until(), now, force || stale)
             .await?
             .ok_or_else(|| {
                 let holder = current.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("another host");
@@ -67,8 +67,8 @@ impl Host {
             self.store.update_run(&run, &run.fence(&self.host_id)).await?;
             tracing::info!(run = %run_id, task = %task.name, "run started (claimed)");
             self.events.emit(&run.id, EventKind::RunStarted { task: task.name.clone(), parent: run.parent.clone() });
-            self.start_environment(&task.environment).await;
-            let options = RunOptions { replay: run.replay_of.clone() };
+            self.start_environment(&run.tenant, &task.environment).await;
+            let options = RunOptions { replay: run.replay_of.clone(), tenant: Some(run.tenant.clone()) };
             return self.start(run, &task, &options).await;
         }
         if run.not_before_ms > 0 {
@@ -96,7 +96,7 @@ impl Host {
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
         run.component_digest = Some(digest.to_string());
-        self.start_environment(&task.environment).await;
+        self.start_environment(&run.tenant, &task.environment).await;
         self.drive(run, &task, pre, None).await
     }
 
@@ -106,7 +106,7 @@ impl Host {
         let mut finished = Vec::new();
         for run in self.stale_runs()? {
             // One run that cannot be resumed must not stop the others, or the host.
-            match self.resume(&run.id, false).await {
+            match self.resume(&run.tenant, &run.id, false).await {
                 Ok(record) => finished.push(record),
                 Err(e) => tracing::warn!(run = %run.id, "not resumed: {e}"),
             }
@@ -121,9 +121,10 @@ impl Host {
         // Only unfinished runs are read, from the status index: the cost does
         // not grow with the finished runs the store holds.
         let mut stale: Vec<RunRecord> = Vec::new();
-        for status in [RunStatus::Running, RunStatus::Pending] {
+        let statuses = [RunStatus::Running, RunStatus::Pending];
+        for (tenant, status) in self.store.tenants(true)?.into_iter().flat_map(|t| statuses.map(|s| (t.clone(), s))) {
             let filter = RunFilter { status: Some(status), ..Default::default() };
-            let runs = self.store.list_runs(&self.tenant, &filter)?;
+            let runs = self.store.list_runs(&tenant, &filter)?;
             // A run released to wait out a backoff is not abandoned: it is due later.
             let due = |r: &RunRecord| r.lease.is_some() || r.not_before_ms <= now;
             stale.extend(
@@ -133,11 +134,11 @@ impl Host {
         stale.sort_by(|a, b| b.id.cmp(&a.id));
         // A child is resumed by its parent, which re-attaches to it; one whose
         // parent is finished or gone has nobody else to finish it.
-        let parent_unfinished = |id: &str| {
+        let parent_unfinished = |run: &RunRecord, id: &str| {
             self.store
-                .get_run(&self.tenant, id)
+                .get_run(&run.tenant, id)
                 .is_ok_and(|parent| matches!(parent.status, RunStatus::Running | RunStatus::Pending))
         };
-        Ok(stale.into_iter().filter(|r| r.parent.as_deref().is_none_or(|p| !parent_unfinished(p))).collect())
+        Ok(stale.into_iter().filter(|r| r.parent.as_deref().is_none_or(|p| !parent_unfinished(r, p))).collect())
     }
 }

@@ -20,10 +20,12 @@ impl Host {
     pub async fn apply_retention(&self) -> Result<GcReport, RunnerError> {
         let retention = self.manifest.retention;
         let mut report = GcReport::default();
-        for (status, older_than) in [(RunStatus::Succeeded, retention.finished), (RunStatus::Failed, retention.failed)]
-        {
-            let sweep = Sweep { status, older_than, dry_run: false, max: BATCH };
-            collect_status(self.store.as_ref(), &self.run_dirs, &self.tenant, &sweep, &mut report).await?;
+        let sweeps = [(RunStatus::Succeeded, retention.finished), (RunStatus::Failed, retention.failed)];
+        for tenant in self.store.tenants(false)? {
+            for (status, older_than) in sweeps {
+                let sweep = Sweep { status, older_than, dry_run: false, max: BATCH };
+                collect_status(self.store.as_ref(), &self.run_dirs, &tenant, &sweep, &mut report).await?;
+            }
         }
         if !report.removed.is_empty() {
             tracing::info!("retention: deleted {} finished run(s)", report.removed.len());

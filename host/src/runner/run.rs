@@ -27,7 +27,7 @@ impl Host {
         if run.status.is_finished() {
             return Ok(run);
         }
-        self.finished_elsewhere(&run.id).await
+        self.finished_elsewhere(&run.tenant, &run.id).await
     }
 
     /// Stores a new run of `task_name` on `input` (running, under this
@@ -45,7 +45,7 @@ impl Host {
         self.store.create_run(&run).await?;
         tracing::info!(run = %run.id, task = %task.name, "run started");
         self.events.emit(&run.id, EventKind::RunStarted { task: task.name.clone(), parent: None });
-        self.start_environment(&task.environment).await;
+        self.start_environment(&run.tenant, &task.environment).await;
         Ok((run, task))
     }
 
@@ -60,9 +60,14 @@ impl Host {
         let task = self.manifest.task(task_name).map_err(RunnerError::UnknownTask)?.clone();
         if let Some(source) = &options.replay {
             // Fail early and clearly if the cassette is not there.
-            self.store.get_run(&self.tenant, source)?;
+            self.store.get_run(self.tenant_of(options), source)?;
         }
         Ok((self.new_record(&task.name, input, options), task))
+    }
+
+    /// The tenant a run made with `options` belongs to.
+    pub(super) fn tenant_of<'a>(&'a self, options: &'a RunOptions) -> &'a crate::model::Tenant {
+        options.tenant.as_ref().unwrap_or(&self.tenant)
     }
 
     /// A new run record of `task` on `input`, running under this host's lease.
@@ -72,7 +77,12 @@ impl Host {
             // Made under this host's lease: its first claim.
             epoch: 1,
             replay_of: options.replay.clone(),
-            ..RunRecord::new(uuid::Uuid::now_v7().to_string(), self.tenant.clone(), task.to_owned(), input.to_owned())
+            ..RunRecord::new(
+                uuid::Uuid::now_v7().to_string(),
+                self.tenant_of(options).clone(),
+                task.to_owned(),
+                input.to_owned(),
+            )
         }
     }
 
@@ -104,7 +114,7 @@ impl Host {
             None => cache::cache_key(self.manifest.cache_of(task), &task.name, &digest, &input),
         };
         if let Some(key) = &cache_key
-            && let Some(hit) = self.store.cache_get(&self.tenant, key)?
+            && let Some(hit) = self.store.cache_get(&run.tenant, key)?
         {
             tracing::info!(run = %run.id, from = %hit.run_id, "cache hit");
             run.cached_from = Some(hit.run_id);
@@ -121,7 +131,7 @@ impl Host {
                 output: output.clone(),
                 created_at_ms: now_ms(),
             };
-            if let Err(e) = self.store.cache_put(&self.tenant, key, &entry).await {
+            if let Err(e) = self.store.cache_put(&run.tenant, key, &entry).await {
                 tracing::warn!(run = %run.id, "cannot store the result in the cache: {e}");
             }
         }
@@ -178,7 +188,7 @@ impl Host {
                 // Another host holds the run now; whatever this one writes would be refused.
                 let holder = self
                     .store
-                    .get_run(&self.tenant, &run.id)
+                    .get_run(&run.tenant, &run.id)
                     .ok()
                     .and_then(|r| r.lease)
                     .map_or_else(|| "another host".to_owned(), |l| l.owner);

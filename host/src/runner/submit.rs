@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::cancel::Stop;
 use super::{Host, RunOptions, RunnerError};
-use crate::model::RunRecord;
+use crate::model::{RunRecord, Tenant};
 use crate::store::{Lineage, RunFilter};
 
 /// Counts the runs going on in the background, to wait for them.
@@ -91,18 +91,32 @@ impl Host {
     }
 
     /// Resumes a run in the background (see [`Host::resume`]); returns at once.
-    pub fn resume_in_background(self: &Arc<Self>, run_id: &str, force: bool) -> Result<(), RunnerError> {
-        let (host, id) = (self.clone(), run_id.to_owned());
-        self.in_background("resumed run", run_id, async move { host.resume(&id, force).await })
+    pub fn resume_in_background(
+        self: &Arc<Self>,
+        tenant: &Tenant,
+        run_id: &str,
+        force: bool,
+    ) -> Result<(), RunnerError> {
+        let (host, tenant, id) = (self.clone(), tenant.clone(), run_id.to_owned());
+        self.in_background("resumed run", run_id, async move { host.resume(&tenant, &id, force).await })
     }
 
     /// Retries a dead letter (see [`Host::retry_dead`]) in the background.
-    pub fn retry_dead_in_background(self: &Arc<Self>, run_id: &str, stub: Option<String>) -> Result<(), RunnerError> {
-        let (host, id) = (self.clone(), run_id.to_owned());
+    pub fn retry_dead_in_background(
+        self: &Arc<Self>,
+        tenant: &Tenant,
+        run_id: &str,
+        stub: Option<String>,
+    ) -> Result<(), RunnerError> {
+        let (host, tenant, id) = (self.clone(), tenant.clone(), run_id.to_owned());
         if self.queue_only.load(Ordering::Relaxed) {
-            return self.in_background("dead-letter retry", run_id, async move { host.requeue_dead(&id).await });
+            return self.in_background(
+                "dead-letter retry",
+                run_id,
+                async move { host.requeue_dead(&tenant, &id).await },
+            );
         }
-        self.in_background("dead-letter retry", run_id, async move { host.retry_dead(&id, stub).await })
+        self.in_background("dead-letter retry", run_id, async move { host.retry_dead(&tenant, &id, stub).await })
     }
 
     /// Drives `work` (a run of `run_id`) on its own task, counted among the
@@ -134,7 +148,7 @@ impl Host {
     pub fn recover_in_background(self: &Arc<Self>) -> Result<usize, RunnerError> {
         let stale = self.stale_runs()?;
         for run in &stale {
-            self.resume_in_background(&run.id, false)?;
+            self.resume_in_background(&run.tenant, &run.id, false)?;
         }
         Ok(stale.len())
     }
@@ -146,22 +160,22 @@ impl Host {
     /// soon as it hears (a notice, or its next heartbeat); one nobody holds
     /// (queued, waiting out a backoff, left by a host that is gone) is ended
     /// here. Returns how many runs were told to stop.
-    pub async fn cancel(&self, run_id: &str) -> Result<usize, RunnerError> {
-        self.store.get_run(&self.tenant, run_id)?;
+    pub async fn cancel(&self, tenant: &Tenant, run_id: &str) -> Result<usize, RunnerError> {
+        self.store.get_run(tenant, run_id)?;
         let mut stopped = 0;
         let mut todo = vec![run_id.to_owned()];
         while let Some(id) = todo.pop() {
             if self.stops.stop(&id, Stop::Cancel) {
                 stopped += 1;
             } else {
-                let run = self.store.request_cancel(&self.tenant, &id).await?;
+                let run = self.store.request_cancel(tenant, &id).await?;
                 if !run.status.is_finished() {
                     stopped += 1;
                     self.end_if_unheld(&run).await?;
                 }
             }
             let filter = RunFilter { lineage: Lineage::ChildrenOf(id.clone()), ..RunFilter::default() };
-            for child in self.store.list_runs(&self.tenant, &filter)? {
+            for child in self.store.list_runs(tenant, &filter)? {
                 if !child.status.is_finished() {
                     todo.push(child.id);
                 }
@@ -178,8 +192,7 @@ impl Host {
         if !crate::store::lease_free(run, None, now, &[]) {
             return Ok(());
         }
-        let claimed =
-            self.store.claim_run(&self.tenant, &run.id, &self.host_id, self.lease_until(), now, false).await?;
+        let claimed = self.store.claim_run(&run.tenant, &run.id, &self.host_id, self.lease_until(), now, false).await?;
         if let Some(claimed) = claimed {
             self.finish(claimed, Err(Stop::Cancel.failure())).await?;
         }

@@ -20,7 +20,7 @@ use crate::imports::{CallSetup, HostState, Task, TaskPre};
 use crate::journal::JournalMode;
 use crate::llm::LlmProvider;
 use crate::manifest::Environment;
-use crate::model::{AttemptLog, now_ms};
+use crate::model::{AttemptLog, Tenant, now_ms};
 use crate::pool::status::PoolReport;
 use crate::pool::{Pool, PoolStats};
 
@@ -48,7 +48,8 @@ impl WarmInstance {
         let work = host.instance_dirs.work_dir(&name).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
         let dir = work.parent().map(PathBuf::from).unwrap_or_else(|| work.clone());
         let made = async {
-            let mut wasi = host.wasi_builder(env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
+            let mut wasi =
+                host.wasi_builder(setup.tenant, env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
             wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)?;
             let mut state = HostState::new(wasi.build(), memory, host.services());
             state.begin_call(setup, memory);
@@ -102,36 +103,50 @@ impl Drop for WarmInstance {
 }
 
 impl Host {
-    /// The pool of `env`, made on first use, if it has `reuse`.
-    pub(super) fn pool_of(&self, env: &Environment) -> Option<Arc<Pool<WarmInstance>>> {
+    /// `tenant`'s pool of `env`, made on first use, if it has `reuse`.
+    pub(super) fn pool_of(&self, tenant: &Tenant, env: &Environment) -> Option<Arc<Pool<WarmInstance>>> {
         let policy = env.reuse?;
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let scope = self.scope(tenant);
+        let mut pools = scope.pools.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pool) = pools.get(&env.name) {
             return Some(pool.clone());
         }
-        let pool = Pool::new(&env.name, policy, self.clock.clone());
+        let pool = Pool::for_tenant(&tenant.to_string(), &env.name, policy, self.clock.clone());
         pools.insert(env.name.clone(), pool.clone());
         Some(pool)
     }
 
-    /// Each pool's counters now, by environment name.
+    /// Each pool's counters now, by tenant and environment name.
     pub fn pool_stats(&self) -> Vec<PoolStats> {
         let mut pools: Vec<PoolStats> = self.pools().iter().map(|p| p.stats()).collect();
-        pools.sort_by(|a, b| a.environment.cmp(&b.environment));
+        pools.sort_by(|a, b| (&a.tenant, &a.environment).cmp(&(&b.tenant, &b.environment)));
         pools
     }
 
-    /// Pools made so far, by environment.
+    /// The counters of `tenant`'s pools, by environment name.
+    pub fn pool_stats_of(&self, tenant: &Tenant) -> Vec<PoolStats> {
+        let name = tenant.to_string();
+        self.pool_stats().into_iter().filter(|p| p.tenant == name).collect()
+    }
+
+    /// Pools made so far, of every tenant.
     pub fn pools(&self) -> Vec<Arc<Pool<WarmInstance>>> {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.scopes()
+            .iter()
+            .flat_map(|scope| {
+                scope.pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Loads the components of environment `name` and of every environment
-    /// it depends on, and warms the `min_replicas` of those with `reuse`.
-    /// Done once per environment per host; later calls return at once.
-    pub async fn start_environment(&self, name: &str) {
+    /// it depends on, and warms the `min_replicas` of those with `reuse`,
+    /// for `tenant`'s runs. Done once per environment and tenant per host;
+    /// later calls return at once.
+    pub async fn start_environment(&self, tenant: &Tenant, name: &str) {
+        let scope = self.scope(tenant);
         for env_name in self.manifest.environment_closure(name) {
-            if !self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(env_name.clone()) {
+            if !scope.started.lock().unwrap_or_else(|e| e.into_inner()).insert(env_name.clone()) {
                 continue;
             }
             let Some(env) = self.manifest.environments.get(&env_name) else { continue };
@@ -145,13 +160,13 @@ impl Host {
                     }
                 }
             }
-            let Some(pool) = self.pool_of(env) else { continue };
+            let Some(pool) = self.pool_of(tenant, env) else { continue };
             let keys: Vec<Arc<str>> = prepared.iter().map(|(_, _, digest)| digest.clone()).collect();
             let slots = pool.warm_slots(&keys);
             let count = slots.len();
             for (n, mut slot) in slots.into_iter().enumerate() {
                 let (task, pre, _) = &prepared[n % prepared.len()];
-                let Ok(provider) = self.provider_for(task) else { continue };
+                let Ok(provider) = self.provider_for(task, tenant) else { continue };
                 let provider: Arc<dyn LlmProvider> = provider;
                 let plan = AttemptPlan {
                     fence: None,
@@ -162,6 +177,7 @@ impl Host {
                     component: Arc::from(""),
                     parent: None,
                     pool: None,
+                    tenant: tenant.clone(),
                 };
                 let setup = call_setup(task, env, &provider, "", &plan);
                 match WarmInstance::new(self, pre, &setup, env.resources.memory).await {

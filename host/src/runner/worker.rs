@@ -70,8 +70,7 @@ impl Host {
             // Listen before looking, so that news arriving meanwhile is not missed.
             let signal = self.store.work_signal();
             let news = signal.notified();
-            let claimed =
-                self.store.claim_runnable(&self.tenant, &self.host_id, self.lease_until(), now_ms(), free).await;
+            let claimed = self.claim_fairly(free).await;
             match claimed {
                 Ok(runs) if !runs.is_empty() => {
                     backoff = Duration::from_millis(100);
@@ -216,7 +215,9 @@ async fn refresh_breakers(host: std::sync::Weak<Host>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(host) = host.upgrade() else { return };
-        host.breakers.refresh().await;
+        for scope in host.scopes() {
+            scope.breakers.refresh().await;
+        }
     }
 }
 

@@ -9,19 +9,21 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Body, Optional};
+use crate::model::Role;
 use crate::views::{breakers_json, run_json, status_json, tasks_json};
 
-fn pools_json(state: &AppState) -> Value {
-    serde_json::to_value(state.host.pool_stats()).unwrap_or_default()
+fn pools_json(state: &AppState, caller: &Caller) -> Value {
+    serde_json::to_value(state.host.pool_stats_of(&caller.tenant)).unwrap_or_default()
 }
 
 /// The manifest's tasks, with each one's counts.
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "status", responses((status = 200, description = "`{tasks: [{name, environment, stats}]}`")))]
-pub async fn tasks(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn tasks(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
     let store = state.host.store();
-    let counts = tasks_json(store.as_ref(), state.host.tenant())?;
+    let counts = tasks_json(store.as_ref(), &caller.tenant)?;
     let manifest = state.host.manifest();
     let tasks: Vec<Value> = manifest
         .tasks
@@ -36,40 +38,44 @@ pub async fn tasks(State(state): State<AppState>) -> Result<axum::Json<Value>, A
 
 /// What `cairn status --json` prints: pools, breakers, dead letters, counts per task, provider retries.
 #[utoipa::path(get, path = "/api/v1/status", tag = "status", responses((status = 200, description = "the status")))]
-pub async fn status(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn status(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
     let pools = json!({
         "host": state.host.host_id(),
         "host_running": true,
         "updated_at_ms": crate::model::now_ms(),
-        "environments": pools_json(&state),
+        "environments": pools_json(&state, &caller),
     });
-    Ok(axum::Json(status_json(state.host.store().as_ref(), state.host.tenant(), pools)?))
+    Ok(axum::Json(status_json(state.host.store().as_ref(), &caller.tenant, pools)?))
 }
 
 /// Circuit breakers: state, failures, next probe.
 #[utoipa::path(get, path = "/api/v1/breakers", tag = "status", responses((status = 200, description = "`{breakers}`")))]
-pub async fn breakers(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!({"breakers": breakers_json(state.host.store().as_ref(), state.host.tenant())?})))
+pub async fn breakers(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(json!({"breakers": breakers_json(state.host.store().as_ref(), &caller.tenant)?})))
 }
 
 /// Warm-instance pools: replicas, live, idle, busy, queue, instantiations, reuses.
 #[utoipa::path(get, path = "/api/v1/pools", tag = "status", responses((status = 200, description = "`{pools}`")))]
-pub async fn pools(State(state): State<AppState>) -> axum::Json<Value> {
-    axum::Json(json!({"pools": pools_json(&state)}))
+pub async fn pools(State(state): State<AppState>, caller: Caller) -> axum::Json<Value> {
+    axum::Json(json!({"pools": pools_json(&state, &caller)}))
 }
 
 /// The dead-letter queue, newest first.
 #[utoipa::path(get, path = "/api/v1/dlq", tag = "dlq", responses((status = 200, description = "`{letters}`")))]
-pub async fn dlq_list(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let letters = state.host.store().dlq_list(state.host.tenant())?;
+pub async fn dlq_list(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
+    let letters = state.host.store().dlq_list(&caller.tenant)?;
     Ok(axum::Json(json!({"letters": letters})))
 }
 
 /// One dead letter.
 #[utoipa::path(get, path = "/api/v1/dlq/{id}", tag = "dlq", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "the dead letter"), (status = 404, description = "not in the queue")))]
-pub async fn dlq_show(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
-    let letter = state.host.store().dlq_get(state.host.tenant(), &id)?.ok_or_else(|| not_queued(&id))?;
+pub async fn dlq_show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let letter = state.host.store().dlq_get(&caller.tenant, &id)?.ok_or_else(|| not_queued(&id))?;
     Ok(axum::Json(serde_json::to_value(letter).unwrap_or_default()))
 }
 
@@ -91,22 +97,29 @@ pub struct Retry {
     responses((status = 202, description = "the run, retrying"), (status = 404, description = "not in the queue")))]
 pub async fn dlq_retry(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Optional(body): Optional<Retry>,
 ) -> Result<Response, ApiError> {
+    caller.require(Role::Operator, "retrying a dead letter")?;
     let store = state.host.store();
-    store.dlq_get(state.host.tenant(), &id)?.ok_or_else(|| not_queued(&id))?;
-    let run = store.get_run(state.host.tenant(), &id)?;
+    store.dlq_get(&caller.tenant, &id)?.ok_or_else(|| not_queued(&id))?;
+    let run = store.get_run(&caller.tenant, &id)?;
     let stub = body.stub_output;
-    state.host.retry_dead_in_background(&id, stub)?;
+    state.host.retry_dead_in_background(&caller.tenant, &id, stub)?;
     Ok((StatusCode::ACCEPTED, axum::Json(run_json(&run, store.as_ref()))).into_response())
 }
 
 /// Removes one run from the queue.
 #[utoipa::path(delete, path = "/api/v1/dlq/{id}", tag = "dlq", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "`{removed}`"), (status = 404, description = "not in the queue")))]
-pub async fn dlq_remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
-    if !state.host.store().dlq_remove(state.host.tenant(), &id).await? {
+pub async fn dlq_remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require(Role::Operator, "removing a dead letter")?;
+    if !state.host.store().dlq_remove(&caller.tenant, &id).await? {
         return Err(not_queued(&id));
     }
     Ok(axum::Json(json!({"removed": 1})))
@@ -114,11 +127,12 @@ pub async fn dlq_remove(State(state): State<AppState>, Path(id): Path<String>) -
 
 /// Empties the queue.
 #[utoipa::path(delete, path = "/api/v1/dlq", tag = "dlq", responses((status = 200, description = "`{removed}`")))]
-pub async fn dlq_purge(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn dlq_purge(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
+    caller.require(Role::Operator, "purging the dead-letter queue")?;
     let store = state.host.store();
     let mut removed = 0;
-    for letter in store.dlq_list(state.host.tenant())? {
-        removed += usize::from(store.dlq_remove(state.host.tenant(), &letter.run_id).await?);
+    for letter in store.dlq_list(&caller.tenant)? {
+        removed += usize::from(store.dlq_remove(&caller.tenant, &letter.run_id).await?);
     }
     Ok(axum::Json(json!({"removed": removed})))
 }
@@ -137,13 +151,15 @@ pub struct CacheClear {
     responses((status = 200, description = "`{removed}`"), (status = 400, description = "unknown task")))]
 pub async fn cache_clear(
     State(state): State<AppState>,
+    caller: Caller,
     Optional(body): Optional<CacheClear>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    caller.require(Role::Operator, "clearing the cache")?;
     let task = body.task;
     if let Some(name) = &task {
         state.host.manifest().task(name).map_err(ApiError::bad_request)?;
     }
-    let removed = state.host.store().cache_clear(state.host.tenant(), task.as_deref()).await?;
+    let removed = state.host.store().cache_clear(&caller.tenant, task.as_deref()).await?;
     Ok(axum::Json(json!({"removed": removed})))
 }
 
@@ -161,17 +177,23 @@ pub struct Gc {
 /// Deletes finished runs older than a cutoff, with their journals, logs, reports and directories.
 #[utoipa::path(post, path = "/api/v1/gc", tag = "admin", request_body = Gc,
     responses((status = 200, description = "`{removed, kept}`"), (status = 400, description = "a bad age")))]
-pub async fn gc(State(state): State<AppState>, Body(body): Body<Gc>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn gc(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<Gc>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require(Role::Operator, "deleting runs")?;
     let age = crate::manifest::units::parse_duration(&body.older_than).map_err(ApiError::bad_request)?;
     let host = &state.host;
-    let report = crate::gc::collect(host.store().as_ref(), host.run_dirs(), host.tenant(), age, body.dry_run).await?;
+    let report = crate::gc::collect(host.store().as_ref(), host.run_dirs(), &caller.tenant, age, body.dry_run).await?;
     Ok(axum::Json(json!({"removed": report.removed, "kept": report.kept})))
 }
 
 /// Secret names (never values).
 #[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", responses((status = 200, description = "`{keys}`")))]
-pub async fn secrets_list(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(json!({"keys": state.host.store().list_secrets(state.host.tenant())?})))
+pub async fn secrets_list(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
+    caller.require(Role::Operator, "listing secrets")?;
+    Ok(axum::Json(json!({"keys": state.host.store().list_secrets(&caller.tenant)?})))
 }
 
 /// A secret's value.
@@ -187,13 +209,15 @@ pub struct SecretValue {
     responses((status = 204, description = "stored"), (status = 400, description = "a bad body")))]
 pub async fn secrets_put(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
     Body(body): Body<SecretValue>,
 ) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin, "writing a secret")?;
     if key.is_empty() || key.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad_request("a secret's name must be non-empty printable text"));
     }
-    state.host.store().put_secret(state.host.tenant(), &key, &body.value).await?;
+    state.host.vault().put(&caller.tenant, &key, &body.value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -202,9 +226,11 @@ pub async fn secrets_put(
     responses((status = 200, description = "`{removed}`"), (status = 404, description = "no such secret")))]
 pub async fn secrets_delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    if !state.host.store().delete_secret(state.host.tenant(), &key).await? {
+    caller.require(Role::Admin, "deleting a secret")?;
+    if !state.host.store().delete_secret(&caller.tenant, &key).await? {
         return Err(ApiError::not_found(format!("no secret named {key:?}; list them with GET /api/v1/secrets")));
     }
     Ok(axum::Json(json!({"removed": true})))

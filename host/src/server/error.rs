@@ -14,7 +14,7 @@ use crate::store::StoreError;
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// `unauthorized`, `bad-request`, `not-found`, `conflict`, `unavailable` or `internal`.
+    /// `unauthorized`, `forbidden`, `bad-request`, `not-found`, `conflict`, `unavailable` or `internal`.
     pub kind: &'static str,
     /// What went wrong and how to fix it.
     pub message: String,
@@ -33,11 +33,19 @@ impl ApiError {
 
     /// A 401.
     pub fn unauthorized() -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "unauthorized",
-            message: "a bearer token is required: send `Authorization: Bearer TOKEN`, the token in the project's .cairn/serve.token".into(),
-        }
+        Self::unauthorized_because(
+            "a bearer token is required: send `Authorization: Bearer TOKEN`, with the token in the project's .cairn/serve.token or one made by `cairn tokens create`",
+        )
+    }
+
+    /// A 401 saying why the token presented was refused.
+    pub fn unauthorized_because(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::UNAUTHORIZED, kind: "unauthorized", message: message.into() }
+    }
+
+    /// A 403 with `message`: the token is good, but may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::FORBIDDEN, kind: "forbidden", message: message.into() }
     }
 }
 
@@ -61,6 +69,17 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, kind) = store_status(&e);
         ApiError { status, kind, message: e.to_string() }
+    }
+}
+
+impl From<crate::access::vault::VaultError> for ApiError {
+    fn from(e: crate::access::vault::VaultError) -> Self {
+        match e {
+            crate::access::vault::VaultError::Store(store) => store.into(),
+            other => {
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: other.to_string() }
+            }
+        }
     }
 }
 

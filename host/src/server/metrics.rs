@@ -13,6 +13,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::events::EventKind;
 use crate::runner::Host;
@@ -280,7 +281,9 @@ fn render(state: &AppState) -> Result<String, ApiError> {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "status", responses((status = 200, description = "Prometheus text format 0.0.4")))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    // Host-wide figures (pools, attempts, the store's commits): the operator's, not a tenant's.
+    caller.require_server("reading the metrics")?;
     let text = render(&state)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -17,6 +17,7 @@ mod error;
 mod extract;
 mod metrics;
 mod runs;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use self::error::ApiError;
+pub use self::tokens::token_json;
 use crate::runner::Host;
 
 /// Largest request body (a run's input is in it).
@@ -127,6 +129,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::gc))
         .routes(routes!(admin::secrets_list))
         .routes(routes!(admin::secrets_put, admin::secrets_delete))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
         .routes(routes!(metrics::metrics))
         .split_for_parts()
 }

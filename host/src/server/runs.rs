@@ -17,10 +17,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Args, Body, Optional};
 use crate::events::{Event, EventKind};
-use crate::model::RunStatus;
+use crate::model::{Role, RunStatus};
 use crate::runner::RunOptions;
 use crate::store::{Lineage, RunFilter};
 use crate::views::{journal_json, run_json};
@@ -45,9 +46,14 @@ pub struct Submit {
 /// Submits a run: answers at once with the run (running), or with `wait` once it has finished.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = Submit,
     responses((status = 202, description = "the run, under way"), (status = 200, description = "the finished run (`wait`)"), (status = 400, description = "unknown task or bad body")))]
-pub async fn submit(State(state): State<AppState>, Body(body): Body<Submit>) -> Result<Response, ApiError> {
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<Submit>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Submitter, "submitting a run")?;
     let input = body.input.to_string();
-    let options = RunOptions { replay: body.replay };
+    let options = RunOptions { replay: body.replay, tenant: Some(caller.tenant.clone()) };
     if body.wait {
         // On the host's runtime, not the API's.
         let (host, task) = (state.host.clone(), body.task.clone());
@@ -83,7 +89,11 @@ pub struct ListArgs {
 /// Lists runs, newest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListArgs),
     responses((status = 200, description = "`{runs, next}`"), (status = 400, description = "a bad filter")))]
-pub async fn list(State(state): State<AppState>, Args(args): Args<ListArgs>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Args(args): Args<ListArgs>,
+) -> Result<axum::Json<Value>, ApiError> {
     let status = match &args.status {
         Some(name) => Some(RunStatus::parse(name).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -100,7 +110,7 @@ pub async fn list(State(state): State<AppState>, Args(args): Args<ListArgs>) -> 
     };
     let filter = RunFilter { task: args.task, status, lineage, before: args.before, limit: Some(limit) };
     let store = state.host.store();
-    let runs = store.list_runs(state.host.tenant(), &filter)?;
+    let runs = store.list_runs(&caller.tenant, &filter)?;
     let next = (runs.len() == limit).then(|| runs.last().map(|r| r.id.clone())).flatten();
     let runs: Vec<Value> = runs.iter().map(|run| run_json(run, store.as_ref())).collect();
     Ok(axum::Json(json!({"runs": runs, "next": next})))
@@ -109,9 +119,13 @@ pub async fn list(State(state): State<AppState>, Args(args): Args<ListArgs>) -> 
 /// One run.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "the run"), (status = 404, description = "no such run")))]
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let store = state.host.store();
-    let run = store.get_run(state.host.tenant(), &id)?;
+    let run = store.get_run(&caller.tenant, &id)?;
     Ok(axum::Json(run_json(&run, store.as_ref())))
 }
 
@@ -130,11 +144,12 @@ pub struct JournalArgs {
     responses((status = 200, description = "`{entries, next}`"), (status = 404, description = "no such run")))]
 pub async fn journal(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Args(args): Args<JournalArgs>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let store = state.host.store();
-    store.get_run(state.host.tenant(), &id)?;
+    store.get_run(&caller.tenant, &id)?;
     let limit = args.limit.unwrap_or(200).clamp(1, 5000);
     let entries: Vec<_> = store
         .journal_of(&id)?
@@ -149,9 +164,13 @@ pub async fn journal(
 /// What each attempt of a run wrote to stdout and stderr.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "`{attempts: [{attempt, stdout, stderr}]}`"), (status = 404, description = "no such run")))]
-pub async fn logs(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let store = state.host.store();
-    store.get_run(state.host.tenant(), &id)?;
+    store.get_run(&caller.tenant, &id)?;
     let attempts: Vec<Value> = store
         .logs_of(&id)?
         .into_iter()
@@ -163,9 +182,13 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>) -> Resu
 /// A run's report.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/report", tag = "runs", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "`{tabs: [{name, html}]}`"), (status = 404, description = "no such run, or no report")))]
-pub async fn report(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let store = state.host.store();
-    store.get_run(state.host.tenant(), &id)?;
+    store.get_run(&caller.tenant, &id)?;
     let report = store.get_report(&id)?.ok_or_else(|| {
         ApiError::not_found(format!("run {id} made no report (its task never called the report interface)"))
     })?;
@@ -176,8 +199,13 @@ pub async fn report(State(state): State<AppState>, Path(id): Path<String>) -> Re
 /// Cancels a run and its children: each ends `cancelled` at its guest's next epoch tick; no retry, no dead letter.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "`{run_id, stopping}`: how many runs were told to stop"), (status = 404, description = "no such run"), (status = 409, description = "the run is finished")))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
-    let run = state.host.store().get_run(state.host.tenant(), &id)?;
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    caller.require(Role::Submitter, "cancelling a run")?;
+    let run = state.host.store().get_run(&caller.tenant, &id)?;
     if run.status.is_finished() {
         return Err(ApiError {
             status: StatusCode::CONFLICT,
@@ -185,18 +213,23 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
             message: format!("run {id} already {}; only an unfinished run can be cancelled", run.status.as_str()),
         });
     }
-    let stopping = state.host.cancel(&id).await?;
+    let stopping = state.host.cancel(&caller.tenant, &id).await?;
     Ok(axum::Json(json!({"run_id": id, "stopping": stopping})))
 }
 
 /// Loads a cassette (`cairn runs export`'s file) into the store.
 #[utoipa::path(post, path = "/api/v1/runs/import", tag = "runs", request_body(content = Object, description = "a cassette: {format, version, run, journal}"),
     responses((status = 201, description = "the imported run"), (status = 400, description = "not a cassette"), (status = 409, description = "the run is already in the store")))]
-pub async fn import(State(state): State<AppState>, Body(body): Body<Value>) -> Result<Response, ApiError> {
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<Value>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator, "importing a run")?;
     let cassette: crate::cassette::Cassette =
         serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("not a cassette: {e}")))?;
     let store = state.host.store();
-    let run = crate::cassette::store_cassette(store.as_ref(), state.host.tenant(), cassette, "the request body")
+    let run = crate::cassette::store_cassette(store.as_ref(), &caller.tenant, cassette, "the request body")
         .await
         .map_err(|e| match e {
             crate::cassette::CassetteError::Exists(_) => {
@@ -222,11 +255,13 @@ pub struct Resume {
     responses((status = 202, description = "the run, resuming"), (status = 404, description = "no such run"), (status = 409, description = "finished, or held by a live host")))]
 pub async fn resume(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Optional(body): Optional<Resume>,
 ) -> Result<Response, ApiError> {
+    caller.require(Role::Submitter, "resuming a run")?;
     let store = state.host.store();
-    let run = store.get_run(state.host.tenant(), &id)?;
+    let run = store.get_run(&caller.tenant, &id)?;
     if run.status.is_finished() {
         return Err(ApiError {
             status: StatusCode::CONFLICT,
@@ -247,20 +282,35 @@ pub async fn resume(
             ),
         });
     }
-    state.host.resume_in_background(&id, force)?;
+    state.host.resume_in_background(&caller.tenant, &id, force)?;
     Ok((StatusCode::ACCEPTED, axum::Json(run_json(&run, store.as_ref()))).into_response())
 }
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>>;
 type EventStream = Sse<axum::response::sse::KeepAliveStream<Events>>;
 
-/// The events of every run, or of one run and its children, as server-sent events.
-fn stream(state: &AppState, only: Option<String>) -> EventStream {
+/// Most runs a stream remembers as its tenant's or another's.
+const SEEN_RUNS: usize = 100_000;
+
+/// The events of every run of `caller`'s tenant, or of one run and its
+/// children, as server-sent events. Another tenant's runs are never shown:
+/// each run's tenant is read once, when its first event comes.
+fn stream(state: &AppState, caller: &Caller, only: Option<String>) -> EventStream {
     let hello = tokio_stream::once(Ok(SseEvent::default().event("hello").data("{}")));
     let children: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Default::default();
+    let mut seen: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let (store, tenant) = (state.host.store().clone(), caller.tenant.clone());
     let events = BroadcastStream::new(state.host.events().subscribe()).filter_map(
         move |item: Result<Arc<Event>, BroadcastStreamRecvError>| match item {
             Ok(event) => {
+                if seen.len() > SEEN_RUNS {
+                    seen.clear();
+                }
+                let ours =
+                    *seen.entry(event.run_id.clone()).or_insert_with(|| store.get_run(&tenant, &event.run_id).is_ok());
+                if !ours {
+                    return None;
+                }
                 if let Some(run) = &only {
                     let mut known = children.lock().unwrap_or_else(|e| e.into_inner());
                     let related = match &event.kind {
@@ -304,14 +354,18 @@ fn stream(state: &AppState, only: Option<String>) -> EventStream {
 
 /// Every run's events, as server-sent events (`?token=` works here too).
 #[utoipa::path(get, path = "/api/v1/events", tag = "runs", responses((status = 200, description = "a text/event-stream")))]
-pub async fn all_events(State(state): State<AppState>) -> EventStream {
-    stream(&state, None)
+pub async fn all_events(State(state): State<AppState>, caller: Caller) -> EventStream {
+    stream(&state, &caller, None)
 }
 
 /// One run's events and its children's, as server-sent events (`?token=` works here too).
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "the run id")),
     responses((status = 200, description = "a text/event-stream"), (status = 404, description = "no such run")))]
-pub async fn run_events(State(state): State<AppState>, Path(id): Path<String>) -> Result<EventStream, ApiError> {
-    state.host.store().get_run(state.host.tenant(), &id)?;
-    Ok(stream(&state, Some(id)))
+pub async fn run_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<EventStream, ApiError> {
+    state.host.store().get_run(&caller.tenant, &id)?;
+    Ok(stream(&state, &caller, Some(id)))
 }

@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::ServiceError;
 use crate::journal::{Journal, canonical_input};
-use crate::model::{CallKind, Failure, FailureKind, Fence, JournalEntry};
+use crate::model::{CallKind, Failure, FailureKind, Fence, JournalEntry, Tenant};
 
 /// What a parent's journal records about a child: the output of its `child` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,8 @@ pub struct ChildStart {
     pub fence: Option<Fence>,
     /// Replaying a cassette: read the child's recorded result, never run it.
     pub replay: bool,
+    /// The parent's tenant, which the child belongs to.
+    pub tenant: Tenant,
 }
 
 /// A child's final outcome: its output, or the failure that ended it.
@@ -89,6 +91,8 @@ pub struct Submissions {
     next_group: u64,
     /// Submissions whose journal record is not stored yet.
     unstored: Vec<oneshot::Receiver<()>>,
+    /// The calling run's tenant, which its children belong to.
+    tenant: Tenant,
 }
 
 fn refused(kind: FailureKind, message: String) -> Failure {
@@ -98,7 +102,14 @@ fn refused(kind: FailureKind, message: String) -> Failure {
 impl Submissions {
     /// Submissions through `children`; `None` where children are not allowed.
     pub fn new(children: Option<Arc<dyn ChildRuns>>) -> Self {
-        Submissions { children, groups: Vec::new(), next_group: 0, unstored: Vec::new() }
+        Submissions { children, groups: Vec::new(), next_group: 0, unstored: Vec::new(), tenant: Tenant::default() }
+    }
+
+    /// Children submitted from now on belong to `tenant` (the calling run's).
+    pub fn set_tenant(&mut self, tenant: &Tenant) {
+        if self.tenant != *tenant {
+            self.tenant = tenant.clone();
+        }
     }
 
     /// Forgets the last call's open groups and pending records.
@@ -175,6 +186,7 @@ impl Submissions {
             stored,
             replay,
             fence: journal.fence().cloned(),
+            tenant: self.tenant.clone(),
         });
         Ok(Ok(Submitted { run_id: id, task, handle, parent }))
     }

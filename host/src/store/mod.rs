@@ -23,8 +23,8 @@ pub mod wal;
 pub use fencing::{check_fence, lease_free};
 
 use crate::model::{
-    AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, RunRecord, RunStatus,
-    TaskStats, Tenant,
+    ApiToken, AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, RunRecord,
+    RunStatus, TaskStats, Tenant,
 };
 
 /// Errors from the store.
@@ -229,6 +229,10 @@ pub trait RunStore: Send + Sync {
     /// those not stored (`None`; deleted, say); unfinished ones are left out.
     /// One read for many, as a host waiting on runs others finish asks.
     fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<RunRecord>)>, StoreError>;
+    /// The tenants that have runs, or (`with_work`) unfinished (pending or
+    /// running) ones, which a worker shares its free slots between. Costs a
+    /// seek or two per tenant, not a read per run.
+    fn tenants(&self, with_work: bool) -> Result<Vec<Tenant>, StoreError>;
     /// Runs of a tenant, newest first.
     fn list_runs(&self, tenant: &Tenant, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
     /// What the stored runs of each task of a tenant add up to, by task name.
@@ -335,21 +339,39 @@ pub trait StateStore: Send + Sync {
     fn counters(&self, tenant: &Tenant) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
-/// Reading secrets: all a guest's `secrets` adapter and a provider's API key need.
+/// Reading secrets. The store holds each value as an opaque sealed document
+/// (`access::vault` seals and opens them); it never sees a value itself.
 pub trait SecretReader: Send + Sync {
-    /// A secret's value. Values leave the store only through this.
+    /// A secret's sealed document.
     fn get_secret(&self, tenant: &Tenant, key: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// Managing secrets (the CLI and, later, the API).
+/// Managing secrets' sealed documents.
 #[async_trait::async_trait]
 pub trait SecretStore: SecretReader {
-    /// Creates or replaces a secret.
-    async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Creates or replaces a secret's sealed document.
+    async fn put_secret(&self, tenant: &Tenant, key: &str, sealed: &str) -> Result<(), StoreError>;
+    /// Every secret of every tenant, with its sealed document (a key
+    /// rotation re-wraps them all).
+    fn all_secrets(&self) -> Result<Vec<(Tenant, String, String)>, StoreError>;
     /// The keys (never the values) of a tenant's secrets.
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Deletes a secret; returns whether it existed.
     async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError>;
+}
+
+/// API tokens: each of one tenant and one role, kept by id with the sha256
+/// of its secret part (never the token itself).
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Creates or replaces a token.
+    async fn put_token(&self, token: &ApiToken) -> Result<(), StoreError>;
+    /// A token by id.
+    fn get_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+    /// The tokens of `tenant`, or of every tenant, by id.
+    fn list_tokens(&self, tenant: Option<&Tenant>) -> Result<Vec<ApiToken>, StoreError>;
+    /// Deletes a token; returns whether it existed.
+    async fn delete_token(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// The executors working on the store's runs, and news of work for them.
@@ -383,7 +405,7 @@ pub enum Beat {
 
 /// Every role of a store: what the runner, the CLI and the server hold.
 pub trait Store:
-    RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore + ExecutorStore
+    RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore + TokenStore + ExecutorStore
 {
 }
 
@@ -395,6 +417,7 @@ impl<T> Store for T where
         + DlqStore
         + StateStore
         + SecretStore
+        + TokenStore
         + ExecutorStore
         + ?Sized
 {
@@ -404,6 +427,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         CacheStore, DlqStore, ExecutorStore, JournalStore, OutputStore, RunStore, SecretReader, SecretStore,
-        StateStore, Store,
+        StateStore, Store, TokenStore,
     };
 }

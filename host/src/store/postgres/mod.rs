@@ -18,6 +18,7 @@
 //! network blip) is retried with backoff for up to [`RECONNECT_FOR`], so a
 //! restart of PostgreSQL costs the hosts a pause, not their runs.
 
+mod access;
 mod journal;
 mod listen;
 mod roles;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::PgStore;
-use super::rows::{decode, encode, ms, tenant_key};
+use super::rows::{decode, encode, first, ms, read_texts, tenant_from_key, tenant_key, write_texts};
 use crate::model::{AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, Tenant};
 use crate::store::{
     CacheStore, DlqStore, ExecutorStore, JournalStore, OutputStore, SecretReader, SecretStore, StateStore, StoreError,
@@ -56,49 +56,6 @@ impl JournalStore for PgStore {
     }
 }
 
-/// A write of one row by an upsert `sql` with text parameters.
-macro_rules! upsert {
-    ($store:expr, $what:expr, $sql:expr, $($param:expr),+ $(,)?) => {{
-        let params: Arc<Vec<String>> = Arc::new(vec![$($param),+]);
-        $store
-            .write($what, move |client| {
-                let params = params.clone();
-                async move {
-                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                        params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-                    let statement = client.prepare_cached($sql).await?;
-                    Ok(client.execute(&statement, &refs).await?)
-                }
-            })
-            .await
-    }};
-}
-
-/// Rows of text columns read by `sql` with text parameters.
-fn read_texts(
-    store: &PgStore,
-    what: &'static str,
-    sql: &'static str,
-    params: Vec<String>,
-) -> Result<Vec<Vec<String>>, StoreError> {
-    let params = Arc::new(params);
-    store.read(what, move |client| {
-        let params = params.clone();
-        async move {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-            let statement = client.prepare_cached(sql).await?;
-            let rows = client.query(&statement, &refs).await?;
-            Ok(rows.iter().map(|row| (0..row.len()).map(|i| row.get::<_, String>(i)).collect()).collect())
-        }
-    })
-}
-
-/// The first column of the first row, if any.
-fn first(rows: Vec<Vec<String>>) -> Option<String> {
-    rows.into_iter().next().and_then(|row| row.into_iter().next())
-}
-
 #[async_trait::async_trait]
 impl OutputStore for PgStore {
     async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError> {
@@ -136,14 +93,14 @@ impl OutputStore for PgStore {
     }
 
     async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError> {
-        upsert!(
+        write_texts(
             self,
             "write report",
             "INSERT INTO reports (run_id, report) VALUES ($1, $2)
              ON CONFLICT (run_id) DO UPDATE SET report = EXCLUDED.report",
-            run_id.to_owned(),
-            encode("report", report)?,
-        )?;
+            vec![run_id.to_owned(), encode("report", report)?],
+        )
+        .await?;
         Ok(())
     }
 
@@ -167,29 +124,32 @@ impl CacheStore for PgStore {
     }
 
     async fn cache_put(&self, tenant: &Tenant, key: &str, entry: &CacheEntry) -> Result<(), StoreError> {
-        upsert!(
+        write_texts(
             self,
             "cache write",
             "INSERT INTO cache (tenant, key, task, entry) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant, key) DO UPDATE SET task = EXCLUDED.task, entry = EXCLUDED.entry",
-            tenant_key(tenant),
-            key.to_owned(),
-            entry.task.clone(),
-            encode("cache", entry)?,
-        )?;
+            vec![tenant_key(tenant), key.to_owned(), entry.task.clone(), encode("cache", entry)?],
+        )
+        .await?;
         Ok(())
     }
 
     async fn cache_clear(&self, tenant: &Tenant, task: Option<&str>) -> Result<usize, StoreError> {
         let removed = match task {
-            Some(task) => upsert!(
-                self,
-                "cache clear",
-                "DELETE FROM cache WHERE tenant = $1 AND task = $2",
-                tenant_key(tenant),
-                task.to_owned()
-            )?,
-            None => upsert!(self, "cache clear", "DELETE FROM cache WHERE tenant = $1", tenant_key(tenant))?,
+            Some(task) => {
+                write_texts(
+                    self,
+                    "cache clear",
+                    "DELETE FROM cache WHERE tenant = $1 AND task = $2",
+                    vec![tenant_key(tenant), task.to_owned()],
+                )
+                .await?
+            }
+            None => {
+                write_texts(self, "cache clear", "DELETE FROM cache WHERE tenant = $1", vec![tenant_key(tenant)])
+                    .await?
+            }
         };
         Ok(removed as usize)
     }
@@ -198,15 +158,14 @@ impl CacheStore for PgStore {
 #[async_trait::async_trait]
 impl DlqStore for PgStore {
     async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError> {
-        upsert!(
+        write_texts(
             self,
             "dead letter",
             "INSERT INTO dlq (tenant, run_id, letter) VALUES ($1, $2, $3)
              ON CONFLICT (tenant, run_id) DO UPDATE SET letter = EXCLUDED.letter",
-            tenant_key(tenant),
-            letter.run_id.clone(),
-            encode("dead letter", letter)?,
-        )?;
+            vec![tenant_key(tenant), letter.run_id.clone(), encode("dead letter", letter)?],
+        )
+        .await?;
         Ok(())
     }
 
@@ -244,13 +203,13 @@ impl DlqStore for PgStore {
     }
 
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
-        let removed = upsert!(
+        let removed = write_texts(
             self,
             "dead letter",
             "DELETE FROM dlq WHERE tenant = $1 AND run_id = $2",
-            tenant_key(tenant),
-            run_id.to_owned()
-        )?;
+            vec![tenant_key(tenant), run_id.to_owned()],
+        )
+        .await?;
         Ok(removed > 0)
     }
 }
@@ -352,17 +311,32 @@ impl StateStore for PgStore {
 
 #[async_trait::async_trait]
 impl SecretStore for PgStore {
-    async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError> {
-        upsert!(
+    async fn put_secret(&self, tenant: &Tenant, key: &str, sealed: &str) -> Result<(), StoreError> {
+        write_texts(
             self,
             "write secret",
             "INSERT INTO secrets (tenant, key, value) VALUES ($1, $2, $3)
              ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value",
-            tenant_key(tenant),
-            key.to_owned(),
-            value.to_owned(),
-        )?;
+            vec![tenant_key(tenant), key.to_owned(), sealed.to_owned()],
+        )
+        .await?;
         Ok(())
+    }
+
+    fn all_secrets(&self) -> Result<Vec<(Tenant, String, String)>, StoreError> {
+        let rows = read_texts(
+            self,
+            "list secrets",
+            "SELECT tenant, key, value FROM secrets ORDER BY tenant, key",
+            Vec::new(),
+        )?;
+        let mut all = Vec::with_capacity(rows.len());
+        for row in rows {
+            let [tenant, key, value]: [String; 3] =
+                row.try_into().map_err(|_| StoreError::Corrupt { what: "secret", message: "a short row".into() })?;
+            all.push((tenant_from_key(&tenant)?, key, value));
+        }
+        Ok(all)
     }
 
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
@@ -378,13 +352,13 @@ impl SecretStore for PgStore {
     }
 
     async fn delete_secret(&self, tenant: &Tenant, key: &str) -> Result<bool, StoreError> {
-        let removed = upsert!(
+        let removed = write_texts(
             self,
             "delete secret",
             "DELETE FROM secrets WHERE tenant = $1 AND key = $2",
-            tenant_key(tenant),
-            key.to_owned()
-        )?;
+            vec![tenant_key(tenant), key.to_owned()],
+        )
+        .await?;
         Ok(removed > 0)
     }
 }

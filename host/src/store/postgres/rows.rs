@@ -7,12 +7,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::Row;
 
+use super::PgStore;
+use std::sync::Arc;
+
 use crate::model::{Lease, RunRecord, RunStatus, TaskStats, Tenant};
 use crate::store::StoreError;
 
 /// The project/domain key of a tenant.
 pub fn tenant_key(tenant: &Tenant) -> String {
     tenant.to_string()
+}
+
+/// The tenant a `tenant` column names.
+pub fn tenant_from_key(key: &str) -> Result<Tenant, StoreError> {
+    key.parse().map_err(|e: crate::model::TenantError| StoreError::Corrupt { what: "tenant", message: e.to_string() })
 }
 
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
@@ -170,4 +178,51 @@ pub async fn restat(
         }
     }
     Ok(())
+}
+
+/// A write of one row by `sql` (an upsert or a delete) with text
+/// parameters; returns the rows it touched.
+pub async fn write_texts(
+    store: &PgStore,
+    what: &'static str,
+    sql: &'static str,
+    params: Vec<String>,
+) -> Result<u64, StoreError> {
+    let params = Arc::new(params);
+    store
+        .write(what, move |client| {
+            let params = params.clone();
+            async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                let statement = client.prepare_cached(sql).await?;
+                Ok(client.execute(&statement, &refs).await?)
+            }
+        })
+        .await
+}
+
+/// Rows of text columns read by `sql` with text parameters.
+pub fn read_texts(
+    store: &PgStore,
+    what: &'static str,
+    sql: &'static str,
+    params: Vec<String>,
+) -> Result<Vec<Vec<String>>, StoreError> {
+    let params = Arc::new(params);
+    store.read(what, move |client| {
+        let params = params.clone();
+        async move {
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            let statement = client.prepare_cached(sql).await?;
+            let rows = client.query(&statement, &refs).await?;
+            Ok(rows.iter().map(|row| (0..row.len()).map(|i| row.get::<_, String>(i)).collect()).collect())
+        }
+    })
+}
+
+/// The first column of the first row, if any.
+pub fn first(rows: Vec<Vec<String>>) -> Option<String> {
+    rows.into_iter().next().and_then(|row| row.into_iter().next())
 }

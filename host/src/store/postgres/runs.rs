@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::rows::{RunRow, ms, restat, run_from_row, run_from_row_at, tenant_key};
+use super::rows::{RunRow, ms, restat, run_from_row, run_from_row_at, tenant_from_key, tenant_key};
 use super::{Failed, PgStore};
 use crate::model::{Fence, RunRecord, TaskStats, Tenant};
 use crate::store::fencing::{claim, fenced_update, offers_work, take_lease};
@@ -254,6 +254,10 @@ impl RunStore for PgStore {
                         Some(row) => Some(run_from_row(&row)?),
                         None => None,
                     };
+                if old.is_none() {
+                    // Not this tenant's run (or none): another tenant's records stay.
+                    return Ok(false);
+                }
                 txn.execute("DELETE FROM runs WHERE tenant = $1 AND id = $2", &[&tenant, &id]).await?;
                 txn.execute("DELETE FROM journal WHERE run_id = $1", &[&id]).await?;
                 txn.execute("DELETE FROM logs WHERE run_id = $1", &[&id]).await?;
@@ -281,6 +285,28 @@ impl RunStore for PgStore {
                 }
             }
         })
+    }
+
+    fn tenants(&self, with_work: bool) -> Result<Vec<Tenant>, StoreError> {
+        let names = self.read("list tenants", move |client| async move {
+            // A loose index scan: one seek per tenant, not a read per run.
+            let statement = client
+                .prepare_cached(
+                    "WITH RECURSIVE t(tenant) AS (
+                         (SELECT tenant FROM runs ORDER BY tenant LIMIT 1)
+                         UNION ALL
+                         SELECT (SELECT r.tenant FROM runs r WHERE r.tenant > t.tenant ORDER BY r.tenant LIMIT 1)
+                         FROM t WHERE t.tenant IS NOT NULL)
+                     SELECT tenant FROM t
+                     WHERE tenant IS NOT NULL
+                       AND (NOT $1 OR EXISTS (SELECT 1 FROM runs w
+                                              WHERE w.tenant = t.tenant AND w.status IN ('pending', 'running')))",
+                )
+                .await?;
+            let rows = client.query(&statement, &[&with_work]).await?;
+            Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>())
+        })?;
+        names.iter().map(|name| tenant_from_key(name)).collect()
     }
 
     fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<RunRecord>)>, StoreError> {

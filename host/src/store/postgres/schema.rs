@@ -11,6 +11,7 @@ use crate::store::StoreError;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "runs_journal_and_state", include_str!("migrations/V1__runs_journal_and_state.sql")),
     (2, "cancel_requests", include_str!("migrations/V2__cancel_requests.sql")),
+    (3, "tenancy", include_str!("migrations/V3__tenancy.sql")),
 ];
 
 /// The schema version this build brings a database to.

@@ -54,6 +54,36 @@ pub(super) fn prefix(family: Family, tenant: &Tenant, value: &str) -> String {
     format!("{}{SEP}{tenant}{SEP}{value}{SEP}", family.tag())
 }
 
+/// The tenants with runs, or (`with_work`) with pending or running ones: a
+/// skip-scan of the status family, one seek per tenant (its first key, then
+/// past its last) and one per unfinished status.
+pub(super) fn tenants(
+    index: &impl ReadableTable<&'static str, &'static [u8]>,
+    with_work: bool,
+) -> Result<Vec<Tenant>, redb::Error> {
+    let family = format!("{}{SEP}", Family::Status.tag());
+    let end = format!("{}\u{2}", Family::Status.tag());
+    let mut from = family.clone();
+    let mut tenants = Vec::new();
+    loop {
+        let Some(item) = index.range(from.as_str()..end.as_str())?.next() else { break };
+        let (key, _) = item?;
+        let name = key.value()[family.len()..].split(SEP).next().unwrap_or_default().to_owned();
+        if let Ok(tenant) = name.parse::<Tenant>() {
+            let has = |status: &str| -> Result<bool, redb::Error> {
+                let (start, stop) = super::prefix_range(&prefix(Family::Status, &tenant, status));
+                Ok(index.range(start.as_str()..stop.as_str())?.next().is_some())
+            };
+            if !with_work || has("pending")? || has("running")? {
+                tenants.push(tenant);
+            }
+        }
+        // Past every key of this tenant: its name followed by a byte above the separator.
+        from = format!("{family}{name}\u{2}");
+    }
+    Ok(tenants)
+}
+
 /// The index keys of `run`.
 fn keys(run: &RunRecord) -> Vec<String> {
     let status = run.status.as_str();

@@ -16,6 +16,8 @@
 //! | `counters` | `"project/domain\x01<name>"`          | u64 (as JSON)         |
 //! | `run_index` | see [`index`]                        | empty                 |
 //! | `task_stats` | `"project/domain\x01<task>"`        | [`crate::model::TaskStats`] |
+//! | `executors` | executor id                          | [`crate::model::Executor`] (made on first use) |
+//! | `tokens`   | token id                              | [`crate::model::ApiToken`] (made on first use) |
 //!
 //! Version 2 added `run_index` and `task_stats`; a version-1 file is
 //! migrated when it is opened, in one transaction (see [`migrate_v1`]).
@@ -292,7 +294,12 @@ impl RedbStore {
         key: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| io(operation)(e.into()))?;
-        let t = txn.open_table(table).map_err(|e| io(operation)(e.into()))?;
+        // Tables added without a schema change are made on their first write.
+        let t = match txn.open_table(table) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(io(operation)(e.into())),
+        };
         let value = t.get(key).map_err(|e| io(operation)(e.into()))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
@@ -304,7 +311,11 @@ impl RedbStore {
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| io(operation)(e.into()))?;
-        let t = txn.open_table(table).map_err(|e| io(operation)(e.into()))?;
+        let t = match txn.open_table(table) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(io(operation)(e.into())),
+        };
         let (start, end) = prefix_range(prefix);
         let mut out = Vec::new();
         for item in t.range(start.as_str()..end.as_str()).map_err(|e| io(operation)(e.into()))? {
@@ -501,6 +512,7 @@ fn remove_prefix(
     Ok(())
 }
 
+mod access;
 mod index;
 #[cfg(test)]
 mod index_tests;

@@ -173,9 +173,11 @@ impl RunStore for RedbStore {
                 let removed = t.remove(key.as_str()).map_err(|e| io("delete run")(e.into()))?;
                 removed.map(|bytes| decode::<RunRecord>("run", bytes.value())).transpose()?
             };
-            if let Some(old) = &removed {
-                index::update(tables, Some(old), None)?;
-            }
+            let Some(old) = &removed else {
+                // Not this tenant's run (or none): another tenant's records stay.
+                return Ok(false);
+            };
+            index::update(tables, Some(old), None)?;
             let prefix = format!("{id}{SEP}");
             remove_prefix(tables, JOURNAL, &prefix)?;
             remove_prefix(tables, LOGS, &prefix)?;
@@ -193,6 +195,13 @@ impl RunStore for RedbStore {
             Some(bytes) => decode("run", &bytes),
             None => Err(StoreError::NoSuchRun(id.to_owned())),
         }
+    }
+
+    fn tenants(&self, with_work: bool) -> Result<Vec<Tenant>, StoreError> {
+        const OP: &str = "list tenants";
+        let txn = self.db.begin_read().map_err(|e| io(OP)(e.into()))?;
+        let index = txn.open_table(RUN_INDEX).map_err(|e| io(OP)(e.into()))?;
+        index::tenants(&index, with_work).map_err(|e| io(OP)(e))
     }
 
     fn finished_among(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, Option<RunRecord>)>, StoreError> {
@@ -538,10 +547,22 @@ impl ExecutorStore for RedbStore {
 
 #[async_trait::async_trait]
 impl SecretStore for RedbStore {
-    async fn put_secret(&self, tenant: &Tenant, key: &str, value: &str) -> Result<(), StoreError> {
+    async fn put_secret(&self, tenant: &Tenant, key: &str, sealed: &str) -> Result<(), StoreError> {
         self.committer
-            .write_async(put_op("write secret", SECRETS, scoped(tenant, key), value.as_bytes().to_vec()))
+            .write_async(put_op("write secret", SECRETS, scoped(tenant, key), sealed.as_bytes().to_vec()))
             .await
+    }
+
+    fn all_secrets(&self) -> Result<Vec<(Tenant, String, String)>, StoreError> {
+        let mut all = Vec::new();
+        for (key, value) in self.scan("list secrets", SECRETS, "")? {
+            let Some((tenant, name)) = key.split_once(SEP) else { continue };
+            let Ok(tenant) = tenant.parse::<Tenant>() else { continue };
+            let text = String::from_utf8(value)
+                .map_err(|_| StoreError::Corrupt { what: "secret", message: "not UTF-8".into() })?;
+            all.push((tenant, name.to_owned(), text));
+        }
+        Ok(all)
     }
 
     fn list_secrets(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {

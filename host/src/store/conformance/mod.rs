@@ -2,6 +2,8 @@
 //! against PostgreSQL (`conformance_suite!` in each store's tests), so a
 //! store is a drop-in for another only if it passes them all.
 
+mod tenancy;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -39,6 +41,10 @@ macro_rules! conformance_suite {
             breaker_transitions_are_never_lost,
             executors_are_recorded_and_forgotten,
             concurrent_journal_writes_are_all_kept,
+            tenants_are_found_with_and_without_work,
+            a_tenant_sees_nothing_of_another,
+            tokens_are_kept_by_id_and_listed_by_tenant,
+            every_tenants_secrets_are_listed,
         );
     };
     (@tests $make:expr; $($check:ident),+ $(,)?) => {
@@ -52,6 +58,7 @@ macro_rules! conformance_suite {
     };
 }
 pub(crate) use conformance_suite;
+pub use tenancy::*;
 
 fn tenant() -> Tenant {
     Tenant::default()

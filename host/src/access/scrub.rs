@@ -1,0 +1,241 @@
+//! Secret values kept out of everything a run leaves behind. While a run is
+//! driven, the values it could read (its environment's secrets, its
+//! providers' API keys) are registered under its id; every text the run
+//! stores (journal records, logs, reports, errors, outputs) and every event
+//! it sends passes through [`Scrubbers`] first, which writes each value as
+//! `[secret:NAME]`, including when the guest printed it itself.
+//!
+//! Only literal occurrences are caught (a guest that encodes a value, say in
+//! base64, is not); values shorter than [`MIN_SCRUBBED`] bytes are left, as
+//! replacing them would garble everything else.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use zeroize::Zeroizing;
+
+use crate::model::{AttemptLog, Failure, Fence, JournalEntry, ReplayKey, Report, RunRecord};
+use crate::store::{JournalStore, OutputStore, StoreError};
+
+/// Values shorter than this are not scrubbed.
+pub const MIN_SCRUBBED: usize = 4;
+
+/// The secret values of one run, each with its name.
+#[derive(Default)]
+pub struct Scrubber {
+    /// (value, `[secret:NAME]`), longest value first, so that a value that
+    /// contains another is replaced whole.
+    values: Vec<(Zeroizing<String>, String)>,
+}
+
+impl Scrubber {
+    /// A scrubber of `secrets` (name, value).
+    pub fn new(secrets: impl IntoIterator<Item = (String, Zeroizing<String>)>) -> Scrubber {
+        let mut values: Vec<(Zeroizing<String>, String)> = secrets
+            .into_iter()
+            .filter(|(_, value)| value.len() >= MIN_SCRUBBED)
+            .map(|(name, value)| (value, format!("[secret:{name}]")))
+            .collect();
+        values.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        values.dedup_by(|a, b| a.0 == b.0);
+        Scrubber { values }
+    }
+
+    /// Whether it has nothing to scrub.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// `text` with every value written as its name.
+    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut text = Cow::Borrowed(text);
+        for (value, name) in &self.values {
+            if text.contains(value.as_str()) {
+                text = Cow::Owned(text.replace(value.as_str(), name));
+            }
+        }
+        text
+    }
+
+    /// Scrubs `text` in place.
+    pub fn scrub_in_place(&self, text: &mut String) {
+        if let Cow::Owned(clean) = self.scrub(text) {
+            *text = clean;
+        }
+    }
+
+    /// Scrubs a failure's message.
+    pub fn scrub_failure(&self, failure: &mut Failure) {
+        self.scrub_in_place(&mut failure.message);
+    }
+
+    /// Scrubs what a run record holds of the run's doing: its output, its
+    /// error and its attempts' errors.
+    pub fn scrub_run(&self, run: &mut RunRecord) {
+        if let Some(output) = &mut run.output {
+            self.scrub_in_place(output);
+        }
+        if let Some(error) = &mut run.error {
+            self.scrub_failure(error);
+        }
+        for attempt in &mut run.attempts {
+            if let Some(error) = &mut attempt.error {
+                self.scrub_failure(error);
+            }
+        }
+    }
+}
+
+/// The scrubbers of the runs being driven, by run id.
+#[derive(Default)]
+pub struct Scrubbers(Mutex<HashMap<String, Arc<Scrubber>>>);
+
+impl Scrubbers {
+    /// Registers `scrubber` for `run_id` until the returned guard drops.
+    pub fn register(self: &Arc<Self>, run_id: &str, scrubber: Scrubber) -> Registered {
+        if !scrubber.is_empty() {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_owned(), Arc::new(scrubber));
+        }
+        Registered { scrubbers: self.clone(), run_id: run_id.to_owned() }
+    }
+
+    /// The scrubber of `run_id`, if it has values.
+    pub fn of(&self, run_id: &str) -> Option<Arc<Scrubber>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(run_id).cloned()
+    }
+
+    /// `text` of `run_id`, scrubbed.
+    pub fn scrub<'a>(&self, run_id: &str, text: &'a str) -> Cow<'a, str> {
+        match self.of(run_id) {
+            Some(scrubber) => Cow::Owned(scrubber.scrub(text).into_owned()),
+            None => Cow::Borrowed(text),
+        }
+    }
+
+    fn entry(&self, entry: &JournalEntry) -> Option<JournalEntry> {
+        let scrubber = self.of(&entry.key.run_id)?;
+        let mut clean = entry.clone();
+        scrubber.scrub_in_place(&mut clean.output);
+        scrubber.scrub_in_place(&mut clean.summary);
+        Some(clean)
+    }
+}
+
+/// A run's registration; dropping it forgets the run's values.
+pub struct Registered {
+    scrubbers: Arc<Scrubbers>,
+    run_id: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.scrubbers.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.run_id);
+    }
+}
+
+/// A journal store whose records are scrubbed before they are stored (the
+/// caller keeps its own copy: a guest gets the answer as it came).
+pub struct ScrubbedJournal {
+    inner: Arc<dyn JournalStore>,
+    scrubbers: Arc<Scrubbers>,
+}
+
+impl ScrubbedJournal {
+    /// `inner`, behind `scrubbers`.
+    pub fn new(inner: Arc<dyn JournalStore>, scrubbers: Arc<Scrubbers>) -> Self {
+        ScrubbedJournal { inner, scrubbers }
+    }
+}
+
+#[async_trait::async_trait]
+impl JournalStore for ScrubbedJournal {
+    async fn journal_put(&self, entry: &JournalEntry, fence: Option<&Fence>) -> Result<(), StoreError> {
+        match self.scrubbers.entry(entry) {
+            Some(clean) => self.inner.journal_put(&clean, fence).await,
+            None => self.inner.journal_put(entry, fence).await,
+        }
+    }
+
+    async fn journal_put_all(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        let clean: Vec<JournalEntry> =
+            entries.iter().map(|e| self.scrubbers.entry(e).unwrap_or_else(|| e.clone())).collect();
+        self.inner.journal_put_all(&clean).await
+    }
+
+    fn journal_get(&self, key: &ReplayKey) -> Result<Option<JournalEntry>, StoreError> {
+        self.inner.journal_get(key)
+    }
+
+    fn journal_of(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.journal_of(run_id)
+    }
+}
+
+/// An output store whose logs and reports are scrubbed before they are stored.
+pub struct ScrubbedOutputs {
+    inner: Arc<dyn OutputStore>,
+    scrubbers: Arc<Scrubbers>,
+}
+
+impl ScrubbedOutputs {
+    /// `inner`, behind `scrubbers`.
+    pub fn new(inner: Arc<dyn OutputStore>, scrubbers: Arc<Scrubbers>) -> Self {
+        ScrubbedOutputs { inner, scrubbers }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStore for ScrubbedOutputs {
+    async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError> {
+        let Some(scrubber) = self.scrubbers.of(run_id) else { return self.inner.put_log(run_id, attempt, log).await };
+        let clean = AttemptLog {
+            stdout: scrubber.scrub(&log.stdout).into_owned(),
+            stderr: scrubber.scrub(&log.stderr).into_owned(),
+        };
+        self.inner.put_log(run_id, attempt, &clean).await
+    }
+
+    fn logs_of(&self, run_id: &str) -> Result<Vec<(u32, AttemptLog)>, StoreError> {
+        self.inner.logs_of(run_id)
+    }
+
+    async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError> {
+        let Some(scrubber) = self.scrubbers.of(run_id) else { return self.inner.put_report(run_id, report).await };
+        let mut clean = report.clone();
+        clean.tabs.values_mut().for_each(|html| scrubber.scrub_in_place(html));
+        self.inner.put_report(run_id, &clean).await
+    }
+
+    fn get_report(&self, run_id: &str) -> Result<Option<Report>, StoreError> {
+        self.inner.get_report(run_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, value: &str) -> (String, Zeroizing<String>) {
+        (name.to_owned(), Zeroizing::new(value.to_owned()))
+    }
+
+    #[test]
+    fn values_are_written_as_their_names_longest_first() {
+        let scrubber = Scrubber::new([secret("short", "abcd"), secret("long", "abcdef"), secret("tiny", "ab")]);
+        assert_eq!(scrubber.scrub("x abcdef y abcd z ab"), "x [secret:long] y [secret:short] z ab");
+        assert!(matches!(scrubber.scrub("nothing here"), Cow::Borrowed(_)));
+        assert!(Scrubber::new([secret("tiny", "ab")]).is_empty());
+    }
+
+    #[test]
+    fn a_registration_lasts_as_long_as_its_guard() {
+        let scrubbers = Arc::new(Scrubbers::default());
+        {
+            let _held = scrubbers.register("run-1", Scrubber::new([secret("k", "s3cr3t")]));
+            assert_eq!(scrubbers.scrub("run-1", "is s3cr3t"), "is [secret:k]");
+            assert_eq!(scrubbers.scrub("run-2", "is s3cr3t"), "is s3cr3t");
+        }
+        assert_eq!(scrubbers.scrub("run-1", "is s3cr3t"), "is s3cr3t");
+    }
+}

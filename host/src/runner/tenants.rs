@@ -1,0 +1,143 @@
+//! What a host keeps apart per tenant, made on a tenant's first run: its
+//! circuit breakers (one tenant's failures never open another's breaker),
+//! its provider chains (built with the tenant's own API keys) and its warm
+//! pools (a reused instance keeps its globals from run to run, so an
+//! instance serves one tenant only). And how a worker shares its free slots
+//! between the tenants with work ([`Host::claim_fairly`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Host;
+use super::providers::Providers;
+use super::warm::WarmInstance;
+use crate::breakers::Breakers;
+use crate::model::{RunRecord, Tenant, now_ms};
+use crate::pool::Pool;
+use crate::store::StoreError;
+
+/// How long a worker trusts its list of the tenants with work before asking
+/// the store again (a claim that finds nothing asks at once).
+const TENANTS_FRESH: Duration = Duration::from_millis(250);
+
+/// One tenant's share of a host.
+pub(super) struct TenantScope {
+    /// Whose it is.
+    pub tenant: Tenant,
+    /// The tenant's circuit breakers, kept in the store under its key.
+    pub breakers: Arc<Breakers>,
+    /// The tenant's provider chains.
+    pub providers: Providers,
+    /// Warm-instance pools of environments with `reuse`, by environment.
+    pub pools: Mutex<HashMap<String, Arc<Pool<WarmInstance>>>>,
+    /// Environments already loaded and warmed for the tenant.
+    pub started: Mutex<HashSet<String>>,
+}
+
+/// Every tenant's scope, by tenant; and the tenants with work, as last read.
+#[derive(Default)]
+pub(super) struct Scopes(Mutex<HashMap<Tenant, Arc<TenantScope>>>, Mutex<Shares>);
+
+/// The tenants a worker shares its slots between, and whose turn it is to
+/// be asked first.
+#[derive(Default)]
+struct Shares {
+    tenants: Vec<Tenant>,
+    read_at: Option<Instant>,
+    turn: usize,
+}
+
+impl Host {
+    /// `tenant`'s scope, made (its breakers read from the store) on first use.
+    pub(super) fn scope(&self, tenant: &Tenant) -> Arc<TenantScope> {
+        let mut scopes = self.scopes.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(scope) = scopes.get(tenant) {
+            return scope.clone();
+        }
+        let breakers = Arc::new(Breakers::load(self.clock.clone(), self.store.clone(), tenant.clone()));
+        let scope = Arc::new(TenantScope {
+            tenant: tenant.clone(),
+            providers: Providers::new(breakers.clone()),
+            breakers,
+            pools: Mutex::default(),
+            started: Mutex::default(),
+        });
+        scopes.insert(tenant.clone(), scope.clone());
+        scope
+    }
+
+    /// The scopes of every tenant this host served so far.
+    pub(super) fn scopes(&self) -> Vec<Arc<TenantScope>> {
+        self.scopes.0.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// `tenant`'s circuit breakers.
+    pub fn breakers_of(&self, tenant: &Tenant) -> Arc<Breakers> {
+        self.scope(tenant).breakers.clone()
+    }
+}
+
+impl Host {
+    /// Claims up to `free` runnable runs, shared fairly between the tenants
+    /// with work: each gets an equal share of the free slots (the first
+    /// asked goes round from claim to claim, so odd slots rotate too), and
+    /// what a tenant cannot use goes to the others. One tenant's 10,000
+    /// queued children thus never keep another tenant's run waiting for
+    /// more than a slot to free.
+    pub(super) async fn claim_fairly(&self, free: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut claimed = self.claim_shares(free, false).await?;
+        if claimed.is_empty() {
+            // The list may be stale: a tenant's first run came since.
+            claimed = self.claim_shares(free, true).await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_shares(&self, free: usize, fresh: bool) -> Result<Vec<RunRecord>, StoreError> {
+        let mut wanting = self.tenants_with_work(fresh).await?;
+        let mut claimed = Vec::new();
+        while claimed.len() < free && !wanting.is_empty() {
+            let share = (free - claimed.len()).div_ceil(wanting.len());
+            let mut more = Vec::new();
+            for tenant in wanting {
+                let want = share.min(free - claimed.len());
+                if want == 0 {
+                    break;
+                }
+                let got = self.store.claim_runnable(&tenant, &self.host_id, self.lease_until(), now_ms(), want).await?;
+                if got.len() == want {
+                    more.push(tenant);
+                }
+                claimed.extend(got);
+            }
+            wanting = more;
+        }
+        Ok(claimed)
+    }
+
+    /// The tenants with unfinished runs, first the one whose turn it is.
+    async fn tenants_with_work(&self, fresh: bool) -> Result<Vec<Tenant>, StoreError> {
+        let stale = {
+            let shares = self.scopes.1.lock().unwrap_or_else(|e| e.into_inner());
+            fresh || shares.read_at.is_none_or(|at| at.elapsed() > TENANTS_FRESH)
+        };
+        if stale {
+            let store = self.store.clone();
+            let tenants = tokio::task::spawn_blocking(move || store.tenants(true))
+                .await
+                .map_err(|e| StoreError::Io { operation: "list tenants", message: e.to_string() })??;
+            let mut shares = self.scopes.1.lock().unwrap_or_else(|e| e.into_inner());
+            shares.tenants = tenants;
+            shares.read_at = Some(Instant::now());
+        }
+        let mut shares = self.scopes.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tenants = shares.tenants.clone();
+        if !tenants.is_empty() {
+            let turn = shares.turn % tenants.len();
+            tenants.rotate_left(turn);
+            shares.turn = shares.turn.wrapping_add(1);
+        }
+        Ok(tenants)
+    }
+}
