@@ -74,7 +74,7 @@ fn child(parent: &str, i: usize) -> (RunRecord, Vec<JournalEntry>) {
     run.parent = Some(parent.to_owned());
     run.finished_at_ms = Some(now_ms());
     run.output = Some(format!(r#"{{"answers":["an answer to question {i}","and another"]}}"#));
-    run.usage = Usage { prompt_tokens: 24, completion_tokens: 48 };
+    run.usage = Usage { prompt_tokens: 24, completion_tokens: 48, cost_micros: 0 };
     run.attempts.push(AttemptRecord {
         number: 1,
         started_at_ms: run.created_at_ms,
@@ -102,7 +102,7 @@ fn child(parent: &str, i: usize) -> (RunRecord, Vec<JournalEntry>) {
             summary: format!("mock: question {n}"),
             recorded_at_ms: now_ms(),
             duration_ms: 20,
-            usage: Some(Usage { prompt_tokens: 12, completion_tokens: 24 }),
+            usage: Some(Usage { prompt_tokens: 12, completion_tokens: 24, cost_micros: 0 }),
         })
         .collect();
     (run, entries)

@@ -51,6 +51,7 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
             "calls_replayed": replayed,
             "prompt_tokens": run.usage.prompt_tokens,
             "completion_tokens": run.usage.completion_tokens,
+            "cost_usd": run.usage.cost_micros as f64 / 1e6,
         },
         "journal_entries": journal_entries,
         "cached_from": run.cached_from,
@@ -180,4 +181,149 @@ pub fn status_json(store: &dyn Store, tenant: &Tenant, pools: Value) -> Result<V
         "tasks": tasks_json(store, tenant)?,
         "providers": providers,
     }))
+}
+
+/// How `cairn usage` groups the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    /// One line for all.
+    Total,
+    /// By task.
+    Task,
+    /// By the provider that answered.
+    Provider,
+    /// By model.
+    Model,
+    /// By UTC day.
+    Day,
+}
+
+impl std::str::FromStr for UsageBy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<UsageBy, String> {
+        match text {
+            "total" => Ok(UsageBy::Total),
+            "task" => Ok(UsageBy::Task),
+            "provider" => Ok(UsageBy::Provider),
+            "model" => Ok(UsageBy::Model),
+            "day" => Ok(UsageBy::Day),
+            other => Err(format!("cannot group usage by {other:?}; use task, provider, model, day or total")),
+        }
+    }
+}
+
+/// Usage records added up by `by`: `{since_ms, by, rows: [{key, calls, prompt_tokens, completion_tokens, cost_usd}], total}`.
+pub fn usage_json(records: &[crate::model::UsageRecord], since_ms: u64, by: UsageBy) -> Value {
+    let mut rows: std::collections::BTreeMap<String, [u64; 4]> = std::collections::BTreeMap::new();
+    let mut total = [0u64; 4];
+    for record in records {
+        let key = match by {
+            UsageBy::Total => "all".to_owned(),
+            UsageBy::Task => record.task.clone(),
+            UsageBy::Provider => record.provider.clone(),
+            UsageBy::Model => record.model.clone(),
+            UsageBy::Day => crate::model::day_and_month(record.at_ms).0,
+        };
+        let figures = [1, record.prompt_tokens, record.completion_tokens, record.cost_micros];
+        for (sum, n) in rows.entry(key).or_default().iter_mut().zip(figures) {
+            *sum += n;
+        }
+        for (sum, n) in total.iter_mut().zip(figures) {
+            *sum += n;
+        }
+    }
+    let line = |key: &str, f: &[u64; 4]| json!({"key": key, "calls": f[0], "prompt_tokens": f[1], "completion_tokens": f[2], "cost_usd": f[3] as f64 / 1e6});
+    let by_name = match by {
+        UsageBy::Total => "total",
+        UsageBy::Task => "task",
+        UsageBy::Provider => "provider",
+        UsageBy::Model => "model",
+        UsageBy::Day => "day",
+    };
+    json!({
+        "since_ms": since_ms,
+        "by": by_name,
+        "rows": rows.iter().map(|(key, f)| line(key, f)).collect::<Vec<_>>(),
+        "total": line("total", &total),
+    })
+}
+
+/// A tenant's quotas and what today and this month spent against them.
+pub fn quota_json(
+    store: &dyn Store,
+    tenant: &Tenant,
+    quotas: &crate::model::Quotas,
+) -> Result<Value, crate::store::StoreError> {
+    use crate::model::LedgerQuota;
+    let (day, month) = crate::model::day_and_month(crate::model::now_ms());
+    let mut lines = Vec::new();
+    for quota in [LedgerQuota::TokensPerDay, LedgerQuota::CostPerDay, LedgerQuota::CostPerMonth] {
+        let period = if quota == LedgerQuota::CostPerMonth { &month } else { &day };
+        let key = format!("{}{period}", quota.prefix());
+        let totals = store.ledger(tenant, &key)?.into_iter().find(|(k, _)| *k == key).map(|(_, t)| t);
+        let totals = totals.unwrap_or_default();
+        let money = quota != LedgerQuota::TokensPerDay;
+        let shown = |n: u64| if money { json!(n as f64 / 1e6) } else { json!(n) };
+        lines.push(json!({
+            "quota": quota.name(),
+            "period": period,
+            "limit": quota.limit(quotas).map(shown),
+            "spent": shown(totals.spent),
+            "reserved": shown(totals.reserved),
+        }));
+    }
+    Ok(json!({
+        "tenant": tenant.to_string(),
+        "quotas": {
+            "concurrent_runs": quotas.concurrent_runs,
+            "tokens_per_run": quotas.tokens_per_run,
+            "tokens_per_day": quotas.tokens_per_day,
+            "cost_per_day": quotas.cost_per_day_micros.map(|m| m as f64 / 1e6),
+            "cost_per_month": quotas.cost_per_month_micros.map(|m| m as f64 / 1e6),
+        },
+        "ledger": lines,
+    }))
+}
+
+/// Sets quota `key` (`concurrent_runs`, `tokens_per_run`, `tokens_per_day`,
+/// `cost_per_day`, `cost_per_month`) of `quotas` to `value` (`none` unsets it).
+pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> Result<(), String> {
+    let none = value == "none";
+    let count = || -> Result<Option<u64>, String> {
+        if none {
+            return Ok(None);
+        }
+        value.parse::<u64>().map(Some).map_err(|_| format!("{key} is a whole number (or `none`), not {value:?}"))
+    };
+    let money = || -> Result<Option<u64>, String> {
+        if none {
+            return Ok(None);
+        }
+        let dollars = value.trim_start_matches('$').parse::<f64>().ok();
+        dollars
+            .and_then(crate::manifest::tenants::dollars_to_micros)
+            .map(Some)
+            .ok_or_else(|| format!("{key} is dollars (e.g. 5 or 2.50, or `none`), not {value:?}"))
+    };
+    match key {
+        "concurrent_runs" => {
+            let n = count()?;
+            if n == Some(0) {
+                return Err("concurrent_runs must be at least 1".into());
+            }
+            quotas.concurrent_runs = n.map(|n| n.min(u64::from(u32::MAX)) as u32);
+        }
+        "tokens_per_run" => quotas.tokens_per_run = count()?,
+        "tokens_per_day" => quotas.tokens_per_day = count()?,
+        "cost_per_day" => quotas.cost_per_day_micros = money()?,
+        "cost_per_month" => quotas.cost_per_month_micros = money()?,
+        "live_instances" | "memory" => return Err(format!("{key} is not supported yet")),
+        other => {
+            return Err(format!(
+                "no quota {other:?}; the quotas are concurrent_runs, tokens_per_run, tokens_per_day, cost_per_day and cost_per_month"
+            ));
+        }
+    }
+    Ok(())
 }

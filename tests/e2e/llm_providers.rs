@@ -52,7 +52,7 @@ async fn completes_and_parses_usage() {
     assert_eq!(response.content, "Paris");
     assert_eq!(response.model, "gpt-test");
     // The server counts words: 2 + 6 in the request, 1 in the answer.
-    assert_eq!(response.usage, Usage { prompt_tokens: 8, completion_tokens: 1 });
+    assert_eq!(response.usage, Usage { prompt_tokens: 8, completion_tokens: 1, cost_micros: 0 });
     assert_eq!(p.name(), "test-openai");
 
     let default = p.complete(&ChatRequest::simple("hello there", "sys", false)).await.unwrap();
@@ -85,7 +85,7 @@ async fn fixed_and_missing_usage() {
     let server = LlmServer::start(Script::new().usage(123, 45));
     let p = provider(&server, None, SECONDS_5);
     let response = p.complete(&ChatRequest::simple("q", "s", false)).await.unwrap();
-    assert_eq!(response.usage, Usage { prompt_tokens: 123, completion_tokens: 45 });
+    assert_eq!(response.usage, Usage { prompt_tokens: 123, completion_tokens: 45, cost_micros: 0 });
 
     let server = LlmServer::start(Script::new().without_usage());
     let p = provider(&server, None, SECONDS_5);

@@ -64,6 +64,8 @@ struct ViewTimings {
 struct ViewLlm {
     prompt_tokens: u32,
     completion_tokens: u32,
+    #[serde(default)]
+    cost_usd: f64,
 }
 
 /// A run's record from its view. The view holds the input and output as
@@ -98,7 +100,11 @@ pub fn record_from_view(view: &Value) -> Result<RunRecord> {
         .collect();
     run.output = text(&v.output);
     run.error = v.error;
-    run.usage = Usage { prompt_tokens: v.llm.prompt_tokens, completion_tokens: v.llm.completion_tokens };
+    run.usage = Usage {
+        prompt_tokens: v.llm.prompt_tokens,
+        completion_tokens: v.llm.completion_tokens,
+        cost_micros: (v.llm.cost_usd * 1e6).round() as u64,
+    };
     run.cached_from = v.cached_from;
     run.replay_of = v.replay_of;
     run.produced_by = v.produced_by;

@@ -12,6 +12,7 @@ mod secret;
 mod status;
 mod store;
 mod tokens;
+mod usage;
 mod worker;
 
 use std::io::{IsTerminal, Read};
@@ -134,6 +135,23 @@ enum Command {
     Secret {
         #[command(subcommand)]
         command: secret::SecretCommand,
+    },
+    /// What the tenant's LLM calls used and cost (calls under a price or a quota).
+    Usage {
+        /// How far back, e.g. 7d, 24h.
+        #[arg(long, default_value = "7d", value_name = "AGE")]
+        since: String,
+        /// Group by task, provider, model or day (default: one total).
+        #[arg(long)]
+        by: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tenant's quotas: concurrent runs, LLM tokens and cost.
+    Quota {
+        #[command(subcommand)]
+        command: usage::QuotaCommand,
     },
     /// API tokens of a tenant: each acts as its tenant with one role.
     Tokens {
@@ -401,6 +419,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Secret { command } => secret::dispatch(&backend, command),
         Command::Tokens { command } => tokens::dispatch(&backend, command),
+        Command::Usage { since, by, json } => usage::usage(&backend, &since, by.as_deref(), json),
+        Command::Quota { command } => usage::quota(&backend, command),
         Command::Dlq { command } => dlq::dispatch(&backend, command),
         Command::Status { json } => status::show(&backend, json),
         Command::Debug { .. }

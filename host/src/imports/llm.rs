@@ -31,6 +31,7 @@ impl Capability for LlmCtx {
         }
         calls.timeout = call.env.resources.timeout;
         calls.stub = call.stub.map(str::to_owned);
+        calls.budget = call.budget.cloned();
         calls.stats = Default::default();
     }
 

@@ -124,6 +124,9 @@ pub struct CallSetup<'a> {
     pub stub: Option<&'a str>,
     /// The attempt's hold on its run, carried by every journal record.
     pub fence: Option<&'a crate::model::Fence>,
+    /// What the run's live LLM calls may spend (the tenant's quotas and the
+    /// providers' prices); `None` where nothing is counted.
+    pub budget: Option<&'a Arc<crate::services::budget::Budget>>,
 }
 
 /// Counters of one call, reported in the run record.

@@ -6,6 +6,10 @@
 //! [`reliable::Reliable`] wraps any provider with JSON validation and
 //! provider-level retries.
 
+/// The answer length the host asks for when a call names none and a budget
+/// must bound it (`max_tokens` on a provider sets another).
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
 pub mod chain;
 pub mod mock;
 pub mod openai;

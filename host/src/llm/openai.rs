@@ -296,6 +296,7 @@ impl LlmProvider for OpenAiProvider {
         let usage = wire.usage.map_or(Usage::default(), |u| Usage {
             prompt_tokens: tokens(u.prompt_tokens),
             completion_tokens: tokens(u.completion_tokens),
+            cost_micros: 0,
         });
         Ok(ChatResponse { content, model: wire.model.unwrap_or_else(|| model.to_owned()), usage, provider: None })
     }

@@ -217,7 +217,7 @@ mod tests {
             next.map(|content| ChatResponse {
                 content: content.to_owned(),
                 model: "fake".into(),
-                usage: Usage { prompt_tokens: 1, completion_tokens: 1 },
+                usage: Usage { prompt_tokens: 1, completion_tokens: 1, cost_micros: 0 },
                 provider: None,
             })
         }

@@ -15,6 +15,7 @@ mod providers;
 mod retention;
 pub mod reuse;
 mod tasks;
+pub mod tenants;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -218,6 +219,10 @@ pub struct ProviderSpec {
     pub fallback: Vec<String>,
     /// The provider's circuit breaker, if it has one.
     pub circuit_breaker: Option<BreakerConfig>,
+    /// What its model costs (`price = { input, output }`, dollars per million tokens).
+    pub price: Option<crate::model::Price>,
+    /// The answer length asked for when a call names none and a budget must bound it.
+    pub max_tokens: u32,
 }
 
 /// A parsed, validated `cairn.toml`.
@@ -245,6 +250,8 @@ pub struct Manifest {
     /// "project/domain"`, or the CLI's `--project`/`--domain`); `None`:
     /// `default/development`, or, through a server, the token's tenant.
     pub tenant: Option<Tenant>,
+    /// Each tenant's quotas (`[tenants."project/domain"]`).
+    pub quotas: BTreeMap<Tenant, crate::model::Quotas>,
 }
 
 /// A store other than the embedded default.
@@ -400,6 +407,8 @@ mod raw {
         pub store: Option<Spanned<String>>,
         #[serde(default)]
         pub tenant: Option<Spanned<String>>,
+        #[serde(default)]
+        pub tenants: BTreeMap<Spanned<String>, Spanned<tenants::raw::TenantQuotas>>,
     }
 
     impl Manifest {
@@ -429,6 +438,7 @@ mod raw {
                     Some(parsed.map_err(|e: TenantError| ManifestError::at(locate, span, e.to_string()))?)
                 }
             };
+            let quotas = tenants::validate(self.tenants, locate)?;
             let path = locate.path().to_path_buf();
             Ok(super::Manifest {
                 path,
@@ -440,6 +450,7 @@ mod raw {
                 retention,
                 store,
                 tenant,
+                quotas,
             })
         }
     }

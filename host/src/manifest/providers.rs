@@ -47,6 +47,8 @@ pub(super) mod raw {
             #[serde(default)]
             fallback: Vec<String>,
             circuit_breaker: Option<RawBreaker>,
+            price: Option<crate::model::Price>,
+            max_tokens: Option<u32>,
         },
         OpenaiCompatible {
             base_url: String,
@@ -59,6 +61,8 @@ pub(super) mod raw {
             #[serde(default)]
             fallback: Vec<String>,
             circuit_breaker: Option<RawBreaker>,
+            price: Option<crate::model::Price>,
+            max_tokens: Option<u32>,
         },
     }
 }
@@ -83,12 +87,25 @@ pub(super) fn validate(
             retry: None,
             fallback: Vec::new(),
             circuit_breaker: None,
+            price: None,
+            max_tokens: crate::llm::DEFAULT_MAX_TOKENS,
         },
     );
     for (name, spanned) in llm.providers {
         let span = spanned.span();
         let spec = match spanned.into_inner() {
-            raw::Provider::Mock { latency, model, script, rules, max_retries, retries, fallback, circuit_breaker } => {
+            raw::Provider::Mock {
+                latency,
+                model,
+                script,
+                rules,
+                max_retries,
+                retries,
+                fallback,
+                circuit_breaker,
+                price,
+                max_tokens,
+            } => {
                 let mut config = match &script {
                     Some(file) => MockConfig::from_file(dir.join(file.get_ref()))
                         .map_err(|e| ManifestError::at(locate, file.span(), format!("llm provider {name:?}: {e}")))?,
@@ -114,6 +131,8 @@ pub(super) fn validate(
                     retry: provider_retry(locate, &span, retries, &name)?,
                     fallback: Vec::new(),
                     circuit_breaker: circuit_breaker.map(RawBreaker::config),
+                    price: checked_price(locate, &span, price, &name)?,
+                    max_tokens: max_tokens.unwrap_or(crate::llm::DEFAULT_MAX_TOKENS),
                 }
             }
             raw::Provider::OpenaiCompatible {
@@ -125,6 +144,8 @@ pub(super) fn validate(
                 retries,
                 fallback,
                 circuit_breaker,
+                price,
+                max_tokens,
             } => {
                 if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                     return Err(ManifestError::at(
@@ -147,6 +168,8 @@ pub(super) fn validate(
                     retry: provider_retry(locate, &span, retries, &name)?,
                     fallback: Vec::new(),
                     circuit_breaker: circuit_breaker.map(RawBreaker::config),
+                    price: checked_price(locate, &span, price, &name)?,
+                    max_tokens: max_tokens.unwrap_or(crate::llm::DEFAULT_MAX_TOKENS),
                 }
             }
         };
@@ -198,6 +221,27 @@ pub(super) fn check_provider(
                 known.join(", ")
             ),
         ))
+    }
+}
+
+/// A provider's `price`, if given: dollars per million tokens, not negative.
+fn checked_price(
+    locate: &Locator,
+    span: &Range<usize>,
+    price: Option<crate::model::Price>,
+    name: &str,
+) -> Result<Option<crate::model::Price>, ManifestError> {
+    match price {
+        Some(p) if !(p.input >= 0.0 && p.output >= 0.0 && p.input.is_finite() && p.output.is_finite()) => {
+            Err(ManifestError::at(
+                locate,
+                span.clone(),
+                format!(
+                    "llm provider {name:?}: `price` is dollars per million tokens, {{ input = 0.15, output = 0.6 }}, never negative"
+                ),
+            ))
+        }
+        price => Ok(price),
     }
 }
 

@@ -91,6 +91,9 @@ failure_kinds! {
     LlmInvalidResponse = "llm-invalid-response",
     /// A token or cost budget is spent.
     LlmBudgetExceeded = "llm-budget-exceeded",
+    /// The run went over one of its tenant's quotas (tokens per run or per
+    /// day, cost per day or per month): not retried.
+    BudgetExceeded = "budget-exceeded",
     /// The LLM provider's circuit breaker is open.
     LlmCircuitOpen = "llm-circuit-open",
 }

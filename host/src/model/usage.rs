@@ -1,4 +1,4 @@
-//! What calls cost: tokens.
+//! What calls cost: tokens, and money at the manifest's prices.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +9,14 @@ pub struct Usage {
     pub prompt_tokens: u32,
     /// Tokens of the answer.
     pub completion_tokens: u32,
+    /// What they cost at the provider's price, in millionths of a dollar
+    /// (0 where no price is set).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_micros: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -16,6 +24,7 @@ impl Usage {
     pub fn add(&mut self, other: Usage) {
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
     }
 
     /// Prompt and completion tokens together.

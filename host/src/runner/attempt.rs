@@ -42,6 +42,8 @@ pub(super) struct AttemptPlan {
     pub fence: Option<crate::model::Fence>,
     /// The run's tenant.
     pub tenant: crate::model::Tenant,
+    /// What the run's live LLM calls may spend.
+    pub budget: Option<Arc<crate::services::budget::Budget>>,
 }
 
 /// What an attempt leaves behind besides its outcome.
@@ -71,6 +73,7 @@ pub(super) fn call_setup<'a>(
         provider,
         stub: plan.stub.as_deref(),
         fence: plan.fence.as_ref(),
+        budget: plan.budget.as_ref(),
     }
 }
 

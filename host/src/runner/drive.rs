@@ -118,6 +118,14 @@ impl Host {
                 if let Some(why) = stop.stopped() {
                     return self.stopped(run, why).await;
                 }
+                // A tenant at its `concurrent_runs` quota queues here (its children run in its share).
+                let _slot = match run.parent {
+                    Some(_) => None,
+                    None => tokio::select! {
+                        slot = self.tenant_slot(&run.tenant) => slot,
+                        why = stop.wait() => return self.stopped(run, why).await,
+                    },
+                };
                 let plan = AttemptPlan {
                     number: run.attempts.len() as u32 + 1,
                     mode: mode.clone(),
@@ -128,6 +136,7 @@ impl Host {
                     pool: pool.clone(),
                     fence: Some(fence.clone()),
                     tenant: run.tenant.clone(),
+                    budget: Some(self.budget_for(&run, candidate)),
                 };
                 let started_at_ms = now_ms();
                 self.events
@@ -147,6 +156,11 @@ impl Host {
                         }
                     },
                     None => outcome,
+                };
+                // A call refused by the budget ends the run, whatever the guest made of it.
+                let outcome = match (outcome, stats.llm.budget_exceeded) {
+                    (Err(_), Some(quota)) => Err(self.over_quota(&run, quota)),
+                    (outcome, _) => outcome,
                 };
                 self.events.emit(
                     &run.id,

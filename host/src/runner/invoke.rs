@@ -82,6 +82,7 @@ impl PreparedTask<'_> {
             parent: None,
             pool: self.pool.clone(),
             tenant: self.host.tenant.clone(),
+            budget: None,
         };
         self.host.attempt(self.task, &self.pre, &self.provider, run_id, input, &plan).await.0
     }

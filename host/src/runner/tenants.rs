@@ -13,13 +13,18 @@ use super::Host;
 use super::providers::Providers;
 use super::warm::WarmInstance;
 use crate::breakers::Breakers;
-use crate::model::{RunRecord, Tenant, now_ms};
+use crate::manifest::TaskSpec;
+use crate::model::{Failure, FailureKind, LedgerQuota, Quotas, RunRecord, Tenant, now_ms};
 use crate::pool::Pool;
+use crate::services::budget::{Budget, PricedProvider};
 use crate::store::StoreError;
 
 /// How long a worker trusts its list of the tenants with work before asking
 /// the store again (a claim that finds nothing asks at once).
 const TENANTS_FRESH: Duration = Duration::from_millis(250);
+
+/// How long a host trusts the quotas it read (`cairn quota set` takes effect within it).
+const QUOTAS_FRESH: Duration = Duration::from_secs(1);
 
 /// One tenant's share of a host.
 pub(super) struct TenantScope {
@@ -33,6 +38,11 @@ pub(super) struct TenantScope {
     pub pools: Mutex<HashMap<String, Arc<Pool<WarmInstance>>>>,
     /// Environments already loaded and warmed for the tenant.
     pub started: Mutex<HashSet<String>>,
+    /// Top-level runs attempting at once, under the `concurrent_runs` quota
+    /// it was made for.
+    pub slots: Mutex<Option<(u32, Arc<tokio::sync::Semaphore>)>>,
+    /// The tenant's quotas as last read, and when.
+    pub quotas: Mutex<Option<(Instant, Quotas)>>,
 }
 
 /// Every tenant's scope, by tenant; and the tenants with work, as last read.
@@ -62,6 +72,8 @@ impl Host {
             breakers,
             pools: Mutex::default(),
             started: Mutex::default(),
+            slots: Mutex::default(),
+            quotas: Mutex::default(),
         });
         scopes.insert(tenant.clone(), scope.clone());
         scope
@@ -70,6 +82,26 @@ impl Host {
     /// The scopes of every tenant this host served so far.
     pub(super) fn scopes(&self) -> Vec<Arc<TenantScope>> {
         self.scopes.0.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Waits for one of `tenant`'s `concurrent_runs` (none without the
+    /// quota); the slot is held until the returned permit drops.
+    pub(super) async fn tenant_slot(&self, tenant: &Tenant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let limit = self.quotas_of(tenant).concurrent_runs?;
+        let scope = self.scope(tenant);
+        let slots = {
+            let mut slots = scope.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slots {
+                Some((made_for, semaphore)) if *made_for == limit => semaphore.clone(),
+                // New, or the quota changed: runs holding the old one finish in it.
+                _ => {
+                    let semaphore = Arc::new(tokio::sync::Semaphore::new(limit as usize));
+                    *slots = Some((limit, semaphore.clone()));
+                    semaphore
+                }
+            }
+        };
+        slots.acquire_owned().await.ok()
     }
 
     /// `tenant`'s circuit breakers.
@@ -139,5 +171,65 @@ impl Host {
             shares.turn = shares.turn.wrapping_add(1);
         }
         Ok(tenants)
+    }
+}
+
+impl Host {
+    /// `tenant`'s quotas: the manifest's, with those `cairn quota set` stored
+    /// over them (read again at most every [`QUOTAS_FRESH`]).
+    pub fn quotas_of(&self, tenant: &Tenant) -> Quotas {
+        let scope = self.scope(tenant);
+        if let Some((at, quotas)) = &*scope.quotas.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < QUOTAS_FRESH
+        {
+            return quotas.clone();
+        }
+        let manifest = self.manifest.quotas.get(tenant).cloned().unwrap_or_default();
+        let quotas = match self.store.get_quotas(tenant) {
+            Ok(Some(set)) => manifest.overridden_by(&set),
+            Ok(None) => manifest,
+            Err(e) => {
+                tracing::warn!("cannot read the quotas of {tenant}: {e}; using the manifest's");
+                manifest
+            }
+        };
+        *scope.quotas.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), quotas.clone()));
+        quotas
+    }
+
+    /// What `run`'s live LLM calls in `task` may spend.
+    pub(super) fn budget_for(&self, run: &RunRecord, task: &TaskSpec) -> Arc<Budget> {
+        let primary = self.manifest.provider_of(task);
+        let chain =
+            std::iter::once(primary).chain(primary.fallback.iter().filter_map(|n| self.manifest.providers.get(n)));
+        let providers =
+            chain.map(|p| PricedProvider { name: p.name.clone(), price: p.price, max_tokens: p.max_tokens }).collect();
+        Arc::new(Budget {
+            store: self.store.clone(),
+            tenant: run.tenant.clone(),
+            run_id: run.id.clone(),
+            task: task.name.clone(),
+            quotas: self.quotas_of(&run.tenant),
+            providers,
+        })
+    }
+}
+
+impl Host {
+    /// The failure of a run one of whose LLM calls would have passed `quota`.
+    pub(super) fn over_quota(&self, run: &RunRecord, quota: LedgerQuota) -> Failure {
+        let quotas = self.quotas_of(&run.tenant);
+        Failure::new(
+            FailureKind::BudgetExceeded,
+            format!(
+                "the next LLM call would pass {}'s {} quota ({}): its worst case is reserved before it is made; raise the quota with `cairn quota set {} …` or in [tenants.\"{}\"] of cairn.toml",
+                run.tenant,
+                quota.name(),
+                quota.shown(&quotas),
+                quota.name(),
+                run.tenant
+            ),
+            false,
+        )
     }
 }

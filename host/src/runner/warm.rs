@@ -178,6 +178,7 @@ impl Host {
                     parent: None,
                     pool: None,
                     tenant: tenant.clone(),
+                    budget: None,
                 };
                 let setup = call_setup(task, env, &provider, "", &plan);
                 match WarmInstance::new(self, pre, &setup, env.resources.memory).await {

@@ -18,6 +18,7 @@ mod extract;
 mod metrics;
 mod runs;
 mod tokens;
+mod usage;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::secrets_put, admin::secrets_delete))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(usage::usage))
+        .routes(routes!(usage::quota, usage::set))
         .routes(routes!(metrics::metrics))
         .split_for_parts()
 }

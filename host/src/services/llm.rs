@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ServiceError;
+use super::budget::Budget;
 use crate::journal::Journal;
 use crate::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider, Role};
 use crate::model::{CallKind, Usage};
@@ -29,6 +30,8 @@ pub struct LlmStats {
     pub retry_after: Option<Duration>,
     /// Whether the host answered a call with `circuit-open`.
     pub circuit_open: bool,
+    /// The quota a call would have passed, if the budget refused one.
+    pub budget_exceeded: Option<crate::model::LedgerQuota>,
 }
 
 /// LLM calls of one guest call: the task's provider, its time limit, an
@@ -41,6 +44,8 @@ pub struct LlmCalls {
     /// Answers the first call that misses the journal with this text instead
     /// of calling the provider (a dead-letter retry's stub).
     pub stub: Option<String>,
+    /// What live calls may spend; `None` where nothing is counted.
+    pub budget: Option<Arc<Budget>>,
     /// Counters since the last [`LlmCalls::take_stats`].
     pub stats: LlmStats,
     progress: Arc<Progress>,
@@ -69,7 +74,7 @@ impl LlmCalls {
 
     /// Calls through `provider`, counting into `progress`.
     pub fn new(provider: Arc<dyn LlmProvider>, timeout: Duration, progress: Arc<Progress>) -> Self {
-        LlmCalls { provider, timeout, stub: None, stats: LlmStats::default(), progress }
+        LlmCalls { provider, timeout, stub: None, budget: None, stats: LlmStats::default(), progress }
     }
 
     /// The counters since the last take, leaving zeros.
@@ -105,9 +110,25 @@ impl LlmCalls {
                 usage: Default::default(),
                 provider: Some("stub".into()),
             }),
-            None => match tokio::time::timeout(self.timeout, self.provider.complete(&request)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(LlmError::Timeout),
+            None => match self.budget.clone().filter(|b| b.active()) {
+                None => self.ask(&request).await,
+                Some(budget) => {
+                    let bounded = budget.bounded(&request);
+                    let sent = bounded.as_ref().unwrap_or(&request);
+                    let hold = match budget.reserve(sent).await.map_err(ServiceError::Budget)? {
+                        Ok(hold) => hold,
+                        Err(quota) => {
+                            self.stats.budget_exceeded = Some(quota);
+                            return Ok(Err(LlmError::BudgetExceeded));
+                        }
+                    };
+                    let mut outcome = self.ask(sent).await;
+                    let cost = budget.settle(hold, outcome.as_ref().ok()).await.map_err(ServiceError::Budget)?;
+                    if let Ok(response) = &mut outcome {
+                        response.usage.cost_micros = cost;
+                    }
+                    outcome
+                }
             },
         };
         let response = match outcome {
@@ -130,6 +151,14 @@ impl LlmCalls {
         self.progress.llm_call(response.usage.total());
         self.stats.usage.add(response.usage);
         Ok(Ok(response))
+    }
+
+    /// Asks the provider, within the call's time limit.
+    async fn ask(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        match tokio::time::timeout(self.timeout, self.provider.complete(request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(LlmError::Timeout),
+        }
     }
 
     /// Marks the call degraded when a fallback provider gave `response`.

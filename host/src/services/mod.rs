@@ -2,6 +2,7 @@
 //! the logic of an interface lives here, where it can be tested without a
 //! component, and the adapter only converts between WIT types and these.
 
+pub mod budget;
 pub mod children;
 pub mod llm;
 
@@ -22,6 +23,9 @@ pub enum ServiceError {
         /// serde_json's explanation.
         source: serde_json::Error,
     },
+    /// The budget ledger could not be read or written.
+    #[error("the budget ledger: {0}")]
+    Budget(crate::store::StoreError),
 }
 
 impl ServiceError {

@@ -23,8 +23,8 @@ pub mod wal;
 pub use fencing::{check_fence, lease_free};
 
 use crate::model::{
-    ApiToken, AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, RunRecord,
-    RunStatus, TaskStats, Tenant,
+    ApiToken, AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, LedgerLine, LedgerTotals, Quotas,
+    ReplayKey, Report, RunRecord, RunStatus, TaskStats, Tenant, UsageRecord,
 };
 
 /// Errors from the store.
@@ -374,6 +374,34 @@ pub trait TokenStore: Send + Sync {
     async fn delete_token(&self, id: &str) -> Result<bool, StoreError>;
 }
 
+/// What tenants may spend and have spent: quotas set by `cairn quota set`,
+/// the budget ledger (each line's spent and reserved amounts) and a record
+/// per live LLM call. A reservation is one atomic step over all its lines,
+/// so concurrent calls can never hold more than a limit between them.
+#[async_trait::async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Adds each line's amount to its reserved total, all or none: none if
+    /// any line would pass its limit (spent + reserved + amount), whose key
+    /// is then returned.
+    async fn reserve(&self, tenant: &Tenant, lines: &[LedgerLine]) -> Result<Option<String>, StoreError>;
+    /// Ends reservations: each line `(key, reserved, spent)` gives back what
+    /// was reserved and adds what was spent; `usage` records the call.
+    async fn settle(
+        &self,
+        tenant: &Tenant,
+        lines: &[(String, u64, u64)],
+        usage: Option<&UsageRecord>,
+    ) -> Result<(), StoreError>;
+    /// The ledger lines of a tenant whose keys start with `prefix`, by key.
+    fn ledger(&self, tenant: &Tenant, prefix: &str) -> Result<Vec<(String, LedgerTotals)>, StoreError>;
+    /// The usage records of a tenant since `since_ms`, oldest first.
+    fn usage_since(&self, tenant: &Tenant, since_ms: u64) -> Result<Vec<UsageRecord>, StoreError>;
+    /// Sets a tenant's quotas (over the manifest's).
+    async fn put_quotas(&self, tenant: &Tenant, quotas: &Quotas) -> Result<(), StoreError>;
+    /// A tenant's quotas as set, if ever.
+    fn get_quotas(&self, tenant: &Tenant) -> Result<Option<Quotas>, StoreError>;
+}
+
 /// The executors working on the store's runs, and news of work for them.
 #[async_trait::async_trait]
 pub trait ExecutorStore: Send + Sync {
@@ -405,7 +433,16 @@ pub enum Beat {
 
 /// Every role of a store: what the runner, the CLI and the server hold.
 pub trait Store:
-    RunStore + JournalStore + OutputStore + CacheStore + DlqStore + StateStore + SecretStore + TokenStore + ExecutorStore
+    RunStore
+    + JournalStore
+    + OutputStore
+    + CacheStore
+    + DlqStore
+    + StateStore
+    + SecretStore
+    + TokenStore
+    + LedgerStore
+    + ExecutorStore
 {
 }
 
@@ -418,6 +455,7 @@ impl<T> Store for T where
         + StateStore
         + SecretStore
         + TokenStore
+        + LedgerStore
         + ExecutorStore
         + ?Sized
 {
@@ -426,7 +464,7 @@ impl<T> Store for T where
 /// Every role, for code that holds a whole [`Store`]: `use cairn::store::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        CacheStore, DlqStore, ExecutorStore, JournalStore, OutputStore, RunStore, SecretReader, SecretStore,
-        StateStore, Store, TokenStore,
+        CacheStore, DlqStore, ExecutorStore, JournalStore, LedgerStore, OutputStore, RunStore, SecretReader,
+        SecretStore, StateStore, Store, TokenStore,
     };
 }

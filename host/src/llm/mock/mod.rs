@@ -160,14 +160,22 @@ impl MockProvider {
         let system = request.text_of(Role::System).to_lowercase();
         let prompt_text = request.text_of(Role::User);
         let prompt = prompt_text.to_lowercase();
-        let content = match self.config.rules.iter().find(|r| r.matches(&system, &prompt, request.json)) {
+        let mut content = match self.config.rules.iter().find(|r| r.matches(&system, &prompt, request.json)) {
             Some(rule) => rule.reply.clone(),
             None => demo::fallback_reply(&prompt_text, request.json),
         };
+        // Like a real model, it stops at `max_tokens`.
+        if let Some(max) = request.max_tokens {
+            let words = (max as usize).saturating_mul(3) / 4;
+            if content.split_whitespace().count() > words {
+                content = content.split_whitespace().take(words).collect::<Vec<_>>().join(" ");
+            }
+        }
         let prompt_words: usize = request.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
         let usage = Usage {
             prompt_tokens: estimate_tokens(prompt_words),
             completion_tokens: estimate_tokens(content.split_whitespace().count()),
+            cost_micros: 0,
         };
         ChatResponse {
             content,

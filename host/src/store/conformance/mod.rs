@@ -45,6 +45,8 @@ macro_rules! conformance_suite {
             a_tenant_sees_nothing_of_another,
             tokens_are_kept_by_id_and_listed_by_tenant,
             every_tenants_secrets_are_listed,
+            concurrent_reservations_never_pass_a_limit,
+            usage_records_and_quotas_are_kept_per_tenant,
         );
     };
     (@tests $make:expr; $($check:ident),+ $(,)?) => {

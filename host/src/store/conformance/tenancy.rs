@@ -1,12 +1,16 @@
 //! What every store does for many tenants: finds them, keeps them apart,
-//! keeps their tokens and their secrets' sealed documents.
+//! keeps their tokens, their secrets' sealed documents, their quotas and
+//! their budget ledgers.
 
 use std::sync::Arc;
 
 use super::super::prelude::*;
 use super::super::{RunFilter, StoreError};
 use super::{entry, finished, run};
-use crate::model::{ApiToken, CacheEntry, DeadLetter, Failure, FailureKind, Role, RunRecord, RunStatus, Tenant};
+use crate::model::{
+    ApiToken, CacheEntry, DeadLetter, Failure, FailureKind, LedgerLine, LedgerTotals, Quotas, Role, RunRecord,
+    RunStatus, Tenant, UsageRecord,
+};
 
 fn tenant(project: &str) -> Tenant {
     Tenant::new(project, "prod").unwrap()
@@ -106,4 +110,61 @@ pub async fn every_tenants_secrets_are_listed(store: Arc<dyn Store>) {
             (b, "k".to_owned(), "{\"sealed\":2}".to_owned()),
         ]
     );
+}
+
+pub async fn concurrent_reservations_never_pass_a_limit(store: Arc<dyn Store>) {
+    let t = tenant("a");
+    let line = |amount: u64| LedgerLine { key: "cost:day:2026-11-29".into(), amount, limit: Some(1_000) };
+    let run_line = |amount: u64| LedgerLine { key: "tokens:run:r".into(), amount, limit: None };
+    // 40 reservations of 100 race for a limit of 1,000: exactly ten get it.
+    let mut racing = Vec::new();
+    for _ in 0..40 {
+        let (store, t) = (store.clone(), t.clone());
+        racing.push(tokio::spawn(async move { store.reserve(&t, &[run_line(7), line(100)]).await.unwrap() }));
+    }
+    let mut granted = 0;
+    for race in racing {
+        match race.await.unwrap() {
+            None => granted += 1,
+            Some(key) => assert_eq!(key, "cost:day:2026-11-29", "the refusal names the line"),
+        }
+    }
+    assert_eq!(granted, 10);
+    let totals = |prefix: &str| store.ledger(&t, prefix).unwrap()[0].1;
+    assert_eq!((totals("cost:").reserved, totals("tokens:").reserved), (1_000, 70), "all or nothing per reservation");
+    // Settling gives back the worst case and keeps what was spent.
+    for _ in 0..10 {
+        let lines = [("cost:day:2026-11-29".to_owned(), 100, 30), ("tokens:run:r".to_owned(), 7, 5)];
+        store.settle(&t, &lines, None).await.unwrap();
+    }
+    assert_eq!(totals("cost:"), LedgerTotals { spent: 300, reserved: 0 });
+    assert_eq!(store.reserve(&t, &[line(700)]).await.unwrap(), None);
+    assert_eq!(store.reserve(&t, &[line(1)]).await.unwrap(), Some("cost:day:2026-11-29".into()));
+    assert!(store.ledger(&tenant("b"), "").unwrap().is_empty(), "ledgers are per tenant");
+}
+
+pub async fn usage_records_and_quotas_are_kept_per_tenant(store: Arc<dyn Store>) {
+    let (a, b) = (tenant("a"), tenant("b"));
+    let record = |at_ms: u64, task: &str| UsageRecord {
+        at_ms,
+        run_id: "r".into(),
+        task: task.into(),
+        provider: "p".into(),
+        model: "m".into(),
+        prompt_tokens: 3,
+        completion_tokens: 4,
+        cost_micros: 5,
+    };
+    for (at, task) in [(100, "old"), (200, "x"), (300, "y")] {
+        store.settle(&a, &[], Some(&record(at, task))).await.unwrap();
+    }
+    store.settle(&b, &[], Some(&record(250, "theirs"))).await.unwrap();
+    let tasks: Vec<String> = store.usage_since(&a, 200).unwrap().into_iter().map(|r| r.task).collect();
+    assert_eq!(tasks, ["x", "y"]);
+    assert_eq!(store.usage_since(&b, 0).unwrap().len(), 1);
+    assert_eq!(store.get_quotas(&a).unwrap(), None);
+    let quotas = Quotas { tokens_per_day: Some(9), ..Quotas::default() };
+    store.put_quotas(&a, &quotas).await.unwrap();
+    assert_eq!(store.get_quotas(&a).unwrap(), Some(quotas));
+    assert_eq!(store.get_quotas(&b).unwrap(), None);
 }

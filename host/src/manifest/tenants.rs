@@ -1,0 +1,91 @@
+//! `[tenants."project/domain"]`: each tenant's quotas (`cairn quota set`
+//! stores others over them).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ManifestError;
+use crate::config::locate::Locator;
+use crate::model::{Quotas, Tenant, TenantError};
+
+pub(super) mod raw {
+    use super::*;
+
+    /// One `[tenants."project/domain"]` table as written.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TenantQuotas {
+        pub concurrent_runs: Option<u32>,
+        pub tokens_per_run: Option<u64>,
+        pub tokens_per_day: Option<u64>,
+        /// Dollars.
+        pub cost_per_day: Option<f64>,
+        /// Dollars.
+        pub cost_per_month: Option<f64>,
+        pub live_instances: Option<Spanned<toml::Value>>,
+        pub memory: Option<Spanned<toml::Value>>,
+    }
+}
+
+/// Dollars as millionths of a dollar; `None` for a negative or odd amount.
+pub fn dollars_to_micros(dollars: f64) -> Option<u64> {
+    (dollars.is_finite() && dollars >= 0.0).then(|| (dollars * 1e6).round() as u64)
+}
+
+/// Checks every tenant's name and quotas.
+pub(super) fn validate(
+    tenants: BTreeMap<Spanned<String>, Spanned<raw::TenantQuotas>>,
+    locate: &Locator,
+) -> Result<BTreeMap<Tenant, Quotas>, ManifestError> {
+    let mut checked = BTreeMap::new();
+    for (name, quotas) in tenants {
+        let tenant = name
+            .get_ref()
+            .parse::<Tenant>()
+            .map_err(|e: TenantError| ManifestError::at(locate, name.span(), format!("[tenants]: {e}")))?;
+        let span = quotas.span();
+        let quotas = quotas.into_inner();
+        for (key, value) in [("live_instances", &quotas.live_instances), ("memory", &quotas.memory)] {
+            if let Some(value) = value {
+                return Err(ManifestError::at(
+                    locate,
+                    value.span(),
+                    format!(
+                        "[tenants.\"{tenant}\"] {key} is not supported yet; bound instances and memory with each environment's `reuse` and `resources`"
+                    ),
+                ));
+            }
+        }
+        let money = |key: &str, dollars: Option<f64>| -> Result<Option<u64>, ManifestError> {
+            dollars
+                .map(|d| {
+                    dollars_to_micros(d).ok_or_else(|| {
+                        ManifestError::at(
+                            locate,
+                            span.clone(),
+                            format!("[tenants.\"{tenant}\"] {key} is dollars, not negative (e.g. 5.0), not {d}"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        if quotas.concurrent_runs == Some(0) {
+            return Err(ManifestError::at(
+                locate,
+                span,
+                format!("[tenants.\"{tenant}\"] concurrent_runs must be at least 1"),
+            ));
+        }
+        let quotas = Quotas {
+            concurrent_runs: quotas.concurrent_runs,
+            tokens_per_run: quotas.tokens_per_run,
+            tokens_per_day: quotas.tokens_per_day,
+            cost_per_day_micros: money("cost_per_day", quotas.cost_per_day)?,
+            cost_per_month_micros: money("cost_per_month", quotas.cost_per_month)?,
+        };
+        checked.insert(tenant, quotas);
+    }
+    Ok(checked)
+}
