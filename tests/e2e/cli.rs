@@ -1,39 +1,12 @@
 //! The command line as a user drives it.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{Value, json};
 
-use crate::support::project::Project;
-
-/// How often `needle` occurs in `haystack`.
-fn occurrences(haystack: &[u8], needle: &str) -> usize {
-    haystack.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count()
-}
-
-/// Every file under `dir` (links are not followed) with its bytes.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
-        if kind.is_dir() {
-            files.extend(files_under(&path));
-        } else if kind.is_file() {
-            let bytes = std::fs::read(&path).unwrap();
-            files.push((path, bytes));
-        }
-    }
-    files
-}
+use crate::support::project::{Project, files_under, occurrences};
 
 /// Runs the CLI, asserts that it exited 0, and returns its stdout and stderr.
 fn cli_ok(project: &Project, args: &[&str]) -> (String, String) {
-    let out = project.cli(args);
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "cairn {args:?} exited with {}:\n{stdout}\n{stderr}", out.status);
-    (stdout, stderr)
+    project.cli_ok(args)
 }
 
 #[test]

@@ -19,6 +19,8 @@ mod resilience;
 mod retries;
 mod reuse;
 mod sandbox;
+mod secrets;
 mod serve;
 mod store_scale;
+mod tenancy;
 mod workers;

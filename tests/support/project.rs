@@ -163,6 +163,15 @@ impl Project {
         self.host().run(task, input).await.expect("the host keeps working")
     }
 
+    /// Runs the CLI, asserts that it exited 0, and returns its stdout and stderr.
+    pub fn cli_ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.cli(args);
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "cairn {args:?} exited with {}:\n{stdout}\n{stderr}", out.status);
+        (stdout, stderr)
+    }
+
     /// Runs the `cairn` binary with `--manifest` and `args`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(cairn_bin()).arg("--manifest").arg(&self.manifest).args(args).output().expect("cairn starts")
@@ -173,4 +182,25 @@ impl Project {
 pub fn output_json(run: &RunRecord) -> serde_json::Value {
     assert_eq!(run.status, cairn::model::RunStatus::Succeeded, "run failed: {:?}", run.error);
     serde_json::from_str(run.output.as_deref().expect("an output")).expect("output is JSON")
+}
+
+/// How often `needle` occurs in `haystack`.
+pub fn occurrences(haystack: &[u8], needle: &str) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count()
+}
+
+/// Every file under `dir` (links are not followed) with its bytes.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        if kind.is_dir() {
+            files.extend(files_under(&path));
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            files.push((path, bytes));
+        }
+    }
+    files
 }

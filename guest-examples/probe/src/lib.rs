@@ -3,7 +3,7 @@
 //! byte for byte and stays cheap.
 //!
 //! Modes: `echo`, `llm-calls`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
-//! `error`, `secret`, `use-secret`, `trace`, `traced-llm`, `stdout`, and for
+//! `error`, `secret`, `use-secret`, `leak-secret`, `trace`, `traced-llm`, `stdout`, and for
 //! warm instances and child tasks: `counter`, `sleep`, `fanout` and `call`
 //! (see each function).
 
@@ -39,6 +39,7 @@ impl Guest for Probe {
             "error" => return Err(error(&args)?),
             "secret" => secret(&args)?,
             "use-secret" => use_secret(&args)?,
+            "leak-secret" => leak_secret(&args)?,
             "trace" => trace(&args)?,
             "traced-llm" => traced_llm(&args)?,
             "stdout" => stdout(&args),
@@ -207,6 +208,24 @@ fn secret(args: &Value) -> Result<Value, TaskError> {
             json!({ "found": false, "error": kind, "message": TaskError::from(e).message })
         }
     })
+}
+
+/// Reads secret `key` and leaves its value everywhere a run can, the way a
+/// careless task would: stdout and stderr, an LLM prompt, a traced step's
+/// output, a report tab, and then its error (a `leaky` error, not retryable),
+/// or with `succeed` its output. The host must scrub every copy.
+fn leak_secret(args: &Value) -> Result<Value, TaskError> {
+    let key = str_arg(args, "key")?;
+    let value = cairn_sdk::secrets::get(key)?;
+    println!("leak: {value}");
+    eprintln!("leak: {value}");
+    let answer = cairn_sdk::call_llm(&format!("Write about {value}"), "You are a probe.", false)?;
+    let step: String = traced("leak", &json!({ "key": key }), || Ok::<_, TaskError>(format!("traced {value}")))?;
+    cairn_sdk::report::replace("leak", &format!("<p>the secret is {value}</p>"));
+    if args.get("succeed").and_then(Value::as_bool).unwrap_or(false) {
+        return Ok(json!({ "leaked": value, "step": step, "answer": answer }));
+    }
+    Err(TaskError::new("leaky", format!("probe: failing with the secret {value} in the message")).retryable(false))
 }
 
 /// Uses secret `key` the way a task would, and with `env` also the secret the
