@@ -14,6 +14,7 @@ mod fanout;
 mod languages;
 mod llm_providers;
 mod power_loss;
+mod quotas;
 mod refiner;
 mod resilience;
 mod retries;

@@ -21,6 +21,12 @@ impl Host {
         self.settled(run).await
     }
 
+    /// Waits until `run` (queued, released, or held by any host) has
+    /// finished, and returns its finished record.
+    pub async fn finished(&self, run: RunRecord) -> Result<RunRecord, RunnerError> {
+        self.settled(run).await
+    }
+
     /// A run as its caller waits for it: finished, or, if its drive released
     /// it to wait out a backoff, once whichever host claims it finishes it.
     pub(super) async fn settled(&self, run: RunRecord) -> Result<RunRecord, RunnerError> {

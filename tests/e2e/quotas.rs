@@ -1,0 +1,193 @@
+//! Quotas and fairness between tenants: a daily budget is never overspent
+//! by concurrent runs; a tenant at its concurrency quota queues; one tenant's
+//! wide fan-out does not starve another tenant's run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::model::{FailureKind, RunRecord, RunStatus, Tenant};
+use cairn::runner::worker::WorkOptions;
+use cairn::runner::{Host, RunOptions};
+
+use crate::support::project::Project;
+
+/// A mock priced at $1,000 per million tokens, so a token is a tenth of a
+/// cent, answering at most 40 tokens.
+fn priced(store: Option<&str>, quota: &str) -> String {
+    let store = store.map(|url| format!("store = \"{url}\"")).unwrap_or_default();
+    format!(
+        r#"
+        {store}
+
+        [llm]
+        default = "priced"
+
+        [llm.providers.priced]
+        kind = "mock"
+        latency = "100ms"
+        price = {{ input = 1000.0, output = 1000.0 }}
+        max_tokens = 40
+
+        [tenants."default/development"]
+        {quota}
+
+        [tasks.probe]
+        component = "{{probe}}"
+        retries = 3
+        "#
+    )
+}
+
+fn fifty_concurrent_runs_never_overspend_a_daily_budget(store: Option<String>) {
+    // One call of "question 1" costs 8 prompt and 40 completion tokens: $0.048.
+    // The budget is ten runs' worth; each call reserves its worst case first.
+    let budget_micros = 10 * 48_000;
+    let project = Project::new(&priced(store.as_deref(), &format!("cost_per_day = {}", budget_micros as f64 / 1e6)));
+    let host = project.host();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runs: Vec<RunRecord> = runtime.block_on(async {
+        let racing: Vec<_> = (0..50)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { host.run("probe", r#"{"mode": "llm-calls", "calls": 1}"#).await.unwrap() })
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for run in racing {
+            runs.push(run.await.unwrap());
+        }
+        runs
+    });
+    let succeeded: Vec<&RunRecord> = runs.iter().filter(|r| r.status == RunStatus::Succeeded).collect();
+    let refused: Vec<&RunRecord> = runs.iter().filter(|r| r.status == RunStatus::Failed).collect();
+    assert_eq!(succeeded.len() + refused.len(), 50);
+    assert!(!succeeded.is_empty() && succeeded.len() <= 10, "{} runs fit a budget of ten", succeeded.len());
+    for run in &refused {
+        let error = run.error.as_ref().unwrap();
+        assert_eq!(error.kind, FailureKind::BudgetExceeded, "{error:?}");
+        assert!(error.message.contains("cost_per_day quota ($0.48)") && !error.retryable, "{}", error.message);
+        assert_eq!(run.attempts.len(), 1, "a budget refusal is not retried: {:?}", run.attempts);
+    }
+    let store = host.store();
+    let tenant = Tenant::default();
+    assert_eq!(store.dlq_count(&tenant).unwrap(), refused.len(), "every refused run is a dead letter");
+    let day = store.ledger(&tenant, "cost:day:").unwrap();
+    let (spent, reserved) = (day[0].1.spent, day[0].1.reserved);
+    assert!(spent <= budget_micros, "spent {spent} of a budget of {budget_micros}");
+    assert_eq!(reserved, 0, "every reservation is settled");
+    let charged: u64 = runs.iter().map(|r| r.usage.cost_micros).sum();
+    assert_eq!(charged, spent, "the runs' costs add up to what the ledger says was spent");
+    assert_eq!(charged, succeeded.len() as u64 * 48_000);
+    let usage = store.usage_since(&tenant, 0).unwrap();
+    assert_eq!(usage.len(), succeeded.len(), "a usage record per live call");
+}
+
+#[test]
+fn fifty_concurrent_runs_never_overspend_a_daily_budget_on_redb() {
+    fifty_concurrent_runs_never_overspend_a_daily_budget(None);
+}
+
+#[test]
+fn fifty_concurrent_runs_never_overspend_a_daily_budget_on_postgresql() {
+    fifty_concurrent_runs_never_overspend_a_daily_budget(Some(cairn::store::postgres::testing::fresh_database()));
+}
+
+#[test]
+fn a_tenant_at_its_concurrency_quota_queues_and_does_not_fail() {
+    let project = Project::new(
+        r#"
+        [tenants."default/development"]
+        concurrent_runs = 2
+
+        [tasks.probe]
+        component = "{probe}"
+        "#,
+    );
+    let host = project.host();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runs: Vec<RunRecord> = runtime.block_on(async {
+        let all: Vec<_> = (0..6)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { host.run("probe", r#"{"mode": "sleep", "ms": 300}"#).await.unwrap() })
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for run in all {
+            runs.push(run.await.unwrap());
+        }
+        runs
+    });
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded), "queued, not failed");
+    // At no moment were more than two attempts under way.
+    let spans: Vec<(u64, u64)> =
+        runs.iter().map(|r| (r.attempts[0].started_at_ms, r.attempts[0].finished_at_ms)).collect();
+    let most = spans.iter().map(|(start, _)| spans.iter().filter(|(s, e)| s <= start && start < e).count()).max();
+    assert_eq!(most, Some(2), "{spans:?}");
+}
+
+/// Time from queueing a run of tenant `tenant` to its end.
+async fn probe_latency(host: &Arc<Host>, tenant: &Tenant) -> Duration {
+    let started = Instant::now();
+    let run = host.enqueue("probe", r#"{"mode": "llm-calls", "calls": 3}"#, &RunOptions::of(tenant)).await.unwrap();
+    let run = host.finished(run).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    started.elapsed()
+}
+
+#[test]
+fn one_tenants_fan_out_does_not_starve_another_tenants_run() {
+    let project = Project::new(
+        r#"
+        [llm.providers.mock]
+        kind = "mock"
+        latency = "50ms"
+
+        [environments.parents]
+        resources = { memory = "256MiB", timeout = "900s" }
+
+        [tasks.parent]
+        component = "{probe}"
+        environment = "parents"
+
+        [tasks.probe]
+        component = "{probe}"
+        "#,
+    );
+    let host = project.host();
+    let (a, b) = (Tenant::new("wide", "prod").unwrap(), Tenant::new("small", "prod").unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let options = WorkOptions { concurrency: 8, kind: "test", poll: Duration::from_millis(100) };
+        let worker = host.clone();
+        let working = tokio::spawn(async move { worker.work(options, std::future::pending()).await });
+        let mut unloaded: Vec<Duration> = Vec::new();
+        for _ in 0..3 {
+            unloaded.push(probe_latency(&host, &b).await);
+        }
+        unloaded.sort();
+        let unloaded = unloaded[1];
+        // Tenant A fans out 10,000 children, queued for the worker's eight slots.
+        let input = r#"{"mode": "fanout", "count": 10000, "child": {"mode": "sleep", "ms": 1, "i": null}}"#;
+        let parent = host.enqueue("parent", input, &RunOptions::of(&a)).await.unwrap();
+        let children = cairn::store::RunFilter {
+            lineage: cairn::store::Lineage::ChildrenOf(parent.id.clone()),
+            limit: Some(500),
+            ..Default::default()
+        };
+        let waited = Instant::now();
+        while host.store().list_runs(&a, &children).unwrap().len() < 500 {
+            assert!(waited.elapsed() < Duration::from_secs(120), "tenant A made no children");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let loaded = probe_latency(&host, &b).await;
+        let parent_now = host.store().get_run(&a, &parent.id).unwrap();
+        assert!(!parent_now.status.is_finished(), "A's fan-out was still under way while B's run went through");
+        assert!(
+            loaded <= unloaded * 2,
+            "tenant B's run took {loaded:?} while A fanned out, over twice its {unloaded:?} alone"
+        );
+        host.cancel(&a, &parent.id).await.unwrap();
+        working.abort();
+    });
+}
