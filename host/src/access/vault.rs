@@ -198,8 +198,10 @@ fn read_key_file(file: &Path) -> Result<MasterKey, VaultError> {
     MasterKey::parse(&text, &where_)
 }
 
-/// Writes `key` to `file` (mode 0600), whole or not at all, durably.
-fn write_key_file(file: &Path, key: &MasterKey) -> Result<(), VaultError> {
+/// Writes `key` to `file` (mode 0600), whole or not at all, durably, unless
+/// the file exists: of several processes making it at once (workers starting
+/// together), the first one's key is everyone's. Returns the key in the file.
+fn write_key_file(file: &Path, key: &MasterKey) -> Result<MasterKey, VaultError> {
     let failed = |e: std::io::Error| VaultError::Key {
         where_: file.display().to_string(),
         message: format!("cannot be written: {e}"),
@@ -207,25 +209,30 @@ fn write_key_file(file: &Path, key: &MasterKey) -> Result<(), VaultError> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).map_err(failed)?;
     }
-    let temp = file.with_extension("key.tmp");
-    let _ = std::fs::remove_file(&temp);
+    let temp = file.with_extension(format!("key.tmp-{}", uuid::Uuid::new_v4().simple()));
     let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).map_err(failed)?;
-    out.write_all(key.hex().as_bytes()).map_err(failed)?;
-    out.sync_all().map_err(failed)?;
-    std::fs::rename(&temp, file).map_err(failed)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+    let written = out.write_all(key.hex().as_bytes()).and_then(|()| out.sync_all());
+    // A link fails where a rename would replace: the file another process made stays.
+    let linked = written.and_then(|()| std::fs::hard_link(&temp, file));
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = file.parent() {
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+            }
+            Ok(key.clone())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(file),
+        Err(e) => Err(failed(e)),
     }
-    Ok(())
 }
 
 fn read_or_make(file: &Path) -> Result<MasterKey, VaultError> {
     if file.exists() {
         return read_key_file(file);
     }
-    let key = MasterKey::generate();
-    write_key_file(file, &key)?;
-    tracing::info!("made the master key {} (id {})", file.display(), key.id);
+    let key = write_key_file(file, &MasterKey::generate())?;
+    tracing::info!("the master key is {} (id {})", file.display(), key.id);
     Ok(key)
 }
 
@@ -402,11 +409,7 @@ impl Vault {
                 let pending = pending_file(file);
                 let to = match pending.exists() {
                     true => read_key_file(&pending)?,
-                    false => {
-                        let key = MasterKey::generate();
-                        write_key_file(&pending, &key)?;
-                        key
-                    }
+                    false => write_key_file(&pending, &MasterKey::generate())?,
                 };
                 let mut ring = ring.clone();
                 if ring.find(&to.id).is_none() {
@@ -498,5 +501,13 @@ mod tests {
         assert_eq!(read_or_make(&file).unwrap().id(), made.id());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(read_key_file(&file).unwrap_err().to_string().contains("chmod 600"));
+        // Made by many at once: one key, everyone's.
+        let file = dir.path().join("raced.key");
+        let made: Vec<String> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8).map(|_| s.spawn(|| read_or_make(&file).unwrap().id().to_owned())).collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(made.iter().all(|id| *id == made[0]), "{made:?}");
+        assert_eq!(read_key_file(&file).unwrap().id(), made[0]);
     }
 }

@@ -235,6 +235,9 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
     println!("status    {}", record.status.as_str());
     println!("input     {}", record.input);
     println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
+    if record.usage.cost_micros > 0 {
+        println!("cost      ${:.6}", record.usage.cost_micros as f64 / 1e6);
+    }
     if let Some(task) = &record.produced_by {
         println!("produced  by task {task}{}", if record.degraded { " (degraded: a fallback answered)" } else { "" });
     }

@@ -122,9 +122,5 @@ pub fn quota(backend: &Backend, command: QuotaCommand) -> Result<ExitCode> {
 /// The manifest's quotas of the local tenant, with the stored ones over them.
 fn effective(local: &super::backend::Local) -> Result<cairn::model::Quotas> {
     let tenant = local.tenant();
-    let manifest = local.manifest().quotas.get(&tenant).cloned().unwrap_or_default();
-    Ok(match local.store()?.get_quotas(&tenant)? {
-        Some(set) => manifest.overridden_by(&set),
-        None => manifest,
-    })
+    Ok(local.manifest().quotas_of(&tenant, local.store()?.get_quotas(&tenant)?.as_ref()))
 }

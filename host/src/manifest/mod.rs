@@ -287,6 +287,15 @@ fn store_setting(url: &str) -> Result<Option<StoreSetting>, String> {
 }
 
 impl Manifest {
+    /// `tenant`'s quotas: the manifest's, with `stored` (`cairn quota set`) over them.
+    pub fn quotas_of(&self, tenant: &Tenant, stored: Option<&crate::model::Quotas>) -> crate::model::Quotas {
+        let ours = self.quotas.get(tenant).cloned().unwrap_or_default();
+        match stored {
+            Some(stored) => ours.overridden_by(stored),
+            None => ours,
+        }
+    }
+
     /// Points the manifest at another store (`--store`, `CAIRN_STORE`):
     /// `redb` for the embedded file, or a PostgreSQL URL.
     pub fn set_store(&mut self, url: &str) -> Result<(), String> {

@@ -184,15 +184,11 @@ impl Host {
         {
             return quotas.clone();
         }
-        let manifest = self.manifest.quotas.get(tenant).cloned().unwrap_or_default();
-        let quotas = match self.store.get_quotas(tenant) {
-            Ok(Some(set)) => manifest.overridden_by(&set),
-            Ok(None) => manifest,
-            Err(e) => {
-                tracing::warn!("cannot read the quotas of {tenant}: {e}; using the manifest's");
-                manifest
-            }
-        };
+        let stored = self.store.get_quotas(tenant).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the quotas of {tenant}: {e}; using the manifest's");
+            None
+        });
+        let quotas = self.manifest.quotas_of(tenant, stored.as_ref());
         *scope.quotas.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), quotas.clone()));
         quotas
     }

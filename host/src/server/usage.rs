@@ -73,7 +73,6 @@ pub async fn set(
     let mut quotas = store.get_quotas(&caller.tenant)?.unwrap_or_default();
     set_quota(&mut quotas, &body.key, &body.value).map_err(ApiError::bad_request)?;
     store.put_quotas(&caller.tenant, &quotas).await?;
-    let effective =
-        state.host.manifest().quotas.get(&caller.tenant).cloned().unwrap_or_default().overridden_by(&quotas);
+    let effective = state.host.manifest().quotas_of(&caller.tenant, Some(&quotas));
     Ok(axum::Json(quota_json(store.as_ref(), &caller.tenant, &effective)?))
 }

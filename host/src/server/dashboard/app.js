@@ -289,7 +289,7 @@
   function routeKey(route) {
     const [section, id] = route.parts;
     if (section === 'runs' && id) return `run:${id}`;
-    return ['dlq', 'breakers', 'pools', 'workers', 'submit'].includes(section) ? section : 'runs';
+    return ['dlq', 'breakers', 'pools', 'workers', 'usage', 'submit'].includes(section) ? section : 'runs';
   }
 
   function routeView(route) {
@@ -305,6 +305,8 @@
         return pollingView('pools', loadPools);
       case 'workers':
         return pollingView('workers', loadWorkers);
+      case 'usage':
+        return pollingView('usage', loadUsage);
       case 'submit':
         return submitView(route.query);
       default:
@@ -638,6 +640,7 @@
         ['Attempts', String((run.attempts || []).length)],
         ['LLM calls', `${llm.calls_live || 0} live, ${llm.calls_replayed || 0} replayed`],
         ['Tokens', `${llm.prompt_tokens || 0} in, ${llm.completion_tokens || 0} out`],
+        ['Cost', llm.cost_usd ? `$${llm.cost_usd.toFixed(6)}` : '—'],
         ['Tenant', run.tenant],
       ];
       if (run.parent) facts.push(['Parent', h('a', { class: 'mono', href: runHref(run.parent) }, shortId(run.parent))]);
@@ -961,6 +964,7 @@
         rows.push(['Provider', out.provider || '—'], ['Model', out.model || '—']);
       }
       if (entry.usage) rows.push(['Tokens', `${entry.usage.prompt_tokens || 0} prompt, ${entry.usage.completion_tokens || 0} completion`]);
+      if (entry.usage && entry.usage.cost_micros) rows.push(['Cost', `$${(entry.usage.cost_micros / 1e6).toFixed(6)}`]);
       rows.push(['Summary', entry.summary || '—']);
       const body = entry.kind === 'llm' && out && typeof out === 'object' && 'content' in out ? out.content : pretty(entry.output);
       replace(detail,
@@ -1329,6 +1333,32 @@
         h('tbody', null, pools.length ? pools.map((p) => h('tr', { class: 'pool-row', dataset: { environment: p.environment } },
           cols.map(([k], i) => h('td', { class: i ? 'num' : null }, fmtValue(p[k])))))
           : h('tr', null, h('td', { colspan: cols.length, class: 'empty' }, 'No environment keeps warm instances (none has `reuse`), or none has started.')))));
+  }
+
+  async function loadUsage(node) {
+    let usage, quota;
+    try {
+      [usage, quota] = await Promise.all([get('/api/v1/usage?since=30d&by=day'), get('/api/v1/quota')]);
+    } catch (err) {
+      replace(node, h('h1', null, 'Usage'), errorBox(err));
+      throw err;
+    }
+    const cols = [['key', 'Day'], ['calls', 'LLM calls'], ['prompt_tokens', 'Prompt tokens'],
+      ['completion_tokens', 'Completion tokens'], ['cost_usd', 'Cost $']];
+    const rows = (usage.rows || []).concat([Object.assign({}, usage.total, { key: 'Total' })]);
+    const limits = (quota.ledger || []).map((line) => h('tr', { class: 'quota-row', dataset: { quota: line.quota } },
+      h('td', null, line.quota), h('td', null, line.period), h('td', { class: 'num' }, fmtValue(line.spent)),
+      h('td', { class: 'num' }, fmtValue(line.reserved)), h('td', { class: 'num' }, line.limit == null ? '—' : fmtValue(line.limit))));
+    replace(node, h('h1', null, 'Usage'),
+      h('p', { class: 'muted' }, `LLM calls of ${quota.tenant} in the last 30 days (calls under a price or a quota).`),
+      h('table', { class: 'table', id: 'usage-table' },
+        h('thead', null, h('tr', null, cols.map(([, label]) => h('th', null, label)))),
+        h('tbody', null, rows.map((r) => h('tr', { class: 'usage-row' },
+          cols.map(([k], i) => h('td', { class: i ? 'num' : null }, fmtValue(r[k]))))))),
+      h('h2', null, 'Quotas'),
+      h('table', { class: 'table', id: 'quota-table' },
+        h('thead', null, h('tr', null, ['Quota', 'Period', 'Spent', 'Held by calls under way', 'Limit'].map((l) => h('th', null, l)))),
+        h('tbody', null, limits)));
   }
 
   async function loadWorkers(node) {
