@@ -46,11 +46,34 @@ pub struct Budget {
     pub providers: Vec<PricedProvider>,
 }
 
-/// A reservation held for one call.
+/// A reservation held for one call. Dropped unsettled (the call's future
+/// was dropped: a cancel, a time limit), it gives its worst case back with
+/// nothing spent, so an abandoned call never holds a budget until the day ends.
 pub struct Hold {
     lines: Vec<(String, u64)>,
-    day: String,
-    month: String,
+    /// Whose ledger, while the hold is not settled.
+    unsettled: Option<(Arc<dyn LedgerStore>, Tenant)>,
+}
+
+impl Hold {
+    fn take_lines(&mut self) -> Vec<(String, u64)> {
+        self.unsettled = None;
+        std::mem::take(&mut self.lines)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let Some((store, tenant)) = self.unsettled.take() else { return };
+        let lines: Vec<(String, u64, u64)> = self.lines.drain(..).map(|(key, held)| (key, held, 0)).collect();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.settle(&tenant, &lines, None).await {
+                    tracing::warn!("cannot give back the reservation of an abandoned LLM call: {e}");
+                }
+            });
+        }
+    }
 }
 
 impl Budget {
@@ -100,13 +123,16 @@ impl Budget {
         }
         match self.store.reserve(&self.tenant, &lines).await? {
             Some(key) => Ok(Err(LedgerQuota::of_key(&key).unwrap_or(LedgerQuota::CostPerDay))),
-            None => Ok(Ok(Hold { lines: lines.into_iter().map(|l| (l.key, l.amount)).collect(), day, month })),
+            None => Ok(Ok(Hold {
+                lines: lines.into_iter().map(|l| (l.key, l.amount)).collect(),
+                unsettled: Some((self.store.clone(), self.tenant.clone())),
+            })),
         }
     }
 
     /// Settles `hold` with what the call spent (nothing if it failed) and
     /// records its usage; returns its cost in millionths of a dollar.
-    pub async fn settle(&self, hold: Hold, response: Option<&ChatResponse>) -> Result<u64, StoreError> {
+    pub async fn settle(&self, mut hold: Hold, response: Option<&ChatResponse>) -> Result<u64, StoreError> {
         let (tokens, cost, usage) = match response {
             None => (0, 0, None),
             Some(response) => {
@@ -133,14 +159,13 @@ impl Budget {
             }
         };
         let lines: Vec<(String, u64, u64)> = hold
-            .lines
+            .take_lines()
             .into_iter()
             .map(|(key, reserved)| {
                 let spent = if key.starts_with("cost:") { cost } else { tokens };
                 (key, reserved, spent)
             })
             .collect();
-        drop((hold.day, hold.month));
         self.store.settle(&self.tenant, &lines, usage.as_ref()).await?;
         Ok(cost)
     }
@@ -192,9 +217,27 @@ mod tests {
         let usage = store.usage_since(&Tenant::default(), 0).unwrap();
         assert_eq!((usage.len(), usage[0].cost_micros, usage[0].prompt_tokens), (1, 13, 3));
         // 8 spent and 136 held per call: 8 + 7 × 136 = 960, and an eighth would pass 1,000 tokens.
+        let mut held = Vec::new();
         for _ in 0..7 {
-            budget.reserve(&request).await.unwrap().unwrap();
+            held.push(budget.reserve(&request).await.unwrap().unwrap());
         }
         assert!(matches!(budget.reserve(&request).await.unwrap(), Err(LedgerQuota::TokensPerRun)));
+    }
+
+    #[tokio::test]
+    async fn a_hold_dropped_unsettled_gives_its_worst_case_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn LedgerStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let budget = budget(store.clone(), Quotas { tokens_per_run: Some(1_000), ..Quotas::default() });
+        let request = budget.bounded(&ChatRequest::simple("four", "", false)).unwrap();
+        drop(budget.reserve(&request).await.unwrap().unwrap());
+        let held = || store.ledger(&Tenant::default(), "tokens:run:").unwrap()[0].1;
+        for _ in 0..100 {
+            if held().reserved == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!((held().reserved, held().spent), (0, 0));
     }
 }
