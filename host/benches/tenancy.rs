@@ -55,6 +55,7 @@ fn budget(store: &Arc<dyn Store>, run_id: &str) -> Arc<Budget> {
             name: "mock".into(),
             price: Some(Price { input: 0.15, output: 0.6 }),
             max_tokens: 256,
+            attempts: 1,
         }],
     })
 }

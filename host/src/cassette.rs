@@ -101,12 +101,21 @@ pub async fn store_cassette(
     if cassette.journal.iter().any(|e| e.key.run_id != cassette.run.id) {
         return Err(CassetteError::Format { path: shown.into(), message: "journal entries of another run".into() });
     }
-    if store.get_run(tenant, &cassette.run.id).is_ok() {
+    // Journals, logs and reports are filed by run id: an id any tenant has
+    // is taken, or the import would share (and could read) that run's records.
+    for owner in store.tenants(false)? {
+        if store.get_run(&owner, &cassette.run.id).is_ok() {
+            return Err(CassetteError::Exists(cassette.run.id));
+        }
+    }
+    if !store.journal_of(&cassette.run.id)?.is_empty() {
         return Err(CassetteError::Exists(cassette.run.id));
     }
     let mut run = cassette.run;
     run.tenant = tenant.clone();
     run.lease = None;
+    // A replay names a run of its own tenant only (see `Host::drive`); an imported one names none.
+    run.replay_of = None;
     store.journal_put_all(&cassette.journal).await?;
     store.create_run(&run).await?;
     Ok(run)

@@ -287,9 +287,13 @@ pub fn quota_json(
 }
 
 /// Sets quota `key` (`concurrent_runs`, `tokens_per_run`, `tokens_per_day`,
-/// `cost_per_day`, `cost_per_month`) of `quotas` to `value` (`none` unsets it).
+/// `cost_per_day`, `cost_per_month`) of `quotas` to `value`: `none` unsets it
+/// (the manifest's applies), `unlimited` lifts it (the manifest's too).
 pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> Result<(), String> {
     let none = value == "none";
+    if value == "unlimited" {
+        return set_quota(quotas, key, &u32::MAX.to_string());
+    }
     let count = || -> Result<Option<u64>, String> {
         if none {
             return Ok(None);

@@ -5,9 +5,12 @@
 //! it sends passes through [`Scrubbers`] first, which writes each value as
 //! `[secret:NAME]`, including when the guest printed it itself.
 //!
-//! Only literal occurrences are caught (a guest that encodes a value, say in
-//! base64, is not); values shorter than [`MIN_SCRUBBED`] bytes are left, as
-//! replacing them would garble everything else.
+//! A value is caught as written, JSON-escaped (as it stands inside a stored
+//! JSON string) and Debug-escaped, and at the end of a text cut short (a
+//! summary, a capped log) by its first [`MIN_SCRUBBED`] bytes or more; a
+//! guest that encodes a value otherwise (base64, say) is not caught. Values
+//! shorter than [`MIN_SCRUBBED`] bytes are left, as replacing them would
+//! garble everything else.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -15,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
-use crate::model::{AttemptLog, Failure, Fence, JournalEntry, ReplayKey, Report, RunRecord};
+use crate::model::{AttemptLog, Failure, Fence, JournalEntry, ReplayKey, Report};
 use crate::store::{JournalStore, OutputStore, StoreError};
 
 /// Values shorter than this are not scrubbed.
@@ -32,11 +35,19 @@ pub struct Scrubber {
 impl Scrubber {
     /// A scrubber of `secrets` (name, value).
     pub fn new(secrets: impl IntoIterator<Item = (String, Zeroizing<String>)>) -> Scrubber {
-        let mut values: Vec<(Zeroizing<String>, String)> = secrets
-            .into_iter()
-            .filter(|(_, value)| value.len() >= MIN_SCRUBBED)
-            .map(|(name, value)| (value, format!("[secret:{name}]")))
-            .collect();
+        let mut values: Vec<(Zeroizing<String>, String)> = Vec::new();
+        for (name, value) in secrets.into_iter().filter(|(_, value)| value.len() >= MIN_SCRUBBED) {
+            let shown = format!("[secret:{name}]");
+            let json = Zeroizing::new(serde_json::to_string(value.as_str()).unwrap_or_default());
+            let escaped = Zeroizing::new(json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned());
+            let debug = Zeroizing::new(value.escape_debug().to_string());
+            for form in [escaped, debug] {
+                if *form != *value && !form.is_empty() {
+                    values.push((form, shown.clone()));
+                }
+            }
+            values.push((value, shown));
+        }
         values.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         values.dedup_by(|a, b| a.0 == b.0);
         Scrubber { values }
@@ -47,7 +58,8 @@ impl Scrubber {
         self.values.is_empty()
     }
 
-    /// `text` with every value written as its name.
+    /// `text` with every value written as its name, and a value's start
+    /// that ends a text cut short written as its name too.
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut text = Cow::Borrowed(text);
         for (value, name) in &self.values {
@@ -55,7 +67,23 @@ impl Scrubber {
                 text = Cow::Owned(text.replace(value.as_str(), name));
             }
         }
+        for (value, name) in &self.values {
+            if let Some(cut) = cut_tail(&text, value) {
+                let mut kept = text[..cut].to_owned();
+                kept.push_str(name);
+                text = Cow::Owned(kept);
+            }
+        }
         text
+    }
+
+    /// A captured log, scrubbed: a log cut at its cap ends with the host's
+    /// note, and the text before the note is what was cut.
+    pub fn scrub_log(&self, log: &str) -> String {
+        match log.rfind("\n[cairn: ").filter(|_| log.ends_with("]\n")) {
+            Some(note) => format!("{}{}", self.scrub(&log[..note]), &log[note..]),
+            None => self.scrub(log).into_owned(),
+        }
     }
 
     /// Scrubs `text` in place.
@@ -69,22 +97,16 @@ impl Scrubber {
     pub fn scrub_failure(&self, failure: &mut Failure) {
         self.scrub_in_place(&mut failure.message);
     }
+}
 
-    /// Scrubs what a run record holds of the run's doing: its output, its
-    /// error and its attempts' errors.
-    pub fn scrub_run(&self, run: &mut RunRecord) {
-        if let Some(output) = &mut run.output {
-            self.scrub_in_place(output);
-        }
-        if let Some(error) = &mut run.error {
-            self.scrub_failure(error);
-        }
-        for attempt in &mut run.attempts {
-            if let Some(error) = &mut attempt.error {
-                self.scrub_failure(error);
-            }
-        }
-    }
+/// Where `text` ends with the first [`MIN_SCRUBBED`] or more bytes of
+/// `value` (but not all of it): the byte offset that start begins at.
+fn cut_tail(text: &str, value: &str) -> Option<usize> {
+    let longest = value.len().saturating_sub(1).min(text.len());
+    (MIN_SCRUBBED..=longest).rev().find_map(|n| {
+        let start = text.len() - n;
+        (text.is_char_boundary(start) && value.is_char_boundary(n) && text[start..] == value[..n]).then_some(start)
+    })
 }
 
 /// The scrubbers of the runs being driven, by run id.
@@ -94,10 +116,11 @@ pub struct Scrubbers(Mutex<HashMap<String, Arc<Scrubber>>>);
 impl Scrubbers {
     /// Registers `scrubber` for `run_id` until the returned guard drops.
     pub fn register(self: &Arc<Self>, run_id: &str, scrubber: Scrubber) -> Registered {
+        let scrubber = Arc::new(scrubber);
         if !scrubber.is_empty() {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_owned(), Arc::new(scrubber));
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_owned(), scrubber.clone());
         }
-        Registered { scrubbers: self.clone(), run_id: run_id.to_owned() }
+        Registered { scrubbers: self.clone(), run_id: run_id.to_owned(), scrubber }
     }
 
     /// The scrubber of `run_id`, if it has values.
@@ -126,11 +149,16 @@ impl Scrubbers {
 pub struct Registered {
     scrubbers: Arc<Scrubbers>,
     run_id: String,
+    scrubber: Arc<Scrubber>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.scrubbers.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.run_id);
+        let mut registered = self.scrubbers.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only its own: a later drive of the same run may have registered since.
+        if registered.get(&self.run_id).is_some_and(|s| Arc::ptr_eq(s, &self.scrubber)) {
+            registered.remove(&self.run_id);
+        }
     }
 }
 
@@ -189,10 +217,7 @@ impl ScrubbedOutputs {
 impl OutputStore for ScrubbedOutputs {
     async fn put_log(&self, run_id: &str, attempt: u32, log: &AttemptLog) -> Result<(), StoreError> {
         let Some(scrubber) = self.scrubbers.of(run_id) else { return self.inner.put_log(run_id, attempt, log).await };
-        let clean = AttemptLog {
-            stdout: scrubber.scrub(&log.stdout).into_owned(),
-            stderr: scrubber.scrub(&log.stderr).into_owned(),
-        };
+        let clean = AttemptLog { stdout: scrubber.scrub_log(&log.stdout), stderr: scrubber.scrub_log(&log.stderr) };
         self.inner.put_log(run_id, attempt, &clean).await
     }
 
@@ -202,8 +227,13 @@ impl OutputStore for ScrubbedOutputs {
 
     async fn put_report(&self, run_id: &str, report: &Report) -> Result<(), StoreError> {
         let Some(scrubber) = self.scrubbers.of(run_id) else { return self.inner.put_report(run_id, report).await };
-        let mut clean = report.clone();
-        clean.tabs.values_mut().for_each(|html| scrubber.scrub_in_place(html));
+        let clean = Report {
+            tabs: report
+                .tabs
+                .iter()
+                .map(|(tab, html)| (scrubber.scrub(tab).into_owned(), scrubber.scrub(html).into_owned()))
+                .collect(),
+        };
         self.inner.put_report(run_id, &clean).await
     }
 
@@ -226,6 +256,19 @@ mod tests {
         assert_eq!(scrubber.scrub("x abcdef y abcd z ab"), "x [secret:long] y [secret:short] z ab");
         assert!(matches!(scrubber.scrub("nothing here"), Cow::Borrowed(_)));
         assert!(Scrubber::new([secret("tiny", "ab")]).is_empty());
+    }
+
+    #[test]
+    fn escaped_and_cut_values_are_caught_too() {
+        let scrubber = Scrubber::new([secret("pem", "line one\nline \"two\"")]);
+        let stored = serde_json::to_string("key: line one\nline \"two\"").unwrap();
+        assert_eq!(scrubber.scrub(&stored), "\"key: [secret:pem]\"");
+        assert_eq!(scrubber.scrub(&format!("{:?}", "line one\nline \"two\"")), "\"[secret:pem]\"");
+        // A summary cut inside the value.
+        assert_eq!(scrubber.scrub("model: Write about line o"), "model: Write about [secret:pem]");
+        assert_eq!(scrubber.scrub("ends with lin"), "ends with lin", "under four bytes is not a value's start");
+        let capped = "printed line one\nli\n[cairn: 9 more bytes dropped; the log keeps 20 bytes]\n";
+        assert!(scrubber.scrub_log(capped).starts_with("printed [secret:pem]"), "{}", scrubber.scrub_log(capped));
     }
 
     #[test]

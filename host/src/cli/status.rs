@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use cairn::manifest::Manifest;
-use cairn::model::{Tenant, now_ms};
+use cairn::model::now_ms;
 
 use super::backend::{Backend, Local};
 
@@ -22,7 +22,7 @@ pub fn local(local: &Local) -> Result<Value> {
         Err(e) if !pools.is_null() => return Ok(json!({"pools": pools, "store_error": e.to_string()})),
         Err(e) => return Err(e),
     };
-    Ok(cairn::views::status_json(store.as_ref(), &Tenant::default(), pools)?)
+    Ok(cairn::views::status_json(store.as_ref(), &local.tenant(), pools)?)
 }
 
 /// Prints the host's status.

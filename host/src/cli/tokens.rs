@@ -93,7 +93,9 @@ fn create(backend: &Backend, role: &str, expires: Option<&str>) -> Result<Value>
             let expires_at_ms = expires
                 .map(|age| cairn::manifest::units::parse_duration(age).map_err(anyhow::Error::msg).context("--expires"))
                 .transpose()?
-                .map(|age| now + age.as_millis() as u64);
+                .map(|age| u64::try_from(age.as_millis()).ok().and_then(|ms| now.checked_add(ms)))
+                .map(|at| at.context("--expires is too far off"))
+                .transpose()?;
             let minted = cairn::access::mint(&local.tenant(), role, now, expires_at_ms);
             super::runtime()?.block_on(local.store()?.put_token(&minted.record))?;
             let mut made = cairn::server::token_json(&minted.record);

@@ -90,7 +90,7 @@ impl LlmProvider for ProviderChain {
                     if !error.is_retryable() {
                         return Err(error);
                     }
-                    tracing::warn!("llm provider {} failed ({error}); trying the next one", member.name);
+                    tracing::warn!("llm provider {} failed ({}); trying the next one", member.name, error.kind());
                     last = error;
                 }
             }

@@ -160,8 +160,9 @@ impl<P: LlmProvider + ?Sized> LlmProvider for Reliable<P> {
             self.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 provider = self.inner.name(),
+                // The kind only: a provider's message may quote the prompt, and the host's log
+                // is not scrubbed of a run's secrets (the run's record is).
                 kind = %error.kind(),
-                %error,
                 retry,
                 max_retries = self.config.max_retries,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),

@@ -478,6 +478,11 @@ impl<T: Send + 'static> Lease<T> {
         self.reused
     }
 
+    /// Whether the slot has an instance yet.
+    pub fn is_filled(&self) -> bool {
+        self.instance.is_some()
+    }
+
     /// The instance, if the slot has one yet.
     pub fn instance(&mut self) -> Option<&mut T> {
         self.instance.as_mut()

@@ -91,20 +91,26 @@ impl Host {
     ) -> (Result<String, Failure>, AttemptStats) {
         let env = self.manifest.environment_of(task);
         let setup = call_setup(task, env, provider, run_id, plan);
-        let (outcome, leftovers) = match &plan.pool {
-            Some(pool) => {
-                let mut lease = match pool.acquire(&plan.component).await {
-                    Ok(lease) => lease,
-                    Err(e) => {
-                        let failure = Failure::new(FailureKind::QueueTimeout, e.to_string(), true);
-                        return (Err(failure), AttemptStats::default());
-                    }
-                };
+        let pooled = match &plan.pool {
+            Some(pool) => match pool.acquire(&plan.component).await {
+                Ok(lease) if lease.is_filled() => Some((lease, None)),
+                // Warm instances of every tenant share the host's slots for them: when
+                // all are taken, this attempt runs in a fresh instance instead.
+                Ok(lease) => self.warm_slots.clone().try_acquire_owned().ok().map(|slot| (lease, Some(slot))),
+                Err(e) => {
+                    let failure = Failure::new(FailureKind::QueueTimeout, e.to_string(), true);
+                    return (Err(failure), AttemptStats::default());
+                }
+            },
+            None => None,
+        };
+        let (outcome, leftovers) = match pooled {
+            Some((mut lease, mut slot)) => {
                 let call = async {
                     if let Some(warm) = lease.instance() {
                         warm.begin_call(&setup, plan.memory);
                     } else {
-                        let warm = WarmInstance::new(self, pre, &setup, plan.memory).await?;
+                        let warm = WarmInstance::new(self, pre, &setup, plan.memory, slot.take()).await?;
                         lease.fill(warm);
                     }
                     let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };

@@ -44,6 +44,15 @@ impl Host {
         mut stub: Option<String>,
     ) -> Result<RunRecord, RunnerError> {
         let mode = match &run.replay_of {
+            // A cassette of the run's own tenant only: journals are filed by run id.
+            Some(source) if self.store.get_run(&run.tenant, source).is_err() => {
+                let failure = Failure::new(
+                    FailureKind::ReplayMiss,
+                    format!("the cassette {source} is not a run of {}", run.tenant),
+                    false,
+                );
+                return self.finish(run, Err(failure)).await;
+            }
             Some(source) => JournalMode::Replay { source: source.clone() },
             None => JournalMode::Live,
         };
@@ -118,12 +127,20 @@ impl Host {
                 if let Some(why) = stop.stopped() {
                     return self.stopped(run, why).await;
                 }
-                // A tenant at its `concurrent_runs` quota queues here (its children run in its share).
+                // A tenant at its `concurrent_runs` quota queues (its children run in its share):
+                // a worker releases the run for a moment rather than hold one of its own slots.
                 let _slot = match run.parent {
                     Some(_) => None,
-                    None => tokio::select! {
-                        slot = self.tenant_slot(&run.tenant) => slot,
-                        why = stop.wait() => return self.stopped(run, why).await,
+                    None => match self.try_tenant_slot(&run.tenant) {
+                        Ok(slot) => slot,
+                        Err(()) if self.is_working() => {
+                            drop((heartbeat, registered));
+                            return self.release_until(run, now_ms() + QUOTA_RETRY_MS).await;
+                        }
+                        Err(()) => tokio::select! {
+                            slot = self.tenant_slot(&run.tenant) => slot,
+                            why = stop.wait() => return self.stopped(run, why).await,
+                        },
                     },
                 };
                 let plan = AttemptPlan {
@@ -306,6 +323,10 @@ impl Host {
         self.dead_letter(run, failure).await
     }
 }
+
+/// How long a worker leaves a run released when its tenant is at its
+/// `concurrent_runs` quota, before any worker claims it again.
+const QUOTA_RETRY_MS: u64 = 250;
 
 /// The record of an option that was not attempted (breaker open, component unusable).
 fn skipped_attempt(run: &RunRecord, task: &TaskSpec, failure: Failure, now: u64) -> AttemptRecord {

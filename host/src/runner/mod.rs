@@ -141,6 +141,9 @@ pub struct Host {
     /// Permits for fresh instances, so a wide fan-out waits instead of
     /// exhausting the engine's instance slots.
     fresh_slots: Arc<tokio::sync::Semaphore>,
+    /// Permits for warm instances: every tenant has pools of its own, and
+    /// together they keep at most [`crate::engine::MAX_POOLED_INSTANCES`].
+    warm_slots: Arc<tokio::sync::Semaphore>,
     /// The pools' status as last saved.
     pool_status: Mutex<Vec<crate::pool::PoolStats>>,
     /// What every instance gets (store, tenant, children, counters).
@@ -263,6 +266,7 @@ impl Host {
                 children,
                 progress,
                 fresh_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_FRESH_INSTANCES)),
+                warm_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_POOLED_INSTANCES)),
                 pool_status: Mutex::new(Vec::new()),
                 services,
                 events,

@@ -71,8 +71,9 @@ impl Host {
             let options = RunOptions { replay: run.replay_of.clone(), tenant: Some(run.tenant.clone()) };
             return self.start(run, &task, &options).await;
         }
-        if run.not_before_ms > 0 {
-            // Released to wait out a backoff: due now, its next attempt follows.
+        // Released between attempts (a backoff, a park, a tenant at its quota): no attempt was cut short.
+        let released = run.not_before_ms > 0;
+        if released {
             run.not_before_ms = 0;
             tracing::info!(run = %run_id, "retrying (claimed when due)");
         } else {
@@ -81,7 +82,9 @@ impl Host {
         let now = now_ms();
         // The attempt that was running when the host stopped did not record itself.
         let interrupted = run.attempts.len() as u32 + 1;
-        if self.store.journal_of(&run_id)?.iter().any(|e| e.attempt == interrupted) || run.attempts.is_empty() {
+        if self.store.journal_of(&run_id)?.iter().any(|e| e.attempt == interrupted)
+            || (run.attempts.is_empty() && !released)
+        {
             let failure = Failure::new(
                 FailureKind::Interrupted,
                 "the host stopped during this attempt (crash or kill); the run resumed from its journal",

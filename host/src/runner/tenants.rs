@@ -87,6 +87,20 @@ impl Host {
     /// Waits for one of `tenant`'s `concurrent_runs` (none without the
     /// quota); the slot is held until the returned permit drops.
     pub(super) async fn tenant_slot(&self, tenant: &Tenant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.tenant_slots(tenant)?.acquire_owned().await.ok()
+    }
+
+    /// One of `tenant`'s `concurrent_runs` if one is free now: `Ok(None)`
+    /// without the quota, `Err(())` when all are taken.
+    pub(super) fn try_tenant_slot(&self, tenant: &Tenant) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        match self.tenant_slots(tenant) {
+            None => Ok(None),
+            Some(slots) => slots.try_acquire_owned().map(Some).map_err(|_| ()),
+        }
+    }
+
+    /// `tenant`'s `concurrent_runs` slots, if it has the quota.
+    fn tenant_slots(&self, tenant: &Tenant) -> Option<Arc<tokio::sync::Semaphore>> {
         let limit = self.quotas_of(tenant).concurrent_runs?;
         let scope = self.scope(tenant);
         let slots = {
@@ -101,7 +115,7 @@ impl Host {
                 }
             }
         };
-        slots.acquire_owned().await.ok()
+        Some(slots)
     }
 
     /// `tenant`'s circuit breakers.
@@ -198,8 +212,14 @@ impl Host {
         let primary = self.manifest.provider_of(task);
         let chain =
             std::iter::once(primary).chain(primary.fallback.iter().filter_map(|n| self.manifest.providers.get(n)));
-        let providers =
-            chain.map(|p| PricedProvider { name: p.name.clone(), price: p.price, max_tokens: p.max_tokens }).collect();
+        let providers = chain
+            .map(|p| PricedProvider {
+                name: p.name.clone(),
+                price: p.price,
+                max_tokens: p.max_tokens,
+                attempts: p.retry.as_ref().map_or(p.max_retries, |policy| policy.count) + 1,
+            })
+            .collect();
         Arc::new(Budget {
             store: self.store.clone(),
             tenant: run.tenant.clone(),

@@ -31,6 +31,8 @@ pub struct WarmInstance {
     stdout: CapturedOutput,
     stderr: CapturedOutput,
     dir: PathBuf,
+    /// Its place among the host's warm instances (of every tenant), given back when it drops.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl WarmInstance {
@@ -40,6 +42,7 @@ impl WarmInstance {
         pre: &TaskPre<HostState>,
         setup: &CallSetup<'_>,
         memory: u64,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> wasmtime::Result<Self> {
         let env = setup.env;
         let stdout = CapturedOutput::new(LOG_CAP);
@@ -58,7 +61,7 @@ impl WarmInstance {
             wasmtime::Result::Ok((store, instance))
         };
         match made.await {
-            Ok((store, instance)) => Ok(WarmInstance { store, instance, stdout, stderr, dir }),
+            Ok((store, instance)) => Ok(WarmInstance { store, instance, stdout, stderr, dir, _slot: slot }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
@@ -181,7 +184,9 @@ impl Host {
                     budget: None,
                 };
                 let setup = call_setup(task, env, &provider, "", &plan);
-                match WarmInstance::new(self, pre, &setup, env.resources.memory).await {
+                // Warm instances of every tenant share the host's slots for them.
+                let Ok(warm_slot) = self.warm_slots.clone().try_acquire_owned() else { break };
+                match WarmInstance::new(self, pre, &setup, env.resources.memory, Some(warm_slot)).await {
                     Ok(mut instance) => {
                         // What it printed while starting belongs to no run.
                         drop(instance.leftovers());

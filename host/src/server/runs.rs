@@ -306,8 +306,17 @@ fn stream(state: &AppState, caller: &Caller, only: Option<String>) -> EventStrea
                 if seen.len() > SEEN_RUNS {
                     seen.clear();
                 }
-                let ours =
-                    *seen.entry(event.run_id.clone()).or_insert_with(|| store.get_run(&tenant, &event.run_id).is_ok());
+                let ours = match seen.get(&event.run_id) {
+                    Some(ours) => *ours,
+                    None => match store.get_run(&tenant, &event.run_id) {
+                        Ok(_) => *seen.entry(event.run_id.clone()).or_insert(true),
+                        Err(crate::store::StoreError::NoSuchRun(_)) => {
+                            *seen.entry(event.run_id.clone()).or_insert(false)
+                        }
+                        // The store did not answer: not shown now, asked again at the next event.
+                        Err(_) => false,
+                    },
+                };
                 if !ours {
                     return None;
                 }

@@ -51,7 +51,8 @@ pub async fn create(
         None => None,
         Some(age) => {
             let age = crate::manifest::units::parse_duration(age).map_err(ApiError::bad_request)?;
-            Some(now + age.as_millis() as u64)
+            let at = u64::try_from(age.as_millis()).ok().and_then(|ms| now.checked_add(ms));
+            Some(at.ok_or_else(|| ApiError::bad_request(format!("expires {age:?} is too far off")))?)
         }
     };
     let minted = crate::access::mint(&caller.tenant, role, now, expires_at_ms);

@@ -7,8 +7,11 @@
 //!
 //! The worst case: every byte of the prompt as a token (no tokenizer makes
 //! more; plus a little per message for the chat template) and the answer's
-//! `max_tokens`, which the host sets on a call that names none, at the
-//! highest price of the task's providers.
+//! `max_tokens`, which the host sets on a call that names none, for every
+//! request the call may send (each provider of the chain, with its retries)
+//! at that provider's price. A call that fails after its requests may have
+//! been billed (an answer refused as invalid, a timeout), or that is
+//! abandoned (cancelled, out of time), is booked at its worst case.
 
 use std::sync::Arc;
 
@@ -28,6 +31,8 @@ pub struct PricedProvider {
     pub price: Option<Price>,
     /// The answer length asked for when a call names none.
     pub max_tokens: u32,
+    /// The most requests one call may send it (its retries, plus one).
+    pub attempts: u32,
 }
 
 /// What a run's live LLM calls may spend.
@@ -47,8 +52,9 @@ pub struct Budget {
 }
 
 /// A reservation held for one call. Dropped unsettled (the call's future
-/// was dropped: a cancel, a time limit), it gives its worst case back with
-/// nothing spent, so an abandoned call never holds a budget until the day ends.
+/// was dropped: a cancel, a time limit), it is settled at its worst case, so
+/// an abandoned call neither holds a budget until the period ends nor goes
+/// uncounted.
 pub struct Hold {
     lines: Vec<(String, u64)>,
     /// Whose ledger, while the hold is not settled.
@@ -65,7 +71,8 @@ impl Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         let Some((store, tenant)) = self.unsettled.take() else { return };
-        let lines: Vec<(String, u64, u64)> = self.lines.drain(..).map(|(key, held)| (key, held, 0)).collect();
+        // Its requests may have been sent, and billed: booked at the worst case.
+        let lines: Vec<(String, u64, u64)> = self.lines.drain(..).map(|(key, held)| (key, held, held)).collect();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(e) = store.settle(&tenant, &lines, None).await {
@@ -97,8 +104,11 @@ impl Budget {
     fn worst_case(&self, request: &ChatRequest) -> (u64, u64) {
         let prompt: u64 = request.messages.iter().map(|m| m.content.len() as u64 + TEMPLATE_TOKENS).sum::<u64>();
         let answer = u64::from(request.max_tokens.unwrap_or(crate::llm::DEFAULT_MAX_TOKENS));
-        let cost = self.providers.iter().filter_map(|p| p.price).map(|p| p.cost_micros(prompt, answer)).max();
-        (prompt + answer, cost.unwrap_or(0))
+        let sends = |p: &PricedProvider| u64::from(p.attempts.max(1));
+        let tokens = self.providers.iter().map(|p| sends(p) * (prompt + answer)).sum::<u64>();
+        let cost =
+            self.providers.iter().map(|p| sends(p) * p.price.map_or(0, |price| price.cost_micros(prompt, answer)));
+        (tokens, cost.sum())
     }
 
     /// Reserves the worst case of `request` (as sent). The inner error is
@@ -130,10 +140,21 @@ impl Budget {
         }
     }
 
-    /// Settles `hold` with what the call spent (nothing if it failed) and
-    /// records its usage; returns its cost in millionths of a dollar.
-    pub async fn settle(&self, mut hold: Hold, response: Option<&ChatResponse>) -> Result<u64, StoreError> {
-        let (tokens, cost, usage) = match response {
+    /// Settles `hold` with what the call spent (its worst case if it failed
+    /// after requests that may have been billed, nothing if it failed before)
+    /// and records its usage; returns its cost in millionths of a dollar.
+    pub async fn settle(
+        &self,
+        mut hold: Hold,
+        outcome: Result<&ChatResponse, &crate::llm::LlmError>,
+    ) -> Result<u64, StoreError> {
+        use crate::llm::LlmError;
+        let billed = matches!(outcome, Err(LlmError::InvalidResponse(_) | LlmError::Timeout));
+        let (tokens, cost, usage) = match outcome.ok() {
+            None if billed => {
+                let held = |prefix: &str| hold.lines.iter().find(|(k, _)| k.starts_with(prefix)).map_or(0, |l| l.1);
+                (held("tokens:"), held("cost:"), None)
+            }
             None => (0, 0, None),
             Some(response) => {
                 let answered_by = response.provider.as_deref();
@@ -187,6 +208,7 @@ mod tests {
                 name: "p".into(),
                 price: Some(Price { input: 1.0, output: 2.0 }),
                 max_tokens: 100,
+                attempts: 1,
             }],
         }
     }
@@ -210,7 +232,7 @@ mod tests {
             usage: crate::model::Usage { prompt_tokens: 3, completion_tokens: 5, cost_micros: 0 },
             provider: None,
         };
-        assert_eq!(budget.settle(hold, Some(&response)).await.unwrap(), 3 + 10);
+        assert_eq!(budget.settle(hold, Ok(&response)).await.unwrap(), 3 + 10);
         let line = &store.ledger(&Tenant::default(), "tokens:run:").unwrap()[0].1;
         assert_eq!((line.spent, line.reserved), (8, 0));
         assert_eq!(store.ledger(&Tenant::default(), "cost:day:").unwrap()[0].1.spent, 13);
@@ -225,7 +247,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_hold_dropped_unsettled_gives_its_worst_case_back() {
+    async fn a_hold_dropped_unsettled_is_booked_at_its_worst_case() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn LedgerStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
         let budget = budget(store.clone(), Quotas { tokens_per_run: Some(1_000), ..Quotas::default() });
@@ -238,6 +260,6 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!((held().reserved, held().spent), (0, 0));
+        assert_eq!((held().reserved, held().spent), (0, 136));
     }
 }

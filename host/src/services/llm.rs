@@ -123,7 +123,7 @@ impl LlmCalls {
                         }
                     };
                     let mut outcome = self.ask(sent).await;
-                    let cost = budget.settle(hold, outcome.as_ref().ok()).await.map_err(ServiceError::Budget)?;
+                    let cost = budget.settle(hold, outcome.as_ref()).await.map_err(ServiceError::Budget)?;
                     if let Ok(response) = &mut outcome {
                         response.usage.cost_micros = cost;
                     }
@@ -134,7 +134,7 @@ impl LlmCalls {
         let response = match outcome {
             Ok(response) => response,
             Err(err) => {
-                tracing::debug!(run = %journal.run_id(), "llm call failed: {err}");
+                tracing::debug!(run = %journal.run_id(), kind = %err.kind(), "llm call failed");
                 match &err {
                     LlmError::RateLimited { retry_after } => self.stats.retry_after = *retry_after,
                     LlmError::CircuitOpen => self.stats.circuit_open = true,

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::PgStore;
 use super::rows::{decode, encode, first, read_texts, tenant_key, write_texts};
+use super::{Failed, PgStore};
 use crate::model::{ApiToken, LedgerLine, LedgerTotals, Quotas, Tenant, UsageRecord};
 use crate::store::{LedgerStore, StoreError, TokenStore};
 
@@ -74,7 +74,12 @@ impl LedgerStore for PgStore {
                     .await?;
                 let rows = txn.query(&lock, &[&tenant, &keys]).await?;
                 for line in lines.iter() {
-                    let Some(row) = rows.iter().find(|row| row.get::<_, &str>(0) == line.key) else { continue };
+                    let Some(row) = rows.iter().find(|row| row.get::<_, &str>(0) == line.key) else {
+                        return Err(Failed::from(StoreError::Corrupt {
+                            what: "ledger line",
+                            message: format!("the line {} was made and is missing", line.key),
+                        }));
+                    };
                     let (spent, reserved): (i64, i64) = (row.get(1), row.get(2));
                     let after = spent.saturating_add(reserved).saturating_add(amount(line.amount));
                     if line.limit.is_some_and(|limit| after > amount(limit)) {
