@@ -139,9 +139,10 @@ async fn probe_latency(host: &Arc<Host>, tenant: &Tenant) -> Duration {
 fn one_tenants_fan_out_does_not_starve_another_tenants_run() {
     let project = Project::new(
         r#"
+        # The probe's calls wait on the model, as real ones do: a busy host's CPU is not the measure.
         [llm.providers.mock]
         kind = "mock"
-        latency = "50ms"
+        latency = "200ms"
 
         [environments.parents]
         resources = { memory = "256MiB", timeout = "900s" }
@@ -181,6 +182,7 @@ fn one_tenants_fan_out_does_not_starve_another_tenants_run() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let loaded = probe_latency(&host, &b).await;
+        eprintln!("tenant B's probe: {unloaded:?} alone, {loaded:?} while tenant A fans out");
         let parent_now = host.store().get_run(&a, &parent.id).unwrap();
         assert!(!parent_now.status.is_finished(), "A's fan-out was still under way while B's run went through");
         assert!(
