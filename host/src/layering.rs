@@ -79,7 +79,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "access",
-        allowed: Some(&["model", "store"]),
+        allowed: Some(&["model", "store", "config"]),
         denied: &[],
         external: &[&["wasmtime", "wasmtime_wasi", "reqwest", "axum"]],
         why: "tokens and sealing are rules over the store, for the CLI and the server alike",

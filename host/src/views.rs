@@ -213,6 +213,14 @@ impl std::str::FromStr for UsageBy {
     }
 }
 
+/// The start (ms since the epoch) and grouping of a usage view: `since`
+/// back from `now_ms` (e.g. `7d`), grouped `by` (default: one total).
+pub fn usage_window(now_ms: u64, since: &str, by: Option<&str>) -> Result<(u64, UsageBy), String> {
+    let age = crate::config::units::parse_duration(since)?;
+    let by: UsageBy = by.unwrap_or("total").parse()?;
+    Ok((now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)), by))
+}
+
 /// Usage records added up by `by`: `{since_ms, by, rows: [{key, calls, prompt_tokens, completion_tokens, cost_usd}], total}`.
 pub fn usage_json(records: &[crate::model::UsageRecord], since_ms: u64, by: UsageBy) -> Value {
     let mut rows: std::collections::BTreeMap<String, [u64; 4]> = std::collections::BTreeMap::new();
@@ -330,4 +338,22 @@ pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> R
         }
     }
     Ok(())
+}
+
+/// A token as listed: never its secret, nor the secret's hash.
+pub fn token_json(token: &crate::model::ApiToken) -> Value {
+    json!({
+        "id": token.id,
+        "tenant": token.tenant.to_string(),
+        "role": token.role,
+        "created_at_ms": token.created_at_ms,
+        "expires_at_ms": token.expires_at_ms,
+    })
+}
+
+/// A token just made, as its maker sees it once: [`token_json`] and the token itself.
+pub fn minted_json(minted: &crate::access::Minted) -> Value {
+    let mut made = token_json(&minted.record);
+    made["token"] = json!(minted.token);
+    made
 }

@@ -54,6 +54,15 @@ pub fn mint(tenant: &Tenant, role: Role, now_ms: u64, expires_at_ms: Option<u64>
     Minted { token: format!("{TOKEN_PREFIX}{id}_{secret}"), record }
 }
 
+/// When a token made at `now_ms` to last `age` (e.g. `90d`) stops working;
+/// `None` without an age (until revoked).
+pub fn expires_at(now_ms: u64, age: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(age) = age else { return Ok(None) };
+    let lasts = crate::config::units::parse_duration(age)?;
+    let at = u64::try_from(lasts.as_millis()).ok().and_then(|ms| now_ms.checked_add(ms));
+    at.map(Some).ok_or_else(|| format!("a token that lasts {age} would outlive the clock; give a shorter age"))
+}
+
 /// The id and secret part of a presented token.
 pub fn split(token: &str) -> Result<(&str, &str), AccessError> {
     let rest = token.strip_prefix(TOKEN_PREFIX).ok_or(AccessError::Malformed)?;
@@ -103,6 +112,10 @@ mod tests {
         assert!(matches!(check(Some(&minted.record), secret, 2_000), Err(AccessError::Expired { .. })));
         assert_eq!(split("Bearer x"), Err(AccessError::Malformed));
         assert_eq!(split("cairn_abc"), Err(AccessError::Malformed));
+        assert_eq!(expires_at(1_000, None), Ok(None));
+        assert_eq!(expires_at(1_000, Some("2s")), Ok(Some(3_000)));
+        assert!(expires_at(1_000, Some("soon")).is_err());
+        assert!(expires_at(u64::MAX, Some("1s")).unwrap_err().contains("outlive"));
         // Each token is new.
         assert_ne!(mint(&tenant, Role::Viewer, 0, None).token, minted.token);
     }

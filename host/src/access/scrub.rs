@@ -128,11 +128,19 @@ impl Scrubbers {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).get(run_id).cloned()
     }
 
-    /// `text` of `run_id`, scrubbed.
-    pub fn scrub<'a>(&self, run_id: &str, text: &'a str) -> Cow<'a, str> {
-        match self.of(run_id) {
-            Some(scrubber) => Cow::Owned(scrubber.scrub(text).into_owned()),
-            None => Cow::Borrowed(text),
+    /// An attempt's outcome (its output, or its failure's message) of
+    /// `run_id`, scrubbed.
+    pub fn scrub_outcome(&self, run_id: &str, outcome: Result<String, Failure>) -> Result<String, Failure> {
+        let Some(scrubber) = self.of(run_id) else { return outcome };
+        match outcome {
+            Ok(mut output) => {
+                scrubber.scrub_in_place(&mut output);
+                Ok(output)
+            }
+            Err(mut failure) => {
+                scrubber.scrub_failure(&mut failure);
+                Err(failure)
+            }
         }
     }
 
@@ -245,6 +253,7 @@ impl OutputStore for ScrubbedOutputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FailureKind;
 
     fn secret(name: &str, value: &str) -> (String, Zeroizing<String>) {
         (name.to_owned(), Zeroizing::new(value.to_owned()))
@@ -276,9 +285,11 @@ mod tests {
         let scrubbers = Arc::new(Scrubbers::default());
         {
             let _held = scrubbers.register("run-1", Scrubber::new([secret("k", "s3cr3t")]));
-            assert_eq!(scrubbers.scrub("run-1", "is s3cr3t"), "is [secret:k]");
-            assert_eq!(scrubbers.scrub("run-2", "is s3cr3t"), "is s3cr3t");
+            assert_eq!(scrubbers.scrub_outcome("run-1", Ok("is s3cr3t".into())), Ok("is [secret:k]".to_owned()));
+            assert_eq!(scrubbers.scrub_outcome("run-2", Ok("is s3cr3t".into())), Ok("is s3cr3t".to_owned()));
+            let failed = scrubbers.scrub_outcome("run-1", Err(Failure::new(FailureKind::Trap, "is s3cr3t", false)));
+            assert_eq!(failed.unwrap_err().message, "is [secret:k]");
         }
-        assert_eq!(scrubbers.scrub("run-1", "is s3cr3t"), "is s3cr3t");
+        assert_eq!(scrubbers.scrub_outcome("run-1", Ok("is s3cr3t".into())), Ok("is s3cr3t".to_owned()));
     }
 }

@@ -445,11 +445,6 @@ impl Vault {
         }
         Ok((to.id.clone(), moved))
     }
-
-    /// The id of the key new values are sealed under.
-    pub fn key_id(&self) -> String {
-        self.ring().current.id().to_owned()
-    }
 }
 
 #[cfg(test)]

@@ -90,17 +90,11 @@ fn create(backend: &Backend, role: &str, expires: Option<&str>) -> Result<Value>
         Backend::Local(local) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let now = now_ms();
-            let expires_at_ms = expires
-                .map(|age| cairn::manifest::units::parse_duration(age).map_err(anyhow::Error::msg).context("--expires"))
-                .transpose()?
-                .map(|age| u64::try_from(age.as_millis()).ok().and_then(|ms| now.checked_add(ms)))
-                .map(|at| at.context("--expires is too far off"))
-                .transpose()?;
+            let expires_at_ms =
+                cairn::access::expires_at(now, expires).map_err(anyhow::Error::msg).context("--expires")?;
             let minted = cairn::access::mint(&local.tenant(), role, now, expires_at_ms);
             super::runtime()?.block_on(local.store()?.put_token(&minted.record))?;
-            let mut made = cairn::server::token_json(&minted.record);
-            made["token"] = json!(minted.token);
-            Ok(made)
+            Ok(cairn::views::minted_json(&minted))
         }
         Backend::Remote(client) => Ok(client.post(&["tokens"], json!({"role": role, "expires": expires}))?),
     }
@@ -109,7 +103,7 @@ fn create(backend: &Backend, role: &str, expires: Option<&str>) -> Result<Value>
 fn list(backend: &Backend) -> Result<Vec<Value>> {
     match backend {
         Backend::Local(local) => {
-            Ok(local.store()?.list_tokens(Some(&local.tenant()))?.iter().map(cairn::server::token_json).collect())
+            Ok(local.store()?.list_tokens(Some(&local.tenant()))?.iter().map(cairn::views::token_json).collect())
         }
         Backend::Remote(client) => {
             Ok(serde_json::from_value(client.get(&["tokens"], &[])?["tokens"].clone()).unwrap_or_default())

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use cairn::model::now_ms;
-use cairn::views::{UsageBy, quota_json, set_quota, usage_json};
+use cairn::views::{quota_json, set_quota, usage_json, usage_window};
 
 use super::backend::Backend;
 
@@ -37,9 +37,7 @@ pub enum QuotaCommand {
 pub fn usage(backend: &Backend, since: &str, by: Option<&str>, json: bool) -> Result<ExitCode> {
     let answer = match backend {
         Backend::Local(local) => {
-            let age = cairn::manifest::units::parse_duration(since).map_err(anyhow::Error::msg)?;
-            let by: UsageBy = by.unwrap_or("total").parse().map_err(anyhow::Error::msg)?;
-            let since_ms = now_ms().saturating_sub(age.as_millis() as u64);
+            let (since_ms, by) = usage_window(now_ms(), since, by).map_err(anyhow::Error::msg)?;
             usage_json(&local.store()?.usage_since(&local.tenant(), since_ms)?, since_ms, by)
         }
         Backend::Remote(client) => {

@@ -164,16 +164,7 @@ impl Host {
                         .instrument(tracing::info_span!("attempt", run_id = %run.id, attempt = plan.number, task = %candidate.name)) => done,
                     why = stop.wait() => (Err(why.failure()), Default::default()),
                 };
-                let outcome = match self.services.scrubbers.of(&run.id) {
-                    Some(scrubber) => match outcome {
-                        Ok(output) => Ok(scrubber.scrub(&output).into_owned()),
-                        Err(mut failure) => {
-                            scrubber.scrub_failure(&mut failure);
-                            Err(failure)
-                        }
-                    },
-                    None => outcome,
-                };
+                let outcome = self.services.scrubbers.scrub_outcome(&run.id, outcome);
                 // A call refused by the budget ends the run, whatever the guest made of it.
                 let outcome = match (outcome, stats.llm.budget_exceeded) {
                     (Err(_), Some(quota)) => Err(self.over_quota(&run, quota)),

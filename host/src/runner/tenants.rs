@@ -47,7 +47,10 @@ pub(super) struct TenantScope {
 
 /// Every tenant's scope, by tenant; and the tenants with work, as last read.
 #[derive(Default)]
-pub(super) struct Scopes(Mutex<HashMap<Tenant, Arc<TenantScope>>>, Mutex<Shares>);
+pub(super) struct Scopes {
+    by_tenant: Mutex<HashMap<Tenant, Arc<TenantScope>>>,
+    shares: Mutex<Shares>,
+}
 
 /// The tenants a worker shares its slots between, and whose turn it is to
 /// be asked first.
@@ -61,7 +64,7 @@ struct Shares {
 impl Host {
     /// `tenant`'s scope, made (its breakers read from the store) on first use.
     pub(super) fn scope(&self, tenant: &Tenant) -> Arc<TenantScope> {
-        let mut scopes = self.scopes.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scopes = self.scopes.by_tenant.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(scope) = scopes.get(tenant) {
             return scope.clone();
         }
@@ -81,7 +84,7 @@ impl Host {
 
     /// The scopes of every tenant this host served so far.
     pub(super) fn scopes(&self) -> Vec<Arc<TenantScope>> {
-        self.scopes.0.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.scopes.by_tenant.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Waits for one of `tenant`'s `concurrent_runs` (none without the
@@ -132,16 +135,17 @@ impl Host {
     /// queued children thus never keep another tenant's run waiting for
     /// more than a slot to free.
     pub(super) async fn claim_fairly(&self, free: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let mut claimed = self.claim_shares(free, false).await?;
-        if claimed.is_empty() {
+        let (tenants, read_now) = self.tenants_with_work(false).await?;
+        let claimed = self.claim_shares(free, tenants).await?;
+        if claimed.is_empty() && !read_now {
             // The list may be stale: a tenant's first run came since.
-            claimed = self.claim_shares(free, true).await?;
+            let (tenants, _) = self.tenants_with_work(true).await?;
+            return self.claim_shares(free, tenants).await;
         }
         Ok(claimed)
     }
 
-    async fn claim_shares(&self, free: usize, fresh: bool) -> Result<Vec<RunRecord>, StoreError> {
-        let mut wanting = self.tenants_with_work(fresh).await?;
+    async fn claim_shares(&self, free: usize, mut wanting: Vec<Tenant>) -> Result<Vec<RunRecord>, StoreError> {
         let mut claimed = Vec::new();
         while claimed.len() < free && !wanting.is_empty() {
             let share = (free - claimed.len()).div_ceil(wanting.len());
@@ -162,10 +166,11 @@ impl Host {
         Ok(claimed)
     }
 
-    /// The tenants with unfinished runs, first the one whose turn it is.
-    async fn tenants_with_work(&self, fresh: bool) -> Result<Vec<Tenant>, StoreError> {
+    /// The tenants with unfinished runs, first the one whose turn it is, and
+    /// whether the list was read from the store just now.
+    async fn tenants_with_work(&self, fresh: bool) -> Result<(Vec<Tenant>, bool), StoreError> {
         let stale = {
-            let shares = self.scopes.1.lock().unwrap_or_else(|e| e.into_inner());
+            let shares = self.scopes.shares.lock().unwrap_or_else(|e| e.into_inner());
             fresh || shares.read_at.is_none_or(|at| at.elapsed() > TENANTS_FRESH)
         };
         if stale {
@@ -173,18 +178,18 @@ impl Host {
             let tenants = tokio::task::spawn_blocking(move || store.tenants(true))
                 .await
                 .map_err(|e| StoreError::Io { operation: "list tenants", message: e.to_string() })??;
-            let mut shares = self.scopes.1.lock().unwrap_or_else(|e| e.into_inner());
+            let mut shares = self.scopes.shares.lock().unwrap_or_else(|e| e.into_inner());
             shares.tenants = tenants;
             shares.read_at = Some(Instant::now());
         }
-        let mut shares = self.scopes.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shares = self.scopes.shares.lock().unwrap_or_else(|e| e.into_inner());
         let mut tenants = shares.tenants.clone();
         if !tenants.is_empty() {
             let turn = shares.turn % tenants.len();
             tenants.rotate_left(turn);
             shares.turn = shares.turn.wrapping_add(1);
         }
-        Ok(tenants)
+        Ok((tenants, stale))
     }
 }
 

@@ -35,7 +35,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use self::error::ApiError;
-pub use self::tokens::token_json;
 use crate::runner::Host;
 
 /// Largest request body (a run's input is in it).

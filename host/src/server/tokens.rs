@@ -12,7 +12,8 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::Body;
-use crate::model::{ApiToken, Role, now_ms};
+use crate::model::{Role, now_ms};
+use crate::views::{minted_json, token_json};
 
 /// A token to make.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -23,17 +24,6 @@ pub struct NewToken {
     /// How long it works, e.g. `90d` (default: until revoked).
     #[serde(default)]
     expires: Option<String>,
-}
-
-/// A token as listed: never its secret, nor the secret's hash.
-pub fn token_json(token: &ApiToken) -> Value {
-    json!({
-        "id": token.id,
-        "tenant": token.tenant.to_string(),
-        "role": token.role,
-        "created_at_ms": token.created_at_ms,
-        "expires_at_ms": token.expires_at_ms,
-    })
 }
 
 /// Makes a token of the caller's tenant; the answer holds the token itself, shown this once.
@@ -47,19 +37,10 @@ pub async fn create(
     caller.require(Role::Admin, "making a token")?;
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
     let now = now_ms();
-    let expires_at_ms = match &body.expires {
-        None => None,
-        Some(age) => {
-            let age = crate::manifest::units::parse_duration(age).map_err(ApiError::bad_request)?;
-            let at = u64::try_from(age.as_millis()).ok().and_then(|ms| now.checked_add(ms));
-            Some(at.ok_or_else(|| ApiError::bad_request(format!("expires {age:?} is too far off")))?)
-        }
-    };
+    let expires_at_ms = crate::access::expires_at(now, body.expires.as_deref()).map_err(ApiError::bad_request)?;
     let minted = crate::access::mint(&caller.tenant, role, now, expires_at_ms);
     state.host.store().put_token(&minted.record).await?;
-    let mut answer = token_json(&minted.record);
-    answer["token"] = json!(minted.token);
-    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+    Ok((StatusCode::CREATED, axum::Json(minted_json(&minted))).into_response())
 }
 
 /// The caller's tenant's tokens (never their secrets).

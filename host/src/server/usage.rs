@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{Args, Body};
 use crate::model::{Role, now_ms};
-use crate::views::{UsageBy, quota_json, set_quota, usage_json};
+use crate::views::{quota_json, set_quota, usage_json, usage_window};
 
 /// Which usage to add up.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -33,10 +33,8 @@ pub async fn usage(
     Args(args): Args<UsageArgs>,
 ) -> Result<axum::Json<Value>, ApiError> {
     caller.require(Role::Viewer, "reading usage")?;
-    let age =
-        crate::manifest::units::parse_duration(args.since.as_deref().unwrap_or("7d")).map_err(ApiError::bad_request)?;
-    let by: UsageBy = args.by.as_deref().unwrap_or("total").parse().map_err(ApiError::bad_request)?;
-    let since = now_ms().saturating_sub(age.as_millis() as u64);
+    let (since, by) = usage_window(now_ms(), args.since.as_deref().unwrap_or("7d"), args.by.as_deref())
+        .map_err(ApiError::bad_request)?;
     let records = state.host.store().usage_since(&caller.tenant, since)?;
     Ok(axum::Json(usage_json(&records, since, by)))
 }
