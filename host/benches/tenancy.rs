@@ -10,7 +10,12 @@
 //!    (the writes then share group commits);
 //! 2. sealing per secret read: a secret opened by the vault (AES-256-GCM: the
 //!    data key unwrapped, the value decrypted) against the same read of the
-//!    store without opening it.
+//!    store without opening it;
+//! 3. a share of the instance quotas per instance: a share of a tenant's
+//!    `live_instances` and `memory` taken and given back (what every
+//!    instance made pays) against a tokio semaphore permit (what a bare
+//!    count of instances would cost); alone, and with 64 and 1,024 tasks
+//!    contending for 8 shares (they queue, in order).
 //!
 //! Run with `./x bench` (or `cargo bench -p cairn --bench tenancy`).
 
@@ -24,6 +29,7 @@ use cairn::llm::mock::MockProvider;
 use cairn::model::{Price, Quotas, Tenant};
 use cairn::progress::Progress;
 use cairn::services::budget::{Budget, PricedProvider};
+use cairn::services::instances::{InstanceGate, Limits};
 use cairn::services::llm::LlmCalls;
 use cairn::store::prelude::*;
 use cairn::store::redb::RedbStore;
@@ -39,6 +45,12 @@ const RUNS: usize = 64;
 const CALLS: usize = 10;
 /// Secret reads per round.
 const READS: u64 = 5_000;
+/// Shares taken per round, alone; tasks contending (how cost grows with the
+/// line), shares taken by them all per round, and room for.
+const SHARES: u64 = 20_000;
+const CONTENDERS: [usize; 2] = [64, 1024];
+const CONTENDED: usize = 12_800;
+const ROOM: u32 = 8;
 
 fn budget(store: &Arc<dyn Store>, run_id: &str) -> Arc<Budget> {
     Arc::new(Budget {
@@ -138,5 +150,69 @@ fn main() {
         println!("2. a secret read ({READS} per round):");
         println!("   the stored document         {}", raw.show_us());
         println!("   opened (sealed at rest)     {}  = {}", opened.show_us(), opened.ratio(&raw));
+
+        // 3. Instance shares.
+        let gate =
+            InstanceGate::new(|| Limits { instances: Some(ROOM), memory: Some(u64::from(ROOM) << 26) }, || false);
+        let permits = Arc::new(tokio::sync::Semaphore::new(ROOM as usize));
+        let (mut bare, mut shared) = (Series::new(), Series::new());
+        for round in plan.rounds() {
+            let started = Instant::now();
+            for _ in 0..SHARES {
+                drop(std::hint::black_box(permits.clone().acquire_owned().await.unwrap()));
+            }
+            bare.add(round, us_per(started.elapsed(), SHARES));
+            let started = Instant::now();
+            for _ in 0..SHARES {
+                drop(std::hint::black_box(gate.acquire(64 << 20, None).await.unwrap()));
+            }
+            shared.add(round, us_per(started.elapsed(), SHARES));
+        }
+        println!("3. an instance's share of its tenant's quotas ({SHARES} per round):");
+        println!("   a semaphore permit          {}", bare.show_us());
+        println!("   a quota share               {}  = {}", shared.show_us(), shared.ratio(&bare));
+        for contenders in CONTENDERS {
+            let each = CONTENDED / contenders;
+            let (mut bare, mut shared) = (Series::new(), Series::new());
+            for round in plan.rounds() {
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..contenders)
+                    .map(|_| {
+                        let permits = permits.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..each {
+                                let permit = permits.clone().acquire_owned().await.unwrap();
+                                tokio::task::yield_now().await;
+                                drop(permit);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                bare.add(round, us_per(started.elapsed(), (contenders * each) as u64));
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..contenders)
+                    .map(|_| {
+                        let gate = gate.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..each {
+                                let share = gate.acquire(64 << 20, None).await.unwrap();
+                                tokio::task::yield_now().await;
+                                drop(share);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                shared.add(round, us_per(started.elapsed(), (contenders * each) as u64));
+            }
+            println!("   {contenders} tasks for {ROOM} at once, per share:");
+            println!("   a semaphore permit          {}", bare.show_us());
+            println!("   a quota share               {}  = {}", shared.show_us(), shared.ratio(&bare));
+        }
     });
 }

@@ -285,6 +285,8 @@ pub fn quota_json(
         "tenant": tenant.to_string(),
         "quotas": {
             "concurrent_runs": quotas.concurrent_runs,
+            "live_instances": quotas.live_instances,
+            "memory": quotas.memory_bytes,
             "tokens_per_run": quotas.tokens_per_run,
             "tokens_per_day": quotas.tokens_per_day,
             "cost_per_day": quotas.cost_per_day_micros.map(|m| m as f64 / 1e6),
@@ -300,7 +302,8 @@ pub fn quota_json(
 pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> Result<(), String> {
     let none = value == "none";
     if value == "unlimited" {
-        return set_quota(quotas, key, &u32::MAX.to_string());
+        let most = if key == "memory" { u64::MAX.to_string() } else { u32::MAX.to_string() };
+        return set_quota(quotas, key, &most);
     }
     let count = || -> Result<Option<u64>, String> {
         if none {
@@ -330,10 +333,24 @@ pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> R
         "tokens_per_day" => quotas.tokens_per_day = count()?,
         "cost_per_day" => quotas.cost_per_day_micros = money()?,
         "cost_per_month" => quotas.cost_per_month_micros = money()?,
-        "live_instances" | "memory" => return Err(format!("{key} is not supported yet")),
+        "live_instances" => {
+            let n = count()?;
+            if n == Some(0) {
+                return Err("live_instances must be at least 1".into());
+            }
+            quotas.live_instances = n.map(|n| n.min(u64::from(u32::MAX)) as u32);
+        }
+        "memory" => {
+            quotas.memory_bytes = match (none, crate::config::units::parse_size(value)) {
+                (true, _) => None,
+                (false, Ok(0)) => return Err("memory must be at least 1 byte".into()),
+                (false, Ok(bytes)) => Some(bytes),
+                (false, Err(e)) => return Err(format!("memory is a size (e.g. 4GiB, or `none`): {e}")),
+            }
+        }
         other => {
             return Err(format!(
-                "no quota {other:?}; the quotas are concurrent_runs, tokens_per_run, tokens_per_day, cost_per_day and cost_per_month"
+                "no quota {other:?}; the quotas are concurrent_runs, live_instances, memory, tokens_per_run, tokens_per_day, cost_per_day and cost_per_month"
             ));
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use cairn::model::{FailureKind, RunRecord, RunStatus, Tenant};
 use cairn::runner::worker::WorkOptions;
 use cairn::runner::{Host, RunOptions};
+use serde_json::json;
 
 use crate::support::project::Project;
 
@@ -192,4 +193,173 @@ fn one_tenants_fan_out_does_not_starve_another_tenants_run() {
         host.cancel(&a, &parent.id).await.unwrap();
         working.abort();
     });
+}
+
+/// The probe (64 MiB), a parent that fans out to it, a task whose instances
+/// may grow to 512 MiB, and a pooled environment, under `quota`.
+fn instance_quotas(quota: &str) -> Project {
+    Project::new(&format!(
+        r#"
+        [tenants."default/development"]
+        {quota}
+
+        [environments.small]
+        resources = {{ memory = "64MiB", timeout = "60s" }}
+
+        [environments.big]
+        resources = {{ memory = "512MiB" }}
+
+        [environments.warm]
+        resources = {{ memory = "64MiB" }}
+        reuse = {{ replicas = 1, concurrency = 1 }}
+
+        [tasks.probe]
+        component = "{{probe}}"
+        environment = "small"
+
+        [tasks.parent]
+        component = "{{probe}}"
+        environment = "small"
+
+        [tasks.big]
+        component = "{{probe}}"
+        environment = "big"
+
+        [tasks.warm-probe]
+        component = "{{probe}}"
+        environment = "warm"
+        "#
+    ))
+}
+
+/// Runs `count` probes that sleep 200 ms, all at once; how long they took together.
+async fn sleepers(host: &Arc<Host>, count: usize) -> Duration {
+    let started = Instant::now();
+    let all: Vec<_> = (0..count)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.run("probe", r#"{"mode": "sleep", "ms": 200}"#).await.unwrap() })
+        })
+        .collect();
+    for run in all {
+        let run = run.await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "queued, not failed: {:?}", run.error);
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_tenant_at_its_instance_quota_queues_and_a_waiting_parent_lends_its_share() {
+    let project = instance_quotas("live_instances = 1");
+    let host = project.host();
+    let tenant = Tenant::default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // One instance at a time: the four sleeps follow each other.
+        let took = sleepers(&host, 4).await;
+        assert!(took >= Duration::from_millis(800), "four 200 ms sleeps in {took:?}: some ran side by side");
+        // A parent holding the only share waits on children that need it: it lends
+        // its share while it waits, so they run, one at a time.
+        let fanout = r#"{"mode": "fanout", "count": 3, "child": {"mode": "sleep", "ms": 50, "i": null}}"#;
+        let parents: Vec<_> = (0..3)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { host.run("parent", fanout).await.unwrap() })
+            })
+            .collect();
+        for parent in parents {
+            let parent = tokio::time::timeout(Duration::from_secs(60), parent).await;
+            let parent = parent.expect("the parents and their children never deadlock").unwrap();
+            assert_eq!(parent.status, RunStatus::Succeeded, "{:?}", parent.error);
+        }
+        // A parent's lent share went to its own children, never to another parent.
+        let used = host.instance_use(&tenant);
+        assert_eq!((used.peak_instances, used.peak_live), (1, 2), "{used:?}");
+        // The same through a worker, whose children are claimed runs of their own.
+        let options = WorkOptions { concurrency: 4, kind: "test", poll: Duration::from_millis(100) };
+        let worker = host.clone();
+        let working = tokio::spawn(async move { worker.work(options, std::future::pending()).await });
+        let queued = host.enqueue("parent", fanout, &RunOptions::of(&tenant)).await.unwrap();
+        let claimed = tokio::time::timeout(Duration::from_secs(60), host.finished(queued)).await;
+        let claimed = claimed.expect("a worker's parent and children never deadlock").unwrap();
+        assert_eq!(claimed.status, RunStatus::Succeeded, "{:?}", claimed.error);
+        working.abort();
+    });
+    let used = host.instance_use(&tenant);
+    assert_eq!((used.peak_instances, used.peak_live, used.live, used.queued, used.lent), (1, 2, 0, 0, 0), "{used:?}");
+}
+
+#[test]
+fn the_memory_quota_counts_each_instances_limit_and_refuses_one_that_never_fits() {
+    let project = instance_quotas(r#"memory = "128MiB""#);
+    let host = project.host();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Two 64 MiB instances fit in 128 MiB: five sleeps take three rounds.
+        let took = sleepers(&host, 5).await;
+        assert!(took >= Duration::from_millis(600), "five 200 ms sleeps in {took:?}: over two ran side by side");
+        let big = host.run("big", r#"{"mode": "echo"}"#).await.unwrap();
+        let error = big.error.expect("refused");
+        assert_eq!(error.kind, FailureKind::BudgetExceeded);
+        assert!(!error.retryable);
+        for needed in ["512 MiB", "128 MiB", "`memory`", "cairn quota set"] {
+            assert!(error.message.contains(needed), "{needed:?} missing from: {}", error.message);
+        }
+        assert_eq!(big.attempts.len(), 1, "not retried");
+    });
+    let used = host.instance_use(&Tenant::default());
+    assert_eq!((used.peak_memory, used.memory), (128 << 20, 0), "{used:?}");
+}
+
+#[test]
+fn idle_warm_instances_make_room_under_the_instance_quota() {
+    let project = instance_quotas("live_instances = 1");
+    let host = project.host();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let warm = host.run("warm-probe", r#"{"mode": "counter"}"#).await.unwrap();
+        assert_eq!(warm.status, RunStatus::Succeeded, "{:?}", warm.error);
+        // The warm instance, idle now, holds the tenant's only share.
+        assert_eq!(host.instance_use(&Tenant::default()).instances, 1);
+        let fresh = tokio::time::timeout(Duration::from_secs(30), host.run("probe", r#"{"mode": "echo"}"#)).await;
+        let fresh = fresh.expect("the idle instance made room").unwrap();
+        assert_eq!(fresh.status, RunStatus::Succeeded, "{:?}", fresh.error);
+        let again = host.run("warm-probe", r#"{"mode": "counter"}"#).await.unwrap();
+        assert_eq!(again.status, RunStatus::Succeeded, "{:?}", again.error);
+    });
+    let pool = host.pool_stats().into_iter().find(|p| p.environment == "warm").expect("the warm pool");
+    assert_eq!((pool.evicted, pool.instantiations), (1, 2), "{pool:?}");
+}
+
+#[test]
+fn instance_quotas_are_set_and_shown_by_the_cli_and_bad_values_refused() {
+    let project = instance_quotas("live_instances = 4");
+    project.cli_ok(&["quota", "set", "memory", "1GiB"]);
+    let (shown, _) = project.cli_ok(&["quota", "show"]);
+    assert!(shown.contains("memory           1 GiB"), "{shown}");
+    assert!(shown.contains("live_instances   4"), "the manifest's applies: {shown}");
+    let json = project.cli_json(&["quota", "show", "--json"]);
+    assert_eq!(json["quotas"]["memory"], 1u64 << 30);
+    project.cli_ok(&["quota", "set", "live_instances", "2"]);
+    assert_eq!(project.cli_json(&["quota", "show", "--json"])["quotas"]["live_instances"], 2);
+    for (key, value, says) in [
+        ("memory", "lots", "memory is a size"),
+        ("memory", "0", "at least 1 byte"),
+        ("live_instances", "0", "at least 1"),
+        ("live_instances", "two", "whole number"),
+    ] {
+        let out = project.cli(&["quota", "set", key, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{key} = {value}: {stderr}");
+    }
+    // Nothing was lost to the refused values.
+    let json = project.cli_json(&["quota", "show", "--json"]);
+    assert_eq!(
+        (json["quotas"]["memory"].clone(), json["quotas"]["live_instances"].clone()),
+        (json!(1u64 << 30), json!(2))
+    );
+    project.cli_ok(&["quota", "set", "memory", "unlimited"]);
+    assert_eq!(project.cli_json(&["quota", "show", "--json"])["quotas"]["memory"], u64::MAX);
+    let (shown, _) = project.cli_ok(&["quota", "show"]);
+    assert!(shown.contains("memory           unlimited"), "{shown}");
 }

@@ -23,8 +23,9 @@ pub enum QuotaCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set one quota: concurrent_runs, tokens_per_run, tokens_per_day,
-    /// cost_per_day or cost_per_month (dollars); `none` unsets it.
+    /// Set one quota: concurrent_runs, live_instances, memory (a size such
+    /// as 4GiB), tokens_per_run, tokens_per_day, cost_per_day or
+    /// cost_per_month (dollars); `none` unsets it, `unlimited` lifts it.
     Set {
         /// The quota.
         key: String,
@@ -101,7 +102,12 @@ pub fn quota(backend: &Backend, command: QuotaCommand) -> Result<ExitCode> {
     println!("quotas of {}", answer["tenant"].as_str().unwrap_or_default());
     let Some(quotas) = answer["quotas"].as_object() else { bail!("the server sent no quotas: {answer}") };
     for (name, value) in quotas {
-        let shown = if value.is_null() { "unlimited".to_owned() } else { value.to_string() };
+        let shown = match value.as_u64() {
+            None if value.is_null() => "unlimited".to_owned(),
+            Some(u64::MAX) if name == "memory" => "unlimited".to_owned(),
+            Some(bytes) if name == "memory" => cairn::config::units::show_size(bytes),
+            _ => value.to_string(),
+        };
         println!("  {name:<16} {shown}");
     }
     for line in answer["ledger"].as_array().cloned().unwrap_or_default() {

@@ -53,6 +53,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A size as people read it: the largest binary unit that divides it
+/// (`256 MiB`, `3 GiB`, `1500 B`).
+pub fn show_size(bytes: u64) -> String {
+    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
+            return format!("{} {unit}", bytes / scale);
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KB"` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -186,6 +197,9 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(show_size(256 << 20), "256 MiB");
+        assert_eq!(show_size(3 << 30), "3 GiB");
+        assert_eq!(show_size(1500), "1500 B");
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("2KB").unwrap(), 2000);
         assert_eq!(parse_size("4096").unwrap(), 4096);

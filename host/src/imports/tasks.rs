@@ -1,6 +1,8 @@
 //! `cairn:task/tasks`: child runs, groups and the run's own context. The
 //! submission protocol is [`crate::services::children`]'s.
 
+use std::sync::Arc;
+
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::bindings::cairn::task::tasks::{self as wit, Host, HostGroup, HostPending, RunContext as WitRunContext};
@@ -9,6 +11,7 @@ use super::{CallReport, CallSetup, Capability, HostServices, HostState};
 use crate::journal::Journal;
 use crate::model::{Failure, FailureKind};
 use crate::services::children::{ChildHandle, Submissions, outcome};
+use crate::services::instances::InstanceShare;
 
 /// The run a call belongs to, as `tasks.current` reports it.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +30,25 @@ pub struct RunContext {
 pub struct TasksCtx {
     context: RunContext,
     submissions: Submissions,
+    /// The instance's share of its tenant's instance quotas, lent while the
+    /// guest waits on a child.
+    share: Option<Arc<InstanceShare>>,
+}
+
+impl TasksCtx {
+    /// Lends `share` (the instance's) while the guest waits on a child run.
+    pub fn lend_while_waiting(&mut self, share: Arc<InstanceShare>) {
+        self.share = Some(share);
+    }
 }
 
 impl Capability for TasksCtx {
     fn new(services: &HostServices) -> Self {
-        TasksCtx { context: RunContext::default(), submissions: Submissions::new(services.children.clone()) }
+        TasksCtx {
+            context: RunContext::default(),
+            submissions: Submissions::new(services.children.clone()),
+            share: None,
+        }
     }
 
     fn reset(&mut self, call: &CallSetup<'_>) {
@@ -95,6 +112,21 @@ fn task_error(failure: Failure) -> TaskError {
 }
 
 impl TasksView<'_> {
+    /// The outcome of a child, lending the instance's share of its tenant's
+    /// quotas to the run's children while the child is under way (it may
+    /// need it).
+    async fn await_child(&mut self, run_id: &str, task: &str, handle: ChildHandle) -> Result<String, TaskError> {
+        let lent = match &self.ctx.share {
+            Some(share) if handle.borrow().is_none() => Some(share.lend(&self.ctx.context.run_id)),
+            _ => None,
+        };
+        let outcome = outcome(run_id, task, handle).await;
+        if let Some(lent) = lent {
+            lent.take_back().await;
+        }
+        outcome.map_err(task_error)
+    }
+
     #[tracing::instrument(name = "tasks.submit", skip_all)]
     async fn submit_child(&mut self, task: String, input: String) -> wasmtime::Result<Result<PendingChild, TaskError>> {
         let submitted = self.ctx.submissions.submit(self.journal, &self.ctx.context.task, task, input).await;
@@ -132,7 +164,7 @@ impl Host for TasksView<'_> {
     #[tracing::instrument(name = "tasks.call", skip_all)]
     async fn call(&mut self, task: String, input: String) -> wasmtime::Result<Result<String, TaskError>> {
         Ok(match self.submit_child(task, input).await? {
-            Ok(pending) => outcome(&pending.run_id, &pending.task, pending.handle).await.map_err(task_error),
+            Ok(pending) => self.await_child(&pending.run_id, &pending.task, pending.handle).await,
             Err(error) => Err(error),
         })
     }
@@ -157,7 +189,7 @@ impl HostPending for TasksView<'_> {
             ))));
         }
         let (run_id, task, handle) = (child.run_id.clone(), child.task.clone(), child.handle.clone());
-        Ok(outcome(&run_id, &task, handle).await.map_err(task_error))
+        Ok(self.await_child(&run_id, &task, handle).await)
     }
 
     async fn drop(&mut self, pending: Resource<PendingChild>) -> wasmtime::Result<()> {

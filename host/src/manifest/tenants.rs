@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::ManifestError;
 use crate::config::locate::Locator;
+use crate::config::units;
 use crate::model::{Quotas, Tenant, TenantError};
 
 pub(super) mod raw {
@@ -24,8 +25,9 @@ pub(super) mod raw {
         pub cost_per_day: Option<f64>,
         /// Dollars.
         pub cost_per_month: Option<f64>,
-        pub live_instances: Option<Spanned<toml::Value>>,
-        pub memory: Option<Spanned<toml::Value>>,
+        pub live_instances: Option<u32>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub memory: Option<u64>,
     }
 }
 
@@ -47,17 +49,6 @@ pub(super) fn validate(
             .map_err(|e: TenantError| ManifestError::at(locate, name.span(), format!("[tenants]: {e}")))?;
         let span = quotas.span();
         let quotas = quotas.into_inner();
-        for (key, value) in [("live_instances", &quotas.live_instances), ("memory", &quotas.memory)] {
-            if let Some(value) = value {
-                return Err(ManifestError::at(
-                    locate,
-                    value.span(),
-                    format!(
-                        "[tenants.\"{tenant}\"] {key} is not supported yet; bound instances and memory with each environment's `reuse` and `resources`"
-                    ),
-                ));
-            }
-        }
         let money = |key: &str, dollars: Option<f64>| -> Result<Option<u64>, ManifestError> {
             dollars
                 .map(|d| {
@@ -71,15 +62,23 @@ pub(super) fn validate(
                 })
                 .transpose()
         };
-        if quotas.concurrent_runs == Some(0) {
-            return Err(ManifestError::at(
-                locate,
-                span,
-                format!("[tenants.\"{tenant}\"] concurrent_runs must be at least 1"),
-            ));
+        for (key, zero) in [
+            ("concurrent_runs", quotas.concurrent_runs == Some(0)),
+            ("live_instances", quotas.live_instances == Some(0)),
+            ("memory", quotas.memory == Some(0)),
+        ] {
+            if zero {
+                return Err(ManifestError::at(
+                    locate,
+                    span.clone(),
+                    format!("[tenants.\"{tenant}\"] {key} must be at least 1 (leave it out for no limit)"),
+                ));
+            }
         }
         let quotas = Quotas {
             concurrent_runs: quotas.concurrent_runs,
+            live_instances: quotas.live_instances,
+            memory_bytes: quotas.memory,
             tokens_per_run: quotas.tokens_per_run,
             tokens_per_day: quotas.tokens_per_day,
             cost_per_day_micros: money("cost_per_day", quotas.cost_per_day)?,

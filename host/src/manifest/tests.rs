@@ -187,3 +187,21 @@ fn the_store_is_redb_or_a_postgres_url_without_a_password() {
     manifest.set_store("redb").unwrap();
     assert_eq!(manifest.store, None);
 }
+
+#[test]
+fn tenant_instance_quotas_are_read_and_zero_refused() {
+    let manifest = parse(
+        r#"
+        [tenants."acme/prod"]
+        live_instances = 8
+        memory = "2GiB"
+        "#,
+    )
+    .unwrap();
+    let quotas = &manifest.quotas[&"acme/prod".parse().unwrap()];
+    assert_eq!((quotas.live_instances, quotas.memory_bytes), (Some(8), Some(2 << 30)));
+    for (quota, says) in [("live_instances = 0", "at least 1"), ("memory = \"lots\"", "invalid size")] {
+        let error = parse(&format!("[tenants.\"acme/prod\"]\n{quota}\n")).unwrap_err().to_string();
+        assert!(error.contains(says), "{quota}: {error}");
+    }
+}

@@ -11,6 +11,15 @@ pub struct Quotas {
     /// share); more queue, they do not fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrent_runs: Option<u32>,
+    /// Guest instances a host keeps for the tenant at once, warm ones
+    /// included (an instance waiting on its children lends its share); more
+    /// queue, they do not fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_instances: Option<u32>,
+    /// Guest memory a host gives the tenant's instances at once, in bytes:
+    /// each counts its environment's `resources.memory`, what it may grow to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
     /// LLM tokens one run may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_run: Option<u64>,
@@ -30,6 +39,8 @@ impl Quotas {
     pub fn overridden_by(&self, over: &Quotas) -> Quotas {
         Quotas {
             concurrent_runs: over.concurrent_runs.or(self.concurrent_runs),
+            live_instances: over.live_instances.or(self.live_instances),
+            memory_bytes: over.memory_bytes.or(self.memory_bytes),
             tokens_per_run: over.tokens_per_run.or(self.tokens_per_run),
             tokens_per_day: over.tokens_per_day.or(self.tokens_per_day),
             cost_per_day_micros: over.cost_per_day_micros.or(self.cost_per_day_micros),

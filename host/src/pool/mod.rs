@@ -85,6 +85,10 @@ pub struct PoolStats {
     pub discarded: u64,
     /// Callers that gave up waiting.
     pub queue_timeouts: u64,
+    /// Idle instances dropped to make room under their tenant's
+    /// `live_instances` or `memory` quota.
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 struct Idle<T> {
@@ -292,6 +296,31 @@ impl<T: Send + 'static> Pool<T> {
         self.sweep_locked(&mut state, now, &mut garbage);
         drop(state);
         garbage.into_iter().for_each(reap);
+    }
+
+    /// Since when the longest idle of its idle instances has been idle (its
+    /// replica's last activity), if it has any.
+    pub fn idle_since(&self) -> Option<u64> {
+        let state = self.lock();
+        state.replicas.iter().filter(|r| !r.idle.is_empty()).map(|r| r.last_active_ms).min()
+    }
+
+    /// Takes the longest idle instance out of the pool, if there is one, for
+    /// the caller to drop: its tenant needs the room. Its replica stays, so
+    /// `min_replicas` fills again on demand.
+    pub fn take_idle(&self) -> Option<T> {
+        let mut state = self.lock();
+        let oldest = state
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.idle.is_empty())
+            .min_by_key(|(_, r)| r.last_active_ms)
+            .map(|(index, _)| index)?;
+        let taken = state.replicas[oldest].idle.remove(0);
+        state.stats.evicted += 1;
+        Self::count(&mut state);
+        Some(taken.instance)
     }
 
     /// The pool as it is now.

@@ -166,6 +166,31 @@ async fn other_components_are_evicted_when_full() {
 }
 
 #[tokio::test]
+async fn the_longest_idle_instance_is_evicted_for_its_tenant_and_busy_ones_never() {
+    let (pool, clock) = pool(policy(1, 3, 1));
+    let serial = AtomicUsize::new(0);
+    let (mut first, mut second) = (take(&pool, &serial).await, take(&pool, &serial).await);
+    let busy = take(&pool, &serial).await;
+    first.keep();
+    drop(first);
+    clock.advance(Duration::from_secs(5));
+    second.keep();
+    drop(second);
+    assert_eq!(pool.idle_since(), Some(1_000_000), "the first has been idle longest");
+    assert_eq!(pool.take_idle(), Some(0));
+    let mut next = take(&pool, &serial).await;
+    assert_eq!(*next.instance().unwrap(), 1, "the second instance stayed; the first went");
+    next.keep();
+    drop(next);
+    assert_eq!(pool.take_idle(), Some(1));
+    assert_eq!(pool.take_idle(), None, "only a busy instance is left");
+    assert_eq!(pool.idle_since(), None);
+    let stats = pool.stats();
+    assert_eq!((stats.evicted, stats.live, stats.busy), (2, 1, 1));
+    drop(busy);
+}
+
+#[tokio::test]
 async fn a_bounded_wait_fails_clearly() {
     let mut tight = policy(1, 1, 1);
     tight.queue_timeout = Duration::from_millis(20);

@@ -18,7 +18,8 @@ use crate::journal::{JournalError, JournalMode};
 use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
 use crate::model::{AttemptLog, Failure, FailureKind};
-use crate::pool::Pool;
+use crate::pool::{Lease, Pool};
+use crate::services::instances::InstanceShare;
 
 /// What one attempt gets: its number, where its journal answers from, its
 /// memory limit (grown after out-of-memory under `on_oom`), an optional stub,
@@ -91,16 +92,17 @@ impl Host {
     ) -> (Result<String, Failure>, AttemptStats) {
         let env = self.manifest.environment_of(task);
         let setup = call_setup(task, env, provider, run_id, plan);
+        let mut share = None;
         let pooled = match &plan.pool {
-            Some(pool) => match pool.acquire(&plan.component).await {
-                Ok(lease) if lease.is_filled() => Some((lease, None)),
-                // Warm instances of every tenant share the host's slots for them: when
-                // all are taken, this attempt runs in a fresh instance instead.
-                Ok(lease) => self.warm_slots.clone().try_acquire_owned().ok().map(|slot| (lease, Some(slot))),
-                Err(e) => {
-                    let failure = Failure::new(FailureKind::QueueTimeout, e.to_string(), true);
-                    return (Err(failure), AttemptStats::default());
+            Some(pool) => match self.warm_lease(pool, plan).await {
+                Ok((lease, None)) => Some((lease, None)),
+                Ok((lease, Some(got))) => {
+                    share = Some(got);
+                    // Warm instances of every tenant share the host's slots for them: when
+                    // all are taken, this attempt runs in a fresh instance instead.
+                    self.warm_slots.clone().try_acquire_owned().ok().map(|slot| (lease, Some(slot)))
                 }
+                Err(failure) => return (Err(failure), AttemptStats::default()),
             },
             None => None,
         };
@@ -110,7 +112,8 @@ impl Host {
                     if let Some(warm) = lease.instance() {
                         warm.begin_call(&setup, plan.memory);
                     } else {
-                        let warm = WarmInstance::new(self, pre, &setup, plan.memory, slot.take()).await?;
+                        let Some(share) = share.take() else { unreachable!("taken for an empty lease") };
+                        let warm = WarmInstance::new(self, pre, &setup, plan.memory, slot.take(), share).await?;
                         lease.fill(warm);
                     }
                     let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };
@@ -131,12 +134,14 @@ impl Host {
                 let healthy = matches!(result, Ok(Ok(_))) && !warm.memory_hit();
                 let outcome = classify(result, env, warm.memory_hit(), plan.memory);
                 let leftovers = warm.leftovers();
-                if healthy {
+                // Kept idle only if its room (of a waiting parent's lent share, say) can
+                // count against the tenant's quotas: else it is dropped.
+                if healthy && warm.share().set_idle(true) {
                     lease.keep();
                 }
                 (outcome, leftovers)
             }
-            None => match self.fresh_attempt(&setup, pre, input, plan).await {
+            None => match self.fresh_attempt(&setup, pre, input, plan, share).await {
                 Ok(done) => done,
                 Err(failure) => return (Err(failure), AttemptStats::default()),
             },
@@ -162,6 +167,47 @@ impl Host {
         (outcome, leftovers.call.stats)
     }
 
+    /// A lease on a warm instance of `pool` for the attempt under `plan`: an
+    /// idle instance (its share counts enough memory), or an empty slot and
+    /// the share a new instance needs. The share is waited for without the
+    /// slot held, so the pool's other callers never wait on a caller that is
+    /// itself waiting.
+    async fn warm_lease(
+        &self,
+        pool: &Arc<Pool<WarmInstance>>,
+        plan: &AttemptPlan,
+    ) -> Result<(Lease<WarmInstance>, Option<Arc<InstanceShare>>), Failure> {
+        let gate = self.scope(&plan.tenant).instances.clone();
+        let child_of = plan.parent.as_deref();
+        let mut share = None;
+        loop {
+            let mut lease = pool
+                .acquire(&plan.component)
+                .await
+                .map_err(|e| Failure::new(FailureKind::QueueTimeout, e.to_string(), true))?;
+            if let Some(warm) = lease.instance() {
+                let own = warm.share();
+                if own.memory() >= plan.memory {
+                    own.set_idle(false);
+                    return Ok((lease, None));
+                }
+                // Made under a smaller memory limit than this out-of-memory retry's: dropped
+                // (not kept, its share goes back), and another taken.
+                continue;
+            }
+            if share.is_none() {
+                share = gate.try_acquire(plan.memory, child_of);
+            }
+            match share.take() {
+                Some(share) => return Ok((lease, Some(share))),
+                None => {
+                    drop(lease);
+                    share = Some(self.instance_share(&plan.tenant, plan.memory, child_of).await?);
+                }
+            }
+        }
+    }
+
     /// A fresh instance with the run's directory preopened, called once and
     /// torn down.
     async fn fresh_attempt(
@@ -170,9 +216,15 @@ impl Host {
         pre: &TaskPre<HostState>,
         input: &str,
         plan: &AttemptPlan,
+        share: Option<Arc<InstanceShare>>,
     ) -> Result<(Result<String, Failure>, Leftovers), Failure> {
         let env = setup.env;
-        // Held until the instance is dropped.
+        // Both held until the instance is dropped; the tenant's share first, so an
+        // attempt waiting for it holds none of the host's slots.
+        let share = match share {
+            Some(share) => share,
+            None => self.instance_share(&plan.tenant, plan.memory, plan.parent.as_deref()).await?,
+        };
         let _slot =
             self.fresh_slots.clone().acquire_owned().await.map_err(|_| Failure::host("the host is shutting down"))?;
         let stdout = CapturedOutput::new(LOG_CAP);
@@ -185,6 +237,7 @@ impl Host {
         wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
             .map_err(|e| Failure::host(format!("cannot preopen the run directory {}: {e}", work.display())))?;
         let mut state = HostState::new(wasi.build(), plan.memory, &self.services);
+        state.caps.tasks.lend_while_waiting(share);
         state.begin_call(setup, plan.memory);
         let mut store = new_store(self, state);
         let call = async {

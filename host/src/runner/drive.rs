@@ -127,16 +127,21 @@ impl Host {
                 if let Some(why) = stop.stopped() {
                     return self.stopped(run, why).await;
                 }
-                // A tenant at its `concurrent_runs` quota queues (its children run in its share):
-                // a worker releases the run for a moment rather than hold one of its own slots.
+                // A tenant at its `concurrent_runs` quota, or with no room under its instance
+                // quotas, queues (its children run in its share): a worker releases the run for
+                // a moment rather than hold one of its own slots. Not a run whose memory an
+                // out-of-memory retry grew: the growth lives only in this drive.
+                let grown = memory != self.manifest.environment_of(candidate).resources.memory;
                 let _slot = match run.parent {
                     Some(_) => None,
                     None => match self.try_tenant_slot(&run.tenant) {
-                        Ok(slot) => slot,
-                        Err(()) if self.is_working() => {
-                            drop((heartbeat, registered));
+                        slot if self.is_working()
+                            && (slot.is_err() || !grown && !self.instance_room(&run.tenant, memory)) =>
+                        {
+                            drop((heartbeat, registered, slot));
                             return self.release_until(run, now_ms() + QUOTA_RETRY_MS).await;
                         }
+                        Ok(slot) => slot,
                         Err(()) => tokio::select! {
                             slot = self.tenant_slot(&run.tenant) => slot,
                             why = stop.wait() => return self.stopped(run, why).await,
@@ -316,7 +321,8 @@ impl Host {
 }
 
 /// How long a worker leaves a run released when its tenant is at its
-/// `concurrent_runs` quota, before any worker claims it again.
+/// `concurrent_runs` quota or has no room under its instance quotas, before
+/// any worker claims it again.
 const QUOTA_RETRY_MS: u64 = 250;
 
 /// The record of an option that was not attempted (breaker open, component unusable).

@@ -167,6 +167,8 @@ pub struct Host {
     finished: finish_watch::FinishWatch,
     /// Slots lent by claimed parents to the children they wait for.
     lending: worker::SlotLending,
+    /// This host, for what it hands out that calls back (its tenants' instance gates).
+    me: Weak<Host>,
     /// The runtime the host was made on: runs go on it, whoever asks (a
     /// server answers requests on a runtime of its own, so that spinning
     /// guests never keep it from answering).
@@ -278,6 +280,7 @@ impl Host {
                 working: std::sync::atomic::AtomicBool::new(false),
                 lending: worker::SlotLending::default(),
                 finished: finish_watch::FinishWatch::new(me.clone()),
+                me: me.clone(),
             }
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -17,6 +17,7 @@ use crate::manifest::TaskSpec;
 use crate::model::{Failure, FailureKind, LedgerQuota, Quotas, RunRecord, Tenant, now_ms};
 use crate::pool::Pool;
 use crate::services::budget::{Budget, PricedProvider};
+use crate::services::instances::{InstanceGate, InstanceShare, InstanceUse, Limits, ShareError};
 use crate::store::StoreError;
 
 /// How long a worker trusts its list of the tenants with work before asking
@@ -43,6 +44,9 @@ pub(super) struct TenantScope {
     pub slots: Mutex<Option<(u32, Arc<tokio::sync::Semaphore>)>>,
     /// The tenant's quotas as last read, and when.
     pub quotas: Mutex<Option<(Instant, Quotas)>>,
+    /// Shares of the `live_instances` and `memory` quotas, held by the
+    /// tenant's instances on this host.
+    pub instances: Arc<InstanceGate>,
 }
 
 /// Every tenant's scope, by tenant; and the tenants with work, as last read.
@@ -77,6 +81,7 @@ impl Host {
             started: Mutex::default(),
             slots: Mutex::default(),
             quotas: Mutex::default(),
+            instances: self.instance_gate(tenant),
         });
         scopes.insert(tenant.clone(), scope.clone());
         scope
@@ -119,6 +124,83 @@ impl Host {
             }
         };
         Some(slots)
+    }
+
+    /// A gate for `tenant`'s instances, reading its quotas from this host
+    /// and dropping its idle warm instances when it needs room.
+    fn instance_gate(&self, tenant: &Tenant) -> Arc<InstanceGate> {
+        let (host, of) = (self.me.clone(), tenant.clone());
+        let limits = move || {
+            let Some(host) = host.upgrade() else { return Limits::default() };
+            let quotas = host.quotas_of(&of);
+            Limits { instances: quotas.live_instances, memory: quotas.memory_bytes }
+        };
+        let (host, of) = (self.me.clone(), tenant.clone());
+        let evict = move || host.upgrade().is_some_and(|host| host.evict_idle(&of));
+        InstanceGate::new(limits, evict)
+    }
+
+    /// A share of `tenant`'s instance quotas for an instance that may grow
+    /// to `memory` bytes, for a child of run `child_of` or a top-level run,
+    /// waiting while the tenant is at them.
+    pub(super) async fn instance_share(
+        &self,
+        tenant: &Tenant,
+        memory: u64,
+        child_of: Option<&str>,
+    ) -> Result<Arc<InstanceShare>, Failure> {
+        let gate = self.scope(tenant).instances.clone();
+        gate.acquire(memory, child_of).await.map_err(|e| self.never_fits(tenant, e))
+    }
+
+    /// The failure of an attempt whose instance can never fit `tenant`'s quotas.
+    pub(super) fn never_fits(&self, tenant: &Tenant, error: ShareError) -> Failure {
+        let fix = match error {
+            ShareError::NoInstances => "raise `live_instances`",
+            ShareError::MemoryNeverFits { .. } => {
+                "raise `memory`, or lower the environment's `resources.memory` (or its `on_oom.max`, if an out-of-memory retry grew it)"
+            }
+        };
+        Failure::new(
+            FailureKind::BudgetExceeded,
+            format!(
+                "{tenant} can never run this task: {error}; {fix} with `cairn quota set` or in [tenants.\"{tenant}\"] of cairn.toml"
+            ),
+            false,
+        )
+    }
+
+    /// Drops the longest idle of `tenant`'s warm instances, if it has one
+    /// (its share is given back once it is torn down).
+    fn evict_idle(&self, tenant: &Tenant) -> bool {
+        let pools: Vec<_> =
+            self.scope(tenant).pools.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let oldest = pools
+            .iter()
+            .filter_map(|pool| pool.idle_since().map(|since| (since, pool)))
+            .min_by_key(|(since, _)| *since);
+        let Some(instance) = oldest.and_then(|(_, pool)| pool.take_idle()) else { return false };
+        instance.share().set_evicting();
+        crate::pool::reap(instance);
+        true
+    }
+
+    /// Whether a top-level run's instance of `memory` bytes would have a
+    /// share of `tenant`'s quotas without waiting for another run.
+    pub(super) fn instance_room(&self, tenant: &Tenant, memory: u64) -> bool {
+        self.scope(tenant).instances.room(memory)
+    }
+
+    /// What each tenant's instances on this host hold of its quotas, by tenant.
+    pub fn instance_uses(&self) -> Vec<(Tenant, InstanceUse)> {
+        let mut uses: Vec<_> = self.scopes().iter().map(|s| (s.tenant.clone(), s.instances.usage())).collect();
+        uses.sort_by(|a, b| a.0.cmp(&b.0));
+        uses
+    }
+
+    /// What `tenant`'s instances on this host hold of its quotas.
+    pub fn instance_use(&self, tenant: &Tenant) -> InstanceUse {
+        self.scope(tenant).instances.usage()
     }
 
     /// `tenant`'s circuit breakers.

@@ -23,6 +23,7 @@ use crate::manifest::Environment;
 use crate::model::{AttemptLog, Tenant, now_ms};
 use crate::pool::status::PoolReport;
 use crate::pool::{Pool, PoolStats};
+use crate::services::instances::InstanceShare;
 
 /// An instantiated component, kept warm in its environment's pool.
 pub struct WarmInstance {
@@ -33,6 +34,8 @@ pub struct WarmInstance {
     dir: PathBuf,
     /// Its place among the host's warm instances (of every tenant), given back when it drops.
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its share of its tenant's instance quotas, given back when it drops.
+    share: Arc<InstanceShare>,
 }
 
 impl WarmInstance {
@@ -43,6 +46,7 @@ impl WarmInstance {
         setup: &CallSetup<'_>,
         memory: u64,
         slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        share: Arc<InstanceShare>,
     ) -> wasmtime::Result<Self> {
         let env = setup.env;
         let stdout = CapturedOutput::new(LOG_CAP);
@@ -55,18 +59,24 @@ impl WarmInstance {
                 host.wasi_builder(setup.tenant, env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
             wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)?;
             let mut state = HostState::new(wasi.build(), memory, host.services());
+            state.caps.tasks.lend_while_waiting(share.clone());
             state.begin_call(setup, memory);
             let mut store = new_store(host, state);
             let instance = pre.instantiate_async(&mut store).await?;
             wasmtime::Result::Ok((store, instance))
         };
         match made.await {
-            Ok((store, instance)) => Ok(WarmInstance { store, instance, stdout, stderr, dir, _slot: slot }),
+            Ok((store, instance)) => Ok(WarmInstance { store, instance, stdout, stderr, dir, _slot: slot, share }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
         }
+    }
+
+    /// Its share of its tenant's instance quotas.
+    pub(super) fn share(&self) -> Arc<InstanceShare> {
+        self.share.clone()
     }
 
     /// Gets the instance ready for the call `setup` under `memory` bytes.
@@ -184,12 +194,20 @@ impl Host {
                     budget: None,
                 };
                 let setup = call_setup(task, env, &provider, "", &plan);
-                // Warm instances of every tenant share the host's slots for them.
+                // Warm instances of every tenant share the host's slots for them, and a
+                // tenant's are within its instance quotas: warming never waits for room.
                 let Ok(warm_slot) = self.warm_slots.clone().try_acquire_owned() else { break };
-                match WarmInstance::new(self, pre, &setup, env.resources.memory, Some(warm_slot)).await {
+                let Some(share) = self.scope(tenant).instances.try_acquire(env.resources.memory, None) else {
+                    tracing::info!(
+                        "environment {env_name:?}: {tenant}'s instance quotas leave no room to warm more instances"
+                    );
+                    break;
+                };
+                match WarmInstance::new(self, pre, &setup, env.resources.memory, Some(warm_slot), share).await {
                     Ok(mut instance) => {
                         // What it printed while starting belongs to no run.
                         drop(instance.leftovers());
+                        instance.share().set_idle(true);
                         slot.fill(instance);
                         slot.keep();
                     }

@@ -17,6 +17,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::events::EventKind;
 use crate::runner::Host;
+use crate::services::instances::InstanceUse;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -207,7 +208,35 @@ fn render(state: &AppState) -> Result<String, ApiError> {
             name,
             help,
             kind,
-            pools.iter().map(|p| (format!("{{environment=\"{}\"}}", label(&p.environment)), value(p))).collect(),
+            pools
+                .iter()
+                .map(|p| {
+                    (format!("{{tenant=\"{}\",environment=\"{}\"}}", label(&p.tenant), label(&p.environment)), value(p))
+                })
+                .collect(),
+        );
+    }
+    let uses = host.instance_uses();
+    for (name, help, value) in [
+        (
+            "cairn_tenant_instances",
+            "Instances counted against their tenant's live_instances quota.",
+            (|u: &InstanceUse| u64::from(u.instances)) as fn(&InstanceUse) -> u64,
+        ),
+        ("cairn_tenant_instance_memory_bytes", "Guest memory the tenant's instances may grow to.", |u| u.memory),
+        ("cairn_tenant_instances_queued", "Attempts waiting for room under their tenant's instance quotas.", |u| {
+            u.queued as u64
+        }),
+        ("cairn_tenant_instances_lent", "Shares lent by instances waiting on their children.", |u| u64::from(u.lent)),
+        ("cairn_tenant_instances_live", "The tenant's instances alive, waiting parents included.", |u| {
+            u64::from(u.live)
+        }),
+    ] {
+        gauge(
+            name,
+            help,
+            "gauge",
+            uses.iter().map(|(t, u)| (format!("{{tenant=\"{}\"}}", label(&t.to_string())), value(u))).collect(),
         );
     }
     let attempts = m.attempts.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -41,18 +41,21 @@ pub async fn usage(
 
 /// The caller's tenant's quotas, and what today and this month spent.
 #[utoipa::path(get, path = "/api/v1/quota", tag = "usage",
-    responses((status = 200, description = "`{tenant, quotas, ledger: [{quota, period, limit, spent, reserved}]}`")))]
+    responses((status = 200, description = "`{tenant, quotas, ledger: [{quota, period, limit, spent, reserved}], instances: {instances, memory, peak_instances, peak_memory, queued, lent, live, peak_live}}` (instances: this server's, for the quotas it enforces per host)")))]
 pub async fn quota(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
     caller.require(Role::Viewer, "reading quotas")?;
     let quotas = state.host.quotas_of(&caller.tenant);
-    Ok(axum::Json(quota_json(state.host.store().as_ref(), &caller.tenant, &quotas)?))
+    let mut answer = quota_json(state.host.store().as_ref(), &caller.tenant, &quotas)?;
+    answer["instances"] = serde_json::to_value(state.host.instance_use(&caller.tenant)).unwrap_or_default();
+    Ok(axum::Json(answer))
 }
 
 /// One quota to set.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetQuota {
-    /// `concurrent_runs`, `tokens_per_run`, `tokens_per_day`, `cost_per_day` or `cost_per_month`.
+    /// `concurrent_runs`, `live_instances`, `memory` (a size such as `4GiB`),
+    /// `tokens_per_run`, `tokens_per_day`, `cost_per_day` or `cost_per_month`.
     key: String,
     /// A number (dollars for costs), or `none` to unset it.
     value: String,
