@@ -377,8 +377,10 @@ impl GateState {
         Err(need)
     }
 
-    /// Takes `parts` as [`GateState::plan`] made them.
+    /// Takes `parts` as [`GateState::plan`] made them, for a new instance.
     fn take(&mut self, parts: &[(Source, Amount)]) {
+        self.live += 1;
+        self.peak_live = self.peak_live.max(self.live);
         for (source, amount) in parts {
             match source {
                 Source::Quota => self.count(*amount),
@@ -549,11 +551,8 @@ impl InstanceGate {
         }
     }
 
+    /// A share of `parts`, which [`GateState::take`] counted.
     fn share(self: &Arc<Self>, memory: u64, parts: Vec<(Source, Amount)>) -> Arc<InstanceShare> {
-        let mut state = self.lock();
-        state.live += 1;
-        state.peak_live = state.peak_live.max(state.live);
-        drop(state);
         InstanceShare::new(self.clone(), memory, parts)
     }
 }
