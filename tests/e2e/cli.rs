@@ -171,9 +171,64 @@ fn report_and_logs_are_kept_per_run() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.starts_with("<!doctype html>") && page.contains(run_id), "{page}");
     assert!(page.contains("<section"), "one section per tab: {page}");
+    // What the task wrote is framed, sandboxed, under a policy with no script.
+    assert!(page.contains("Content-Security-Policy\" content=\"default-src 'none'"), "{page}");
+    assert!(page.contains("<iframe sandbox=\"\"") && !page.contains("<script"), "{page}");
     let logs = project.cli(&["runs", "logs", run_id]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains("attempt 1 stdout"));
     let none = project.cli_json(&["run", "report-refiner", "--json", "--input", "not json"]);
     let missing = project.cli(&["report", none["run_id"].as_str().unwrap()]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("made no report"));
+}
+
+/// Whether `text` holds a byte or character a terminal would act on.
+fn has_terminal_controls(text: &str) -> bool {
+    text.chars().any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}'))
+}
+
+#[test]
+fn what_a_guest_writes_is_printed_escaped_and_its_report_framed() {
+    let project = Project::new(
+        r#"
+        [tasks.probe]
+        component = "{probe}"
+        retries = 0
+        "#,
+    );
+    // An error kind and message, an output and a log line that try to clear the
+    // screen, retitle the terminal, overwrite a line and print a fake one.
+    let evil = "\u{1b}[2J\u{1b}]0;owned\u{7}\rrun 0 succeeded\nfake line\u{202e}\u{9b}31m";
+    let failing = json!({"mode": "error", "kind": format!("kind{evil}"), "message": format!("message{evil}")});
+    let failed = project.cli(&["run", "probe", "--input", &failing.to_string()]);
+    let echoed = json!({"mode": "echo", "note": evil}).to_string();
+    let (out, err) = cli_ok(&project, &["run", "probe", "--input", &echoed]);
+    let printed = json!({"mode": "stdout", "text": evil}).to_string();
+    let run = project.cli_json(&["run", "probe", "--json", "--input", &printed]);
+    let run_id = run["run_id"].as_str().unwrap();
+    let failed = format!("{}{}", String::from_utf8_lossy(&failed.stdout), String::from_utf8_lossy(&failed.stderr));
+    let mut seen = vec![("run (failed)".to_owned(), failed), ("run (echo)".to_owned(), format!("{out}{err}"))];
+    // `runs list --json` is a JSON document per line, each holding the guest's text as it was.
+    let (listed, _) = cli_ok(&project, &["runs", "list", "--json"]);
+    let runs: Vec<Value> = listed.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+    assert!(runs.iter().any(|r| r.to_string().contains("kind\\u001b[2J")), "{listed}");
+    let ids: Vec<String> = runs.iter().filter_map(|r| r["run_id"].as_str().map(str::to_owned)).collect();
+    for args in
+        [vec!["runs", "list"], vec!["dlq", "list"], vec!["runs", "logs", run_id], vec!["runs", "list", "--json"]]
+    {
+        let (out, err) = cli_ok(&project, &args);
+        seen.push((format!("cairn {args:?}"), format!("{out}{err}")));
+    }
+    for id in &ids {
+        let (out, err) = cli_ok(&project, &["runs", "show", id]);
+        seen.push((format!("runs show {id}"), format!("{out}{err}")));
+    }
+    for (what, text) in &seen {
+        assert!(!has_terminal_controls(text), "{what} printed raw control characters: {text:?}");
+        // A field is one line; only an output's long text and a log keep their lines.
+        let multiline = what == "run (echo)" || what.contains("logs");
+        assert!(multiline || !text.contains("\nfake line"), "{what} let the guest print a line of its own: {text}");
+    }
+    let failed_text = &seen[0].1;
+    assert!(failed_text.contains("kind\\u001b[2J"), "escaped, not dropped: {failed_text}");
+    assert_eq!(ids.len(), 3, "{ids:?}");
 }

@@ -47,12 +47,18 @@ pub fn dispatch(backend: &Backend, command: DlqCommand) -> Result<ExitCode> {
             let letters = backend.dead_letters()?;
             if json {
                 for letter in &letters {
-                    println!("{}", serde_json::to_string(letter)?);
+                    println!("{}", super::safe::text(&serde_json::to_string(letter)?));
                 }
             } else {
                 println!("{:<36}  {:<20}  {:>8}  error", "RUN", "TASK", "ATTEMPTS");
                 for l in &letters {
-                    println!("{:<36}  {:<20}  {:>8}  {}", l.run_id, l.task, l.attempts.len(), l.error);
+                    println!(
+                        "{:<36}  {:<20}  {:>8}  {}",
+                        l.run_id,
+                        l.task,
+                        l.attempts.len(),
+                        super::safe::line(&l.error.to_string())
+                    );
                 }
             }
         }
@@ -60,12 +66,12 @@ pub fn dispatch(backend: &Backend, command: DlqCommand) -> Result<ExitCode> {
             let Some(letter) = backend.dead_letter(&run)? else {
                 bail!("run {run} is not in the dead-letter queue; see `cairn dlq list`");
             };
-            println!("{}", serde_json::to_string_pretty(&letter)?);
+            println!("{}", super::safe::text(&serde_json::to_string_pretty(&letter)?));
         }
         DlqCommand::Retry { run, stub_output, json } => {
             let run = backend.retry_dead(&run, stub_output)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&run.view)?);
+                println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
             } else {
                 output::print_run_for_people(&run.record);
             }

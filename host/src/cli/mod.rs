@@ -8,6 +8,7 @@ mod from_view;
 mod output;
 mod progress;
 mod runs;
+mod safe;
 mod secret;
 mod status;
 mod store;

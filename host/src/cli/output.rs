@@ -9,12 +9,13 @@ use cairn::progress::ProgressSnapshot;
 pub use cairn::views::duration_ms;
 
 use super::backend::Run;
+use super::safe;
 
 /// Prints a finished run as `cairn run` does (`json`: its view, pretty) and
 /// returns the exit code its status calls for.
 pub fn print_finished(run: &Run, children: &ProgressSnapshot, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&run.view)?);
+        println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
     } else {
         print_run_for_people(&run.record);
         print_children_summary(children);
@@ -49,12 +50,12 @@ pub fn print_run_for_people(run: &RunRecord) {
         _ => {
             for attempt in &run.attempts {
                 if let Some(error) = &attempt.error {
-                    eprintln!("attempt {} failed: {error}", attempt.number);
+                    eprintln!("attempt {} failed: {}", attempt.number, safe::line(&error.to_string()));
                 }
             }
             let error = run.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "unknown error".into());
             let ended = if run.status == RunStatus::Cancelled { "was cancelled" } else { "failed" };
-            eprintln!("run {} of {} {ended} in {took}: {error}", run.id, run.task);
+            eprintln!("run {} of {} {ended} in {took}: {}", run.id, run.task, safe::line(&error));
         }
     }
 }
@@ -74,35 +75,75 @@ pub fn print_children_summary(children: &ProgressSnapshot) {
 fn print_output(output: &str) {
     let fields = match serde_json::from_str::<Value>(output) {
         Ok(Value::Object(fields)) => fields,
-        Ok(other) => return println!("{}", serde_json::to_string_pretty(&other).unwrap_or_default()),
-        Err(_) => return println!("{output}"),
+        Ok(other) => return println!("{}", safe::text(&serde_json::to_string_pretty(&other).unwrap_or_default())),
+        Err(_) => return println!("{}", safe::text(output)),
     };
     let is_section = |value: &Value| matches!(value, Value::String(text) if text.contains('\n') || text.len() > 80);
     for (key, value) in fields.iter().filter(|(_, value)| !is_section(value)) {
         match value {
-            Value::String(text) => println!("{key}: {text}"),
-            other => println!("{key}: {}", serde_json::to_string(other).unwrap_or_default()),
+            Value::String(text) => println!("{}: {}", safe::line(key), safe::line(text)),
+            other => println!("{}: {}", safe::line(key), safe::line(&serde_json::to_string(other).unwrap_or_default())),
         }
     }
     for (key, value) in fields.iter().filter(|(_, value)| is_section(value)) {
         if let Value::String(text) = value {
-            println!("\n=== {key} ===\n\n{}", text.trim_end());
+            println!("\n=== {} ===\n\n{}", safe::line(key), safe::text(text.trim_end()));
         }
     }
 }
 
-/// A self-contained HTML page of a run's report, one section per tab.
+/// What a report page may load and run: nothing but its own inline styles
+/// and inline images (no script, no request anywhere, so a report cannot
+/// phone home). A tab's frame inherits it.
+const REPORT_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
+
+/// A self-contained HTML page of a run's report, one section per tab. Each
+/// tab is HTML its task wrote, so it is shown in a sandboxed frame (no
+/// script, no access to the page) under a Content-Security-Policy that
+/// allows no script and no request.
 pub fn report_html(run_id: &str, report: &Report) -> String {
+    let run_id = escape(run_id);
     let mut html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>cairn run {run_id}</title>\n<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}section{{border-top:1px solid #ccc;padding-top:1rem}}</style></head><body>\n<h1>Run {run_id}</h1>\n"
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">\n<meta http-equiv=\"Content-Security-Policy\" content=\"{REPORT_CSP}\">\n<title>cairn run {run_id}</title>\n<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}section{{border-top:1px solid #ccc;padding-top:1rem}}iframe{{width:100%;height:70vh;border:1px solid #ddd}}</style></head><body>\n<h1>Run {run_id}</h1>\n"
     );
     for (tab, content) in &report.tabs {
-        html.push_str(&format!("<section id=\"tab-{tab}\"><h2>{tab}</h2>\n{content}\n</section>\n", tab = escape(tab)));
+        let page = format!(
+            "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"{REPORT_CSP}\">{content}"
+        );
+        html.push_str(&format!(
+            "<section id=\"tab-{tab}\"><h2>{tab}</h2>\n<iframe sandbox=\"\" referrerpolicy=\"no-referrer\" title=\"report tab {tab}\" srcdoc=\"{page}\"></iframe>\n</section>\n",
+            tab = escape(tab),
+            page = escape(&page)
+        ));
     }
     html.push_str("</body></html>\n");
     html
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_framed_sandboxed_and_allowed_no_script() {
+        let mut report = Report::default();
+        let hostile =
+            "<script>alert(1)</script><img src=x onerror=\"fetch('//evil')\">\"'></iframe><script>x()</script>";
+        report.tabs.insert("main\"><script>".into(), hostile.into());
+        let page = report_html("run-<1>", &report);
+        assert!(page.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none';"));
+        assert!(page.contains("<iframe sandbox=\"\""));
+        // Nothing the task wrote is markup of the page itself: all of it sits
+        // escaped in the frame's srcdoc.
+        assert_eq!(page.matches("<script").count(), 0, "{page}");
+        assert_eq!(page.matches("<iframe").count(), 1, "{page}");
+        assert_eq!(page.matches("</iframe>").count(), 1, "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("Run run-&lt;1&gt;"));
+    }
 }

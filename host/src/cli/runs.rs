@@ -127,7 +127,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
             let runs = backend.list_runs(filter)?;
             if json {
                 for run in &runs {
-                    println!("{}", run.view);
+                    println!("{}", super::safe::text(&run.view.to_string()));
                 }
             } else {
                 println!("{:<36}  {:<20}  {:<9}  {:>8}  {:>8}  error", "RUN", "TASK", "STATUS", "ATTEMPTS", "MS");
@@ -139,7 +139,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
                         run.status.as_str(),
                         run.attempts.len(),
                         output::duration_ms(run).map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
-                        run.error.as_ref().map(|e| e.kind.as_str()).unwrap_or("")
+                        super::safe::line(run.error.as_ref().map(|e| e.kind.as_str()).unwrap_or(""))
                     );
                 }
                 if let Some(last) = runs.last().filter(|_| runs.len() == limit) {
@@ -150,7 +150,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         RunsCommand::Show { run, json } => {
             let run = backend.run(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&run.view)?);
+                println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
             } else {
                 show(&run.record, &backend.journal(&run.record.id)?);
             }
@@ -158,7 +158,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         RunsCommand::Journal { run, json } => {
             let entries = backend.journal(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!(entries))?);
+                println!("{}", super::safe::text(&serde_json::to_string_pretty(&json!(entries))?));
             } else {
                 println!(
                     "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  summary",
@@ -176,7 +176,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         RunsCommand::Cancel { run, json } => {
             let run = backend.cancel(&run)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&run.view)?);
+                println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
             } else {
                 eprintln!("run {} of {}: {}", run.record.id, run.record.task, run.record.status.as_str());
             }
@@ -194,7 +194,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
             }
             for run in &resumed {
                 if json {
-                    println!("{}", run.view);
+                    println!("{}", super::safe::text(&run.view.to_string()));
                 } else {
                     eprintln!("resumed run {} of {}: {}", run.record.id, run.record.task, run.record.status.as_str());
                 }
@@ -218,9 +218,9 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         }
         RunsCommand::Logs { run } => {
             for (attempt, log) in backend.logs(&run)? {
-                println!("--- attempt {attempt} stdout ---\n{}", log.stdout);
+                println!("--- attempt {attempt} stdout ---\n{}", super::safe::text(&log.stdout));
                 if !log.stderr.is_empty() {
-                    println!("--- attempt {attempt} stderr ---\n{}", log.stderr);
+                    println!("--- attempt {attempt} stderr ---\n{}", super::safe::text(&log.stderr));
                 }
             }
         }
@@ -233,7 +233,7 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
     println!("run       {}", record.id);
     println!("task      {}", record.task);
     println!("status    {}", record.status.as_str());
-    println!("input     {}", record.input);
+    println!("input     {}", super::safe::line(&record.input));
     println!("tokens    {} in, {} out", record.usage.prompt_tokens, record.usage.completion_tokens);
     if record.usage.cost_micros > 0 {
         println!("cost      ${:.6}", record.usage.cost_micros as f64 / 1e6);
@@ -263,17 +263,17 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
             a.llm_live,
             a.llm_replayed,
             a.trace_replayed,
-            a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into())
+            super::safe::line(&a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into()))
         );
     }
     for e in journal {
         println!("  {}", journal_line(e));
     }
     if let Some(error) = &record.error {
-        println!("error     {error}");
+        println!("error     {}", super::safe::line(&error.to_string()));
     }
     if let Some(out) = &record.output {
-        println!("output    {out}");
+        println!("output    {}", super::safe::line(out));
     }
 }
 
@@ -283,10 +283,10 @@ fn journal_line(e: &cairn::model::JournalEntry) -> String {
         "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  {}",
         e.seq,
         e.key.kind.as_str(),
-        e.key.name,
+        super::safe::line(&e.key.name),
         e.key.occurrence,
         e.attempt,
         e.duration_ms,
-        e.summary
+        super::safe::line(&e.summary)
     )
 }

@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
-/// A config file's path and text, to place byte offsets in it.
-#[derive(Debug, Clone, Copy)]
+/// A config file's path and text, to place byte offsets in it. Where its
+/// lines start is found once, so placing an offset costs a binary search,
+/// not a scan of the text (a manifest of many tasks places many offsets).
+#[derive(Debug, Clone)]
 pub struct Locator<'a> {
     path: &'a Path,
     text: &'a str,
+    line_starts: Vec<usize>,
 }
 
 /// A place in a config file.
@@ -24,7 +27,8 @@ pub struct Location {
 impl<'a> Locator<'a> {
     /// A locator for `text`, read from `path`.
     pub fn new(path: &'a Path, text: &'a str) -> Self {
-        Locator { path, text }
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Locator { path, text, line_starts }
     }
 
     /// The file's path, for error messages.
@@ -34,14 +38,16 @@ impl<'a> Locator<'a> {
 
     /// 1-based line of a byte offset.
     pub fn line_of(&self, offset: usize) -> usize {
-        self.text[..self.clamp(offset)].matches('\n').count() + 1
+        let offset = self.clamp(offset);
+        // The lines starting at or before the offset; the first always does.
+        self.line_starts.partition_point(|start| *start <= offset)
     }
 
     /// Line, column and line text of a byte offset. Offsets past the end
     /// point at the end; offsets inside a character point at that character.
     pub fn locate(&self, offset: usize) -> Location {
         let start = self.clamp(offset);
-        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_start = self.line_starts[self.line_of(start) - 1];
         let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
         Location {
             line: self.line_of(start),

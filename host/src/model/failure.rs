@@ -186,6 +186,15 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// The failure for the host's own log: its kind and message quoted and
+    /// escaped (a guest chose both; a log line must stay one line, with no
+    /// terminal controls in it).
+    pub fn for_log(&self) -> String {
+        format!("{:?}: {:?}", self.kind.as_str(), self.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,7 +285,7 @@ impl Host {
                     }
                     Step::Retry { wait, memory: next } => {
                         memory = next;
-                        tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {failure}");
+                        tracing::warn!(run = %run.id, attempt = plan.number, "attempt failed, retrying in {wait:?}: {}", failure.for_log());
                         // Memory grown for an out-of-memory retry lives only in this drive.
                         let grown = memory != self.manifest.environment_of(candidate).resources.memory;
                         if self.is_working() && !grown {

@@ -160,7 +160,7 @@ impl Host {
                 run.error = Some(failure);
             }
             Err(failure) => {
-                tracing::warn!(run = %run.id, "run failed: {failure}");
+                tracing::warn!(run = %run.id, "run failed: {}", failure.for_log());
                 run.status = RunStatus::Failed;
                 run.error = Some(failure);
             }

@@ -1062,7 +1062,11 @@
     const text = tab.html !== undefined ? tab.html : (tab.markdown || tab.content || '');
     if (tab.html !== undefined || /<\/?[a-z][\s\S]*>/i.test(text)) {
       const frame = h('iframe', { class: 'report-frame', sandbox: '', referrerpolicy: 'no-referrer', title: `report tab ${tab.name}` });
-      frame.srcdoc = `<!doctype html><meta charset="utf-8"><link rel="stylesheet" href="${REPORT_CSS}">` +
+      // The frame may run nothing and fetch nothing but this page's style sheet,
+      // whatever the task wrote (a policy in a document only ever tightens).
+      const policy = `default-src 'none'; style-src 'unsafe-inline' ${new URL(REPORT_CSS).origin}; img-src data:; base-uri 'none'; form-action 'none'`;
+      frame.srcdoc = `<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${policy}">` +
+        `<link rel="stylesheet" href="${REPORT_CSS}">` +
         `<body class="report-doc">${text}</body>`;
       return frame;
     }
