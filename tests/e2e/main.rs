@@ -11,6 +11,7 @@ mod dashboard;
 mod durability;
 mod failures;
 mod fanout;
+mod hostile;
 mod languages;
 mod llm_providers;
 mod power_loss;

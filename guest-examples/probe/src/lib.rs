@@ -47,6 +47,7 @@ impl Guest for Probe {
             "sleep" => sleep(&args)?,
             "fanout" => fanout(&args)?,
             "call" => call(&args)?,
+            "bomb" => bomb(&args, &input)?,
             other => return Err(TaskError::invalid_input(format!("unknown mode {other:?}"))),
         };
         Ok(out.to_string())
@@ -383,6 +384,23 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
     Ok(
         json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes, "first_error": first_error, "run_ids": ids }),
     )
+}
+
+/// A fork bomb: submits this same input to task `task` (default `probe`)
+/// `width` times (default 2) and waits for them all; the first failure (a
+/// submission refused, or a child's) becomes this run's error. `{"descendants":
+/// n}`, counted from the children's answers.
+fn bomb(args: &Value, input: &str) -> Result<Value, TaskError> {
+    let task = args.get("task").and_then(Value::as_str).unwrap_or("probe");
+    let width = u64_arg(args, "width")?.unwrap_or(2);
+    let again: Value = serde_json::from_str(input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
+    let children = (0..width).map(|_| tasks::submit(task, &again)).collect::<Result<Vec<_>, _>>()?;
+    let mut descendants = 0;
+    for child in &children {
+        let answer: Value = serde_json::from_str(&child.get()?).unwrap_or_default();
+        descendants += 1 + answer["descendants"].as_u64().unwrap_or(0);
+    }
+    Ok(json!({ "descendants": descendants }))
 }
 
 /// One child run of `task` on `input` (default `{}`): `{"output": <its output

@@ -516,11 +516,30 @@ fn run_here(
     let options = cairn::runner::RunOptions { replay, tenant: None };
     let reporter = Reporter::start(host.progress().clone(), style);
     let record = super::runtime()?.block_on(async {
-        // A host that starts first finishes what a crashed host left behind.
-        for resumed in host.recover().await? {
-            eprintln!("resumed interrupted run {} of {}: {}", resumed.id, resumed.task, resumed.status.as_str());
-        }
+        // A host that starts first finishes what a crashed host left behind, beside
+        // the run asked for, which never waits for them (however big a tree they are).
+        let recovering = {
+            let host = host.clone();
+            tokio::spawn(async move { host.recover().await })
+        };
         let record = host.run_with(task, input, &options).await;
+        if let (false, Ok(run)) = (recovering.is_finished(), &record) {
+            eprintln!(
+                "run {} of {} {}; finishing the interrupted runs resumed at start-up (Ctrl-C leaves them for the next start)",
+                run.id,
+                run.task,
+                run.status.as_str()
+            );
+        }
+        match recovering.await {
+            Ok(Ok(resumed)) => {
+                for run in resumed {
+                    eprintln!("resumed interrupted run {} of {}: {}", run.id, run.task, run.status.as_str());
+                }
+            }
+            Ok(Err(e)) => eprintln!("cannot resume the interrupted runs: {e}"),
+            Err(e) => eprintln!("resuming the interrupted runs stopped: {e}"),
+        }
         let left = host.child_runs().running();
         if left > 0 {
             eprintln!("waiting for {left} child run(s) still running to finish");

@@ -127,6 +127,8 @@ pub struct CallSetup<'a> {
     /// What the run's live LLM calls may spend (the tenant's quotas and the
     /// providers' prices); `None` where nothing is counted.
     pub budget: Option<&'a Arc<crate::services::budget::Budget>>,
+    /// Where the run sits in its tree, which bounds the children it submits.
+    pub lineage: &'a crate::services::children::Lineage,
 }
 
 /// Counters of one call, reported in the run record.

@@ -10,7 +10,7 @@ use super::bindings::cairn::task::types::TaskError;
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
 use crate::journal::Journal;
 use crate::model::{Failure, FailureKind};
-use crate::services::children::{ChildHandle, Submissions, outcome};
+use crate::services::children::{ChildHandle, Submissions, TreeLimits, outcome};
 use crate::services::instances::InstanceShare;
 
 /// The run a call belongs to, as `tasks.current` reports it.
@@ -61,6 +61,13 @@ impl Capability for TasksCtx {
         context.parent = call.parent.map(str::to_owned);
         self.submissions.reset();
         self.submissions.set_tenant(call.tenant);
+        let resources = &call.env.resources;
+        let limits = TreeLimits {
+            children: resources.max_children,
+            depth: resources.max_depth,
+            descendants: resources.max_descendants,
+        };
+        self.submissions.set_tree(call.lineage, limits);
     }
 
     fn drain(&mut self, report: &mut CallReport) {

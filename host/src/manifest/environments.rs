@@ -21,7 +21,8 @@ use crate::config::units;
 pub(super) mod raw {
     use super::*;
 
-    /// `resources = { memory, timeout, max_output }` as written.
+    /// `resources = { memory, timeout, max_output, max_children, max_depth,
+    /// max_descendants }` as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Resources {
@@ -31,6 +32,9 @@ pub(super) mod raw {
         pub timeout: Option<Duration>,
         #[serde(default, deserialize_with = "units::opt_size")]
         pub max_output: Option<u64>,
+        pub max_children: Option<u32>,
+        pub max_depth: Option<u32>,
+        pub max_descendants: Option<u64>,
     }
 
     /// One entry of `secrets`: a key, or `{ key, as_env_var }`.
@@ -99,6 +103,9 @@ pub(super) fn validate(
             memory: env.resources.memory.unwrap_or(defaults.memory),
             timeout: env.resources.timeout.unwrap_or(defaults.timeout),
             max_output: env.resources.max_output.unwrap_or(defaults.max_output),
+            max_children: env.resources.max_children.unwrap_or(defaults.max_children),
+            max_depth: env.resources.max_depth.unwrap_or(defaults.max_depth),
+            max_descendants: env.resources.max_descendants.unwrap_or(defaults.max_descendants),
         };
         let secrets = env
             .secrets

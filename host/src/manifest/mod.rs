@@ -91,11 +91,26 @@ pub struct Resources {
     pub timeout: Duration,
     /// Largest output (JSON text) a task may return, in bytes.
     pub max_output: u64,
+    /// Children one run may submit.
+    pub max_children: u32,
+    /// How far below its top-level run a child may sit (a top-level run's
+    /// children are at depth 1).
+    pub max_depth: u32,
+    /// Runs a tree may hold below its top-level run, all depths together
+    /// (each submission is held to its submitting run's environment's).
+    pub max_descendants: u64,
 }
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { memory: 256 << 20, timeout: Duration::from_secs(300), max_output: 1 << 20 }
+        Resources {
+            memory: 256 << 20,
+            timeout: Duration::from_secs(300),
+            max_output: 1 << 20,
+            max_children: 10_000,
+            max_depth: 16,
+            max_descendants: 100_000,
+        }
     }
 }
 

@@ -96,6 +96,15 @@ failure_kinds! {
     BudgetExceeded = "budget-exceeded",
     /// The LLM provider's circuit breaker is open.
     LlmCircuitOpen = "llm-circuit-open",
+    /// A run submitted more children than its environment's
+    /// `resources.max_children`: not retried.
+    TooManyChildren = "too-many-children",
+    /// A child would sit deeper below its top-level run than
+    /// `resources.max_depth`: not retried.
+    TooDeep = "too-deep",
+    /// A tree of runs grew past `resources.max_descendants` of its
+    /// top-level run's environment: not retried.
+    TooManyDescendants = "too-many-descendants",
 }
 
 impl PartialEq for FailureKind {

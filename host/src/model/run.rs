@@ -158,6 +158,16 @@ pub struct RunRecord {
     /// The group the parent submitted it in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// How far below its top-level run it was submitted (0: top-level).
+    #[serde(default, skip_serializing_if = "is_zero_depth")]
+    pub depth: u32,
+    /// The top-level run of its tree, for a child run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+}
+
+fn is_zero_depth(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RunRecord {
@@ -193,6 +203,8 @@ impl RunRecord {
             retry_from: 0,
             parent: None,
             group: None,
+            depth: 0,
+            root: None,
         }
     }
 }

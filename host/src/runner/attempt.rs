@@ -19,6 +19,7 @@ use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
 use crate::model::{AttemptLog, Failure, FailureKind};
 use crate::pool::{Lease, Pool};
+use crate::services::children::Lineage;
 use crate::services::instances::InstanceShare;
 
 /// What one attempt gets: its number, where its journal answers from, its
@@ -45,6 +46,8 @@ pub(super) struct AttemptPlan {
     pub tenant: crate::model::Tenant,
     /// What the run's live LLM calls may spend.
     pub budget: Option<Arc<crate::services::budget::Budget>>,
+    /// Where the run sits in its tree: its depth, and its top-level run.
+    pub lineage: Lineage,
 }
 
 /// What an attempt leaves behind besides its outcome.
@@ -75,6 +78,7 @@ pub(super) fn call_setup<'a>(
         stub: plan.stub.as_deref(),
         fence: plan.fence.as_ref(),
         budget: plan.budget.as_ref(),
+        lineage: &plan.lineage,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use super::{Host, RunOptions, RunnerError};
-use crate::model::{Failure, FailureKind, RunRecord, RunStatus, Tenant};
+use crate::model::{Failure, FailureKind, LedgerLine, RunRecord, RunStatus, Tenant};
 use crate::services::children::{ChildHandle, ChildOutcome, ChildRuns, ChildStart};
 use crate::store::StoreError;
 
@@ -25,7 +25,13 @@ pub struct ChildSpawner {
     running: Mutex<HashMap<String, ChildHandle>>,
     /// Each parent's window of children in flight, while any of them waits or runs.
     windows: Mutex<HashMap<String, Weak<Semaphore>>>,
+    /// Runs this host may still add to each tree (by top-level run) before
+    /// it counts more in the store's ledger.
+    allowances: Mutex<HashMap<String, u64>>,
 }
+
+/// How many runs of a tree a host counts in the store's ledger at once.
+const DESCENDANT_CHUNK: u64 = 64;
 
 /// How many children of one parent run are under way at once. The others
 /// wait with their parent's record already stored, holding a few hundred
@@ -37,7 +43,12 @@ pub const CHILDREN_IN_FLIGHT: usize = 256;
 
 impl ChildSpawner {
     pub(super) fn new(host: Weak<Host>) -> Self {
-        ChildSpawner { host, running: Mutex::new(HashMap::new()), windows: Mutex::new(HashMap::new()) }
+        ChildSpawner {
+            host,
+            running: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            allowances: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The window of children in flight of run `parent`.
@@ -191,10 +202,19 @@ impl Host {
                 ));
             }
             let task = self.manifest.task(&child.task).map_err(RunnerError::UnknownTask)?.clone();
+            if !self.count_descendant(child).await? {
+                let why = format!(
+                    "its tree (top-level run {}) already holds `resources.max_descendants` = {} runs; the tree is not grown further",
+                    child.lineage.root, child.max_descendants
+                );
+                return Ok(self.unfinished(child, FailureKind::TooManyDescendants, &why));
+            }
             let mut run = self.new_record(&task.name, &child.input, &RunOptions::of(&child.tenant));
             run.id = child.id.clone();
             run.parent = Some(child.parent.clone());
             run.group = child.group.clone();
+            run.depth = child.lineage.depth;
+            run.root = Some(child.lineage.root.clone());
             if self.is_working() {
                 // Queued for whichever worker claims it first (this one included).
                 run.status = RunStatus::Pending;
@@ -258,6 +278,39 @@ impl Host {
     async fn child_finished(&self, parent: &str, run: &RunRecord) -> Result<RunRecord, RunnerError> {
         let _lent = self.lending.lend(parent);
         self.finished_elsewhere(&run.tenant, &run.id).await
+    }
+
+    /// Counts one more run in the child's tree against its limit: from this
+    /// host's allowance for the tree, which is taken from the store's ledger
+    /// (line `descendants:ROOT`, atomic across hosts) a chunk at a time, so a
+    /// wide tree costs a store write per chunk, not per child. `false` when
+    /// the tree is full.
+    async fn count_descendant(&self, child: &ChildStart) -> Result<bool, StoreError> {
+        let root = &child.lineage.root;
+        if child.max_descendants == u64::MAX {
+            return Ok(true);
+        }
+        {
+            let mut allowances = self.children.allowances.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(left) = allowances.get_mut(root).filter(|left| **left > 0) {
+                *left -= 1;
+                return Ok(true);
+            }
+        }
+        // The last runs of a tree are taken one at a time, so its limit is met exactly.
+        for chunk in [DESCENDANT_CHUNK, 1] {
+            let line =
+                LedgerLine { key: format!("descendants:{root}"), amount: chunk, limit: Some(child.max_descendants) };
+            if self.store.reserve(&child.tenant, &[line]).await?.is_none() {
+                let mut allowances = self.children.allowances.lock().unwrap_or_else(|e| e.into_inner());
+                if allowances.len() >= 4096 {
+                    allowances.retain(|_, left| *left > 0);
+                }
+                *allowances.entry(root.clone()).or_default() += chunk - 1;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A failed stand-in record for a child that cannot be run.

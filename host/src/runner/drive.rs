@@ -18,6 +18,7 @@ use crate::manifest::TaskSpec;
 use crate::model::{AttemptRecord, Failure, FailureKind, RunRecord, now_ms};
 use crate::policy::breaker::Admission;
 use crate::policy::decide::{MemoryGrowth, Rules, Standing, Step, next_step};
+use crate::services::children::Lineage;
 
 impl Host {
     /// Runs the task, then its fallbacks in order, each under its own retry
@@ -159,6 +160,7 @@ impl Host {
                     fence: Some(fence.clone()),
                     tenant: run.tenant.clone(),
                     budget: Some(self.budget_for(&run, candidate)),
+                    lineage: Lineage::of(&run),
                 };
                 let started_at_ms = now_ms();
                 self.events

@@ -83,6 +83,7 @@ impl PreparedTask<'_> {
             pool: self.pool.clone(),
             tenant: self.host.tenant.clone(),
             budget: None,
+            lineage: crate::services::children::Lineage::top(run_id),
         };
         self.host.attempt(self.task, &self.pre, &self.provider, run_id, input, &plan).await.0
     }

@@ -192,6 +192,7 @@ impl Host {
                     pool: None,
                     tenant: tenant.clone(),
                     budget: None,
+                    lineage: crate::services::children::Lineage::default(),
                 };
                 let setup = call_setup(task, env, &provider, "", &plan);
                 // Warm instances of every tenant share the host's slots for them, and a

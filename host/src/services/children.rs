@@ -52,6 +52,49 @@ pub struct ChildStart {
     pub replay: bool,
     /// The parent's tenant, which the child belongs to.
     pub tenant: Tenant,
+    /// Where the child sits in its tree.
+    pub lineage: Lineage,
+    /// Runs its tree may hold below its top-level run.
+    pub max_descendants: u64,
+}
+
+/// Where a run sits in its tree of runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// How far below its top-level run (0: it is one).
+    pub depth: u32,
+    /// Its top-level run (itself, for one).
+    pub root: String,
+}
+
+impl Lineage {
+    /// The lineage of a top-level run `id`.
+    pub fn top(id: &str) -> Self {
+        Lineage { depth: 0, root: id.to_owned() }
+    }
+
+    /// The lineage `run` records.
+    pub fn of(run: &crate::model::RunRecord) -> Self {
+        Lineage { depth: run.depth, root: run.root.clone().unwrap_or_else(|| run.id.clone()) }
+    }
+}
+
+/// How far a run's submissions may grow its tree (from its environment's
+/// `resources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Children one run may submit.
+    pub children: u32,
+    /// How far below the top-level run a child may sit.
+    pub depth: u32,
+    /// Runs the whole tree may hold below its top-level run.
+    pub descendants: u64,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        TreeLimits { children: u32::MAX, depth: u32::MAX, descendants: u64::MAX }
+    }
 }
 
 /// A child's final outcome: its output, or the failure that ended it.
@@ -93,6 +136,11 @@ pub struct Submissions {
     unstored: Vec<oneshot::Receiver<()>>,
     /// The calling run's tenant, which its children belong to.
     tenant: Tenant,
+    /// Where the calling run sits in its tree, and how far it may grow it.
+    lineage: Lineage,
+    limits: TreeLimits,
+    /// Children submitted (or re-attached to) in this call.
+    submitted: u32,
 }
 
 fn refused(kind: FailureKind, message: String) -> Failure {
@@ -102,7 +150,22 @@ fn refused(kind: FailureKind, message: String) -> Failure {
 impl Submissions {
     /// Submissions through `children`; `None` where children are not allowed.
     pub fn new(children: Option<Arc<dyn ChildRuns>>) -> Self {
-        Submissions { children, groups: Vec::new(), next_group: 0, unstored: Vec::new(), tenant: Tenant::default() }
+        Submissions {
+            children,
+            groups: Vec::new(),
+            next_group: 0,
+            unstored: Vec::new(),
+            tenant: Tenant::default(),
+            lineage: Lineage::default(),
+            limits: TreeLimits::default(),
+            submitted: 0,
+        }
+    }
+
+    /// Children submitted from now on are of a run at `lineage`, under `limits`.
+    pub fn set_tree(&mut self, lineage: &Lineage, limits: TreeLimits) {
+        self.lineage.clone_from(lineage);
+        self.limits = limits;
     }
 
     /// Children submitted from now on belong to `tenant` (the calling run's).
@@ -116,6 +179,7 @@ impl Submissions {
     pub fn reset(&mut self) {
         self.groups.clear();
         self.unstored.clear();
+        self.submitted = 0;
     }
 
     /// Receivers told when each submission's record is stored: the attempt
@@ -139,6 +203,25 @@ impl Submissions {
         };
         if let Err(failure) = children.admit(parent_task, &task) {
             return Ok(Err(failure));
+        }
+        // A tree's growth is bounded, so a task submitting itself cannot fill the store.
+        if self.submitted >= self.limits.children {
+            let message = format!(
+                "run {} already submitted {} children, its environment's `resources.max_children`; submit fewer, or raise it",
+                journal.run_id(),
+                self.limits.children
+            );
+            return Ok(Err(refused(FailureKind::TooManyChildren, message)));
+        }
+        if self.lineage.depth >= self.limits.depth {
+            let message = format!(
+                "a child of run {} would sit {} levels below its top-level run {}, past its environment's `resources.max_depth` of {}",
+                journal.run_id(),
+                self.lineage.depth + 1,
+                self.lineage.root,
+                self.limits.depth
+            );
+            return Ok(Err(refused(FailureKind::TooDeep, message)));
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
             let message = format!("the input of child task {task:?} is not JSON: {e}");
@@ -175,7 +258,9 @@ impl Submissions {
             self.unstored.push(receiver);
             sender
         });
+        self.submitted += 1;
         let parent = journal.run_id().to_owned();
+        let lineage = Lineage { depth: self.lineage.depth + 1, root: self.lineage.root.clone() };
         let handle = children.start(ChildStart {
             id: id.clone(),
             parent: parent.clone(),
@@ -187,6 +272,8 @@ impl Submissions {
             replay,
             fence: journal.fence().cloned(),
             tenant: self.tenant.clone(),
+            lineage,
+            max_descendants: self.limits.descendants,
         });
         Ok(Ok(Submitted { run_id: id, task, handle, parent }))
     }
