@@ -78,3 +78,44 @@ async fn a_wide_bomb_stops_at_the_tree_limit_and_the_tree_stays_full_for_the_nex
     assert!(held[0].1.reserved <= 20, "{held:?}");
     assert_eq!(all_runs(&again).len(), 21);
 }
+
+#[tokio::test]
+async fn an_input_error_report_or_group_past_its_limit_ends_the_run_with_its_own_kind() {
+    let project = bomb_project(r#"max_input = "2KiB", max_report = "64KiB""#);
+    let host = project.host();
+
+    let big = format!(r#"{{"mode": "echo", "pad": "{}"}}"#, "x".repeat(4096));
+    let run = host.run("probe", &big).await.unwrap();
+    assert_eq!(run.error.as_ref().map(|e| e.kind.clone()), Some(FailureKind::InputTooLarge), "{:?}", run.error);
+    assert!(run.input.len() < 512, "the record keeps the input's start only");
+    let long = format!(r#"{{"mode": "error", "kind": "{}", "message": "{}"}}"#, "k".repeat(500), "m".repeat(1500));
+    let run = host.run("probe", &long).await.unwrap();
+    let error = run.error.unwrap();
+    assert!(error.kind.as_str().len() < 200 && error.kind.as_str().contains("cut by the host"), "{}", error.kind);
+
+    let flood = r#"{"mode": "flood", "report_bytes": 16384, "times": 8}"#;
+    let run = host.run("probe", flood).await.unwrap();
+    let error = run.error.expect("the report is refused");
+    assert_eq!((error.kind.clone(), error.retryable), (FailureKind::ReportTooLarge, false), "{}", error.message);
+    assert_eq!(run.attempts.len(), 1);
+
+    for groups in [r#"{"mode": "flood", "groups": 100}"#, r#"{"mode": "flood", "groups": 2, "name_bytes": 2000}"#] {
+        let run = host.run("probe", groups).await.unwrap();
+        let error = run.error.expect("the groups are refused");
+        assert_eq!(error.kind, FailureKind::GroupLimit, "{}", error.message);
+    }
+    let fine = host.run("probe", r#"{"mode": "flood", "report_bytes": 1000, "groups": 10}"#).await.unwrap();
+    assert_eq!(fine.status, RunStatus::Succeeded, "{:?}", fine.error);
+}
+
+#[test]
+fn a_guests_error_message_is_kept_to_16_kib() {
+    let project = bomb_project("max_children = 5");
+    let message = "m".repeat(100_000);
+    let input = serde_json::json!({"mode": "error", "kind": "boom", "message": message}).to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let run = runtime.block_on(project.host().run("probe", &input)).unwrap();
+    let error = run.error.unwrap();
+    assert!(error.message.len() < 17 << 10, "{}", error.message.len());
+    assert!(error.message.ends_with("more bytes cut by the host]"));
+}

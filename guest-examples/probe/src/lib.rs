@@ -48,6 +48,7 @@ impl Guest for Probe {
             "fanout" => fanout(&args)?,
             "call" => call(&args)?,
             "bomb" => bomb(&args, &input)?,
+            "flood" => flood(&args)?,
             other => return Err(TaskError::invalid_input(format!("unknown mode {other:?}"))),
         };
         Ok(out.to_string())
@@ -384,6 +385,21 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
     Ok(
         json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes, "first_error": first_error, "run_ids": ids }),
     )
+}
+
+/// Grows what the host keeps of the run: appends `report_bytes` bytes to the
+/// report `times` times (default 1), then opens `groups` groups one inside the
+/// other, each named with `name_bytes` bytes (default 8). `{"done": true}`.
+fn flood(args: &Value) -> Result<Value, TaskError> {
+    let chunk = "x".repeat(usize::try_from(u64_arg(args, "report_bytes")?.unwrap_or(0)).unwrap_or(0));
+    for _ in 0..u64_arg(args, "times")?.unwrap_or(1) {
+        if !chunk.is_empty() {
+            cairn_sdk::report::append("flood", &chunk);
+        }
+    }
+    let name = "g".repeat(usize::try_from(u64_arg(args, "name_bytes")?.unwrap_or(8)).unwrap_or(8));
+    let groups: Vec<tasks::Group> = (0..u64_arg(args, "groups")?.unwrap_or(0)).map(|_| tasks::Group::new(&name)).collect();
+    Ok(json!({ "done": true, "groups": groups.len() }))
 }
 
 /// A fork bomb: submits this same input to task `task` (default `probe`)

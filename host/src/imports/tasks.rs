@@ -66,6 +66,7 @@ impl Capability for TasksCtx {
             children: resources.max_children,
             depth: resources.max_depth,
             descendants: resources.max_descendants,
+            input: resources.max_input,
         };
         self.submissions.set_tree(call.lineage, limits);
     }

@@ -21,8 +21,8 @@ use crate::config::units;
 pub(super) mod raw {
     use super::*;
 
-    /// `resources = { memory, timeout, max_output, max_children, max_depth,
-    /// max_descendants }` as written.
+    /// `resources = { memory, timeout, max_output, max_input, max_report,
+    /// max_children, max_depth, max_descendants }` as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Resources {
@@ -32,6 +32,10 @@ pub(super) mod raw {
         pub timeout: Option<Duration>,
         #[serde(default, deserialize_with = "units::opt_size")]
         pub max_output: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_input: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_report: Option<u64>,
         pub max_children: Option<u32>,
         pub max_depth: Option<u32>,
         pub max_descendants: Option<u64>,
@@ -103,6 +107,8 @@ pub(super) fn validate(
             memory: env.resources.memory.unwrap_or(defaults.memory),
             timeout: env.resources.timeout.unwrap_or(defaults.timeout),
             max_output: env.resources.max_output.unwrap_or(defaults.max_output),
+            max_input: env.resources.max_input.unwrap_or(defaults.max_input),
+            max_report: env.resources.max_report.unwrap_or(defaults.max_report),
             max_children: env.resources.max_children.unwrap_or(defaults.max_children),
             max_depth: env.resources.max_depth.unwrap_or(defaults.max_depth),
             max_descendants: env.resources.max_descendants.unwrap_or(defaults.max_descendants),

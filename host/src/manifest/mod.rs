@@ -91,6 +91,10 @@ pub struct Resources {
     pub timeout: Duration,
     /// Largest output (JSON text) a task may return, in bytes.
     pub max_output: u64,
+    /// Largest input (JSON text) a run of it, or a child it submits, may have.
+    pub max_input: u64,
+    /// Largest report (its tabs' names and HTML together) a run may write.
+    pub max_report: u64,
     /// Children one run may submit.
     pub max_children: u32,
     /// How far below its top-level run a child may sit (a top-level run's
@@ -107,6 +111,8 @@ impl Default for Resources {
             memory: 256 << 20,
             timeout: Duration::from_secs(300),
             max_output: 1 << 20,
+            max_input: 1 << 20,
+            max_report: 16 << 20,
             max_children: 10_000,
             max_depth: 16,
             max_descendants: 100_000,

@@ -105,6 +105,13 @@ failure_kinds! {
     /// A tree of runs grew past `resources.max_descendants` of its
     /// top-level run's environment: not retried.
     TooManyDescendants = "too-many-descendants",
+    /// The run's input is larger than `resources.max_input`: not retried.
+    InputTooLarge = "input-too-large",
+    /// The run's report grew past `resources.max_report`: not retried.
+    ReportTooLarge = "report-too-large",
+    /// The guest nested groups deeper, or named them longer, than the host
+    /// keeps: not retried.
+    GroupLimit = "group-limit",
 }
 
 impl PartialEq for FailureKind {
@@ -195,7 +202,42 @@ impl fmt::Display for Failure {
     }
 }
 
+/// The longest error message the host keeps of a guest's; the rest is cut
+/// with a note.
+pub const MAX_GUEST_MESSAGE: usize = 16 << 10;
+/// The longest error kind the host keeps of a guest's.
+pub const MAX_GUEST_KIND: usize = 128;
+
+/// A host limit a guest's call ran into. It ends the attempt with its
+/// failure (a kind of its own), carried out of the guest as a trap is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitHit(pub Failure);
+
+/// `text` cut to at most `most` bytes (at a character boundary), with a note
+/// of how much was cut.
+pub fn cut_with_note(mut text: String, most: usize) -> String {
+    if text.len() <= most {
+        return text;
+    }
+    let mut end = most;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" [… {cut} more bytes cut by the host]"));
+    text
+}
+
 impl Failure {
+    /// The failure a guest returned, its kind and message cut to what the
+    /// host keeps ([`MAX_GUEST_KIND`], [`MAX_GUEST_MESSAGE`]).
+    pub fn from_guest(kind: String, message: String, retryable: bool) -> Failure {
+        let kind = if kind.len() > MAX_GUEST_KIND { cut_with_note(kind, MAX_GUEST_KIND) } else { kind };
+        Failure { kind: FailureKind::parse(&kind), message: cut_with_note(message, MAX_GUEST_MESSAGE), retryable }
+    }
+
     /// The failure for the host's own log: its kind and message quoted and
     /// escaped (a guest chose both; a log line must stay one line, with no
     /// terminal controls in it).

@@ -17,7 +17,7 @@ use crate::imports::{AttemptStats, CallReport, CallSetup, HostState, TaskPre};
 use crate::journal::{JournalError, JournalMode};
 use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
-use crate::model::{AttemptLog, Failure, FailureKind};
+use crate::model::{AttemptLog, Failure, FailureKind, LimitHit};
 use crate::pool::{Lease, Pool};
 use crate::services::children::Lineage;
 use crate::services::instances::InstanceShare;
@@ -313,9 +313,7 @@ fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limi
     match result {
         Err(_) => Err(timeout_failure(env.resources.timeout)),
         Ok(Ok(Ok(output))) => check_output(output, env.resources.max_output),
-        Ok(Ok(Err(task_error))) => {
-            Err(Failure { kind: task_error.kind.into(), message: task_error.message, retryable: task_error.retryable })
-        }
+        Ok(Ok(Err(task_error))) => Err(Failure::from_guest(task_error.kind, task_error.message, task_error.retryable)),
         Ok(Err(error)) => Err(classify_trap(&error, memory_hit, memory_limit)),
     }
 }
@@ -354,6 +352,9 @@ fn check_output(output: String, max_output: u64) -> Result<String, Failure> {
 }
 
 fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -> Failure {
+    if let Some(LimitHit(failure)) = error.downcast_ref::<LimitHit>() {
+        return failure.clone();
+    }
     if let Some(journal) = error.downcast_ref::<JournalError>() {
         return match journal {
             JournalError::ReplayMiss { .. } => {

@@ -100,6 +100,17 @@ impl Host {
         options: &RunOptions,
     ) -> Result<RunRecord, RunnerError> {
         let input = run.input.clone();
+        let most = self.manifest.environment_of(task).resources.max_input;
+        if input.len() as u64 > most {
+            let message = format!(
+                "the input is {} bytes, more than the task's environment's `resources.max_input` of {most}; pass large data by reference (a file), or raise it",
+                input.len()
+            );
+            let failure = Failure { kind: FailureKind::InputTooLarge, message, retryable: false };
+            // The record keeps the input's start only, so a refused input costs no store space.
+            run.input = crate::model::cut_with_note(input, 256);
+            return self.finish(run, Err(failure)).await;
+        }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
             let failure = Failure {
                 kind: FailureKind::InvalidInput,

@@ -89,13 +89,20 @@ pub struct TreeLimits {
     pub depth: u32,
     /// Runs the whole tree may hold below its top-level run.
     pub descendants: u64,
+    /// Largest input of a child, in bytes.
+    pub input: u64,
 }
 
 impl Default for TreeLimits {
     fn default() -> Self {
-        TreeLimits { children: u32::MAX, depth: u32::MAX, descendants: u64::MAX }
+        TreeLimits { children: u32::MAX, depth: u32::MAX, descendants: u64::MAX, input: u64::MAX }
     }
 }
+
+/// Groups open at once, one inside the other, that a call may have.
+pub const MAX_GROUP_DEPTH: usize = 64;
+/// The longest full path (names joined by `/`) of a group.
+pub const MAX_GROUP_PATH: usize = 1024;
 
 /// A child's final outcome: its output, or the failure that ended it.
 pub type ChildOutcome = Result<String, Failure>;
@@ -223,6 +230,14 @@ impl Submissions {
             );
             return Ok(Err(refused(FailureKind::TooDeep, message)));
         }
+        if input.len() as u64 > self.limits.input {
+            let message = format!(
+                "the input of child task {task:?} is {} bytes, more than `resources.max_input` ({}); pass large data by reference (a file)",
+                input.len(),
+                self.limits.input
+            );
+            return Ok(Err(refused(FailureKind::InputTooLarge, message)));
+        }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
             let message = format!("the input of child task {task:?} is not JSON: {e}");
             return Ok(Err(refused(FailureKind::InvalidInput, message)));
@@ -285,6 +300,15 @@ impl Submissions {
             Some((_, outer)) => format!("{outer}/{name}"),
             None => name,
         };
+        if self.groups.len() >= MAX_GROUP_DEPTH || path.len() > MAX_GROUP_PATH {
+            let message = format!(
+                "group {:?} would be {} deep with a path of {} bytes; the host keeps groups {MAX_GROUP_DEPTH} deep and {MAX_GROUP_PATH} bytes long at most (close groups you are done with)",
+                crate::model::cut_with_note(path.clone(), 80),
+                self.groups.len() + 1,
+                path.len()
+            );
+            return Err(crate::model::LimitHit(Failure::new(FailureKind::GroupLimit, message, false)).into());
+        }
         let key = journal.next_key(CallKind::Group, &path, "");
         if journal.lookup(&key).await?.is_none() && journal.live_allowed() {
             journal.record(key, "{}".into(), path.clone(), Duration::ZERO, None).await?;
@@ -366,6 +390,39 @@ mod tests {
     /// Runs a store write to its end from synchronous code inside a test runtime.
     fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submissions_past_the_tree_limits_are_refused_with_their_own_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JournalStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let echo = Echo::new(store.clone());
+        let mut journal = Journal::new(store.clone(), "parent", 1, JournalMode::Live);
+        let mut submissions = Submissions::new(Some(echo.clone()));
+        let limits = TreeLimits { children: 2, depth: 3, descendants: 100, input: 64 };
+        submissions.set_tree(&Lineage { depth: 1, root: "root".into() }, limits);
+        let kind_of = |outcome: Result<Submitted, Failure>| outcome.err().map(|f| f.kind);
+        let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(64));
+        let refused = submissions.submit(&mut journal, "p", "c".into(), big).await.unwrap();
+        assert_eq!(kind_of(refused), Some(FailureKind::InputTooLarge));
+        for n in 0..2 {
+            let ok = submissions.submit(&mut journal, "p", "c".into(), format!(r#"{{"n": {n}}}"#)).await.unwrap();
+            assert!(ok.is_ok());
+        }
+        let third = submissions.submit(&mut journal, "p", "c".into(), "{}".into()).await.unwrap();
+        assert_eq!(kind_of(third), Some(FailureKind::TooManyChildren));
+        {
+            let started = echo.started.lock().unwrap();
+            let lineages: Vec<_> = started.iter().map(|c| (c.lineage.depth, c.lineage.root.as_str())).collect();
+            assert_eq!(lineages, [(2, "root"), (2, "root")], "children sit one level below, in the same tree");
+        }
+        submissions.set_tree(&Lineage { depth: 3, root: "root".into() }, limits);
+        submissions.reset();
+        let deep = submissions.submit(&mut journal, "p", "c".into(), "{}".into()).await.unwrap();
+        assert_eq!(kind_of(deep), Some(FailureKind::TooDeep));
+        for stored in submissions.take_unstored() {
+            stored.await.unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// The budget ledger could not be read or written.
     #[error("the budget ledger: {0}")]
     Budget(crate::store::StoreError),
+    /// The guest ran into one of the host's limits; the attempt ends with its failure.
+    #[error(transparent)]
+    Limit(#[from] crate::model::LimitHit),
 }
 
 impl ServiceError {
@@ -40,6 +43,7 @@ impl ServiceError {
     pub fn into_wasmtime(self) -> wasmtime::Error {
         match self {
             ServiceError::Journal(e) => wasmtime::Error::new(e),
+            ServiceError::Limit(hit) => wasmtime::Error::new(hit),
             other => wasmtime::Error::msg(other.to_string()),
         }
     }
