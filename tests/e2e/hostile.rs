@@ -34,6 +34,7 @@ async fn a_self_submitting_chain_stops_at_the_depth_limit() {
     let project = bomb_project("max_depth = 3");
     let host = project.host();
     let run = host.run("probe", r#"{"mode": "bomb", "width": 1}"#).await.unwrap();
+    host.wait_for_children().await;
     let error = run.error.expect("the bomb is refused");
     assert_eq!(error.kind, FailureKind::TooDeep, "{}", error.message);
     assert!(!error.retryable);
@@ -52,6 +53,7 @@ async fn a_run_submits_no_more_children_than_its_limit() {
     let host = project.host();
     let input = r#"{"mode": "fanout", "count": 8, "child": {"mode": "echo", "i": null}}"#;
     let run = host.run("probe", input).await.unwrap();
+    host.wait_for_children().await;
     let error = run.error.expect("the sixth child is refused");
     assert_eq!(error.kind, FailureKind::TooManyChildren, "{}", error.message);
     assert_eq!(run.attempts.len(), 1, "not retried");
@@ -59,24 +61,25 @@ async fn a_run_submits_no_more_children_than_its_limit() {
 }
 
 #[tokio::test]
-async fn a_wide_bomb_stops_at_the_tree_limit_and_the_tree_stays_full_for_the_next_host() {
-    let project = bomb_project("max_descendants = 20, max_depth = 8");
+async fn a_wide_bomb_stops_at_the_tree_limit_and_its_retry_grows_it_no_further() {
+    // Past a host's first chunk of 64, so both ways of counting are taken.
+    let project = bomb_project("max_descendants = 150, max_depth = 8");
     let host = project.host();
     let run = host.run("probe", r#"{"mode": "bomb", "width": 3}"#).await.unwrap();
+    host.wait_for_children().await;
     assert_eq!(run.status, RunStatus::Failed);
-    let error = run.error.expect("the tree is full");
+    let error = run.error.clone().expect("the tree is full");
     assert_eq!(error.kind, FailureKind::TooManyDescendants, "{}", error.message);
     let below = all_runs(&host).into_iter().filter(|r| r.id != run.id).count();
-    assert_eq!(below, 20, "exactly the tree's limit of runs below its top-level run");
-    // Counted in the store, so another host (here: the next start) adds none.
-    drop(host);
-    let again = project.host();
-    let resumed = again.resume(&Tenant::default(), &run.id, true).await;
-    assert!(resumed.is_err(), "a finished bomb is not resumed");
-    let held = again.store().ledger(&Tenant::default(), "descendants:").unwrap();
+    assert!((150 - 64..=150).contains(&below), "{below} runs below the top-level run: never past the limit");
+    let held = host.store().ledger(&Tenant::default(), "descendants:").unwrap();
     assert_eq!(held.len(), 1);
-    assert!(held[0].1.reserved <= 20, "{held:?}");
-    assert_eq!(all_runs(&again).len(), 21);
+    assert!(held[0].1.reserved <= 150, "{held:?}");
+    // Retried from the dead-letter queue, the bomb re-attaches to its tree and adds nothing.
+    let retried = host.retry_dead(&Tenant::default(), &run.id, None).await.unwrap();
+    host.wait_for_children().await;
+    assert_eq!(retried.status, RunStatus::Failed);
+    assert_eq!(all_runs(&host).len(), below + 1, "no run was added by the retry");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! and its JSON view), so every command has one body and prints the same.
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
@@ -371,18 +372,20 @@ impl Backend {
         input: &str,
         replay: Option<String>,
         style: Style,
-    ) -> Result<(Run, ProgressSnapshot)> {
+        show: &dyn Fn(&Run, &ProgressSnapshot) -> Result<ExitCode>,
+    ) -> Result<ExitCode> {
         let client = match self {
-            Backend::Local(local) => return run_here(local, task, input, replay, style),
+            Backend::Local(local) => return run_here(local, task, input, replay, style, show),
             Backend::Remote(client) => client,
         };
         let input: Value = serde_json::from_str(input).with_context(|| {
             format!("the input is not JSON, and the server at {} takes JSON inputs only", client.url())
         })?;
-        follow::follow(client, style, || {
+        let (run, children) = follow::follow(client, style, || {
             let view = client.post(&["runs"], json!({"task": task, "input": input, "replay": replay}))?;
             Started::of(&view, false)
-        })
+        })?;
+        show(&run, &children)
     }
 
     /// Follows a run to its end (a server's run), or shows it if it has ended.
@@ -504,51 +507,56 @@ impl Backend {
     }
 }
 
-/// `cairn run` without a server: a host in this process.
+/// `cairn run` without a server: a host in this process. The run is shown
+/// (`show`) as soon as it and its children end; runs a crashed host left
+/// behind are resumed beside it and finished after it is shown.
 fn run_here(
     local: &Local,
     task: &str,
     input: &str,
     replay: Option<String>,
     style: Style,
-) -> Result<(Run, ProgressSnapshot)> {
+    show: &dyn Fn(&Run, &ProgressSnapshot) -> Result<ExitCode>,
+) -> Result<ExitCode> {
     let host = Host::open(local.manifest.clone())?;
     let options = cairn::runner::RunOptions { replay, tenant: None };
+    let runtime = super::runtime()?;
     let reporter = Reporter::start(host.progress().clone(), style);
-    let record = super::runtime()?.block_on(async {
-        // A host that starts first finishes what a crashed host left behind, beside
-        // the run asked for, which never waits for them (however big a tree they are).
-        let recovering = {
-            let host = host.clone();
-            tokio::spawn(async move { host.recover().await })
-        };
+    // A host that starts first finishes what a crashed host left behind, beside the
+    // run asked for, which never waits for them (however big a tree they are).
+    let recovering = {
+        let host = host.clone();
+        runtime.spawn(async move { host.recover().await })
+    };
+    let record = runtime.block_on(async {
         let record = host.run_with(task, input, &options).await;
-        if let (false, Ok(run)) = (recovering.is_finished(), &record) {
-            eprintln!(
-                "run {} of {} {}; finishing the interrupted runs resumed at start-up (Ctrl-C leaves them for the next start)",
-                run.id,
-                run.task,
-                run.status.as_str()
-            );
-        }
-        match recovering.await {
-            Ok(Ok(resumed)) => {
-                for run in resumed {
-                    eprintln!("resumed interrupted run {} of {}: {}", run.id, run.task, run.status.as_str());
-                }
+        // Children still running (a parent that ended without waiting for them);
+        // with resumed runs under way, they are waited for after the run is shown.
+        if recovering.is_finished() {
+            let left = host.child_runs().running();
+            if left > 0 {
+                eprintln!("waiting for {left} child run(s) still running to finish");
+                host.wait_for_children().await;
             }
-            Ok(Err(e)) => eprintln!("cannot resume the interrupted runs: {e}"),
-            Err(e) => eprintln!("resuming the interrupted runs stopped: {e}"),
-        }
-        let left = host.child_runs().running();
-        if left > 0 {
-            eprintln!("waiting for {left} child run(s) still running to finish");
-            host.wait_for_children().await;
         }
         record
     });
     reporter.finish();
     host.save_pool_status(true);
     let run = Run::local(record?, host.store().as_ref());
-    Ok((run, host.progress().snapshot()))
+    let code = show(&run, &host.progress().snapshot())?;
+    if !recovering.is_finished() {
+        eprintln!("finishing the interrupted runs resumed at start-up (Ctrl-C leaves them for the next start)");
+    }
+    match runtime.block_on(recovering) {
+        Ok(Ok(resumed)) => {
+            for run in resumed {
+                eprintln!("resumed interrupted run {} of {}: {}", run.id, run.task, run.status.as_str());
+            }
+        }
+        Ok(Err(e)) => eprintln!("cannot resume the interrupted runs: {e}"),
+        Err(e) => eprintln!("resuming the interrupted runs stopped: {e}"),
+    }
+    runtime.block_on(host.wait_for_children());
+    Ok(code)
 }

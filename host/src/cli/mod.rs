@@ -282,7 +282,7 @@ pub fn main() -> ExitCode {
                 eprintln!("\n{detached}");
                 return ExitCode::from(130);
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", safe::text(&format!("{err:#}")));
             ExitCode::from(2)
         }
     }
@@ -383,8 +383,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("cannot read input file {}", path.display()))?,
                 (None, None) => bail!("give the task's input with --input JSON or --input-file PATH"),
             };
-            let (run, children) = backend.start_run(&task, &input, replay, progress::Style::detect(quiet || json))?;
-            output::print_finished(&run, &children, json)
+            let style = progress::Style::detect(quiet || json);
+            backend
+                .start_run(&task, &input, replay, style, &|run, children| output::print_finished(run, children, json))
         }
         Command::Runs { command } => runs::dispatch(&backend, command),
         Command::Report { run, output } => {

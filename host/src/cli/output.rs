@@ -121,8 +121,24 @@ pub fn report_html(run_id: &str, report: &Report) -> String {
     html
 }
 
+/// `text` as HTML text or an attribute value: markup characters as entities,
+/// and the characters a terminal would act on (the page may be printed) as
+/// numeric references, which a browser shows as the same text.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' | '\t' => out.push(c),
+            c if safe::is_unsafe(c) => out.push_str(&format!("&#x{:x};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -145,5 +161,10 @@ mod tests {
         assert_eq!(page.matches("</iframe>").count(), 1, "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("Run run-&lt;1&gt;"));
+        // Printed to a terminal, the page moves no cursor: controls are character references.
+        report.tabs.insert("t".into(), "\u{1b}[2J\u{202e}".into());
+        let page = report_html("r", &report);
+        assert!(!page.chars().any(|c| safe::is_unsafe(c) && c != '\n'), "{page:?}");
+        assert!(page.contains("&#x1b;[2J"), "a character reference, which the frame shows as the same text");
     }
 }

@@ -245,7 +245,7 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
         println!("cached    output reused from run {from}");
     }
     if let Some(parent) = &record.parent {
-        let group = record.group.as_deref().map(|g| format!(" in group {g}")).unwrap_or_default();
+        let group = record.group.as_deref().map(|g| format!(" in group {}", super::safe::line(g))).unwrap_or_default();
         println!("parent    run {parent}{group}");
     }
     let children = journal.iter().filter(|e| e.key.kind == cairn::model::CallKind::Child).count();

@@ -65,7 +65,7 @@ pub fn usage(backend: &Backend, since: &str, by: Option<&str>, json: bool) -> Re
     for row in rows.iter().chain(std::iter::once(&answer["total"])) {
         println!(
             "{:<28} {:>7} {:>12} {:>12} {:>12.6}",
-            row["key"].as_str().unwrap_or_default(),
+            super::safe::line(row["key"].as_str().unwrap_or_default()),
             row["calls"].as_u64().unwrap_or_default(),
             row["prompt_tokens"].as_u64().unwrap_or_default(),
             row["completion_tokens"].as_u64().unwrap_or_default(),

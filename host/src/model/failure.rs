@@ -102,8 +102,8 @@ failure_kinds! {
     /// A child would sit deeper below its top-level run than
     /// `resources.max_depth`: not retried.
     TooDeep = "too-deep",
-    /// A tree of runs grew past `resources.max_descendants` of its
-    /// top-level run's environment: not retried.
+    /// A tree of runs reached `resources.max_descendants` (of the
+    /// submitting run's environment) below its top-level run: not retried.
     TooManyDescendants = "too-many-descendants",
     /// The run's input is larger than `resources.max_input`: not retried.
     InputTooLarge = "input-too-large",

@@ -20,7 +20,7 @@ mod usage;
 
 pub use access::{ApiToken, Role};
 pub use executor::Executor;
-pub use failure::{Failure, FailureKind, LimitHit, cut_with_note};
+pub use failure::{Failure, FailureKind, LimitHit, MAX_GUEST_MESSAGE, cut_with_note};
 pub use journal::{CallKind, JournalEntry, ReplayKey};
 pub use output::{AttemptLog, Report};
 pub use quota::{LedgerLine, LedgerQuota, LedgerTotals, Price, Quotas, UsageRecord, day_and_month};

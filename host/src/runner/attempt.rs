@@ -391,7 +391,9 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
     }
     // The trap's reason and the guest's own (wasm) backtrace; never the host's Rust backtrace.
     let reason = trap.map(|t| format!(" ({t})")).unwrap_or_default();
-    Failure { kind: FailureKind::Trap, message: format!("the guest trapped{reason}: {error:#}"), retryable: true }
+    let message =
+        crate::model::cut_with_note(format!("the guest trapped{reason}: {error:#}"), crate::model::MAX_GUEST_MESSAGE);
+    Failure { kind: FailureKind::Trap, message, retryable: true }
 }
 
 #[cfg(test)]

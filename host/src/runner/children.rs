@@ -25,13 +25,16 @@ pub struct ChildSpawner {
     running: Mutex<HashMap<String, ChildHandle>>,
     /// Each parent's window of children in flight, while any of them waits or runs.
     windows: Mutex<HashMap<String, Weak<Semaphore>>>,
-    /// Runs this host may still add to each tree (by top-level run) before
-    /// it counts more in the store's ledger.
-    allowances: Mutex<HashMap<String, u64>>,
+    /// Runs this host may still add to each tree (by tenant and top-level
+    /// run) before it counts more in the store's ledger, and the limit they
+    /// were counted under.
+    allowances: Mutex<HashMap<(Tenant, String), (u64, u64)>>,
 }
 
 /// How many runs of a tree a host counts in the store's ledger at once.
 const DESCENDANT_CHUNK: u64 = 64;
+/// Trees a host keeps an allowance for at once.
+const MAX_ALLOWANCES: usize = 4096;
 
 /// How many children of one parent run are under way at once. The others
 /// wait with their parent's record already stored, holding a few hundred
@@ -280,19 +283,25 @@ impl Host {
         self.finished_elsewhere(&run.tenant, &run.id).await
     }
 
-    /// Counts one more run in the child's tree against its limit: from this
-    /// host's allowance for the tree, which is taken from the store's ledger
-    /// (line `descendants:ROOT`, atomic across hosts) a chunk at a time, so a
-    /// wide tree costs a store write per chunk, not per child. `false` when
-    /// the tree is full.
+    /// Counts one more run in the child's tree against its limit (its
+    /// submitting run's environment's): from this host's allowance for the
+    /// tree, which is taken from the store's ledger (line `descendants:ROOT`,
+    /// atomic across hosts) a chunk at a time, so a wide tree costs a store
+    /// write per chunk, not per child. `false` when the tree is full. A tree
+    /// never passes its limit; what hosts took and did not use (at most a
+    /// chunk each) may make it stop short of it.
     async fn count_descendant(&self, child: &ChildStart) -> Result<bool, StoreError> {
         let root = &child.lineage.root;
         if child.max_descendants == u64::MAX {
             return Ok(true);
         }
+        let key = (child.tenant.clone(), root.clone());
         {
             let mut allowances = self.children.allowances.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(left) = allowances.get_mut(root).filter(|left| **left > 0) {
+            // Taken under a limit no higher than this child's: it holds for this child too.
+            if let Some((left, _)) =
+                allowances.get_mut(&key).filter(|(left, limit)| *left > 0 && *limit <= child.max_descendants)
+            {
                 *left -= 1;
                 return Ok(true);
             }
@@ -303,10 +312,13 @@ impl Host {
                 LedgerLine { key: format!("descendants:{root}"), amount: chunk, limit: Some(child.max_descendants) };
             if self.store.reserve(&child.tenant, &[line]).await?.is_none() {
                 let mut allowances = self.children.allowances.lock().unwrap_or_else(|e| e.into_inner());
-                if allowances.len() >= 4096 {
-                    allowances.retain(|_, left| *left > 0);
+                if allowances.len() >= MAX_ALLOWANCES {
+                    // Forgetting what is left only ever refuses a tree early, never late.
+                    allowances.clear();
                 }
-                *allowances.entry(root.clone()).or_default() += chunk - 1;
+                let entry = allowances.entry(key).or_insert((0, child.max_descendants));
+                entry.0 += chunk - 1;
+                entry.1 = entry.1.min(child.max_descendants);
                 return Ok(true);
             }
         }

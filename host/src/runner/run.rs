@@ -68,7 +68,18 @@ impl Host {
             // Fail early and clearly if the cassette is not there.
             self.store.get_run(self.tenant_of(options), source)?;
         }
-        Ok((self.new_record(&task.name, input, options), task))
+        let most = self.manifest.environment_of(&task).resources.max_input;
+        if input.len() as u64 <= most {
+            return Ok((self.new_record(&task.name, input, options), task));
+        }
+        // Refused as it starts; the record never holds more than the input's start.
+        let mut run = self.new_record(&task.name, &crate::model::cut_with_note(input.to_owned(), 256), options);
+        let message = format!(
+            "the input is {} bytes, more than the task's environment's `resources.max_input` of {most}; pass large data by reference (a file), or raise it",
+            input.len()
+        );
+        run.error = Some(Failure { kind: FailureKind::InputTooLarge, message, retryable: false });
+        Ok((run, task))
     }
 
     /// The tenant a run made with `options` belongs to.
@@ -99,6 +110,9 @@ impl Host {
         task: &TaskSpec,
         options: &RunOptions,
     ) -> Result<RunRecord, RunnerError> {
+        if let Some(refused) = run.error.take_if(|e| e.kind == FailureKind::InputTooLarge) {
+            return self.finish(run, Err(refused)).await;
+        }
         let input = run.input.clone();
         let most = self.manifest.environment_of(task).resources.max_input;
         if input.len() as u64 > most {

@@ -99,10 +99,16 @@ impl Default for TreeLimits {
     }
 }
 
+/// The inputs of the children one call submits, in bytes together: a child
+/// waiting for its turn keeps its input in the host's memory until it starts.
+pub const MAX_CHILD_INPUTS: u64 = 64 << 20;
+
 /// Groups open at once, one inside the other, that a call may have.
 pub const MAX_GROUP_DEPTH: usize = 64;
 /// The longest full path (names joined by `/`) of a group.
 pub const MAX_GROUP_PATH: usize = 1024;
+/// Groups one call may open (each is a journal record).
+pub const MAX_GROUPS: u32 = 10_000;
 
 /// A child's final outcome: its output, or the failure that ended it.
 pub type ChildOutcome = Result<String, Failure>;
@@ -146,8 +152,11 @@ pub struct Submissions {
     /// Where the calling run sits in its tree, and how far it may grow it.
     lineage: Lineage,
     limits: TreeLimits,
-    /// Children submitted (or re-attached to) in this call.
+    /// Children submitted (or re-attached to) in this call, and their inputs' bytes.
     submitted: u32,
+    input_bytes: u64,
+    /// Groups opened on the instance before this call (ids are never reused).
+    groups_before: u64,
 }
 
 fn refused(kind: FailureKind, message: String) -> Failure {
@@ -166,6 +175,8 @@ impl Submissions {
             lineage: Lineage::default(),
             limits: TreeLimits::default(),
             submitted: 0,
+            input_bytes: 0,
+            groups_before: 0,
         }
     }
 
@@ -187,6 +198,8 @@ impl Submissions {
         self.groups.clear();
         self.unstored.clear();
         self.submitted = 0;
+        self.input_bytes = 0;
+        self.groups_before = self.next_group;
     }
 
     /// Receivers told when each submission's record is stored: the attempt
@@ -224,7 +237,7 @@ impl Submissions {
             let message = format!(
                 "a child of run {} would sit {} levels below its top-level run {}, past its environment's `resources.max_depth` of {}",
                 journal.run_id(),
-                self.lineage.depth + 1,
+                self.lineage.depth.saturating_add(1),
                 self.lineage.root,
                 self.limits.depth
             );
@@ -235,6 +248,13 @@ impl Submissions {
                 "the input of child task {task:?} is {} bytes, more than `resources.max_input` ({}); pass large data by reference (a file)",
                 input.len(),
                 self.limits.input
+            );
+            return Ok(Err(refused(FailureKind::InputTooLarge, message)));
+        }
+        if self.input_bytes + input.len() as u64 > MAX_CHILD_INPUTS {
+            let message = format!(
+                "the inputs of the children this attempt submits would pass {} MiB together; pass large data by reference (a file)",
+                MAX_CHILD_INPUTS >> 20
             );
             return Ok(Err(refused(FailureKind::InputTooLarge, message)));
         }
@@ -274,8 +294,9 @@ impl Submissions {
             sender
         });
         self.submitted += 1;
+        self.input_bytes += input.len() as u64;
         let parent = journal.run_id().to_owned();
-        let lineage = Lineage { depth: self.lineage.depth + 1, root: self.lineage.root.clone() };
+        let lineage = Lineage { depth: self.lineage.depth.saturating_add(1), root: self.lineage.root.clone() };
         let handle = children.start(ChildStart {
             id: id.clone(),
             parent: parent.clone(),
@@ -300,6 +321,10 @@ impl Submissions {
             Some((_, outer)) => format!("{outer}/{name}"),
             None => name,
         };
+        if self.next_group >= u64::from(MAX_GROUPS) + self.groups_before {
+            let message = format!("the call opened {MAX_GROUPS} groups already, as many as the host keeps of one call");
+            return Err(crate::model::LimitHit(Failure::new(FailureKind::GroupLimit, message, false)).into());
+        }
         if self.groups.len() >= MAX_GROUP_DEPTH || path.len() > MAX_GROUP_PATH {
             let message = format!(
                 "group {:?} would be {} deep with a path of {} bytes; the host keeps groups {MAX_GROUP_DEPTH} deep and {MAX_GROUP_PATH} bytes long at most (close groups you are done with)",
