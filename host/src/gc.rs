@@ -26,6 +26,9 @@ pub struct GcReport {
     pub removed: Vec<String>,
     /// Finished runs made before the cutoff but kept because they finished after it.
     pub kept: usize,
+    /// Runs kept because their directory could not be removed, each with
+    /// why: a record is never deleted while its files stay.
+    pub failed: Vec<String>,
 }
 
 /// Removes finished runs of `tenant` that finished more than `older_than` ago.
@@ -88,7 +91,9 @@ pub async fn collect_status(
             }
             if !sweep.dry_run {
                 if let Err(e) = dirs.remove(&run.id) {
-                    tracing::warn!(run = %run.id, "cannot remove the run's directory: {e}");
+                    tracing::warn!(run = %run.id, "kept: {e}");
+                    report.failed.push(format!("{}: {e}", run.id));
+                    continue;
                 }
                 store.delete_run(tenant, &run.id).await?;
             }

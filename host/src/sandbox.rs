@@ -35,6 +35,66 @@ pub enum SandboxError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The run's directory could not be removed (wholly).
+    #[error("cannot remove the directory of run {run_id}: {source}; remove .cairn/runs/{run_id} by hand")]
+    Remove {
+        /// The run.
+        run_id: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Removes directory `name` of `parent` and everything in it, holding at
+/// most four descriptors however deep it is (a guest can build a tree far
+/// deeper than a process may hold descriptors, which defeats a removal that
+/// keeps one open per level). The tree is flattened as it is emptied: each
+/// subdirectory's own subdirectories are moved up into `name` (renamed,
+/// never followed; a link is removed, not its target), then it is removed.
+pub fn remove_tree(parent: &Dir, name: &str) -> std::io::Result<()> {
+    let top = parent.open_dir(name)?;
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let mut moved = 0u64;
+    loop {
+        let mut left = false;
+        for entry in top.entries()? {
+            let entry = entry?;
+            left = true;
+            let entry_name = entry.file_name();
+            if !entry.file_type()?.is_dir() {
+                top.remove_file(&entry_name)?;
+                continue;
+            }
+            let sub = top.open_dir(&entry_name)?;
+            for inner in sub.entries()? {
+                let inner = inner?;
+                if inner.file_type()?.is_dir() {
+                    moved += 1;
+                    sub.rename(inner.file_name(), &top, format!(".cairn-removing-{tag}-{moved}"))?;
+                } else {
+                    sub.remove_file(inner.file_name())?;
+                }
+            }
+            drop(sub);
+            top.remove_dir(&entry_name)?;
+        }
+        if !left {
+            break;
+        }
+    }
+    drop(top);
+    parent.remove_dir(name)
+}
+
+/// [`remove_tree`] of the directory at `path`.
+pub fn remove_tree_at(path: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} names no directory", path.display()),
+        ));
+    };
+    remove_tree(&Dir::open_ambient_dir(parent, ambient_authority())?, name)
 }
 
 /// How many made directories are remembered before the memory starts over.
@@ -97,10 +157,10 @@ impl RunDirs {
             return Err(SandboxError::BadRunId(run_id.to_owned()));
         }
         self.made.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id);
-        match self.root.remove_dir_all(run_id) {
+        match remove_tree(&self.root, run_id) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(SandboxError::Create { run_id: run_id.to_owned(), source }),
+            Err(source) => Err(SandboxError::Remove { run_id: run_id.to_owned(), source }),
         }
     }
 }
@@ -126,5 +186,27 @@ mod tests {
         assert!(!dir.path().join("runs/0190-abc").exists());
         dirs.remove("0190-abc").unwrap();
         assert!(dirs.remove("..").is_err());
+    }
+
+    #[test]
+    fn a_tree_deeper_than_a_process_may_hold_descriptors_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = RunDirs::open(&dir.path().join("runs")).unwrap();
+        let work = dirs.work_dir("0190-deep").unwrap();
+        // 5,000 levels, each with a file, made through handles (a path that long
+        // could not be named), as a guest can.
+        let mut level = Dir::open_ambient_dir(&work, ambient_authority()).unwrap();
+        for n in 0..5_000 {
+            level.write(format!("f{n}"), b"x").unwrap();
+            level.create_dir("d").unwrap();
+            level = level.open_dir("d").unwrap();
+        }
+        level.symlink("../../../../../../../../../../..", "up").unwrap();
+        drop(level);
+        std::fs::write(dir.path().join("outside"), b"kept").unwrap();
+        dirs.remove("0190-deep").unwrap();
+        assert!(!dir.path().join("runs/0190-deep").exists());
+        assert_eq!(std::fs::read(dir.path().join("outside")).unwrap(), b"kept", "a link's target is left alone");
+        assert!(remove_tree_at(&dir.path().join("runs/nothing-here")).is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 use cairn::model::{FailureKind, RunRecord, RunStatus, Tenant};
 use cairn::runner::Host;
+use cairn::store::prelude::*;
 use cairn::store::{Lineage, RunFilter};
 
 use crate::support::project::Project;
@@ -121,4 +122,36 @@ fn a_guests_error_message_is_kept_to_16_kib() {
     let error = run.error.unwrap();
     assert!(error.message.len() < 17 << 10, "{}", error.message.len());
     assert!(error.message.ends_with("more bytes cut by the host]"));
+}
+
+#[test]
+fn gc_removes_a_tree_of_any_depth_and_keeps_a_run_whose_files_it_cannot_remove() {
+    let project = bomb_project("max_children = 5");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (deep, stuck) = runtime.block_on(async {
+        let host = project.host();
+        let failing = r#"{"mode": "error", "kind": "boom"}"#;
+        (host.run("probe", failing).await.unwrap(), host.run("probe", failing).await.unwrap())
+    });
+    let runs = project.path().join(".cairn/runs");
+    // A tree deeper than a process may hold descriptors, made through handles as a guest can.
+    std::fs::create_dir_all(runs.join(&deep.id).join("work")).unwrap();
+    let mut level =
+        cap_std::fs::Dir::open_ambient_dir(runs.join(&deep.id).join("work"), cap_std::ambient_authority()).unwrap();
+    for _ in 0..3_000 {
+        level.create_dir("d").unwrap();
+        level = level.open_dir("d").unwrap();
+    }
+    drop(level);
+    // A "directory" that is a file: it cannot be removed as one.
+    std::fs::remove_dir_all(runs.join(&stuck.id)).ok();
+    std::fs::write(runs.join(&stuck.id), b"not a directory").unwrap();
+    let out = project.cli(&["gc", "--older-than", "0s"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("kept run {}", stuck.id)), "{said}");
+    assert!(!runs.join(&deep.id).exists(), "the deep tree is gone");
+    let store = project.store();
+    assert!(store.get_run(&Tenant::default(), &deep.id).is_err());
+    assert!(store.get_run(&Tenant::default(), &stuck.id).is_ok(), "its record stays with its files");
 }

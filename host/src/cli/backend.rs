@@ -320,7 +320,8 @@ impl Backend {
             Backend::Remote(client) => {
                 let answer = client.post(&["gc"], json!({"older_than": older_than, "dry_run": dry_run}))?;
                 let removed = serde_json::from_value(answer["removed"].clone()).unwrap_or_default();
-                Ok(GcReport { removed, kept: answer["kept"].as_u64().unwrap_or_default() as usize })
+                let failed = serde_json::from_value(answer["failed"].clone()).unwrap_or_default();
+                Ok(GcReport { removed, kept: answer["kept"].as_u64().unwrap_or_default() as usize, failed })
             }
         }
     }

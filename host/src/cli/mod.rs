@@ -417,7 +417,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 report.removed.len(),
                 report.kept
             );
-            Ok(ExitCode::SUCCESS)
+            for failed in &report.failed {
+                eprintln!("kept run {failed}");
+            }
+            Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Secret { command } => secret::dispatch(&backend, command),
         Command::Tokens { command } => tokens::dispatch(&backend, command),

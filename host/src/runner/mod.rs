@@ -199,7 +199,7 @@ fn clear_instances_of_gone_hosts(instances: &std::path::Path) {
         if !flat && lease::holder_alive(&name) != Some(false) {
             continue;
         }
-        if let Err(e) = std::fs::remove_dir_all(entry.path())
+        if let Err(e) = crate::sandbox::remove_tree_at(&entry.path())
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("cannot clear {}: {e}", entry.path().display());

@@ -68,7 +68,7 @@ impl WarmInstance {
         match made.await {
             Ok((store, instance)) => Ok(WarmInstance { store, instance, stdout, stderr, dir, _slot: slot, share }),
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let _ = crate::sandbox::remove_tree_at(&dir);
                 Err(e)
             }
         }
@@ -107,7 +107,7 @@ impl WarmInstance {
 impl Drop for WarmInstance {
     fn drop(&mut self) {
         // Runs on the reaper thread (see `pool::reap`).
-        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+        if let Err(e) = crate::sandbox::remove_tree_at(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("cannot remove instance directory {}: {e}", self.dir.display());

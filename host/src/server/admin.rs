@@ -176,7 +176,7 @@ pub struct Gc {
 
 /// Deletes finished runs older than a cutoff, with their journals, logs, reports and directories.
 #[utoipa::path(post, path = "/api/v1/gc", tag = "admin", request_body = Gc,
-    responses((status = 200, description = "`{removed, kept}`"), (status = 400, description = "a bad age")))]
+    responses((status = 200, description = "`{removed, kept, failed}`: a run whose directory cannot be removed is kept (`failed`: id and why)"), (status = 400, description = "a bad age")))]
 pub async fn gc(
     State(state): State<AppState>,
     caller: Caller,
@@ -186,7 +186,7 @@ pub async fn gc(
     let age = crate::manifest::units::parse_duration(&body.older_than).map_err(ApiError::bad_request)?;
     let host = &state.host;
     let report = crate::gc::collect(host.store().as_ref(), host.run_dirs(), &caller.tenant, age, body.dry_run).await?;
-    Ok(axum::Json(json!({"removed": report.removed, "kept": report.kept})))
+    Ok(axum::Json(json!({"removed": report.removed, "kept": report.kept, "failed": report.failed})))
 }
 
 /// Secret names (never values).
