@@ -85,7 +85,7 @@ async fn a_wide_bomb_stops_at_the_tree_limit_and_its_retry_grows_it_no_further()
 
 #[tokio::test]
 async fn an_input_error_report_or_group_past_its_limit_ends_the_run_with_its_own_kind() {
-    let project = bomb_project(r#"max_input = "2KiB", max_report = "64KiB""#);
+    let project = bomb_project(r#"max_input = "2KiB", max_report = "64KiB", max_journal = "64KiB""#);
     let host = project.host();
 
     let big = format!(r#"{{"mode": "echo", "pad": "{}"}}"#, "x".repeat(4096));
@@ -108,7 +108,13 @@ async fn an_input_error_report_or_group_past_its_limit_ends_the_run_with_its_own
         let error = run.error.expect("the groups are refused");
         assert_eq!(error.kind, FailureKind::GroupLimit, "{}", error.message);
     }
-    let fine = host.run("probe", r#"{"mode": "flood", "report_bytes": 1000, "groups": 10}"#).await.unwrap();
+    let traces = r#"{"mode": "flood", "traces": 10, "trace_bytes": 16384}"#;
+    let run = host.run("probe", traces).await.unwrap();
+    let error = run.error.expect("the journal is refused");
+    assert_eq!((error.kind.clone(), error.retryable), (FailureKind::JournalTooLarge, false), "{}", error.message);
+    assert!(error.message.contains("max_journal"), "{}", error.message);
+    let fine = r#"{"mode": "flood", "report_bytes": 1000, "groups": 10, "traces": 2, "trace_bytes": 1000}"#;
+    let fine = host.run("probe", fine).await.unwrap();
     assert_eq!(fine.status, RunStatus::Succeeded, "{:?}", fine.error);
 }
 

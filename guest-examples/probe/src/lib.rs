@@ -388,14 +388,19 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
 }
 
 /// Grows what the host keeps of the run: appends `report_bytes` bytes to the
-/// report `times` times (default 1), then opens `groups` groups one inside the
-/// other, each named with `name_bytes` bytes (default 8). `{"done": true}`.
+/// report `times` times (default 1), records `traces` traced steps of
+/// `trace_bytes` bytes each, then opens `groups` groups one inside the other,
+/// each named with `name_bytes` bytes (default 8). `{"done": true}`.
 fn flood(args: &Value) -> Result<Value, TaskError> {
     let chunk = "x".repeat(usize::try_from(u64_arg(args, "report_bytes")?.unwrap_or(0)).unwrap_or(0));
     for _ in 0..u64_arg(args, "times")?.unwrap_or(1) {
         if !chunk.is_empty() {
             cairn_sdk::report::append("flood", &chunk);
         }
+    }
+    let value = "t".repeat(usize::try_from(u64_arg(args, "trace_bytes")?.unwrap_or(0)).unwrap_or(0));
+    for i in 0..u64_arg(args, "traces")?.unwrap_or(0) {
+        traced(&format!("flood-{i}"), &json!(i), || Ok::<_, TaskError>(value.clone()))?;
     }
     let name = "g".repeat(usize::try_from(u64_arg(args, "name_bytes")?.unwrap_or(8)).unwrap_or(8));
     let groups: Vec<tasks::Group> = (0..u64_arg(args, "groups")?.unwrap_or(0)).map(|_| tasks::Group::new(&name)).collect();

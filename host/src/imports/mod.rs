@@ -260,6 +260,7 @@ impl HostState {
     pub fn begin_call(&mut self, call: &CallSetup<'_>, memory: u64) {
         self.memory = MemoryCap { limit: memory, hit: false };
         self.journal.reset(call.run_id, call.attempt, call.mode);
+        self.journal.set_max_bytes(call.env.resources.max_journal);
         self.journal.set_fence(call.fence);
         self.caps.reset(call);
     }

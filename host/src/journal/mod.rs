@@ -50,7 +50,26 @@ pub enum JournalError {
     /// The blocking store task panicked or was cancelled.
     #[error("journal of run {0}: the store worker stopped unexpectedly")]
     Worker(String),
+    /// The attempt recorded more than its environment lets it.
+    #[error(
+        "journal of run {run_id}: this attempt would record {records} entries of {bytes} bytes, past its environment's limit of {max_records} entries or `resources.max_journal` = {max_bytes} bytes (LLM answers, traced steps, children); record less, or raise it"
+    )]
+    TooLarge {
+        /// The run.
+        run_id: String,
+        /// Entries and bytes with the refused one.
+        records: u64,
+        /// Bytes with the refused one.
+        bytes: u64,
+        /// The limits.
+        max_records: u64,
+        /// The limits.
+        max_bytes: u64,
+    },
 }
+
+/// Entries one attempt may record, whatever their size.
+pub const MAX_RECORDS: u64 = 100_000;
 
 /// A canonical text form of an input: JSON is re-serialised with sorted keys
 /// and no insignificant whitespace; anything else is kept as is.
@@ -101,6 +120,10 @@ pub struct Journal {
     pending_traces: HashMap<(String, String), Vec<u32>>,
     /// What every record carries to show the run is still this host's.
     fence: Option<Fence>,
+    /// Entries and bytes this attempt recorded, and the most it may.
+    records: u64,
+    bytes: u64,
+    max_bytes: u64,
 }
 
 impl Journal {
@@ -119,7 +142,16 @@ impl Journal {
             occurrences: HashMap::new(),
             pending_traces: HashMap::new(),
             fence: None,
+            records: 0,
+            bytes: 0,
+            max_bytes: u64::MAX,
         }
+    }
+
+    /// Bounds what this attempt may record to `max_bytes` (of outputs,
+    /// summaries and names) and [`MAX_RECORDS`] entries.
+    pub fn set_max_bytes(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
     }
 
     /// Records from now on carry `fence` (the attempt's hold on its run) and
@@ -149,6 +181,8 @@ impl Journal {
         self.recorded.clear();
         self.occurrences.clear();
         self.pending_traces.clear();
+        self.records = 0;
+        self.bytes = 0;
     }
 
     /// [`Journal::new`], read at once.
@@ -251,6 +285,20 @@ impl Journal {
         usage: Option<Usage>,
     ) -> Result<JournalEntry, JournalError> {
         self.load().await?;
+        let (records, bytes) = (
+            self.records + 1,
+            self.bytes + (output.len() + summary.len() + key.name.len() + key.input_hash.len()) as u64,
+        );
+        if records > MAX_RECORDS || bytes > self.max_bytes {
+            return Err(JournalError::TooLarge {
+                run_id: self.run_id.clone(),
+                records,
+                bytes,
+                max_records: MAX_RECORDS,
+                max_bytes: self.max_bytes,
+            });
+        }
+        (self.records, self.bytes) = (records, bytes);
         let entry = JournalEntry {
             key,
             seq: self.next_seq,

@@ -21,7 +21,7 @@ use crate::config::units;
 pub(super) mod raw {
     use super::*;
 
-    /// `resources = { memory, timeout, max_output, max_input, max_report,
+    /// `resources = { memory, timeout, max_output, max_input, max_report, max_journal,
     /// max_children, max_depth, max_descendants }` as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
@@ -36,6 +36,8 @@ pub(super) mod raw {
         pub max_input: Option<u64>,
         #[serde(default, deserialize_with = "units::opt_size")]
         pub max_report: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_journal: Option<u64>,
         pub max_children: Option<u32>,
         pub max_depth: Option<u32>,
         pub max_descendants: Option<u64>,
@@ -109,6 +111,7 @@ pub(super) fn validate(
             max_output: env.resources.max_output.unwrap_or(defaults.max_output),
             max_input: env.resources.max_input.unwrap_or(defaults.max_input),
             max_report: env.resources.max_report.unwrap_or(defaults.max_report),
+            max_journal: env.resources.max_journal.unwrap_or(defaults.max_journal),
             max_children: env.resources.max_children.unwrap_or(defaults.max_children),
             max_depth: env.resources.max_depth.unwrap_or(defaults.max_depth),
             max_descendants: env.resources.max_descendants.unwrap_or(defaults.max_descendants),

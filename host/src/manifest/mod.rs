@@ -95,6 +95,9 @@ pub struct Resources {
     pub max_input: u64,
     /// Largest report (its tabs' names and HTML together) a run may write.
     pub max_report: u64,
+    /// Bytes one attempt may record in its run's journal (LLM answers,
+    /// traced steps, children; outputs, summaries and names together).
+    pub max_journal: u64,
     /// Children one run may submit.
     pub max_children: u32,
     /// How far below its top-level run a child may sit (a top-level run's
@@ -113,6 +116,7 @@ impl Default for Resources {
             max_output: 1 << 20,
             max_input: 1 << 20,
             max_report: 16 << 20,
+            max_journal: 64 << 20,
             max_children: 10_000,
             max_depth: 16,
             max_descendants: 100_000,

@@ -112,6 +112,9 @@ failure_kinds! {
     /// The guest nested groups deeper, or named them longer, than the host
     /// keeps: not retried.
     GroupLimit = "group-limit",
+    /// An attempt recorded more in its journal than `resources.max_journal`
+    /// (or 100,000 entries): not retried.
+    JournalTooLarge = "journal-too-large",
 }
 
 impl PartialEq for FailureKind {

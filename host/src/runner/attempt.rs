@@ -360,6 +360,9 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
             JournalError::ReplayMiss { .. } => {
                 Failure { kind: FailureKind::ReplayMiss, message: journal.to_string(), retryable: false }
             }
+            JournalError::TooLarge { .. } => {
+                Failure { kind: FailureKind::JournalTooLarge, message: journal.to_string(), retryable: false }
+            }
             JournalError::Store { source, .. } if source.is_halted() => {
                 Failure { kind: FailureKind::Interrupted, message: journal.to_string(), retryable: false }
             }
