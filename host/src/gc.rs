@@ -90,7 +90,11 @@ pub async fn collect_status(
                 continue;
             }
             if !sweep.dry_run {
-                if let Err(e) = dirs.remove(&run.id) {
+                // An id that names no directory (an imported run's) has none to remove.
+                if let Err(e) = dirs.remove(&run.id).or_else(|e| match e {
+                    crate::sandbox::SandboxError::BadRunId(_) => Ok(()),
+                    other => Err(other),
+                }) {
                     tracing::warn!(run = %run.id, "kept: {e}");
                     report.failed.push(format!("{}: {e}", run.id));
                     continue;

@@ -50,8 +50,13 @@ pub enum SandboxError {
 /// deeper than a process may hold descriptors, which defeats a removal that
 /// keeps one open per level). The tree is flattened as it is emptied: each
 /// subdirectory's own subdirectories are moved up into `name` (renamed,
-/// never followed; a link is removed, not its target), then it is removed.
+/// never followed; a link, `name` itself included, is removed, not its
+/// target), then it is removed. An entry that vanishes meanwhile is
+/// skipped; `NotFound` means `name` itself is gone.
 pub fn remove_tree(parent: &Dir, name: &str) -> std::io::Result<()> {
+    if parent.symlink_metadata(name)?.file_type().is_symlink() {
+        return parent.remove_file(name);
+    }
     let top = parent.open_dir(name)?;
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let mut moved = 0u64;
@@ -61,22 +66,15 @@ pub fn remove_tree(parent: &Dir, name: &str) -> std::io::Result<()> {
             let entry = entry?;
             left = true;
             let entry_name = entry.file_name();
-            if !entry.file_type()?.is_dir() {
-                top.remove_file(&entry_name)?;
-                continue;
+            let emptied = if is_dir(&top, &entry_name, entry.file_type()?)? {
+                empty_into(&top, &entry_name, &tag, &mut moved).and_then(|()| top.remove_dir(&entry_name))
+            } else {
+                top.remove_file(&entry_name)
+            };
+            match emptied {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
             }
-            let sub = top.open_dir(&entry_name)?;
-            for inner in sub.entries()? {
-                let inner = inner?;
-                if inner.file_type()?.is_dir() {
-                    moved += 1;
-                    sub.rename(inner.file_name(), &top, format!(".cairn-removing-{tag}-{moved}"))?;
-                } else {
-                    sub.remove_file(inner.file_name())?;
-                }
-            }
-            drop(sub);
-            top.remove_dir(&entry_name)?;
         }
         if !left {
             break;
@@ -84,6 +82,37 @@ pub fn remove_tree(parent: &Dir, name: &str) -> std::io::Result<()> {
     }
     drop(top);
     parent.remove_dir(name)
+}
+
+/// Removes the files of `top`'s subdirectory `name` and moves its own
+/// subdirectories up into `top` (an empty one that cannot move is removed).
+fn empty_into(top: &Dir, name: &std::ffi::OsStr, tag: &str, moved: &mut u64) -> std::io::Result<()> {
+    let sub = top.open_dir(name)?;
+    for inner in sub.entries()? {
+        let inner = inner?;
+        let inner_name = inner.file_name();
+        let done = if is_dir(&sub, &inner_name, inner.file_type()?)? {
+            *moved += 1;
+            sub.rename(&inner_name, top, format!(".cairn-removing-{tag}-{moved}"))
+                .or_else(|e| sub.remove_dir(&inner_name).map_err(|_| e))
+        } else {
+            sub.remove_file(&inner_name)
+        };
+        match done {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether entry `name` of `dir` (of listed type `listed`) is a directory,
+/// asking the filesystem when the listing does not say (a link is not).
+fn is_dir(dir: &Dir, name: &std::ffi::OsStr, listed: cap_std::fs::FileType) -> std::io::Result<bool> {
+    if listed.is_dir() || listed.is_file() || listed.is_symlink() {
+        return Ok(listed.is_dir());
+    }
+    Ok(dir.symlink_metadata(name)?.is_dir())
 }
 
 /// [`remove_tree`] of the directory at `path`.
@@ -208,5 +237,12 @@ mod tests {
         assert!(!dir.path().join("runs/0190-deep").exists());
         assert_eq!(std::fs::read(dir.path().join("outside")).unwrap(), b"kept", "a link's target is left alone");
         assert!(remove_tree_at(&dir.path().join("runs/nothing-here")).is_err());
+        // A run "directory" that is a link to another run's: the link goes, the other stays.
+        dirs.work_dir("0190-other").unwrap();
+        std::fs::write(dir.path().join("runs/0190-other/work/file"), b"theirs").unwrap();
+        std::os::unix::fs::symlink("0190-other", dir.path().join("runs/0190-link")).unwrap();
+        dirs.remove("0190-link").unwrap();
+        assert!(!dir.path().join("runs/0190-link").exists());
+        assert_eq!(std::fs::read(dir.path().join("runs/0190-other/work/file")).unwrap(), b"theirs");
     }
 }

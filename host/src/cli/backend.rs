@@ -509,8 +509,9 @@ impl Backend {
 }
 
 /// `cairn run` without a server: a host in this process. The run is shown
-/// (`show`) as soon as it and its children end; runs a crashed host left
-/// behind are resumed beside it and finished after it is shown.
+/// (`show`) as soon as it ends (and its children, when nothing was resumed);
+/// runs a crashed host left behind are resumed beside it and finished after
+/// it is shown, or its error told.
 fn run_here(
     local: &Local,
     task: &str,
@@ -543,9 +544,12 @@ fn run_here(
         record
     });
     reporter.finish();
-    host.save_pool_status(true);
-    let run = Run::local(record?, host.store().as_ref());
-    let code = show(&run, &host.progress().snapshot())?;
+    // Shown (or its error told) first; the resumed runs and any children are
+    // finished after, whatever became of it.
+    let shown = record.map_err(anyhow::Error::from).and_then(|record| {
+        let run = Run::local(record, host.store().as_ref());
+        show(&run, &host.progress().snapshot())
+    });
     if !recovering.is_finished() {
         eprintln!("finishing the interrupted runs resumed at start-up (Ctrl-C leaves them for the next start)");
     }
@@ -558,6 +562,11 @@ fn run_here(
         Ok(Err(e)) => eprintln!("cannot resume the interrupted runs: {e}"),
         Err(e) => eprintln!("resuming the interrupted runs stopped: {e}"),
     }
-    runtime.block_on(host.wait_for_children());
-    Ok(code)
+    let left = host.child_runs().running();
+    if left > 0 {
+        eprintln!("waiting for {left} child run(s) still running to finish");
+        runtime.block_on(host.wait_for_children());
+    }
+    host.save_pool_status(true);
+    shown
 }

@@ -123,7 +123,8 @@ pub fn report_html(run_id: &str, report: &Report) -> String {
 
 /// `text` as HTML text or an attribute value: markup characters as entities,
 /// and the characters a terminal would act on (the page may be printed) as
-/// numeric references, which a browser shows as the same text.
+/// numeric references (a browser shows most as the same text; C1 controls
+/// it shows as their windows-1252 look-alikes).
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

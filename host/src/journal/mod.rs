@@ -52,7 +52,8 @@ pub enum JournalError {
     Worker(String),
     /// The attempt recorded more than its environment lets it.
     #[error(
-        "journal of run {run_id}: this attempt would record {records} entries of {bytes} bytes, past its environment's limit of {max_records} entries or `resources.max_journal` = {max_bytes} bytes (LLM answers, traced steps, children); record less, or raise it"
+        "journal of run {run_id}: this attempt would record {records} entries of {bytes} bytes, past {}",
+        if records > max_records { format!("the host's {max_records} entries per attempt; record fewer (fewer traced steps or children per attempt)") } else { format!("its environment's `resources.max_journal` of {max_bytes} bytes (LLM answers, traced steps, children); record less, or raise it") }
     )]
     TooLarge {
         /// The run.

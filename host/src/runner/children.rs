@@ -313,6 +313,9 @@ impl Host {
             if self.store.reserve(&child.tenant, &[line]).await?.is_none() {
                 let mut allowances = self.children.allowances.lock().unwrap_or_else(|e| e.into_inner());
                 if allowances.len() >= MAX_ALLOWANCES {
+                    allowances.retain(|_, (left, _)| *left > 0);
+                }
+                if allowances.len() >= MAX_ALLOWANCES {
                     // Forgetting what is left only ever refuses a tree early, never late.
                     allowances.clear();
                 }

@@ -94,6 +94,10 @@ impl Host {
             let task = run.attempts.last().and_then(|a| a.task.clone());
             run.attempts.push(AttemptRecord::not_attempted(interrupted, task, failure, started, now));
         }
+        // Its input was refused as it was made (the host stopped before it said so).
+        if let Some(refused) = run.error.take_if(|e| e.kind == FailureKind::InputTooLarge) {
+            return self.finish(run, Err(refused)).await;
+        }
         let (pre, digest) = match self.prepare(&task).await {
             Ok(prepared) => prepared,
             Err(failure) => return self.finish(run, Err(failure)).await,

@@ -101,7 +101,7 @@ impl Default for TreeLimits {
 
 /// The inputs of the children one call submits, in bytes together: a child
 /// waiting for its turn keeps its input in the host's memory until it starts.
-pub const MAX_CHILD_INPUTS: u64 = 64 << 20;
+pub const MAX_CHILD_INPUTS: u64 = 256 << 20;
 
 /// Groups open at once, one inside the other, that a call may have.
 pub const MAX_GROUP_DEPTH: usize = 64;
