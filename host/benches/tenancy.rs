@@ -84,6 +84,34 @@ async fn one_run(store: &Arc<dyn Store>, run_id: &str, calls: usize, priced: boo
     }
 }
 
+/// `tasks` tasks at once, each taking a hold from `take` and giving it back
+/// `each` times (yielding while it holds one): µs per hold.
+async fn contend<F, Fut, H>(tasks: usize, each: usize, take: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = H> + Send,
+    H: Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..tasks)
+        .map(|_| {
+            let take = take.clone();
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    let held = take().await;
+                    tokio::task::yield_now().await;
+                    drop(held);
+                }
+            })
+        })
+        .collect();
+    let held = (tasks.len() * each) as u64;
+    for task in tasks {
+        task.await.unwrap();
+    }
+    us_per(started.elapsed(), held)
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tenancy");
@@ -175,40 +203,22 @@ fn main() {
             let each = CONTENDED / contenders;
             let (mut bare, mut shared) = (Series::new(), Series::new());
             for round in plan.rounds() {
-                let started = Instant::now();
-                let tasks: Vec<_> = (0..contenders)
-                    .map(|_| {
+                let take_permit = {
+                    let permits = permits.clone();
+                    move || {
                         let permits = permits.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..each {
-                                let permit = permits.clone().acquire_owned().await.unwrap();
-                                tokio::task::yield_now().await;
-                                drop(permit);
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                bare.add(round, us_per(started.elapsed(), (contenders * each) as u64));
-                let started = Instant::now();
-                let tasks: Vec<_> = (0..contenders)
-                    .map(|_| {
+                        async move { permits.acquire_owned().await.unwrap() }
+                    }
+                };
+                bare.add(round, contend(contenders, each, take_permit).await);
+                let take_share = {
+                    let gate = gate.clone();
+                    move || {
                         let gate = gate.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..each {
-                                let share = gate.acquire(64 << 20, None).await.unwrap();
-                                tokio::task::yield_now().await;
-                                drop(share);
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                shared.add(round, us_per(started.elapsed(), (contenders * each) as u64));
+                        async move { gate.acquire(64 << 20, None).await.unwrap() }
+                    }
+                };
+                shared.add(round, contend(contenders, each, take_share).await);
             }
             println!("   {contenders} tasks for {ROOM} at once, per share:");
             println!("   a semaphore permit          {}", bare.show_us());

@@ -321,25 +321,20 @@ pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> R
             .map(Some)
             .ok_or_else(|| format!("{key} is dollars (e.g. 5 or 2.50, or `none`), not {value:?}"))
     };
-    match key {
-        "concurrent_runs" => {
-            let n = count()?;
-            if n == Some(0) {
-                return Err("concurrent_runs must be at least 1".into());
-            }
-            quotas.concurrent_runs = n.map(|n| n.min(u64::from(u32::MAX)) as u32);
+    // A count that must be at least 1 (a quota of none would stop the tenant for good).
+    let slots = || -> Result<Option<u32>, String> {
+        match count()? {
+            Some(0) => Err(format!("{key} must be at least 1")),
+            n => Ok(n.map(|n| n.min(u64::from(u32::MAX)) as u32)),
         }
+    };
+    match key {
+        "concurrent_runs" => quotas.concurrent_runs = slots()?,
         "tokens_per_run" => quotas.tokens_per_run = count()?,
         "tokens_per_day" => quotas.tokens_per_day = count()?,
         "cost_per_day" => quotas.cost_per_day_micros = money()?,
         "cost_per_month" => quotas.cost_per_month_micros = money()?,
-        "live_instances" => {
-            let n = count()?;
-            if n == Some(0) {
-                return Err("live_instances must be at least 1".into());
-            }
-            quotas.live_instances = n.map(|n| n.min(u64::from(u32::MAX)) as u32);
-        }
+        "live_instances" => quotas.live_instances = slots()?,
         "memory" => {
             quotas.memory_bytes = match (none, crate::config::units::parse_size(value)) {
                 (true, _) => None,

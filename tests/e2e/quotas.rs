@@ -12,6 +12,21 @@ use serde_json::json;
 
 use crate::support::project::Project;
 
+/// `count` runs of the probe on `input`, all started at once; their records as they end.
+async fn at_once(host: &Arc<Host>, count: usize, input: &'static str) -> Vec<RunRecord> {
+    let all: Vec<_> = (0..count)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.run("probe", input).await.unwrap() })
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for run in all {
+        runs.push(run.await.unwrap());
+    }
+    runs
+}
+
 /// A mock priced at $1,000 per million tokens, so a token is a tenth of a
 /// cent, answering at most 40 tokens.
 fn priced(store: Option<&str>, quota: &str) -> String {
@@ -46,19 +61,7 @@ fn fifty_concurrent_runs_never_overspend_a_daily_budget(store: Option<String>) {
     let project = Project::new(&priced(store.as_deref(), &format!("cost_per_day = {}", budget_micros as f64 / 1e6)));
     let host = project.host();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let runs: Vec<RunRecord> = runtime.block_on(async {
-        let racing: Vec<_> = (0..50)
-            .map(|_| {
-                let host = host.clone();
-                tokio::spawn(async move { host.run("probe", r#"{"mode": "llm-calls", "calls": 1}"#).await.unwrap() })
-            })
-            .collect();
-        let mut runs = Vec::new();
-        for run in racing {
-            runs.push(run.await.unwrap());
-        }
-        runs
-    });
+    let runs = runtime.block_on(at_once(&host, 50, r#"{"mode": "llm-calls", "calls": 1}"#));
     let succeeded: Vec<&RunRecord> = runs.iter().filter(|r| r.status == RunStatus::Succeeded).collect();
     let refused: Vec<&RunRecord> = runs.iter().filter(|r| r.status == RunStatus::Failed).collect();
     assert_eq!(succeeded.len() + refused.len(), 50);
@@ -106,19 +109,7 @@ fn a_tenant_at_its_concurrency_quota_queues_and_does_not_fail() {
     );
     let host = project.host();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let runs: Vec<RunRecord> = runtime.block_on(async {
-        let all: Vec<_> = (0..6)
-            .map(|_| {
-                let host = host.clone();
-                tokio::spawn(async move { host.run("probe", r#"{"mode": "sleep", "ms": 300}"#).await.unwrap() })
-            })
-            .collect();
-        let mut runs = Vec::new();
-        for run in all {
-            runs.push(run.await.unwrap());
-        }
-        runs
-    });
+    let runs = runtime.block_on(at_once(&host, 6, r#"{"mode": "sleep", "ms": 300}"#));
     assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded), "queued, not failed");
     // At no moment were more than two attempts under way.
     let spans: Vec<(u64, u64)> =
@@ -235,14 +226,7 @@ fn instance_quotas(quota: &str) -> Project {
 /// Runs `count` probes that sleep 200 ms, all at once; how long they took together.
 async fn sleepers(host: &Arc<Host>, count: usize) -> Duration {
     let started = Instant::now();
-    let all: Vec<_> = (0..count)
-        .map(|_| {
-            let host = host.clone();
-            tokio::spawn(async move { host.run("probe", r#"{"mode": "sleep", "ms": 200}"#).await.unwrap() })
-        })
-        .collect();
-    for run in all {
-        let run = run.await.unwrap();
+    for run in at_once(host, count, r#"{"mode": "sleep", "ms": 200}"#).await {
         assert_eq!(run.status, RunStatus::Succeeded, "queued, not failed: {:?}", run.error);
     }
     started.elapsed()

@@ -47,7 +47,7 @@ pub fn dispatch(backend: &Backend, command: DlqCommand) -> Result<ExitCode> {
             let letters = backend.dead_letters()?;
             if json {
                 for letter in &letters {
-                    println!("{}", super::safe::text(&serde_json::to_string(letter)?));
+                    super::safe::print_json_line(letter)?;
                 }
             } else {
                 println!("{:<36}  {:<20}  {:>8}  error", "RUN", "TASK", "ATTEMPTS");
@@ -66,12 +66,12 @@ pub fn dispatch(backend: &Backend, command: DlqCommand) -> Result<ExitCode> {
             let Some(letter) = backend.dead_letter(&run)? else {
                 bail!("run {run} is not in the dead-letter queue; see `cairn dlq list`");
             };
-            println!("{}", super::safe::text(&serde_json::to_string_pretty(&letter)?));
+            super::safe::print_json(&letter)?;
         }
         DlqCommand::Retry { run, stub_output, json } => {
             let run = backend.retry_dead(&run, stub_output)?;
             if json {
-                println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
+                super::safe::print_json(&run.view)?;
             } else {
                 output::print_run_for_people(&run.record);
             }

@@ -15,7 +15,7 @@ use super::safe;
 /// returns the exit code its status calls for.
 pub fn print_finished(run: &Run, children: &ProgressSnapshot, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
+        super::safe::print_json(&run.view)?;
     } else {
         print_run_for_people(&run.record);
         print_children_summary(children);
@@ -75,7 +75,8 @@ pub fn print_children_summary(children: &ProgressSnapshot) {
 fn print_output(output: &str) {
     let fields = match serde_json::from_str::<Value>(output) {
         Ok(Value::Object(fields)) => fields,
-        Ok(other) => return println!("{}", safe::text(&serde_json::to_string_pretty(&other).unwrap_or_default())),
+        // A JSON value always serialises.
+        Ok(other) => return drop(safe::print_json(&other)),
         Err(_) => return println!("{}", safe::text(output)),
     };
     let is_section = |value: &Value| matches!(value, Value::String(text) if text.contains('\n') || text.len() > 80);

@@ -127,7 +127,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
             let runs = backend.list_runs(filter)?;
             if json {
                 for run in &runs {
-                    println!("{}", super::safe::text(&run.view.to_string()));
+                    super::safe::print_json_line(&run.view)?;
                 }
             } else {
                 println!("{:<36}  {:<20}  {:<9}  {:>8}  {:>8}  error", "RUN", "TASK", "STATUS", "ATTEMPTS", "MS");
@@ -150,7 +150,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         RunsCommand::Show { run, json } => {
             let run = backend.run(&run)?;
             if json {
-                println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
+                super::safe::print_json(&run.view)?;
             } else {
                 show(&run.record, &backend.journal(&run.record.id)?);
             }
@@ -158,7 +158,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         RunsCommand::Journal { run, json } => {
             let entries = backend.journal(&run)?;
             if json {
-                println!("{}", super::safe::text(&serde_json::to_string_pretty(&json!(entries))?));
+                super::safe::print_json(&json!(entries))?;
             } else {
                 println!(
                     "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  summary",
@@ -176,7 +176,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
         RunsCommand::Cancel { run, json } => {
             let run = backend.cancel(&run)?;
             if json {
-                println!("{}", super::safe::text(&serde_json::to_string_pretty(&run.view)?));
+                super::safe::print_json(&run.view)?;
             } else {
                 eprintln!("run {} of {}: {}", run.record.id, run.record.task, run.record.status.as_str());
             }
@@ -194,7 +194,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
             }
             for run in &resumed {
                 if json {
-                    println!("{}", super::safe::text(&run.view.to_string()));
+                    super::safe::print_json_line(&run.view)?;
                 } else {
                     eprintln!("resumed run {} of {}: {}", run.record.id, run.record.task, run.record.status.as_str());
                 }

@@ -42,6 +42,19 @@ pub fn line(text: &str) -> Cow<'_, str> {
     escaped(text, |_| false)
 }
 
+/// Prints `value` as indented JSON, escaped as [`text`] escapes (so it stays
+/// JSON, holding the same text).
+pub fn print_json(value: &impl serde::Serialize) -> serde_json::Result<()> {
+    println!("{}", text(&serde_json::to_string_pretty(value)?));
+    Ok(())
+}
+
+/// Prints `value` as one line of JSON, escaped as [`print_json`] does.
+pub fn print_json_line(value: &impl serde::Serialize) -> serde_json::Result<()> {
+    println!("{}", text(&serde_json::to_string(value)?));
+    Ok(())
+}
+
 /// `text` keeping its lines and tabs: every other control character escaped.
 pub fn text(text: &str) -> Cow<'_, str> {
     escaped(text, |c| c == '\n' || c == '\t')

@@ -29,7 +29,7 @@ pub fn local(local: &Local) -> Result<Value> {
 pub fn show(backend: &Backend, as_json: bool) -> Result<ExitCode> {
     let status = backend.status()?;
     if as_json {
-        println!("{}", super::safe::text(&serde_json::to_string_pretty(&status)?));
+        super::safe::print_json(&status)?;
         return Ok(ExitCode::SUCCESS);
     }
     let pools = &status["pools"];

@@ -48,7 +48,7 @@ pub fn dispatch(backend: &Backend, command: TokensCommand) -> Result<ExitCode> {
         TokensCommand::Create { role, expires, json } => {
             let made = create(backend, &role, expires.as_deref())?;
             if json {
-                println!("{}", super::safe::text(&serde_json::to_string_pretty(&made)?));
+                super::safe::print_json(&made)?;
             } else {
                 println!("{}", made["token"].as_str().unwrap_or_default());
                 eprintln!(
@@ -63,7 +63,7 @@ pub fn dispatch(backend: &Backend, command: TokensCommand) -> Result<ExitCode> {
         TokensCommand::List { json } => {
             let tokens = list(backend)?;
             if json {
-                println!("{}", super::safe::text(&serde_json::to_string_pretty(&json!({"tokens": tokens}))?));
+                super::safe::print_json(&json!({"tokens": tokens}))?;
             } else {
                 println!("{:<18} {:<10} {:<32} EXPIRES", "ID", "ROLE", "TENANT");
                 for token in &tokens {

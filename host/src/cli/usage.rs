@@ -50,7 +50,7 @@ pub fn usage(backend: &Backend, since: &str, by: Option<&str>, json: bool) -> Re
         }
     };
     if json {
-        println!("{}", super::safe::text(&serde_json::to_string_pretty(&answer)?));
+        super::safe::print_json(&answer)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -96,7 +96,7 @@ pub fn quota(backend: &Backend, command: QuotaCommand) -> Result<ExitCode> {
         }
     };
     if matches!(command, QuotaCommand::Show { json: true }) {
-        println!("{}", super::safe::text(&serde_json::to_string_pretty(&answer)?));
+        super::safe::print_json(&answer)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("quotas of {}", answer["tenant"].as_str().unwrap_or_default());

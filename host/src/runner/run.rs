@@ -68,18 +68,26 @@ impl Host {
             // Fail early and clearly if the cassette is not there.
             self.store.get_run(self.tenant_of(options), source)?;
         }
-        let most = self.manifest.environment_of(&task).resources.max_input;
-        if input.len() as u64 <= most {
-            return Ok((self.new_record(&task.name, input, options), task));
-        }
-        // Refused as it starts; the record never holds more than the input's start.
-        let mut run = self.new_record(&task.name, &crate::model::cut_with_note(input.to_owned(), 256), options);
-        let message = format!(
-            "the input is {} bytes, more than the task's environment's `resources.max_input` of {most}; pass large data by reference (a file), or raise it",
-            input.len()
-        );
-        run.error = Some(Failure { kind: FailureKind::InputTooLarge, message, retryable: false });
+        let mut run = self.new_record(&task.name, input, options);
+        // Refused as it starts (the mark is the error); the record never holds it whole.
+        run.error = self.refuse_large_input(&task, &mut run);
         Ok((run, task))
+    }
+
+    /// Refuses `run`'s input if it is larger than its task's environment
+    /// allows (`resources.max_input`); the record then keeps the input's start
+    /// only, so a refused input costs no store space.
+    fn refuse_large_input(&self, task: &TaskSpec, run: &mut RunRecord) -> Option<Failure> {
+        let most = self.manifest.environment_of(task).resources.max_input;
+        let bytes = run.input.len();
+        if bytes as u64 <= most {
+            return None;
+        }
+        run.input = crate::model::cut_with_note(std::mem::take(&mut run.input), 256);
+        let message = format!(
+            "the input is {bytes} bytes, more than the task's environment's `resources.max_input` of {most}; pass large data by reference (a file), or raise it"
+        );
+        Some(Failure { kind: FailureKind::InputTooLarge, message, retryable: false })
     }
 
     /// The tenant a run made with `options` belongs to.
@@ -110,21 +118,11 @@ impl Host {
         task: &TaskSpec,
         options: &RunOptions,
     ) -> Result<RunRecord, RunnerError> {
-        if let Some(refused) = run.error.take_if(|e| e.kind == FailureKind::InputTooLarge) {
+        let refused = run.error.take_if(|e| e.kind == FailureKind::InputTooLarge);
+        if let Some(refused) = refused.or_else(|| self.refuse_large_input(task, &mut run)) {
             return self.finish(run, Err(refused)).await;
         }
         let input = run.input.clone();
-        let most = self.manifest.environment_of(task).resources.max_input;
-        if input.len() as u64 > most {
-            let message = format!(
-                "the input is {} bytes, more than the task's environment's `resources.max_input` of {most}; pass large data by reference (a file), or raise it",
-                input.len()
-            );
-            let failure = Failure { kind: FailureKind::InputTooLarge, message, retryable: false };
-            // The record keeps the input's start only, so a refused input costs no store space.
-            run.input = crate::model::cut_with_note(input, 256);
-            return self.finish(run, Err(failure)).await;
-        }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
             let failure = Failure {
                 kind: FailureKind::InvalidInput,
