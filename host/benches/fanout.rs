@@ -49,7 +49,7 @@ fn main() {
         format!(
             r#"
             [environments.driver]
-            resources = {{ timeout = "30m", max_output = "64MiB" }}
+            resources = {{ timeout = "30m", max_output = "64MiB", max_children = {children}, max_descendants = {children}, max_handles = {handles} }}
             [environments.workers]
             reuse = {{ replicas = 2, concurrency = 16, queue_timeout = "30m" }}
 
@@ -60,7 +60,9 @@ fn main() {
             component = {probe:?}
             environment = "workers"
             "#,
-            probe = probe.display().to_string()
+            probe = probe.display().to_string(),
+            // Every pending child is a handle of the parent's until it is gathered.
+            handles = children + 1024,
         ),
     )
     .unwrap();

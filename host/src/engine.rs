@@ -21,12 +21,19 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Component instances the pooling allocator holds at once: warm instances
-/// of every pool plus fresh ones (see [`MAX_FRESH_INSTANCES`]).
-pub const MAX_INSTANCES: u32 = 1000;
-/// Fresh (not pooled) instances alive at once; more attempts wait their turn.
+/// of every pool, fresh ones running and fresh ones parked (see
+/// [`MAX_FRESH_INSTANCES`] and [`MAX_PARKED_INSTANCES`]), and the reaper's backlog.
+pub const MAX_INSTANCES: u32 = 1200;
+/// Fresh (not pooled) instances running at once; more attempts wait their turn.
 pub const MAX_FRESH_INSTANCES: usize = 200;
+/// The most fresh instances one tree of runs holds at once, so that other
+/// runs find a slot while a tree fills the rest.
+pub const FRESH_PER_TREE: usize = MAX_FRESH_INSTANCES / 2;
+/// Fresh instances parked at once: waiting on their children, they hold an
+/// instance slot of the engine but none of [`MAX_FRESH_INSTANCES`].
+pub const MAX_PARKED_INSTANCES: usize = 200;
 /// The most warm instances all pools together may hold: what is left of
-/// [`MAX_INSTANCES`] after fresh instances and the reaper's backlog.
+/// [`MAX_INSTANCES`] after fresh instances, parked ones and the reaper's backlog.
 pub const MAX_POOLED_INSTANCES: usize = 700;
 
 /// How often the epoch advances; attempt timeouts are measured in these ticks.

@@ -84,6 +84,37 @@ async fn a_wide_bomb_stops_at_the_tree_limit_and_its_retry_grows_it_no_further()
 }
 
 #[tokio::test]
+async fn a_tree_that_hit_its_limit_is_cancelled_not_resumed() {
+    let project = bomb_project("max_descendants = 40, max_depth = 8");
+    let host = project.host();
+    // Each parent waits on its children; the leaves would sleep for a minute.
+    let run = host.run("probe", r#"{"mode": "bomb", "width": 3, "levels": 4, "leaf_ms": 60000}"#).await.unwrap();
+    let error = run.error.clone().expect("the tree is full");
+    assert_eq!(error.kind, FailureKind::TooManyDescendants, "{}", error.message);
+    // What the tree still had running is cancelled rather than left to sleep out.
+    tokio::time::timeout(std::time::Duration::from_secs(30), host.wait_for_children())
+        .await
+        .expect("the rest of the tree ends at once");
+    let runs = all_runs(&host);
+    assert!(runs.iter().all(|r| r.status.is_finished()), "{:?}", runs.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(runs.iter().any(|r| r.status == RunStatus::Cancelled), "the sleeping leaves were cancelled");
+
+    // A run of that tree a crashed host left behind is cancelled at the next
+    // start, not resumed (and growing the tree) at every start.
+    let mut orphan = runs.iter().find(|r| r.depth == 2).expect("a run two levels down").clone();
+    orphan.id = uuid::Uuid::now_v7().to_string();
+    orphan.status = RunStatus::Running;
+    orphan.error = None;
+    orphan.finished_at_ms = None;
+    orphan.lease = Some(cairn::model::Lease { owner: "gone-host".into(), expires_at_ms: 1 });
+    host.store().create_run(&orphan).await.unwrap();
+    let recovered = host.recover().await.unwrap();
+    let ended = recovered.iter().find(|r| r.id == orphan.id).expect("looked at by recovery");
+    assert_eq!(ended.status, RunStatus::Cancelled, "{:?}", ended.error);
+    assert_eq!(all_runs(&host).len(), runs.len() + 1, "nothing was added to the tree");
+}
+
+#[tokio::test]
 async fn an_input_error_report_or_group_past_its_limit_ends_the_run_with_its_own_kind() {
     let project = bomb_project(r#"max_input = "2KiB", max_report = "64KiB", max_journal = "64KiB""#);
     let host = project.host();

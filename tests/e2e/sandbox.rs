@@ -81,3 +81,75 @@ async fn guest_reads_and_writes_its_run_dir_and_cannot_escape_it() {
     let note = work.join("note.txt");
     assert_eq!(std::fs::read_to_string(note).unwrap(), "hello", "the file lands in the run's own directory");
 }
+
+/// Every file under `dir` with its bytes (links as their targets), leaving
+/// out the host's own state and the directories of runs not in `keep`.
+fn snapshot(dir: &Path, runs_kept: &[&str]) -> Vec<(PathBuf, String)> {
+    let mut seen = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(dir).unwrap();
+            let text = relative.to_string_lossy();
+            let host_state = [".cairn/cairn.redb", ".cairn/artifacts", ".cairn/instances", ".cairn/master.key"]
+                .iter()
+                .any(|own| text.starts_with(own));
+            let other_run = text.starts_with(".cairn/runs/")
+                && relative.components().count() > 2
+                && !runs_kept.iter().any(|kept| text.starts_with(&format!(".cairn/runs/{kept}")));
+            if host_state || other_run {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else if meta.file_type().is_symlink() {
+                format!("link to {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned()
+            };
+            seen.push((relative.to_path_buf(), content));
+        }
+    }
+    seen.sort();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_way_out_of_the_run_directory_is_refused_and_nothing_outside_changes() {
+    let project = Project::new(
+        r#"
+        retention = { keep_dirs = true }
+
+        [tasks.escape]
+        component = "{probe}"
+        "#,
+    );
+    let host = project.host();
+    // Beside the run directories: a file of the host's and another run's secret.
+    let runs = project.path().join(".cairn/runs");
+    std::fs::create_dir_all(runs.join("other-run/work")).unwrap();
+    std::fs::write(runs.join("outside.txt"), "host secret").unwrap();
+    std::fs::write(runs.join("other-run/work/secret.txt"), "other run's secret").unwrap();
+    std::fs::write(project.path().join("outside.txt"), "project secret").unwrap();
+    let before = snapshot(project.path(), &["other-run", "outside.txt"]);
+
+    let run = host.run("escape", r#"{"mode": "escape", "other": "other-run"}"#).await.unwrap();
+    let out = output_json(&run);
+    let attempts = out["attempts"].as_object().unwrap();
+    assert!(attempts.len() >= 30, "{} attempts: {out}", attempts.len());
+    for (name, result) in attempts {
+        let result = result.as_str().unwrap();
+        assert!(result.starts_with("err:"), "{name} got out: {result}");
+        assert!(!result.contains("secret") && !result.contains("root:"), "{name} leaked: {result}");
+    }
+    // Nothing outside the run's own directory changed; nothing was written elsewhere.
+    assert_eq!(snapshot(project.path(), &["other-run", "outside.txt"]), before);
+    assert!(!Path::new("/tmp/cairn-pwned.txt").exists());
+    let beside: Vec<_> = std::fs::read_dir(runs.join(&run.id)).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["work"], "nothing beside the guest's directory in its run's");
+    let own = runs.join(&run.id).join("work");
+    assert_eq!(std::fs::read_to_string(own.join("note.txt")).unwrap(), "mine", "the guest wrote in its own directory");
+}

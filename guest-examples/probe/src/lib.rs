@@ -5,7 +5,10 @@
 //! Modes: `echo`, `llm-calls`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
 //! `error`, `secret`, `use-secret`, `leak-secret`, `trace`, `traced-llm`, `stdout`, and for
 //! warm instances and child tasks: `counter`, `sleep`, `fanout` and `call`
-//! (see each function).
+//! (see each function); attacks on the host's own resources in [`hostile`].
+
+mod escape;
+mod hostile;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,8 +50,11 @@ impl Guest for Probe {
             "sleep" => sleep(&args)?,
             "fanout" => fanout(&args)?,
             "call" => call(&args)?,
-            "bomb" => bomb(&args, &input)?,
-            "flood" => flood(&args)?,
+            "bomb" => hostile::bomb(&args, &input)?,
+            "flood" => hostile::flood(&args)?,
+            "handles" => hostile::handles(&args)?,
+            "disk" => hostile::disk(&args)?,
+            "escape" => escape::escape(&args),
             other => return Err(TaskError::invalid_input(format!("unknown mode {other:?}"))),
         };
         Ok(out.to_string())
@@ -57,7 +63,7 @@ impl Guest for Probe {
 
 cairn_sdk::bindings::export!(Probe);
 
-fn u64_arg(args: &Value, key: &str) -> Result<Option<u64>, TaskError> {
+pub(crate) fn u64_arg(args: &Value, key: &str) -> Result<Option<u64>, TaskError> {
     match args.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -147,7 +153,7 @@ fn read(path: &str) -> String {
 /// Creates symlink `link` -> `target` (replacing an old one) through wasi-libc,
 /// since `std::os::wasi::fs::symlink_path` is still unstable.
 #[cfg(target_os = "wasi")]
-fn symlink(target: &str, link: &str) -> std::io::Result<()> {
+pub(crate) fn symlink(target: &str, link: &str) -> std::io::Result<()> {
     use std::ffi::{CString, c_char, c_int};
     unsafe extern "C" {
         fn symlink(target: *const c_char, link: *const c_char) -> c_int;
@@ -192,7 +198,10 @@ fn big_output(args: &Value) -> Result<Value, TaskError> {
 /// The task error described by the input.
 fn error(args: &Value) -> Result<TaskError, TaskError> {
     let kind = str_arg(args, "kind")?;
-    let message = args.get("message").and_then(Value::as_str).unwrap_or("probe: error requested");
+    let message = match u64_arg(args, "message_bytes")? {
+        Some(n) => "m".repeat(usize::try_from(n).unwrap_or(0)),
+        None => args.get("message").and_then(Value::as_str).unwrap_or("probe: error requested").to_owned(),
+    };
     let retryable = args.get("retryable").and_then(Value::as_bool).unwrap_or(false);
     Ok(TaskError::new(kind, message).retryable(retryable))
 }
@@ -385,43 +394,6 @@ fn fanout(args: &Value) -> Result<Value, TaskError> {
     Ok(
         json!({ "children": count, "failed": failed, "outputs_bytes": outputs_bytes, "first_error": first_error, "run_ids": ids }),
     )
-}
-
-/// Grows what the host keeps of the run: appends `report_bytes` bytes to the
-/// report `times` times (default 1), records `traces` traced steps of
-/// `trace_bytes` bytes each, then opens `groups` groups one inside the other,
-/// each named with `name_bytes` bytes (default 8). `{"done": true}`.
-fn flood(args: &Value) -> Result<Value, TaskError> {
-    let chunk = "x".repeat(usize::try_from(u64_arg(args, "report_bytes")?.unwrap_or(0)).unwrap_or(0));
-    for _ in 0..u64_arg(args, "times")?.unwrap_or(1) {
-        if !chunk.is_empty() {
-            cairn_sdk::report::append("flood", &chunk);
-        }
-    }
-    let value = "t".repeat(usize::try_from(u64_arg(args, "trace_bytes")?.unwrap_or(0)).unwrap_or(0));
-    for i in 0..u64_arg(args, "traces")?.unwrap_or(0) {
-        traced(&format!("flood-{i}"), &json!(i), || Ok::<_, TaskError>(value.clone()))?;
-    }
-    let name = "g".repeat(usize::try_from(u64_arg(args, "name_bytes")?.unwrap_or(8)).unwrap_or(8));
-    let groups: Vec<tasks::Group> = (0..u64_arg(args, "groups")?.unwrap_or(0)).map(|_| tasks::Group::new(&name)).collect();
-    Ok(json!({ "done": true, "groups": groups.len() }))
-}
-
-/// A fork bomb: submits this same input to task `task` (default `probe`)
-/// `width` times (default 2) and waits for them all; the first failure (a
-/// submission refused, or a child's) becomes this run's error. `{"descendants":
-/// n}`, counted from the children's answers.
-fn bomb(args: &Value, input: &str) -> Result<Value, TaskError> {
-    let task = args.get("task").and_then(Value::as_str).unwrap_or("probe");
-    let width = u64_arg(args, "width")?.unwrap_or(2);
-    let again: Value = serde_json::from_str(input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
-    let children = (0..width).map(|_| tasks::submit(task, &again)).collect::<Result<Vec<_>, _>>()?;
-    let mut descendants = 0;
-    for child in &children {
-        let answer: Value = serde_json::from_str(&child.get()?).unwrap_or_default();
-        descendants += 1 + answer["descendants"].as_u64().unwrap_or(0);
-    }
-    Ok(json!({ "descendants": descendants }))
 }
 
 /// One child run of `task` on `input` (default `{}`): `{"output": <its output

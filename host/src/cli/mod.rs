@@ -257,6 +257,22 @@ enum CacheCommand {
 }
 
 /// Entry point of the binary.
+/// Raises the process's soft limit on open descriptors to its hard limit:
+/// every instance may hold up to its environment's `resources.max_handles`
+/// files, and the host needs its own besides (README: Sandbox and limits).
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("cannot raise the open-descriptor limit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let otlp = match &cli.command {
@@ -271,6 +287,7 @@ pub fn main() -> ExitCode {
     };
     let flusher = otlp.as_ref().map(cairn::otlp::OtlpLayer::flusher);
     init_logging(cli.verbose, otlp);
+    raise_descriptor_limit();
     let outcome = dispatch(cli);
     if let Some(flusher) = flusher {
         flusher.flush(std::time::Duration::from_secs(5));

@@ -261,6 +261,7 @@ impl HostState {
         self.memory = MemoryCap { limit: memory, hit: false };
         self.journal.reset(call.run_id, call.attempt, call.mode);
         self.journal.set_max_bytes(call.env.resources.max_journal);
+        self.table.set_max_capacity(call.env.resources.max_handles as usize);
         self.journal.set_fence(call.fence);
         self.caps.reset(call);
     }

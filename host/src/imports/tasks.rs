@@ -11,6 +11,7 @@ use super::{CallReport, CallSetup, Capability, HostServices, HostState};
 use crate::journal::Journal;
 use crate::model::{Failure, FailureKind};
 use crate::services::children::{ChildHandle, Submissions, TreeLimits, outcome};
+use crate::services::fresh::FreshSlot;
 use crate::services::instances::InstanceShare;
 
 /// The run a call belongs to, as `tasks.current` reports it.
@@ -33,12 +34,19 @@ pub struct TasksCtx {
     /// The instance's share of its tenant's instance quotas, lent while the
     /// guest waits on a child.
     share: Option<Arc<InstanceShare>>,
+    /// The fresh instance's slot of the host, parked while the guest waits on a child.
+    slot: Option<Arc<FreshSlot>>,
 }
 
 impl TasksCtx {
     /// Lends `share` (the instance's) while the guest waits on a child run.
     pub fn lend_while_waiting(&mut self, share: Arc<InstanceShare>) {
         self.share = Some(share);
+    }
+
+    /// Parks `slot` (the fresh instance's) while the guest waits on a child run.
+    pub fn park_while_waiting(&mut self, slot: Arc<FreshSlot>) {
+        self.slot = Some(slot);
     }
 }
 
@@ -48,6 +56,7 @@ impl Capability for TasksCtx {
             context: RunContext::default(),
             submissions: Submissions::new(services.children.clone()),
             share: None,
+            slot: None,
         }
     }
 
@@ -121,16 +130,18 @@ fn task_error(failure: Failure) -> TaskError {
 
 impl TasksView<'_> {
     /// The outcome of a child, lending the instance's share of its tenant's
-    /// quotas to the run's children while the child is under way (it may
-    /// need it).
+    /// quotas to the run's children and parking its slot of the host while
+    /// the child is under way (it may need them).
     async fn await_child(&mut self, run_id: &str, task: &str, handle: ChildHandle) -> Result<String, TaskError> {
-        let lent = match &self.ctx.share {
-            Some(share) if handle.borrow().is_none() => Some(share.lend(&self.ctx.context.run_id)),
-            _ => None,
-        };
+        let waits = handle.borrow().is_none();
+        let lent = self.ctx.share.as_ref().filter(|_| waits).map(|share| share.lend(&self.ctx.context.run_id));
+        let parked = self.ctx.slot.as_ref().filter(|slot| waits && slot.park());
         let outcome = outcome(run_id, task, handle).await;
         if let Some(lent) = lent {
             lent.take_back().await;
+        }
+        if let Some(slot) = parked {
+            slot.resume().await;
         }
         outcome.map_err(task_error)
     }

@@ -50,10 +50,10 @@ pub enum JournalError {
     /// The blocking store task panicked or was cancelled.
     #[error("journal of run {0}: the store worker stopped unexpectedly")]
     Worker(String),
-    /// The attempt recorded more than its environment lets it.
+    /// The run recorded more than its environment lets it.
     #[error(
-        "journal of run {run_id}: this attempt would record {records} entries of {bytes} bytes, past {}",
-        if records > max_records { format!("the host's {max_records} entries per attempt; record fewer (fewer traced steps or children per attempt)") } else { format!("its environment's `resources.max_journal` of {max_bytes} bytes (LLM answers, traced steps, children); record less, or raise it") }
+        "journal of run {run_id}: this record would make the run's journal {records} entries of {bytes} bytes, past {}",
+        if records > max_records { format!("the host's {max_records} entries per run; record fewer (fewer traced steps or children)") } else { format!("its environment's `resources.max_journal` of {max_bytes} bytes per run (LLM answers, traced steps, children, all attempts together); record less, or raise it") }
     )]
     TooLarge {
         /// The run.
@@ -69,7 +69,7 @@ pub enum JournalError {
     },
 }
 
-/// Entries one attempt may record, whatever their size.
+/// Entries one run's journal may hold, whatever their size.
 pub const MAX_RECORDS: u64 = 100_000;
 
 /// A canonical text form of an input: JSON is re-serialised with sorted keys
@@ -101,6 +101,15 @@ pub enum JournalMode {
 /// A call's identity within a run: the replay key without the run id.
 type CallId = (CallKind, String, String, u32);
 
+/// What a record counts against `max_journal`: its output, summary and key.
+fn record_size(key: &ReplayKey, output: &str, summary: &str) -> u64 {
+    (output.len() + summary.len() + key.name.len() + key.input_hash.len()) as u64
+}
+
+fn entry_size(entry: &JournalEntry) -> u64 {
+    record_size(&entry.key, &entry.output, &entry.summary)
+}
+
 fn call_id(key: &ReplayKey) -> CallId {
     (key.kind, key.name.clone(), key.input_hash.clone(), key.occurrence)
 }
@@ -121,7 +130,8 @@ pub struct Journal {
     pending_traces: HashMap<(String, String), Vec<u32>>,
     /// What every record carries to show the run is still this host's.
     fence: Option<Fence>,
-    /// Entries and bytes this attempt recorded, and the most it may.
+    /// Entries and bytes the run's journal holds (every attempt's, counted
+    /// as it is loaded), and the most it may.
     records: u64,
     bytes: u64,
     max_bytes: u64,
@@ -149,8 +159,8 @@ impl Journal {
         }
     }
 
-    /// Bounds what this attempt may record to `max_bytes` (of outputs,
-    /// summaries and names) and [`MAX_RECORDS`] entries.
+    /// Bounds what the run's journal may hold, all attempts together, to
+    /// `max_bytes` (of outputs, summaries and names) and [`MAX_RECORDS`] entries.
     pub fn set_max_bytes(&mut self, max_bytes: u64) {
         self.max_bytes = max_bytes;
     }
@@ -205,6 +215,10 @@ impl Journal {
         }
         let own = read_all(&self.store, &self.run_id).await?;
         self.next_seq = own.iter().map(|e| e.seq + 1).max().unwrap_or(0).max(self.next_seq);
+        // Earlier attempts' records count against the run's limit: a retried run
+        // cannot grow its journal by another `max_journal` per attempt.
+        self.records += own.len() as u64;
+        self.bytes += own.iter().map(entry_size).sum::<u64>();
         let answers = match &self.mode {
             JournalMode::Live => own,
             JournalMode::Replay { source } => read_all(&self.store, source).await?,
@@ -286,10 +300,7 @@ impl Journal {
         usage: Option<Usage>,
     ) -> Result<JournalEntry, JournalError> {
         self.load().await?;
-        let (records, bytes) = (
-            self.records + 1,
-            self.bytes + (output.len() + summary.len() + key.name.len() + key.input_hash.len()) as u64,
-        );
+        let (records, bytes) = (self.records + 1, self.bytes + record_size(&key, &output, &summary));
         if records > MAX_RECORDS || bytes > self.max_bytes {
             return Err(JournalError::TooLarge {
                 run_id: self.run_id.clone(),
@@ -409,5 +420,31 @@ mod tests {
         );
         assert_eq!(store.journal_of("run-1").unwrap().len(), 2);
         assert_eq!(second.next_seq, 2);
+    }
+
+    #[tokio::test]
+    async fn the_journal_limit_counts_every_attempt_of_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JournalStore> =
+            Arc::new(crate::store::redb::RedbStore::open(&dir.path().join("j.redb")).unwrap());
+        let value = format!("\"{}\"", "v".repeat(200));
+        let mut first = Journal::new(store.clone(), "run-1", 1, JournalMode::Live);
+        first.set_max_bytes(1000);
+        for i in 0..2 {
+            first.trace_record(&format!("step-{i}"), "{}", &value).await.unwrap();
+        }
+        // A retry starts from what the run already holds: room for one more, not three.
+        let mut second = Journal::new(store.clone(), "run-1", 2, JournalMode::Live);
+        second.set_max_bytes(1000);
+        second.trace_record("step-2", "{}", &value).await.unwrap();
+        let refused = second.trace_record("step-3", "{}", &value).await.unwrap_err();
+        let JournalError::TooLarge { records, max_bytes, .. } = &refused else { panic!("{refused}") };
+        assert_eq!((*records, *max_bytes), (4, 1000));
+        assert!(refused.to_string().contains("per run"), "{refused}");
+        assert_eq!(store.journal_of("run-1").unwrap().len(), 3);
+        // Another run has its own room.
+        let mut other = Journal::new(store, "run-2", 1, JournalMode::Live);
+        other.set_max_bytes(1000);
+        other.trace_record("step-0", "{}", &value).await.unwrap();
     }
 }

@@ -22,7 +22,8 @@ pub(super) mod raw {
     use super::*;
 
     /// `resources = { memory, timeout, max_output, max_input, max_report, max_journal,
-    /// max_children, max_depth, max_descendants }` as written.
+    /// max_children, max_depth, max_descendants, max_handles, max_disk, max_files }`
+    /// as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Resources {
@@ -41,6 +42,10 @@ pub(super) mod raw {
         pub max_children: Option<u32>,
         pub max_depth: Option<u32>,
         pub max_descendants: Option<u64>,
+        pub max_handles: Option<u32>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_disk: Option<u64>,
+        pub max_files: Option<u32>,
     }
 
     /// One entry of `secrets`: a key, or `{ key, as_env_var }`.
@@ -115,6 +120,9 @@ pub(super) fn validate(
             max_children: env.resources.max_children.unwrap_or(defaults.max_children),
             max_depth: env.resources.max_depth.unwrap_or(defaults.max_depth),
             max_descendants: env.resources.max_descendants.unwrap_or(defaults.max_descendants),
+            max_handles: env.resources.max_handles.unwrap_or(defaults.max_handles),
+            max_disk: env.resources.max_disk.unwrap_or(defaults.max_disk),
+            max_files: env.resources.max_files.unwrap_or(defaults.max_files),
         };
         let secrets = env
             .secrets

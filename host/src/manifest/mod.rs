@@ -95,8 +95,8 @@ pub struct Resources {
     pub max_input: u64,
     /// Largest report (its tabs' names and HTML together) a run may write.
     pub max_report: u64,
-    /// Bytes one attempt may record in its run's journal (LLM answers,
-    /// traced steps, children; outputs, summaries and names together).
+    /// Bytes a run may record in its journal, all attempts together (LLM
+    /// answers, traced steps, children; outputs, summaries and names).
     pub max_journal: u64,
     /// Children one run may submit.
     pub max_children: u32,
@@ -106,6 +106,16 @@ pub struct Resources {
     /// Runs a tree may hold below its top-level run, all depths together
     /// (each submission is held to its submitting run's environment's).
     pub max_descendants: u64,
+    /// Handles an instance may hold at once in its resource table: open
+    /// files and directories (each a host descriptor), streams, pollables,
+    /// pending children and groups.
+    pub max_handles: u32,
+    /// Bytes the files of a run's directory may take (the larger of a file's
+    /// length and its allocated blocks; a warm instance's directory over all
+    /// the calls it serves).
+    pub max_disk: u64,
+    /// Entries (files, directories, links) a run's directory may hold.
+    pub max_files: u32,
 }
 
 impl Default for Resources {
@@ -120,6 +130,9 @@ impl Default for Resources {
             max_children: 10_000,
             max_depth: 16,
             max_descendants: 100_000,
+            max_handles: 4_096,
+            max_disk: 1 << 30,
+            max_files: 10_000,
         }
     }
 }

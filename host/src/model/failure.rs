@@ -112,9 +112,23 @@ failure_kinds! {
     /// The guest nested groups deeper, or named them longer, than the host
     /// keeps: not retried.
     GroupLimit = "group-limit",
-    /// An attempt recorded more in its journal than `resources.max_journal`
+    /// A run recorded more in its journal than `resources.max_journal`
     /// (or 100,000 entries): not retried.
     JournalTooLarge = "journal-too-large",
+    /// An instance held more handles (open files, streams, children) than
+    /// `resources.max_handles`: not retried.
+    TooManyHandles = "too-many-handles",
+    /// A run's directory grew past `resources.max_disk` bytes or
+    /// `resources.max_files` entries: not retried.
+    DiskLimit = "disk-limit",
+}
+
+impl FailureKind {
+    /// Whether this ends a run because its tree of runs grew past a limit
+    /// (children, depth, descendants): the tree is then cancelled, not grown further.
+    pub fn is_tree_limit(&self) -> bool {
+        matches!(self, FailureKind::TooManyChildren | FailureKind::TooDeep | FailureKind::TooManyDescendants)
+    }
 }
 
 impl PartialEq for FailureKind {

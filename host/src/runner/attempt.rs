@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmtime::component::ResourceTableError;
 use wasmtime::{Store as WasmStore, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -19,6 +20,7 @@ use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
 use crate::model::{AttemptLog, Failure, FailureKind, LimitHit};
 use crate::pool::{Lease, Pool};
+use crate::sandbox::usage::{DiskLimits, DiskOver};
 use crate::services::children::Lineage;
 use crate::services::instances::InstanceShare;
 
@@ -121,7 +123,8 @@ impl Host {
                         lease.fill(warm);
                     }
                     let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };
-                    warm.call(input).await
+                    let dir = warm.dir().to_path_buf();
+                    within_disk(dir, env, warm.call(input)).await
                 };
                 let result = tokio::time::timeout(env.resources.timeout, call).await;
                 let Some(warm) = lease.instance() else {
@@ -229,8 +232,7 @@ impl Host {
             Some(share) => share,
             None => self.instance_share(&plan.tenant, plan.memory, plan.parent.as_deref()).await?,
         };
-        let _slot =
-            self.fresh_slots.clone().acquire_owned().await.map_err(|_| Failure::host("the host is shutting down"))?;
+        let slot = Arc::new(self.fresh_slots.acquire(&plan.lineage.root).await);
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
         let work = self.run_dirs.work_dir(setup.run_id).map_err(|e| Failure::host(e.to_string()))?;
@@ -242,12 +244,14 @@ impl Host {
             .map_err(|e| Failure::host(format!("cannot preopen the run directory {}: {e}", work.display())))?;
         let mut state = HostState::new(wasi.build(), plan.memory, &self.services);
         state.caps.tasks.lend_while_waiting(share);
+        state.caps.tasks.park_while_waiting(slot);
         state.begin_call(setup, plan.memory);
         let mut store = new_store(self, state);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
         };
+        let call = within_disk(work, env, call);
         // Bounds guest code (it yields every epoch tick) and host calls alike.
         let result = tokio::time::timeout(env.resources.timeout, call).await;
         let outcome = classify(result, env, store.data().memory.hit, plan.memory);
@@ -301,6 +305,30 @@ pub(super) fn new_store(host: &Host, state: HostState) -> WasmStore<HostState> {
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
     store
+}
+
+/// `call`, ended early with `disk-limit` once the directory at `dir` passes
+/// the environment's `max_disk` or `max_files` (see [`crate::sandbox::usage`]).
+async fn within_disk<T>(
+    dir: std::path::PathBuf,
+    env: &Environment,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    let limits = DiskLimits { bytes: env.resources.max_disk, entries: u64::from(env.resources.max_files) };
+    match crate::sandbox::usage::within(dir, limits, call).await {
+        Ok(result) => result,
+        Err(over) => Err(wasmtime::Error::new(LimitHit(Failure {
+            kind: FailureKind::DiskLimit,
+            message: format!(
+                "the run's directory grew past its environment's limits: {over}; {}",
+                match over {
+                    DiskOver::Nesting => "keep its directories shallower",
+                    _ => "write less (remove what is no longer needed), or raise the limit",
+                }
+            ),
+            retryable: false,
+        }))),
+    }
 }
 
 type CallResult = Result<
@@ -370,6 +398,13 @@ fn classify_trap(error: &wasmtime::Error, memory_hit: bool, memory_limit: u64) -
         };
     }
     let text = format!("{error:#}");
+    if error.chain().any(|cause| matches!(cause.downcast_ref(), Some(ResourceTableError::Full))) {
+        return Failure {
+            kind: FailureKind::TooManyHandles,
+            message: "the guest held more handles (open files and directories, streams, pollables, children, groups) than `resources.max_handles` of its environment allows; close what it no longer needs, or raise the limit".into(),
+            retryable: false,
+        };
+    }
     if error.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) {
         // The engine's instance slots are all taken: the host's limit, not the guest's fault.
         return Failure::host(format!("no instance slot is free in the engine ({text}); the attempt will be retried"));
@@ -433,6 +468,10 @@ mod tests {
         let oom = classify_trap(&wasmtime::Error::new(Trap::UnreachableCodeReached), true, 64 << 20);
         assert_eq!(oom.kind, FailureKind::OutOfMemory);
         assert!(oom.message.contains("64 MiB"), "{}", oom.message);
+        let full = wasmtime::Error::new(ResourceTableError::Full).context("error while executing at wasm backtrace");
+        let handles = classify_trap(&full, false, 64 << 20);
+        assert_eq!((handles.kind, handles.retryable), (FailureKind::TooManyHandles, false));
+        assert!(handles.message.contains("max_handles"), "{}", handles.message);
         let trap = classify_trap(&wasmtime::Error::new(Trap::UnreachableCodeReached), false, 64 << 20);
         assert_eq!((trap.kind, trap.retryable), (FailureKind::Trap, true));
         assert!(trap.message.contains("unreachable"), "{}", trap.message);

@@ -138,9 +138,10 @@ pub struct Host {
     children: Arc<ChildSpawner>,
     /// Live counters for progress displays.
     progress: Arc<Progress>,
-    /// Permits for fresh instances, so a wide fan-out waits instead of
-    /// exhausting the engine's instance slots.
-    fresh_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for fresh instances, so a wide fan-out waits instead of
+    /// exhausting the engine's instance slots; shared fairly between trees,
+    /// and parked by instances waiting on children.
+    fresh_slots: Arc<crate::services::fresh::FreshSlots>,
     /// Permits for warm instances: every tenant has pools of its own, and
     /// together they keep at most [`crate::engine::MAX_POOLED_INSTANCES`].
     warm_slots: Arc<tokio::sync::Semaphore>,
@@ -267,7 +268,11 @@ impl Host {
                 instance_dirs,
                 children,
                 progress,
-                fresh_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_FRESH_INSTANCES)),
+                fresh_slots: crate::services::fresh::FreshSlots::new(
+                    crate::engine::MAX_FRESH_INSTANCES,
+                    crate::engine::FRESH_PER_TREE,
+                    crate::engine::MAX_PARKED_INSTANCES,
+                ),
                 warm_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_POOLED_INSTANCES)),
                 pool_status: Mutex::new(Vec::new()),
                 services,
@@ -378,6 +383,12 @@ impl Host {
     /// What the host's runs are doing, as a stream.
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// The host's fresh-instance slots now: held, parked by instances
+    /// waiting on children, and waited for.
+    pub fn fresh_instances(&self) -> crate::services::fresh::SlotStats {
+        self.fresh_slots.stats()
     }
 
     /// The host's live counters (children, LLM calls, tokens).

@@ -113,12 +113,28 @@ impl Host {
         let mut finished = Vec::new();
         for run in self.stale_runs()? {
             // One run that cannot be resumed must not stop the others, or the host.
-            match self.resume(&run.tenant, &run.id, false).await {
+            match self.recover_one(&run.tenant, &run.id).await {
                 Ok(record) => finished.push(record),
                 Err(e) => tracing::warn!(run = %run.id, "not resumed: {e}"),
             }
         }
         Ok(finished)
+    }
+
+    /// Resumes one run a stopped host left behind, or cancels it (and what
+    /// is below it) if its tree's top-level run failed on the tree's limits.
+    pub(super) async fn recover_one(&self, tenant: &Tenant, run_id: &str) -> Result<RunRecord, RunnerError> {
+        let run = self.store.get_run(tenant, run_id)?;
+        let root_failed_on_limits = run.root.as_deref().is_some_and(|root| {
+            self.store.get_run(tenant, root).is_ok_and(|root| {
+                root.status == RunStatus::Failed && root.error.as_ref().is_some_and(|e| e.kind.is_tree_limit())
+            })
+        });
+        if root_failed_on_limits {
+            self.cancel(tenant, run_id).await?;
+            return Ok(self.store.get_run(tenant, run_id)?);
+        }
+        self.resume(tenant, run_id, false).await
     }
 
     /// The unfinished runs a host left behind that are to be resumed: their

@@ -13,6 +13,9 @@ use super::{Host, RunOptions, RunnerError};
 use crate::model::{RunRecord, Tenant};
 use crate::store::{Lineage, RunFilter};
 
+/// Runs a starting server resumes at once; the others wait their turn.
+pub const RECOVERING_AT_ONCE: usize = 16;
+
 /// Counts the runs going on in the background, to wait for them.
 #[derive(Debug, Default)]
 pub struct Background {
@@ -144,13 +147,42 @@ impl Host {
     }
 
     /// Resumes, in the background, every run a stopped host left behind
-    /// (see [`Host::recover`]); returns how many.
+    /// (see [`Host::recover`]), [`RECOVERING_AT_ONCE`] at a time, so that a
+    /// host restarted on thousands of them still takes new runs; returns how many.
     pub fn recover_in_background(self: &Arc<Self>) -> Result<usize, RunnerError> {
         let stale = self.stale_runs()?;
-        for run in &stale {
-            self.resume_in_background(&run.tenant, &run.id, false)?;
-        }
-        Ok(stale.len())
+        let count = stale.len();
+        let host = self.clone();
+        let permits = Arc::new(tokio::sync::Semaphore::new(RECOVERING_AT_ONCE));
+        self.spawn(async move {
+            for run in stale {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (resuming, tenant, id) = (host.clone(), run.tenant.clone(), run.id.clone());
+                let resumed = host.in_background("resumed run", &run.id, async move {
+                    let _permit = permit;
+                    resuming.recover_one(&tenant, &id).await
+                });
+                if let Err(e) = resumed {
+                    tracing::info!("stopped resuming the runs a stopped host left behind: {e}");
+                    return;
+                }
+            }
+        });
+        Ok(count)
+    }
+
+    /// Cancels what is left unfinished below `run`'s tree (its top-level
+    /// run), in the background.
+    pub(super) fn cancel_tree_of(&self, run: &RunRecord) {
+        let Some(host) = self.me.upgrade() else { return };
+        let (tenant, root) = (run.tenant.clone(), run.root.clone().unwrap_or_else(|| run.id.clone()));
+        self.spawn(async move {
+            match host.cancel_below(&tenant, &root).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(run = %root, "cancelled {n} run(s) of a tree that hit its limits"),
+                Err(e) => tracing::warn!(run = %root, "cannot cancel the rest of a tree that hit its limits: {e}"),
+            }
+        });
     }
 
     /// Cancels a run and its children, wherever they run: each ends
@@ -162,8 +194,19 @@ impl Host {
     /// here. Returns how many runs were told to stop.
     pub async fn cancel(&self, tenant: &Tenant, run_id: &str) -> Result<usize, RunnerError> {
         self.store.get_run(tenant, run_id)?;
+        self.cancel_all(tenant, vec![run_id.to_owned()]).await
+    }
+
+    /// [`Host::cancel`] of `run_id`'s unfinished descendants, not of itself.
+    pub(super) async fn cancel_below(&self, tenant: &Tenant, run_id: &str) -> Result<usize, RunnerError> {
+        let filter = RunFilter { lineage: Lineage::ChildrenOf(run_id.to_owned()), ..RunFilter::default() };
+        let children = self.store.list_runs(tenant, &filter)?;
+        self.cancel_all(tenant, children.into_iter().filter(|c| !c.status.is_finished()).map(|c| c.id).collect()).await
+    }
+
+    /// Cancels the runs `todo` and their children, depth first.
+    async fn cancel_all(&self, tenant: &Tenant, mut todo: Vec<String>) -> Result<usize, RunnerError> {
         let mut stopped = 0;
-        let mut todo = vec![run_id.to_owned()];
         while let Some(id) = todo.pop() {
             if self.stops.stop(&id, Stop::Cancel) {
                 stopped += 1;

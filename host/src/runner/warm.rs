@@ -91,6 +91,11 @@ impl WarmInstance {
     }
 
     /// Whether the last call hit the memory limit.
+    /// The instance's own directory (what its guest writes to).
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub(super) fn memory_hit(&self) -> bool {
         self.store.data().memory.hit
     }

@@ -216,6 +216,17 @@ fn render(state: &AppState) -> Result<String, ApiError> {
                 .collect(),
         );
     }
+    let fresh = host.fresh_instances();
+    gauge(
+        "cairn_fresh_instances",
+        "The host's fresh-instance slots: held by running instances, parked (instances waiting on their children, holding none), and waited for.",
+        "gauge",
+        vec![
+            ("{state=\"held\"}".into(), fresh.held as u64),
+            ("{state=\"parked\"}".into(), fresh.parked as u64),
+            ("{state=\"queued\"}".into(), fresh.queued as u64),
+        ],
+    );
     let uses = host.instance_uses();
     for (name, help, value) in [
         (

@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod children;
+pub mod fresh;
 pub mod instances;
 pub mod llm;
 

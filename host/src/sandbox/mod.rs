@@ -6,6 +6,8 @@
 //! directory, preopened as `.` by WASI; the rest of the host's filesystem
 //! does not exist for it.
 
+pub mod usage;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
