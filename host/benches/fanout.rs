@@ -62,7 +62,7 @@ fn main() {
             "#,
             probe = probe.display().to_string(),
             // Every pending child is a handle of the parent's until it is gathered.
-            handles = children + 1024,
+            handles = (children + 1024).max(16_384),
         ),
     )
     .unwrap();

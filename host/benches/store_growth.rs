@@ -208,12 +208,8 @@ fn main() {
             [environments.workers]
             reuse = {{ replicas = 2, concurrency = 16, queue_timeout = "30m" }}
 
-            [environments.driver]
-            resources = {{ max_handles = 16384 }}
-
             [tasks.probe]
             component = {probe:?}
-            environment = "driver"
             [tasks.child]
             component = {probe:?}
             environment = "workers"

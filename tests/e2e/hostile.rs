@@ -85,23 +85,29 @@ async fn a_wide_bomb_stops_at_the_tree_limit_and_its_retry_grows_it_no_further()
 
 #[tokio::test]
 async fn a_tree_that_hit_its_limit_is_cancelled_not_resumed() {
-    let project = bomb_project("max_descendants = 40, max_depth = 8");
+    let project = bomb_project("max_children = 3");
     let host = project.host();
-    // Each parent waits on its children; the leaves would sleep for a minute.
-    let run = host.run("probe", r#"{"mode": "bomb", "width": 3, "levels": 4, "leaf_ms": 60000}"#).await.unwrap();
-    let error = run.error.clone().expect("the tree is full");
-    assert_eq!(error.kind, FailureKind::TooManyDescendants, "{}", error.message);
+    // Three children that would sleep for a minute, then a fourth, refused.
+    let input = r#"{"mode": "fanout", "count": 4, "child": {"mode": "sleep", "ms": 60000, "i": null}}"#;
+    let run = host.run("probe", input).await.unwrap();
+    let error = run.error.clone().expect("the fourth child is refused");
+    assert_eq!(error.kind, FailureKind::TooManyChildren, "{}", error.message);
     // What the tree still had running is cancelled rather than left to sleep out.
-    tokio::time::timeout(std::time::Duration::from_secs(30), host.wait_for_children())
-        .await
-        .expect("the rest of the tree ends at once");
+    if tokio::time::timeout(std::time::Duration::from_secs(30), host.wait_for_children()).await.is_err() {
+        let left: Vec<_> = all_runs(&host)
+            .into_iter()
+            .filter(|r| !r.status.is_finished())
+            .map(|r| (r.id, r.depth, r.status, r.parent, r.attempts.len()))
+            .collect();
+        panic!("the rest of the tree never ended: {left:?}");
+    }
     let runs = all_runs(&host);
     assert!(runs.iter().all(|r| r.status.is_finished()), "{:?}", runs.iter().map(|r| r.status).collect::<Vec<_>>());
     assert!(runs.iter().any(|r| r.status == RunStatus::Cancelled), "the sleeping leaves were cancelled");
 
     // A run of that tree a crashed host left behind is cancelled at the next
     // start, not resumed (and growing the tree) at every start.
-    let mut orphan = runs.iter().find(|r| r.depth == 2).expect("a run two levels down").clone();
+    let mut orphan = runs.iter().find(|r| r.depth == 1).expect("a child").clone();
     orphan.id = uuid::Uuid::now_v7().to_string();
     orphan.status = RunStatus::Running;
     orphan.error = None;

@@ -137,7 +137,7 @@ fn one_tenants_fan_out_does_not_starve_another_tenants_run() {
         latency = "200ms"
 
         [environments.parents]
-        resources = { memory = "256MiB", timeout = "900s", max_handles = 16384 }
+        resources = { memory = "256MiB", timeout = "900s" }
 
         [tasks.parent]
         component = "{probe}"

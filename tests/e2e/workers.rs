@@ -245,7 +245,7 @@ fn a_stalled_worker_writes_nothing_to_runs_taken_over_and_stops_its_attempts() {
 /// A parent fanning out to children (pooled instances), each child a run of its own.
 const FAN_OUT: &str = r#"
 [environments.parents]
-resources = { memory = "256MiB", timeout = "900s", max_handles = 16384 }
+resources = { memory = "256MiB", timeout = "900s" }
 
 [environments.children]
 resources = { memory = "64MiB", timeout = "30s" }

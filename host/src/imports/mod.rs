@@ -15,6 +15,7 @@
 //! Adding a capability: a WIT file, a context with its adapter in this
 //! directory, its service, and one line in [`capabilities!`] below.
 
+pub mod descriptors;
 pub mod llm;
 pub mod report;
 pub mod secrets;
@@ -236,6 +237,8 @@ pub struct HostState {
     pub table: ResourceTable,
     /// Memory cap.
     pub memory: MemoryCap,
+    /// Host descriptors the guest opened and holds.
+    pub files: descriptors::OpenFiles,
     /// The run's journal as seen by the current call; shared by the
     /// interfaces that journal.
     pub journal: Journal,
@@ -251,6 +254,7 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             memory: MemoryCap { limit: memory, hit: false },
+            files: descriptors::OpenFiles::new(u32::MAX),
             journal: Journal::new(services.journal.clone(), "", 0, JournalMode::Live),
             caps: Capabilities::new(services),
         }
@@ -262,6 +266,7 @@ impl HostState {
         self.journal.reset(call.run_id, call.attempt, call.mode);
         self.journal.set_max_bytes(call.env.resources.max_journal);
         self.table.set_max_capacity(call.env.resources.max_handles as usize);
+        self.files.set_max(call.env.resources.max_open_files);
         self.journal.set_fence(call.fence);
         self.caps.reset(call);
     }
@@ -286,6 +291,7 @@ impl bindings::cairn::task::types::Host for HostState {}
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    descriptors::add_to_linker(&mut linker)?;
     bindings::cairn::task::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
     link_capabilities(&mut linker)?;
     Ok(linker)

@@ -22,7 +22,8 @@ pub(super) mod raw {
     use super::*;
 
     /// `resources = { memory, timeout, max_output, max_input, max_report, max_journal,
-    /// max_children, max_depth, max_descendants, max_handles, max_disk, max_files }`
+    /// max_children, max_depth, max_descendants, max_handles, max_open_files, max_disk,
+    /// max_files }`
     /// as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
@@ -43,6 +44,7 @@ pub(super) mod raw {
         pub max_depth: Option<u32>,
         pub max_descendants: Option<u64>,
         pub max_handles: Option<u32>,
+        pub max_open_files: Option<u32>,
         #[serde(default, deserialize_with = "units::opt_size")]
         pub max_disk: Option<u64>,
         pub max_files: Option<u32>,
@@ -121,6 +123,7 @@ pub(super) fn validate(
             max_depth: env.resources.max_depth.unwrap_or(defaults.max_depth),
             max_descendants: env.resources.max_descendants.unwrap_or(defaults.max_descendants),
             max_handles: env.resources.max_handles.unwrap_or(defaults.max_handles),
+            max_open_files: env.resources.max_open_files.unwrap_or(defaults.max_open_files),
             max_disk: env.resources.max_disk.unwrap_or(defaults.max_disk),
             max_files: env.resources.max_files.unwrap_or(defaults.max_files),
         };

@@ -110,6 +110,9 @@ pub struct Resources {
     /// files and directories (each a host descriptor), streams, pollables,
     /// pending children and groups.
     pub max_handles: u32,
+    /// Files and directories an instance may hold open at once (each a
+    /// descriptor of the host's process).
+    pub max_open_files: u32,
     /// Bytes the files of a run's directory may take (the larger of a file's
     /// length and its allocated blocks; a warm instance's directory over all
     /// the calls it serves).
@@ -130,7 +133,8 @@ impl Default for Resources {
             max_children: 10_000,
             max_depth: 16,
             max_descendants: 100_000,
-            max_handles: 4_096,
+            max_handles: 16_384,
+            max_open_files: 256,
             max_disk: 1 << 30,
             max_files: 10_000,
         }

@@ -118,6 +118,9 @@ failure_kinds! {
     /// An instance held more handles (open files, streams, children) than
     /// `resources.max_handles`: not retried.
     TooManyHandles = "too-many-handles",
+    /// An instance held more open files and directories (host descriptors)
+    /// than `resources.max_open_files`: not retried.
+    TooManyOpenFiles = "too-many-open-files",
     /// A run's directory grew past `resources.max_disk` bytes or
     /// `resources.max_files` entries: not retried.
     DiskLimit = "disk-limit",

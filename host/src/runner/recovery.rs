@@ -59,6 +59,11 @@ impl Host {
             // Asked to cancel before any host took it up.
             return self.finish(claimed, Err(super::cancel::Stop::Cancel.failure())).await;
         }
+        if claimed.status != RunStatus::Pending && self.tree_failed_on_limits(&claimed) {
+            // Left behind in a tree whose top-level run failed on the tree's limits (a
+            // bomb): cancelled, not resumed at every start.
+            return self.finish(claimed, Err(super::cancel::Stop::Cancel.failure())).await;
+        }
         let mut run = claimed;
         let run_id = run.id.clone();
         if run.status == RunStatus::Pending {
@@ -121,20 +126,23 @@ impl Host {
         Ok(finished)
     }
 
-    /// Resumes one run a stopped host left behind, or cancels it (and what
-    /// is below it) if its tree's top-level run failed on the tree's limits.
+    /// Resumes one run a stopped host left behind, unless it is driven here
+    /// already.
     pub(super) async fn recover_one(&self, tenant: &Tenant, run_id: &str) -> Result<RunRecord, RunnerError> {
-        let run = self.store.get_run(tenant, run_id)?;
-        let root_failed_on_limits = run.root.as_deref().is_some_and(|root| {
-            self.store.get_run(tenant, root).is_ok_and(|root| {
-                root.status == RunStatus::Failed && root.error.as_ref().is_some_and(|e| e.kind.is_tree_limit())
-            })
-        });
-        if root_failed_on_limits {
-            self.cancel(tenant, run_id).await?;
+        if self.stops.driving(run_id) {
+            // Taken up here meanwhile (a parent re-attaching): not driven twice.
             return Ok(self.store.get_run(tenant, run_id)?);
         }
         self.resume(tenant, run_id, false).await
+    }
+
+    /// Whether `run`'s top-level run failed on its tree's limits.
+    fn tree_failed_on_limits(&self, run: &RunRecord) -> bool {
+        run.root.as_deref().is_some_and(|root| {
+            self.store.get_run(&run.tenant, root).is_ok_and(|root| {
+                root.status == RunStatus::Failed && root.error.as_ref().is_some_and(|e| e.kind.is_tree_limit())
+            })
+        })
     }
 
     /// The unfinished runs a host left behind that are to be resumed: their

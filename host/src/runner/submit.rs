@@ -13,9 +13,6 @@ use super::{Host, RunOptions, RunnerError};
 use crate::model::{RunRecord, Tenant};
 use crate::store::{Lineage, RunFilter};
 
-/// Runs a starting server resumes at once; the others wait their turn.
-pub const RECOVERING_AT_ONCE: usize = 16;
-
 /// Counts the runs going on in the background, to wait for them.
 #[derive(Debug, Default)]
 pub struct Background {
@@ -146,31 +143,6 @@ impl Host {
         Ok(())
     }
 
-    /// Resumes, in the background, every run a stopped host left behind
-    /// (see [`Host::recover`]), [`RECOVERING_AT_ONCE`] at a time, so that a
-    /// host restarted on thousands of them still takes new runs; returns how many.
-    pub fn recover_in_background(self: &Arc<Self>) -> Result<usize, RunnerError> {
-        let stale = self.stale_runs()?;
-        let count = stale.len();
-        let host = self.clone();
-        let permits = Arc::new(tokio::sync::Semaphore::new(RECOVERING_AT_ONCE));
-        self.spawn(async move {
-            for run in stale {
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let (resuming, tenant, id) = (host.clone(), run.tenant.clone(), run.id.clone());
-                let resumed = host.in_background("resumed run", &run.id, async move {
-                    let _permit = permit;
-                    resuming.recover_one(&tenant, &id).await
-                });
-                if let Err(e) = resumed {
-                    tracing::info!("stopped resuming the runs a stopped host left behind: {e}");
-                    return;
-                }
-            }
-        });
-        Ok(count)
-    }
-
     /// Cancels what is left unfinished below `run`'s tree (its top-level
     /// run), in the background.
     pub(super) fn cancel_tree_of(&self, run: &RunRecord) {
@@ -193,38 +165,52 @@ impl Host {
     /// (queued, waiting out a backoff, left by a host that is gone) is ended
     /// here. Returns how many runs were told to stop.
     pub async fn cancel(&self, tenant: &Tenant, run_id: &str) -> Result<usize, RunnerError> {
-        self.store.get_run(tenant, run_id)?;
-        self.cancel_all(tenant, vec![run_id.to_owned()]).await
+        let run = self.store.get_run(tenant, run_id)?;
+        self.cancel_all(tenant, vec![(run.id, run.status.is_finished())]).await
     }
 
-    /// [`Host::cancel`] of `run_id`'s unfinished descendants, not of itself.
+    /// [`Host::cancel`] of `run_id`'s unfinished descendants, not of itself
+    /// (finished). A child of it whose submission is still under way stops
+    /// as it starts (see [`super::cancel::Stops::register`]).
     pub(super) async fn cancel_below(&self, tenant: &Tenant, run_id: &str) -> Result<usize, RunnerError> {
-        let filter = RunFilter { lineage: Lineage::ChildrenOf(run_id.to_owned()), ..RunFilter::default() };
-        let children = self.store.list_runs(tenant, &filter)?;
-        self.cancel_all(tenant, children.into_iter().filter(|c| !c.status.is_finished()).map(|c| c.id).collect()).await
+        self.stops.stop(run_id, Stop::Cancel);
+        let mut todo = Vec::new();
+        self.push_children(tenant, run_id, &mut todo)?;
+        self.cancel_all(tenant, todo).await
     }
 
-    /// Cancels the runs `todo` and their children, depth first.
-    async fn cancel_all(&self, tenant: &Tenant, mut todo: Vec<String>) -> Result<usize, RunnerError> {
+    /// Cancels the unfinished runs of `todo` and of the trees below them,
+    /// depth first (below a finished run too: a parent may end before its children).
+    async fn cancel_all(&self, tenant: &Tenant, mut todo: Vec<(String, bool)>) -> Result<usize, RunnerError> {
         let mut stopped = 0;
-        while let Some(id) = todo.pop() {
-            if self.stops.stop(&id, Stop::Cancel) {
-                stopped += 1;
-            } else {
-                let run = self.store.request_cancel(tenant, &id).await?;
-                if !run.status.is_finished() {
-                    stopped += 1;
-                    self.end_if_unheld(&run).await?;
-                }
+        while let Some((id, finished)) = todo.pop() {
+            if !finished {
+                stopped += usize::from(self.cancel_one(tenant, &id).await?);
             }
-            let filter = RunFilter { lineage: Lineage::ChildrenOf(id.clone()), ..RunFilter::default() };
-            for child in self.store.list_runs(tenant, &filter)? {
-                if !child.status.is_finished() {
-                    todo.push(child.id);
-                }
-            }
+            self.push_children(tenant, &id, &mut todo)?;
         }
         Ok(stopped)
+    }
+
+    /// Stops run `id` if driven here, else asks its holder to (or ends it if
+    /// nobody holds it); whether it was under way.
+    async fn cancel_one(&self, tenant: &Tenant, id: &str) -> Result<bool, RunnerError> {
+        if self.stops.stop(id, Stop::Cancel) {
+            return Ok(true);
+        }
+        let run = self.store.request_cancel(tenant, id).await?;
+        if run.status.is_finished() {
+            return Ok(false);
+        }
+        self.end_if_unheld(&run).await?;
+        Ok(true)
+    }
+
+    /// Adds the children of `id` to `todo`, each with whether it is finished.
+    fn push_children(&self, tenant: &Tenant, id: &str, todo: &mut Vec<(String, bool)>) -> Result<(), RunnerError> {
+        let filter = RunFilter { lineage: Lineage::ChildrenOf(id.to_owned()), ..RunFilter::default() };
+        todo.extend(self.store.list_runs(tenant, &filter)?.into_iter().map(|c| (c.id, c.status.is_finished())));
+        Ok(())
     }
 
     /// Ends a run asked to cancel if nobody holds it: claims it and finishes

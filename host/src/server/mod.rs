@@ -195,11 +195,9 @@ pub async fn serve(host: Arc<Host>, options: ServeOptions, ready: impl FnOnce(&S
     let (close, closing) = tokio::sync::watch::channel(false);
     let metrics = metrics::Metrics::start(&host);
     let state = AppState { host: host.clone(), token: Arc::from(token), closing, metrics };
-    match host.recover_in_background() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("resuming {n} run(s) a stopped host left behind"),
-        Err(e) => tracing::warn!("cannot look for runs to resume: {e}"),
-    }
+    // What a stopped host left behind is taken up through claims, as many at once
+    // as the server works on (or by the workers, under `--no-work`), so thousands
+    // of such runs never keep it from new ones.
     ready(&info);
     let (stop_work, work_stopped) = tokio::sync::oneshot::channel::<()>();
     let working = options.work.clone().map(|work| {
