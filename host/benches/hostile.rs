@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cairn::manifest::Manifest;
 use cairn::runner::Host;
 use cairn::sandbox::usage::{DiskLimits, measure_at};
-use cairn::services::fresh::FreshSlots;
+use cairn::services::fresh::{FreshSlots, SlotPolicy};
 
 #[path = "support/measure.rs"]
 mod measure;
@@ -31,7 +31,7 @@ fn slots(runtime: &tokio::runtime::Runtime, plan: Plan) {
     println!("1. fresh-instance slots: acquire and release, µs per pair");
     let (mut fair, mut plain) = (Series::new(), Series::new());
     for round in plan.rounds() {
-        let gate = FreshSlots::new(200, 100, 200);
+        let gate = FreshSlots::new(cairn::engine::FRESH_SLOTS);
         let started = Instant::now();
         runtime.block_on(async {
             for _ in 0..PAIRS {
@@ -57,7 +57,8 @@ fn slots(runtime: &tokio::runtime::Runtime, plan: Plan) {
         let mut series = Series::new();
         for round in plan.rounds() {
             let took = runtime.block_on(async {
-                let gate = FreshSlots::new(1, 1, 0);
+                let policy = SlotPolicy { slots: 1, share: 1, reserve: 0, parking: 0, parking_per_tree: 0 };
+                let gate = FreshSlots::new(policy);
                 let held = gate.acquire("holder").await;
                 // Every tree queues one waiter; each, granted, gives the slot back.
                 let mut waiters = Vec::new();

@@ -61,6 +61,40 @@ impl Cassette {
         Cassette { format: FORMAT.into(), version: VERSION, run, journal }
     }
 
+    /// Whether this build can import it: its format and version, a finished
+    /// run with ids a host would make, and a journal of its own run only.
+    /// `shown` names where it came from.
+    pub fn check(&self, shown: &str) -> Result<(), CassetteError> {
+        if self.format != FORMAT || self.version != VERSION {
+            return Err(CassetteError::Format {
+                path: shown.into(),
+                message: format!("format {:?} version {}", self.format, self.version),
+            });
+        }
+        let run = &self.run;
+        let refuse = |message: String| Err(CassetteError::Format { path: shown.into(), message });
+        for (what, id) in [("run id", Some(&run.id)), ("parent", run.parent.as_ref()), ("root", run.root.as_ref())] {
+            if let Some(id) = id.filter(|id| !crate::model::is_run_id(id)) {
+                return refuse(format!(
+                    "{what} {id:?} is not a run id a host makes (letters, digits and dashes, at most 64)"
+                ));
+            }
+        }
+        for (what, name) in [("task", Some(&run.task)), ("group", run.group.as_ref())] {
+            if let Some(name) = name.filter(|name| name.is_empty() || name.chars().any(char::is_control)) {
+                return refuse(format!("{what} {name:?} is empty or holds control characters"));
+            }
+        }
+        if !run.status.is_finished() {
+            // Stored unheld, an unfinished run would be taken up and run live.
+            return refuse(format!("its run is {}; export a run once it has finished", run.status.as_str()));
+        }
+        if self.journal.iter().any(|e| e.key.run_id != self.run.id) {
+            return Err(CassetteError::Format { path: shown.into(), message: "journal entries of another run".into() });
+        }
+        Ok(())
+    }
+
     /// Writes it to `path`.
     pub fn save(&self, path: &Path) -> Result<(), CassetteError> {
         let text = serde_json::to_string_pretty(self)
@@ -80,9 +114,16 @@ pub fn export(store: &dyn Store, tenant: &Tenant, run_id: &str, path: &Path) -> 
 pub async fn import(store: &dyn Store, tenant: &Tenant, path: &Path) -> Result<RunRecord, CassetteError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| CassetteError::Io { path: shown.clone(), source })?;
-    let cassette: Cassette = serde_json::from_str(&text)
-        .map_err(|e| CassetteError::Format { path: shown.clone(), message: e.to_string() })?;
-    store_cassette(store, tenant, cassette, &shown).await
+    store_cassette(store, tenant, parse(&text, &shown)?, &shown).await
+}
+
+/// Reads a cassette's text and checks what needs no store ([`Cassette::check`]);
+/// `shown` names where it came from. The pure step of [`import`].
+pub fn parse(text: &str, shown: &str) -> Result<Cassette, CassetteError> {
+    let cassette: Cassette =
+        serde_json::from_str(text).map_err(|e| CassetteError::Format { path: shown.into(), message: e.to_string() })?;
+    cassette.check(shown)?;
+    Ok(cassette)
 }
 
 /// Stores a cassette's run and journal under `tenant`; `shown` names where it came from.
@@ -92,15 +133,7 @@ pub async fn store_cassette(
     cassette: Cassette,
     shown: &str,
 ) -> Result<RunRecord, CassetteError> {
-    if cassette.format != FORMAT || cassette.version != VERSION {
-        return Err(CassetteError::Format {
-            path: shown.into(),
-            message: format!("format {:?} version {}", cassette.format, cassette.version),
-        });
-    }
-    if cassette.journal.iter().any(|e| e.key.run_id != cassette.run.id) {
-        return Err(CassetteError::Format { path: shown.into(), message: "journal entries of another run".into() });
-    }
+    cassette.check(shown)?;
     // Journals, logs and reports are filed by run id: an id any tenant has
     // is taken, or the import would share (and could read) that run's records.
     for owner in store.tenants(false)? {
@@ -119,4 +152,27 @@ pub async fn store_cassette(
     store.journal_put_all(&cassette.journal).await?;
     store.create_run(&run).await?;
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cassette_whose_run_id_a_host_would_not_make_is_refused() {
+        let mut run = RunRecord::new("01a2-b3".into(), Tenant::default(), "t".into(), "{}".into());
+        run.status = crate::model::RunStatus::Succeeded;
+        let good = Cassette::of(run.clone(), Vec::new());
+        assert!(good.check("c.json").is_ok());
+        // A key separator in the id would file its journal under another run's prefix.
+        for id in ["victim\u{1}x", "", "../x", &"a".repeat(65)] {
+            let bad = Cassette::of(RunRecord { id: id.to_owned(), ..run.clone() }, Vec::new());
+            let error = bad.check("c.json").unwrap_err().to_string();
+            assert!(error.contains("run id"), "{id:?}: {error}");
+        }
+        let forged_parent = Cassette::of(RunRecord { parent: Some("p\u{1}x".into()), ..run.clone() }, Vec::new());
+        assert!(forged_parent.check("c.json").unwrap_err().to_string().contains("parent"));
+        let unfinished = Cassette::of(RunRecord { status: crate::model::RunStatus::Running, ..run }, Vec::new());
+        assert!(unfinished.check("c.json").unwrap_err().to_string().contains("once it has finished"));
+    }
 }

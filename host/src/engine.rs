@@ -23,15 +23,24 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// Component instances the pooling allocator holds at once: warm instances
 /// of every pool, fresh ones running and fresh ones parked (see
 /// [`MAX_FRESH_INSTANCES`] and [`MAX_PARKED_INSTANCES`]), and the reaper's backlog.
-pub const MAX_INSTANCES: u32 = 1200;
+pub const MAX_INSTANCES: u32 = 1600;
 /// Fresh (not pooled) instances running at once; more attempts wait their turn.
 pub const MAX_FRESH_INSTANCES: usize = 200;
-/// The most fresh instances one tree of runs holds at once, so that other
-/// runs find a slot while a tree fills the rest.
-pub const FRESH_PER_TREE: usize = MAX_FRESH_INSTANCES / 2;
 /// Fresh instances parked at once: waiting on their children, they hold an
 /// instance slot of the engine but none of [`MAX_FRESH_INSTANCES`].
-pub const MAX_PARKED_INSTANCES: usize = 200;
+pub const MAX_PARKED_INSTANCES: usize = 600;
+
+/// How the fresh-instance slots are shared between trees of runs (see
+/// [`crate::services::fresh`]): a tree holds up to half of them while others
+/// might want the rest, and past that all but a tenth; it parks up to half
+/// of the parking.
+pub const FRESH_SLOTS: crate::services::fresh::SlotPolicy = crate::services::fresh::SlotPolicy {
+    slots: MAX_FRESH_INSTANCES,
+    share: MAX_FRESH_INSTANCES / 2,
+    reserve: MAX_FRESH_INSTANCES / 10,
+    parking: MAX_PARKED_INSTANCES,
+    parking_per_tree: MAX_PARKED_INSTANCES / 2,
+};
 /// The most warm instances all pools together may hold: what is left of
 /// [`MAX_INSTANCES`] after fresh instances, parked ones and the reaper's backlog.
 pub const MAX_POOLED_INSTANCES: usize = 700;

@@ -71,7 +71,7 @@ pub async fn collect_status(
     sweep: &Sweep,
     report: &mut GcReport,
 ) -> Result<(), StoreError> {
-    let cutoff = now_ms().saturating_sub(sweep.older_than.as_millis() as u64);
+    let cutoff = now_ms().saturating_sub(u64::try_from(sweep.older_than.as_millis()).unwrap_or(u64::MAX));
     // Run ids sort by creation time, and a run finishes after it is made: only
     // finished runs made before the cutoff can be old enough, so only those are read.
     let mut before = Some(id_at(cutoff));

@@ -100,7 +100,9 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "imports",
-        allowed: Some(&["model", "store", "journal", "llm", "services", "manifest", "progress", "events", "access"]),
+        allowed: Some(&[
+            "model", "store", "journal", "llm", "services", "manifest", "progress", "events", "access", "sandbox",
+        ]),
         denied: &[],
         external: &[],
         why: "adapters are thin over services and never reach into the runner",

@@ -502,3 +502,28 @@ async fn a_waited_for_run_whose_retry_is_released_is_answered_when_it_finishes()
     assert_eq!(llm.requests(), 4, "the retry replays the first two calls");
     assert!(server.stop(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_takes_up_at_once_the_runs_of_a_killed_cairn_run() {
+    let project = Project::new(TASKS);
+    let mut cli = std::process::Command::new(crate::support::guests::cairn_bin())
+        .arg("--manifest")
+        .arg(&project.manifest)
+        .args(["run", "probe", "--quiet", "--input", r#"{"mode": "sleep", "ms": 1500}"#])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let runs = project.store().list_runs(&cairn::model::Tenant::default(), &Default::default()).unwrap();
+    let [run] = runs.as_slice() else { panic!("one run: {runs:?}") };
+    assert!(run.lease.is_some() && !run.status.is_finished(), "left running under the killed process's lease");
+    // Its lease has most of a minute to go; the server frees it, its process being gone.
+    let server = Served::start(&project, &[]);
+    wait_for("the killed run to finish", Duration::from_secs(20), async || {
+        status_of(&server, &run.id).await == "succeeded"
+    })
+    .await;
+}

@@ -56,8 +56,9 @@ pub fn bomb(args: &Value, input: &str) -> Result<Value, TaskError> {
 }
 
 /// Opens the file `held` `files` times through `wasi:filesystem` (each a
-/// host descriptor) and subscribes `pollables` clock pollables, holding them
-/// all; then sleeps `hold_ms`. `{"opened": n, "pollables": n}`, or the first
+/// host descriptor; with `"streams": true` each kept by a stream over it,
+/// its descriptor dropped) and subscribes `pollables` clock pollables,
+/// holding them all; then sleeps `hold_ms`. `{"opened": n, "pollables": n}`, or the first
 /// refusal the guest sees as `{"refused": "...", "opened": n}`.
 pub fn handles(args: &Value) -> Result<Value, TaskError> {
     use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
@@ -66,23 +67,34 @@ pub fn handles(args: &Value) -> Result<Value, TaskError> {
         .into_iter()
         .next()
         .ok_or_else(|| TaskError::new("no-preopen", "probe: no directory is preopened"))?;
-    let mut opened = Vec::new();
+    // With `streams`, each file is held by a stream over it and its descriptor dropped.
+    let streams = args.get("streams") == Some(&Value::Bool(true));
+    let (mut opened, mut held_streams) = (Vec::new(), Vec::new());
     for _ in 0..files {
         match dir.open_at(PathFlags::empty(), "held", OpenFlags::CREATE, DescriptorFlags::READ) {
+            Ok(file) if streams => match file.read_via_stream(0) {
+                Ok(stream) => held_streams.push(stream),
+                Err(code) => return Ok(json!({ "refused": format!("{code:?}"), "opened": held_streams.len() })),
+            },
             Ok(file) => opened.push(file),
-            Err(code) => return Ok(json!({ "refused": format!("{code:?}"), "opened": opened.len() })),
+            Err(code) => {
+                let count = opened.len() + held_streams.len();
+                return Ok(json!({ "refused": format!("{code:?}"), "opened": count }));
+            }
         }
     }
+    let opened = [opened.len(), held_streams.len()];
     let pollables: Vec<_> = (0..u64_arg(args, "pollables")?.unwrap_or(0))
         .map(|_| wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(u64_arg(args, "hold_ms")?.unwrap_or(0)));
-    Ok(json!({ "opened": opened.len(), "pollables": pollables.len() }))
+    Ok(json!({ "opened": opened[0] + opened[1], "pollables": pollables.len() }))
 }
 
 /// Fills the run's directory: `files` empty files, one file of `bytes`
-/// bytes written 1 MiB at a time, a `sparse` file of that length (no data
-/// written), and `depth` directories one inside the other. `{"done": true}`,
+/// bytes written 1 MiB at a time, `unlinked` bytes into a file removed
+/// first (held open), a `sparse` file of that length (no data written), and
+/// `depth` directories one inside the other. `{"done": true}`,
 /// or the first error as `{"error": "..."}`.
 pub fn disk(args: &Value) -> Result<Value, TaskError> {
     use std::io::Write;
@@ -105,6 +117,21 @@ pub fn disk(args: &Value) -> Result<Value, TaskError> {
                 return failed("bytes", e);
             }
             written += n as u64;
+        }
+    }
+    if let Some(bytes) = u64_arg(args, "unlinked")? {
+        // Written to a file whose name is gone: no directory listing shows it.
+        let chunk = vec![7u8; 1 << 20];
+        let mut file = std::fs::File::create("hidden").map_err(|e| TaskError::new("io", e.to_string()))?;
+        if let Err(e) = std::fs::remove_file("hidden") {
+            return failed("unlinked", e);
+        }
+        let mut written = 0u64;
+        while written < bytes {
+            if let Err(e) = file.write_all(&chunk) {
+                return failed("unlinked", e);
+            }
+            written += chunk.len() as u64;
         }
     }
     if let Some(sparse) = u64_arg(args, "sparse")? {

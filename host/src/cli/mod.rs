@@ -256,23 +256,33 @@ enum CacheCommand {
     },
 }
 
-/// Entry point of the binary.
-/// Raises the process's soft limit on open descriptors to its hard limit:
-/// every instance may hold up to its environment's `resources.max_handles`
-/// files, and the host needs its own besides (README: Sandbox and limits).
+/// Raises the process's soft limit on open descriptors to its hard limit
+/// (at most the kernel's `fs.nr_open`): every instance may hold its
+/// environment's `resources.max_open_files`, and the host needs its own
+/// besides (README: Sandbox and limits).
 fn raise_descriptor_limit() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::debug!("cannot raise the open-descriptor limit: {}", std::io::Error::last_os_error());
-            }
-        }
+    // SAFETY: getrlimit only writes the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|n| n.trim().parse().ok());
+    let wanted = kernel.map_or(limit.rlim_max, |most: libc::rlim_t| limit.rlim_max.min(most));
+    if limit.rlim_cur >= wanted {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: wanted, rlim_max: limit.rlim_max };
+    // SAFETY: setrlimit only reads the struct passed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::warn!(
+            "cannot raise the open-descriptor limit from {} to {wanted}: {}; guests' open files count against the lower one",
+            limit.rlim_cur,
+            std::io::Error::last_os_error()
+        );
     }
 }
 
+/// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let otlp = match &cli.command {

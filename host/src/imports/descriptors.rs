@@ -2,16 +2,18 @@
 //!
 //! A guest that calls `wasi:filesystem` directly gets past the WASI
 //! adapter's own cap of 124 files, and every `open-at` that succeeds is a
-//! new descriptor of the host's process. So `open-at` is wrapped: a guest
-//! holding its environment's limit gets `too-many-open-files` instead, and a
-//! descriptor's drop gives its place back. (Preopened directories and
-//! directory listings hold no descriptor of their own: wasmtime-wasi shares
-//! the preopen's and reads a listing whole.) The wrappers shadow
-//! wasmtime-wasi's own definitions of the two items and then call them.
+//! new descriptor of the host's process. So `open-at` is wrapped: the file
+//! it opened is kept track of (weakly) for as long as anything of the
+//! guest's holds it (its descriptor, or a stream over it that outlives the
+//! descriptor), and a guest holding its environment's limit gets
+//! `too-many-open-files` instead. (Preopened directories and directory
+//! listings hold no descriptor of their own: wasmtime-wasi shares the
+//! preopen's and reads a listing whole.) The wrapper shadows wasmtime-wasi's
+//! own definition and calls it. The same record lets the disk measurement
+//! count files the guest removed but holds open ([`HeldFiles`]).
 
-use std::collections::HashSet;
-
-use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::Descriptor as Opened;
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     Descriptor, DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
@@ -19,23 +21,22 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 
 use super::HostState;
 use crate::model::{Failure, FailureKind, LimitHit};
+use crate::sandbox::usage::HeldFiles;
 
 /// The `wasi:filesystem/types` interface whose items are wrapped (any 0.2.x
 /// a guest imports resolves to it).
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 
-/// The descriptors an instance opened and holds, and how many it may.
+/// The files an instance's guest opened and holds, and how many it may.
 pub struct OpenFiles {
-    /// Table entries of the descriptors `open-at` made and the guest holds.
-    held: HashSet<u32>,
-    /// The most it may hold at once.
+    held: HeldFiles,
     max: u32,
 }
 
 impl OpenFiles {
     /// None open, at most `max`.
     pub fn new(max: u32) -> Self {
-        OpenFiles { held: HashSet::new(), max }
+        OpenFiles { held: HeldFiles::default(), max }
     }
 
     /// The limit from now on (a warm instance's next call).
@@ -43,14 +44,14 @@ impl OpenFiles {
         self.max = max;
     }
 
-    /// Descriptors held now.
-    pub fn held(&self) -> usize {
-        self.held.len()
+    /// The files the guest holds, shared (for the disk measurement).
+    pub fn held(&self) -> &HeldFiles {
+        &self.held
     }
 }
 
-/// Wraps `open-at` and the descriptor's drop in `linker`, which must already
-/// hold wasmtime-wasi's `wasi:filesystem`.
+/// Wraps `open-at` in `linker`, which must already hold wasmtime-wasi's
+/// `wasi:filesystem`.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(TYPES)?;
@@ -66,16 +67,18 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         )| {
             Box::new(async move {
                 let files = &store.data().files;
-                if files.held.len() >= files.max as usize {
+                if files.held.alive() >= files.max as usize {
                     return Err(too_many(files.max));
                 }
-                let opened = {
-                    let mut view = store.data_mut().filesystem();
-                    HostDescriptor::open_at(&mut view, dir, path_flags, path, open_flags, flags).await
-                };
+                let state = store.data_mut();
+                let opened =
+                    HostDescriptor::open_at(&mut state.filesystem(), dir, path_flags, path, open_flags, flags).await;
                 match opened {
                     Ok(file) => {
-                        store.data_mut().files.held.insert(file.rep());
+                        match state.table.get(&file)? {
+                            Opened::File(f) => state.files.held.add(&f.file),
+                            Opened::Dir(d) => state.files.held.add(&d.dir),
+                        }
                         Ok((Ok::<_, ErrorCode>(file),))
                     }
                     Err(error) => Ok((Err(error.downcast()?),)),
@@ -83,13 +86,6 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    types.resource_async("descriptor", ResourceType::host::<Descriptor>(), |mut store, rep| {
-        Box::new(async move {
-            let state = store.data_mut();
-            state.files.held.remove(&rep);
-            HostDescriptor::drop(&mut state.filesystem(), Resource::new_own(rep))
-        })
-    })?;
     linker.allow_shadowing(false);
     Ok(())
 }

@@ -214,7 +214,7 @@ impl Journal {
             return Ok(());
         }
         let own = read_all(&self.store, &self.run_id).await?;
-        self.next_seq = own.iter().map(|e| e.seq + 1).max().unwrap_or(0).max(self.next_seq);
+        self.next_seq = own.iter().map(|e| e.seq.saturating_add(1)).max().unwrap_or(0).max(self.next_seq);
         // Earlier attempts' records count against the run's limit: a retried run
         // cannot grow its journal by another `max_journal` per attempt.
         self.records += own.len() as u64;

@@ -154,7 +154,7 @@ fn oom_policy(locate: &Locator, value: &Spanned<toml::Value>, owner: &str) -> Re
     let oom: RawOom = value.get_ref().clone().try_into().map_err(|e: toml::de::Error| {
         ManifestError::at(locate, value.span(), format!("{owner}: on_oom: {}", e.message()))
     })?;
-    if oom.grow <= 1.0 {
+    if oom.grow.is_nan() || oom.grow <= 1.0 {
         return Err(ManifestError::at(locate, value.span(), format!("{owner}: on_oom.grow must be more than 1.0")));
     }
     Ok(OomPolicy { grow: oom.grow, max: oom.max })

@@ -205,3 +205,25 @@ fn tenant_instance_quotas_are_read_and_zero_refused() {
         assert!(error.contains(says), "{quota}: {error}");
     }
 }
+
+#[test]
+fn hostile_limits_parse_and_a_growth_that_is_not_a_number_is_refused() {
+    let manifest = parse(
+        r#"
+[environments.tight]
+resources = { max_handles = 64, max_open_files = 8, max_disk = "16MiB", max_files = 100 }
+
+[tasks.t]
+component = "t.wasm"
+environment = "tight"
+"#,
+    )
+    .unwrap();
+    let tight = &manifest.environments["tight"].resources;
+    assert_eq!((tight.max_handles, tight.max_open_files, tight.max_disk, tight.max_files), (64, 8, 16 << 20, 100));
+    let defaults = &manifest.environments["default"].resources;
+    assert_eq!((defaults.max_handles, defaults.max_open_files, defaults.max_files), (16_384, 256, 10_000));
+    let (line, message) = error_of("[tasks.t]\ncomponent = \"t.wasm\"\non_oom = { grow = nan, max = \"1GiB\" }\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("more than 1.0"), "{message}");
+}

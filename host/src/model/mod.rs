@@ -24,7 +24,7 @@ pub use failure::{Failure, FailureKind, LimitHit, MAX_GUEST_MESSAGE, cut_with_no
 pub use journal::{CallKind, JournalEntry, ReplayKey};
 pub use output::{AttemptLog, Report};
 pub use quota::{LedgerLine, LedgerQuota, LedgerTotals, Price, Quotas, UsageRecord, day_and_month};
-pub use run::{AttemptRecord, CacheEntry, DeadLetter, Fence, Lease, RunRecord, RunStatus};
+pub use run::{AttemptRecord, CacheEntry, DeadLetter, Fence, Lease, RunRecord, RunStatus, is_run_id};
 pub use stats::TaskStats;
 pub use tenant::{Tenant, TenantError};
 pub use time::now_ms;

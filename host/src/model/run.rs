@@ -268,3 +268,10 @@ impl AttemptRecord {
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
+
+/// Whether `id` can be a run's id: 1 to 64 ASCII letters, digits and
+/// dashes (the host makes UUIDs). Ids name directories and prefix store
+/// keys, so nothing else is taken from outside (an imported cassette).
+pub fn is_run_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}

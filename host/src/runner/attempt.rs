@@ -123,8 +123,8 @@ impl Host {
                         lease.fill(warm);
                     }
                     let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };
-                    let dir = warm.dir().to_path_buf();
-                    within_disk(dir, env, warm.call(input)).await
+                    let (dir, held) = warm.disk();
+                    within_disk(dir, held, env, warm.call(input)).await
                 };
                 let result = tokio::time::timeout(env.resources.timeout, call).await;
                 let Some(warm) = lease.instance() else {
@@ -243,6 +243,7 @@ impl Host {
         wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
             .map_err(|e| Failure::host(format!("cannot preopen the run directory {}: {e}", work.display())))?;
         let mut state = HostState::new(wasi.build(), plan.memory, &self.services);
+        let held = state.files.held().clone();
         state.caps.tasks.lend_while_waiting(share);
         state.caps.tasks.park_while_waiting(slot);
         state.begin_call(setup, plan.memory);
@@ -251,7 +252,7 @@ impl Host {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
         };
-        let call = within_disk(work, env, call);
+        let call = within_disk(work, held, env, call);
         // Bounds guest code (it yields every epoch tick) and host calls alike.
         let result = tokio::time::timeout(env.resources.timeout, call).await;
         let outcome = classify(result, env, store.data().memory.hit, plan.memory);
@@ -307,15 +308,17 @@ pub(super) fn new_store(host: &Host, state: HostState) -> WasmStore<HostState> {
     store
 }
 
-/// `call`, ended early with `disk-limit` once the directory at `dir` passes
-/// the environment's `max_disk` or `max_files` (see [`crate::sandbox::usage`]).
+/// `call`, ended early with `disk-limit` once the directory at `dir` (with
+/// the removed files of `held` still open) passes the environment's
+/// `max_disk` or `max_files` (see [`crate::sandbox::usage`]).
 async fn within_disk<T>(
     dir: std::path::PathBuf,
+    held: crate::sandbox::usage::HeldFiles,
     env: &Environment,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
     let limits = DiskLimits { bytes: env.resources.max_disk, entries: u64::from(env.resources.max_files) };
-    match crate::sandbox::usage::within(dir, limits, call).await {
+    match crate::sandbox::usage::within(dir, limits, held, call).await {
         Ok(result) => result,
         Err(over) => Err(wasmtime::Error::new(LimitHit(Failure {
             kind: FailureKind::DiskLimit,

@@ -4,7 +4,7 @@
 //! drives has a [`StopToken`]; its attempt, backoff and parking wait on it,
 //! so a stop takes effect at the guest's next epoch tick.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -97,9 +97,53 @@ pub struct Stops {
     /// Set once the host takes no new runs.
     closed: AtomicBool,
     /// Runs cancelled: a child of one, started after the cancel (its
-    /// submission was under way), stops at once. Kept for the host's life;
-    /// cancels are rare and an id is small.
-    cancelled: Mutex<HashSet<String>>,
+    /// submission was under way), stops at once. The latest
+    /// [`CANCELS_REMEMBERED`] are kept (a tree that hit its limits is
+    /// cancelled whole, so they come by the thousand).
+    cancelled: Mutex<Cancelled>,
+}
+
+/// How many cancelled runs a host remembers.
+pub const CANCELS_REMEMBERED: usize = 100_000;
+
+/// Cancelled run ids, the oldest forgotten first.
+#[derive(Debug, Default)]
+struct Cancelled {
+    /// Each id with the number of its latest cancel.
+    ids: HashMap<String, u64>,
+    /// Cancels in order; one whose number is no longer its id's is stale.
+    order: std::collections::VecDeque<(String, u64)>,
+    next: u64,
+}
+
+impl Cancelled {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if self.ids.contains_key(&id) {
+            return;
+        }
+        self.next += 1;
+        self.ids.insert(id.clone(), self.next);
+        self.order.push_back((id, self.next));
+        while self.ids.len() > CANCELS_REMEMBERED {
+            let Some((old, number)) = self.order.pop_front() else { break };
+            if self.ids.get(&old) == Some(&number) {
+                self.ids.remove(&old);
+            }
+        }
+        // Stale entries (forgotten, then cancelled again) do not pile up.
+        if self.order.len() > 2 * CANCELS_REMEMBERED {
+            let ids = &self.ids;
+            self.order.retain(|(id, number)| ids.get(id) == Some(number));
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.ids.remove(id);
+    }
 }
 
 /// Removes a run's token when its driving ends.

@@ -268,11 +268,7 @@ impl Host {
                 instance_dirs,
                 children,
                 progress,
-                fresh_slots: crate::services::fresh::FreshSlots::new(
-                    crate::engine::MAX_FRESH_INSTANCES,
-                    crate::engine::FRESH_PER_TREE,
-                    crate::engine::MAX_PARKED_INSTANCES,
-                ),
+                fresh_slots: crate::services::fresh::FreshSlots::new(crate::engine::FRESH_SLOTS),
                 warm_slots: Arc::new(tokio::sync::Semaphore::new(crate::engine::MAX_POOLED_INSTANCES)),
                 pool_status: Mutex::new(Vec::new()),
                 services,

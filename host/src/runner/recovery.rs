@@ -136,6 +136,33 @@ impl Host {
         self.resume(tenant, run_id, false).await
     }
 
+    /// Frees the leases of the unfinished runs whose holder was a process of
+    /// this machine that is gone (a killed `cairn run`), so that claims take
+    /// them up now rather than when their leases expire. Returns how many.
+    pub async fn free_leases_of_gone_hosts(&self) -> Result<usize, RunnerError> {
+        let now = now_ms();
+        let mut freed = 0;
+        for tenant in self.store.tenants(true)? {
+            for status in [RunStatus::Running, RunStatus::Pending] {
+                let filter = RunFilter { status: Some(status), ..Default::default() };
+                for run in self.store.list_runs(&tenant, &filter)? {
+                    let Some(lease) = &run.lease else { continue };
+                    if lease.expires_at_ms <= now || super::lease::holder_alive(&lease.owner) != Some(false) {
+                        continue;
+                    }
+                    let fence = run.fence(&lease.owner);
+                    let mut released = run.clone();
+                    released.lease = None;
+                    // Refused if the run moved on meanwhile: then someone holds it.
+                    if self.store.update_run(&released, &fence).await.is_ok() {
+                        freed += 1;
+                    }
+                }
+            }
+        }
+        Ok(freed)
+    }
+
     /// Whether `run`'s top-level run failed on its tree's limits.
     fn tree_failed_on_limits(&self, run: &RunRecord) -> bool {
         run.root.as_deref().is_some_and(|root| {

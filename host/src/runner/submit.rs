@@ -148,7 +148,20 @@ impl Host {
     pub(super) fn cancel_tree_of(&self, run: &RunRecord) {
         let Some(host) = self.me.upgrade() else { return };
         let (tenant, root) = (run.tenant.clone(), run.root.clone().unwrap_or_else(|| run.id.clone()));
+        // At once: a child of the root whose submission is under way stops as it starts.
+        self.stops.stop(&root, Stop::Cancel);
         self.spawn(async move {
+            // Unless the root was retried meanwhile (a dead letter's retry re-attaches to its tree).
+            match host.store.get_run(&tenant, &root) {
+                Ok(r)
+                    if r.status == crate::model::RunStatus::Failed
+                        && r.error.as_ref().is_some_and(|e| e.kind.is_tree_limit()) => {}
+                Ok(_) => return host.stops.forget_cancel(&root),
+                Err(e) => {
+                    host.stops.forget_cancel(&root);
+                    return tracing::warn!(run = %root, "cannot cancel the rest of a tree that hit its limits: {e}");
+                }
+            }
             match host.cancel_below(&tenant, &root).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(run = %root, "cancelled {n} run(s) of a tree that hit its limits"),
@@ -170,10 +183,8 @@ impl Host {
     }
 
     /// [`Host::cancel`] of `run_id`'s unfinished descendants, not of itself
-    /// (finished). A child of it whose submission is still under way stops
-    /// as it starts (see [`super::cancel::Stops::register`]).
+    /// (finished).
     pub(super) async fn cancel_below(&self, tenant: &Tenant, run_id: &str) -> Result<usize, RunnerError> {
-        self.stops.stop(run_id, Stop::Cancel);
         let mut todo = Vec::new();
         self.push_children(tenant, run_id, &mut todo)?;
         self.cancel_all(tenant, todo).await

@@ -51,7 +51,10 @@ impl WarmInstance {
         let env = setup.env;
         let stdout = CapturedOutput::new(LOG_CAP);
         let stderr = CapturedOutput::new(LOG_CAP);
-        let name = format!("{}-{}", env.name, uuid::Uuid::now_v7());
+        // The environment's name as far as a directory name takes it, then a unique id.
+        let label: String =
+            env.name.chars().take(24).map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let name = format!("{label}-{}", uuid::Uuid::now_v7());
         let work = host.instance_dirs.work_dir(&name).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
         let dir = work.parent().map(PathBuf::from).unwrap_or_else(|| work.clone());
         let made = async {
@@ -90,12 +93,13 @@ impl WarmInstance {
         self.instance.call_run(&mut self.store, input).await
     }
 
-    /// Whether the last call hit the memory limit.
-    /// The instance's own directory (what its guest writes to).
-    pub(super) fn dir(&self) -> &std::path::Path {
-        &self.dir
+    /// The directory its guest writes to (its own, preopened as `.`), and
+    /// the files the guest holds open.
+    pub(super) fn disk(&self) -> (std::path::PathBuf, crate::sandbox::usage::HeldFiles) {
+        (self.dir.join("work"), self.store.data().files.held().clone())
     }
 
+    /// Whether the last call hit the memory limit.
     pub(super) fn memory_hit(&self) -> bool {
         self.store.data().memory.hit
     }

@@ -197,8 +197,10 @@ impl RunDirs {
 }
 
 /// Whether `run_id` can name a directory here: letters, digits and dashes only.
+/// A run id (or an instance's name) that can name a directory: ASCII
+/// letters, digits and dashes.
 fn valid_run_id(run_id: &str) -> bool {
-    !run_id.is_empty() && run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    (1..=128).contains(&run_id.len()) && run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 #[cfg(test)]

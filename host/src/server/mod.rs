@@ -11,6 +11,15 @@
 
 pub mod dashboard;
 
+/// The API's request bodies and query strings as the handlers decode them
+/// (their fields stay the handlers'): for checking decoders against them.
+pub mod requests {
+    pub use super::admin::{CacheClear, Gc, Retry, SecretValue};
+    pub use super::runs::{JournalArgs, ListArgs, Resume, Submit};
+    pub use super::tokens::NewToken;
+    pub use super::usage::{SetQuota, UsageArgs};
+}
+
 mod admin;
 mod auth;
 mod error;
@@ -197,7 +206,17 @@ pub async fn serve(host: Arc<Host>, options: ServeOptions, ready: impl FnOnce(&S
     let state = AppState { host: host.clone(), token: Arc::from(token), closing, metrics };
     // What a stopped host left behind is taken up through claims, as many at once
     // as the server works on (or by the workers, under `--no-work`), so thousands
-    // of such runs never keep it from new ones.
+    // of such runs never keep it from new ones; a killed process's runs at once.
+    // (A holder is `HOSTNAME-PID`: hosts sharing a store need names of their own, as
+    // the workers' rows already assume.)
+    let freeing = host.clone();
+    host.spawn(async move {
+        match freeing.free_leases_of_gone_hosts().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} run(s) left by a process that is gone are free to be taken up"),
+            Err(e) => tracing::warn!("cannot look for runs left by a process that is gone: {e}"),
+        }
+    });
     ready(&info);
     let (stop_work, work_stopped) = tokio::sync::oneshot::channel::<()>();
     let working = options.work.clone().map(|work| {

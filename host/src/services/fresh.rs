@@ -7,31 +7,52 @@
 //! whatever arrives after it. So:
 //!
 //! - **Parking.** A guest waiting on a child gives its slot back while it
-//!   waits ([`FreshSlot::park`]) and takes one again, ahead of everyone, when
-//!   the child is done. A parked instance still occupies the engine, so at
-//!   most `parking` instances are parked at once; past that a parent keeps
-//!   its slot while it waits.
+//!   waits ([`FreshSlot::park`]) and takes one again, ahead of other callers,
+//!   when the child is done. A parked instance still occupies the engine, so
+//!   at most [`SlotPolicy::parking`] instances are parked at once, and at
+//!   most [`SlotPolicy::parking_per_tree`] of one tree; past that a parent
+//!   keeps its slot while it waits.
 //! - **Fair shares.** A free slot goes to the tree (top-level run) holding
-//!   the fewest, oldest waiter first within it, and no tree holds more than
-//!   `per_tree` at once; an unrelated run finds a slot while a tree fills the rest.
+//!   the fewest, oldest waiter first within it. A tree holding its
+//!   [`SlotPolicy::share`] or more gets another only while more than
+//!   [`SlotPolicy::reserve`] slots are free: a tree alone uses nearly all the
+//!   slots, and a run of another tree still finds one at once.
+//!
+//! A tree whose waiting parents outnumber what it may park plus what it may
+//! hold still waits on itself until their timeouts: that is the size past
+//! which a tree's fan-out must use `reuse` or fewer waiting levels.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+/// How the slots are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotPolicy {
+    /// Slots in all.
+    pub slots: usize,
+    /// What a tree may hold while others might need the rest.
+    pub share: usize,
+    /// Slots a tree past its share leaves free for other trees.
+    pub reserve: usize,
+    /// Instances parked at once, all trees together.
+    pub parking: usize,
+    /// Instances of one tree parked at once.
+    pub parking_per_tree: usize,
+}
+
 /// Slots, their use by tree, and who waits for them.
 pub struct FreshSlots {
     inner: Mutex<Inner>,
-    /// The most one tree holds at once.
-    per_tree: usize,
-    /// The most instances parked at once.
-    parking: usize,
+    policy: SlotPolicy,
 }
 
 struct Inner {
     free: usize,
     parked: usize,
+    /// Instances parked, by tree (absent: none).
+    parked_by: HashMap<Arc<str>, usize>,
     /// Slots held, by tree (absent: none).
     held: HashMap<Arc<str>, usize>,
     /// Waiting callers by tree, oldest first.
@@ -61,20 +82,19 @@ pub struct SlotStats {
 }
 
 impl FreshSlots {
-    /// `slots` slots, at most `per_tree` (at least one) to a tree at once,
-    /// and at most `parking` instances parked at once.
-    pub fn new(slots: usize, per_tree: usize, parking: usize) -> Arc<Self> {
+    /// Slots shared under `policy`.
+    pub fn new(policy: SlotPolicy) -> Arc<Self> {
         Arc::new(FreshSlots {
             inner: Mutex::new(Inner {
-                free: slots,
+                free: policy.slots,
                 parked: 0,
+                parked_by: HashMap::new(),
                 held: HashMap::new(),
                 waiting: HashMap::new(),
                 resuming: VecDeque::new(),
                 next_seq: 0,
             }),
-            per_tree: per_tree.max(1),
-            parking,
+            policy,
         })
     }
 
@@ -137,19 +157,23 @@ impl FreshSlots {
         self.dispatch(&mut inner);
     }
 
-    /// Grants free slots: to parked instances first, then to the tree under
-    /// its cap that holds the fewest (its oldest waiter).
+    /// Grants free slots: to parked instances first, then to the tree that
+    /// holds the fewest (its oldest waiter); a tree at its share only while
+    /// more than the reserve is free.
     fn dispatch(&self, inner: &mut Inner) {
         while inner.free > 0 {
-            let waiter = match inner.resuming.pop_front() {
-                Some(waiter) => waiter,
+            let free = inner.free;
+            let held = |inner: &Inner, root: &Arc<str>| inner.held.get(root).copied().unwrap_or(0);
+            let may =
+                |inner: &Inner, root: &Arc<str>| held(inner, root) < self.policy.share || free > self.policy.reserve;
+            let waiter = match inner.resuming.iter().position(|w| may(inner, &w.root)) {
+                Some(at) => inner.resuming.remove(at).expect("found in the line"),
                 None => {
-                    let held = |root: &Arc<str>| inner.held.get(root).copied().unwrap_or(0);
                     let next = inner
                         .waiting
                         .iter()
-                        .filter(|(root, queue)| !queue.is_empty() && held(root) < self.per_tree)
-                        .min_by_key(|(root, queue)| (held(root), queue.front().map_or(u64::MAX, |w| w.seq)))
+                        .filter(|(root, queue)| !queue.is_empty() && may(inner, root))
+                        .min_by_key(|(root, queue)| (held(inner, root), queue.front().map_or(u64::MAX, |w| w.seq)))
                         .map(|(root, _)| root.clone());
                     let Some(root) = next else { break };
                     let queue = inner.waiting.get_mut(&root).expect("chosen among the queues");
@@ -163,6 +187,30 @@ impl FreshSlots {
             if waiter.granted.send(()).is_ok() {
                 inner.free -= 1;
                 *inner.held.entry(waiter.root).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Counts one more instance of `root` parked, if the limits allow.
+    fn try_park(&self, root: &Arc<str>) -> bool {
+        let mut inner = self.lock();
+        let of_tree = inner.parked_by.get(root).copied().unwrap_or(0);
+        if inner.parked >= self.policy.parking || of_tree >= self.policy.parking_per_tree {
+            return false;
+        }
+        inner.parked += 1;
+        *inner.parked_by.entry(root.clone()).or_insert(0) += 1;
+        true
+    }
+
+    /// Counts one instance of `root` parked no more.
+    fn unpark(&self, root: &Arc<str>) {
+        let mut inner = self.lock();
+        inner.parked -= 1;
+        if let Some(n) = inner.parked_by.get_mut(root) {
+            *n -= 1;
+            if *n == 0 {
+                inner.parked_by.remove(root);
             }
         }
     }
@@ -209,20 +257,16 @@ pub struct FreshSlot {
 }
 
 impl FreshSlot {
-    /// Gives the slot back while the instance waits, if fewer than the
-    /// host's parking limit are parked; whether it did. [`FreshSlot::resume`]
+    /// Gives the slot back while the instance waits, if the parking limits
+    /// allow; whether it did. [`FreshSlot::resume`]
     /// takes one again.
     pub fn park(&self) -> bool {
         let mut parked = self.parked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if *parked {
             return false;
         }
-        {
-            let mut inner = self.gate.lock();
-            if inner.parked >= self.gate.parking {
-                return false;
-            }
-            inner.parked += 1;
+        if !self.gate.try_park(&self.root) {
+            return false;
         }
         *parked = true;
         self.gate.release(&self.root);
@@ -230,21 +274,22 @@ impl FreshSlot {
     }
 
     /// Takes a slot again after [`FreshSlot::park`], ahead of every caller
-    /// that is not resuming; at once if the slot was not parked.
+    /// that is not resuming (within its tree's share); at once if the slot
+    /// was not parked.
     pub async fn resume(&self) {
         if !*self.parked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
             return;
         }
         self.gate.wait(&self.root, true).await;
         *self.parked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
-        self.gate.lock().parked -= 1;
+        self.gate.unpark(&self.root);
     }
 }
 
 impl Drop for FreshSlot {
     fn drop(&mut self) {
         if *self.parked.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) {
-            self.gate.lock().parked -= 1;
+            self.gate.unpark(&self.root);
         } else {
             self.gate.release(&self.root);
         }
@@ -257,6 +302,10 @@ mod tests {
 
     use super::*;
 
+    fn policy(slots: usize, share: usize, reserve: usize, parking: usize, parking_per_tree: usize) -> SlotPolicy {
+        SlotPolicy { slots, share, reserve, parking, parking_per_tree }
+    }
+
     /// Whether `future` finishes within a second (of tokio's paused clock).
     async fn finishes<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
         tokio::time::timeout(Duration::from_secs(1), future).await.ok()
@@ -264,10 +313,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_tree_holds_no_more_than_its_share_and_another_tree_goes_first() {
-        let slots = FreshSlots::new(4, 2, 0);
+        let slots = FreshSlots::new(policy(4, 2, 2, 0, 0));
         let a1 = slots.acquire("a").await;
         let _a2 = slots.acquire("a").await;
-        // The third of tree a waits although two slots are free; tree b gets one at once.
+        // The third of tree a waits, two slots being free but no more than the reserve;
+        // tree b gets one at once.
         let third = tokio::spawn({
             let slots = slots.clone();
             async move { slots.acquire("a").await }
@@ -283,8 +333,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_tree_alone_uses_all_but_the_reserve_and_parks_no_more_than_its_part() {
+        let slots = FreshSlots::new(policy(4, 1, 1, 4, 1));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(finishes(slots.acquire("a")).await.expect("past its share while more than the reserve is free"));
+        }
+        assert!(finishes(slots.acquire("a")).await.is_none(), "the reserve is left to other trees");
+        let b = finishes(slots.acquire("b")).await.expect("another tree takes the reserve");
+        assert!(held[0].park());
+        assert!(!held[1].park(), "one parked instance per tree");
+        assert!(b.park(), "another tree parks its own");
+        assert_eq!(slots.stats(), SlotStats { held: 2, parked: 2, queued: 0, trees: 1 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resuming_instance_of_a_tree_past_its_share_waits_within_the_reserve() {
+        let slots = FreshSlots::new(policy(3, 1, 1, 4, 4));
+        let parent = slots.acquire("a").await;
+        let sibling = slots.acquire("a").await;
+        assert!(parent.park());
+        // Tree a holds one slot (its share) with two free, more than the reserve: a child goes.
+        let child = finishes(slots.acquire("a")).await.expect("past its share, outside the reserve");
+        let resumed = tokio::spawn(async move {
+            parent.resume().await;
+            parent
+        });
+        tokio::task::yield_now().await;
+        // One slot free, the reserve: the parent of a tree at its share waits, and
+        // another tree's run goes ahead of it.
+        assert_eq!(slots.stats().queued, 1);
+        let other = finishes(slots.acquire("b")).await.expect("the reserve is another tree's");
+        drop(other);
+        assert_eq!(slots.stats().queued, 1, "still within the reserve");
+        drop(child);
+        let parent = finishes(resumed).await.expect("back once its tree holds fewer").unwrap();
+        assert_eq!(slots.stats(), SlotStats { held: 2, parked: 0, queued: 0, trees: 1 });
+        drop((parent, sibling));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_free_slot_goes_to_the_tree_holding_the_fewest() {
-        let slots = FreshSlots::new(2, 2, 0);
+        let slots = FreshSlots::new(policy(2, 2, 0, 0, 0));
         let a1 = slots.acquire("a").await;
         let _a2 = slots.acquire("a").await;
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -306,7 +396,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_parked_parent_lets_its_child_run_and_resumes_first() {
-        let slots = FreshSlots::new(1, 1, 4);
+        let slots = FreshSlots::new(policy(1, 1, 0, 4, 4));
         let parent = slots.acquire("a").await;
         assert!(parent.park());
         assert!(!parent.park(), "parked once");
@@ -332,7 +422,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn parking_is_limited_and_a_dropped_wait_leaves_nothing_behind() {
-        let slots = FreshSlots::new(2, 2, 1);
+        let slots = FreshSlots::new(policy(2, 2, 0, 1, 1));
         let first = slots.acquire("a").await;
         let second = slots.acquire("a").await;
         assert!(first.park());

@@ -141,6 +141,21 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(u64, Vec<JournalEntry>, usize)> 
     Some((seq, entries, HEADER + len))
 }
 
+/// One frame: the magic, sequence number `seq`, the payload's length, the
+/// checksum of those and of `payload`, then `payload`.
+pub fn encode_frame(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + HEADER);
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&seq.to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&frame[4..16]);
+    hasher.update(payload);
+    frame.extend_from_slice(&hasher.finalize().to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Reads every frame of `bytes`: the intact run from the start, and any intact frame after it.
 pub fn scan(bytes: &[u8]) -> Scan {
     if !bytes.is_empty() && !bytes.starts_with(&MAGIC) {
@@ -148,7 +163,7 @@ pub fn scan(bytes: &[u8]) -> Scan {
     }
     let mut scan = Scan::default();
     while let Some((seq, mut entries, size)) = frame_at(bytes, scan.end) {
-        if scan.last_seq != 0 && seq != scan.last_seq + 1 {
+        if scan.last_seq != 0 && seq != scan.last_seq.wrapping_add(1) {
             break;
         }
         scan.entries.append(&mut entries);
@@ -215,8 +230,9 @@ impl Wal {
                 intact_after: scan.beyond.len(),
             });
         }
-        let mut wal =
-            Wal { file, path: path.into(), len: bytes.len() as u64, next_seq: scan.last_seq + 1, failed: false };
+        // Wrapping: a damaged (or forged) log may end at u64::MAX.
+        let next_seq = scan.last_seq.wrapping_add(1);
+        let mut wal = Wal { file, path: path.into(), len: bytes.len() as u64, next_seq, failed: false };
         if scan.end != bytes.len() {
             tracing::warn!(
                 "journal log {path}: dropping a torn tail of {} bytes at offset {} (an append a crash interrupted; never acknowledged)",
@@ -247,22 +263,14 @@ impl Wal {
             payload.extend_from_slice(inner);
         }
         payload.push(b']');
-        let mut frame = Vec::with_capacity(payload.len() + HEADER);
-        frame.extend_from_slice(&MAGIC);
-        frame.extend_from_slice(&self.next_seq.to_le_bytes());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&frame[4..16]);
-        hasher.update(&payload);
-        frame.extend_from_slice(&hasher.finalize().to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let frame = encode_frame(self.next_seq, &payload);
         let written = self.file.write_at(self.len, &frame).and_then(|()| self.file.sync());
         if let Err(e) = written {
             self.failed = true;
             return Err(failure(&self.path, "appending to the journal log", &e));
         }
         self.len += frame.len() as u64;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1);
         Ok(())
     }
 
@@ -394,6 +402,32 @@ mod tests {
         disk.inject(Fault { file: "j".into(), on: FaultOn::Write, nth: 1, no_space: true });
         let full = wal.append(&[&payload(&[1])]).unwrap_err();
         assert!(matches!(full, StoreError::Halted { full: true, .. }) && full.to_string().contains("full"), "{full}");
+    }
+
+    /// A frame with valid checksums whose sequence number is `seq`.
+    fn frame(seq: u64, occurrences: &[u32]) -> Vec<u8> {
+        encode_frame(seq, &payload(occurrences))
+    }
+
+    /// Found by the `wal` fuzz target: a log whose last sequence number is
+    /// `u64::MAX` made opening it overflow (a panic with overflow checks).
+    /// Sequence numbers wrap instead, in opening, appending and reading back.
+    #[test]
+    fn sequence_numbers_wrap_at_the_end_of_their_range() {
+        let disk = SimDisk::new();
+        disk.put("j", frame(u64::MAX, &[1]));
+        let (mut wal, entries) = Wal::open(Box::new(disk.file("j")), "j").unwrap();
+        assert_eq!(occurrences(&entries), [1]);
+        wal.append(&[&payload(&[2])]).unwrap();
+        let (_, entries) = Wal::open(Box::new(disk.file("j")), "j").unwrap();
+        assert_eq!(occurrences(&entries), [1, 2], "the frame after u64::MAX is 0, and follows it");
+
+        disk.put("j", frame(u64::MAX - 1, &[1]));
+        let (mut wal, _) = Wal::open(Box::new(disk.file("j")), "j").unwrap();
+        wal.append(&[&payload(&[2])]).unwrap();
+        wal.append(&[&payload(&[3])]).unwrap();
+        let (_, entries) = Wal::open(Box::new(disk.file("j")), "j").unwrap();
+        assert_eq!(occurrences(&entries), [1, 2, 3]);
     }
 
     #[test]
