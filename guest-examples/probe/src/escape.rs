@@ -81,7 +81,10 @@ pub fn escape(args: &Value) -> Value {
 
     // The host's environment and network.
     let foreign: Vec<String> = std::env::vars().map(|(k, _)| k).filter(|k| !k.starts_with("CAIRN_")).collect();
-    attempt("environment", if foreign.is_empty() { "err:only CAIRN_ variables".into() } else { format!("ok:{foreign:?}") });
+    attempt(
+        "environment",
+        if foreign.is_empty() { "err:only CAIRN_ variables".into() } else { format!("ok:{foreign:?}") },
+    );
     attempt("tcp_connect", std::net::TcpStream::connect("127.0.0.1:22").map_or_else(err, |_| "ok:connected".into()));
     attempt("udp_bind", std::net::UdpSocket::bind("0.0.0.0:0").map_or_else(err, |_| "ok:bound".into()));
 
@@ -132,7 +135,9 @@ fn list(path: &str) -> String {
 fn host_names(result: String) -> String {
     let host = ["etc", "usr", "outside.txt", "runs", ".cairn", "proc"];
     match result.strip_prefix("ok:") {
-        Some(seen) if !host.iter().any(|name| seen.contains(name)) => format!("err:sees only its own directory: {seen}"),
+        Some(seen) if !host.iter().any(|name| seen.contains(name)) => {
+            format!("err:sees only its own directory: {seen}")
+        }
         _ => result,
     }
 }

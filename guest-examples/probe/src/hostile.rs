@@ -26,7 +26,8 @@ pub fn flood(args: &Value) -> Result<Value, TaskError> {
         traced(&format!("flood-{i}"), &json!(i), || Ok::<_, TaskError>(value.clone()))?;
     }
     let name = "g".repeat(usize::try_from(u64_arg(args, "name_bytes")?.unwrap_or(8)).unwrap_or(8));
-    let groups: Vec<tasks::Group> = (0..u64_arg(args, "groups")?.unwrap_or(0)).map(|_| tasks::Group::new(&name)).collect();
+    let groups: Vec<tasks::Group> =
+        (0..u64_arg(args, "groups")?.unwrap_or(0)).map(|_| tasks::Group::new(&name)).collect();
     Ok(json!({ "done": true, "groups": groups.len() }))
 }
 
@@ -97,7 +98,6 @@ pub fn handles(args: &Value) -> Result<Value, TaskError> {
 /// `depth` directories one inside the other. `{"done": true}`,
 /// or the first error as `{"error": "..."}`.
 pub fn disk(args: &Value) -> Result<Value, TaskError> {
-    use std::io::Write;
     let failed = |what: &str, e: std::io::Error| Ok(json!({ "error": format!("{what}: {e}") }));
     if let Some(files) = u64_arg(args, "files")? {
         std::fs::create_dir_all("many").map_err(|e| TaskError::new("io", e.to_string()))?;
@@ -108,30 +108,16 @@ pub fn disk(args: &Value) -> Result<Value, TaskError> {
         }
     }
     if let Some(bytes) = u64_arg(args, "bytes")? {
-        let chunk = vec![7u8; 1 << 20];
         let mut file = std::fs::File::create("big").map_err(|e| TaskError::new("io", e.to_string()))?;
-        let mut written = 0u64;
-        while written < bytes {
-            let n = chunk.len().min(usize::try_from(bytes - written).unwrap_or(chunk.len()));
-            if let Err(e) = file.write_all(&chunk[..n]) {
-                return failed("bytes", e);
-            }
-            written += n as u64;
+        if let Err(e) = fill(&mut file, bytes) {
+            return failed("bytes", e);
         }
     }
     if let Some(bytes) = u64_arg(args, "unlinked")? {
         // Written to a file whose name is gone: no directory listing shows it.
-        let chunk = vec![7u8; 1 << 20];
         let mut file = std::fs::File::create("hidden").map_err(|e| TaskError::new("io", e.to_string()))?;
-        if let Err(e) = std::fs::remove_file("hidden") {
+        if let Err(e) = std::fs::remove_file("hidden").and_then(|()| fill(&mut file, bytes)) {
             return failed("unlinked", e);
-        }
-        let mut written = 0u64;
-        while written < bytes {
-            if let Err(e) = file.write_all(&chunk) {
-                return failed("unlinked", e);
-            }
-            written += chunk.len() as u64;
         }
     }
     if let Some(sparse) = u64_arg(args, "sparse")? {
@@ -152,4 +138,17 @@ pub fn disk(args: &Value) -> Result<Value, TaskError> {
     }
     std::thread::sleep(std::time::Duration::from_millis(u64_arg(args, "hold_ms")?.unwrap_or(0)));
     Ok(json!({ "done": true }))
+}
+
+/// Writes `bytes` bytes to `file`, 1 MiB at a time.
+fn fill(file: &mut std::fs::File, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0u64;
+    while written < bytes {
+        let n = chunk.len().min(usize::try_from(bytes - written).unwrap_or(chunk.len()));
+        file.write_all(&chunk[..n])?;
+        written += n as u64;
+    }
+    Ok(())
 }

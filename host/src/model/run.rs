@@ -171,6 +171,11 @@ fn is_zero_depth(n: &u32) -> bool {
 }
 
 impl RunRecord {
+    /// Whether it failed because its tree of runs grew past a limit.
+    pub fn failed_on_tree_limits(&self) -> bool {
+        self.status == RunStatus::Failed && self.error.as_ref().is_some_and(|e| e.kind.is_tree_limit())
+    }
+
     /// The fence of `owner` holding this run at its current claim.
     pub fn fence(&self, owner: &str) -> Fence {
         Fence { tenant: self.tenant.clone(), owner: owner.to_owned(), epoch: self.epoch }

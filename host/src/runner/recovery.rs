@@ -142,22 +142,17 @@ impl Host {
     pub async fn free_leases_of_gone_hosts(&self) -> Result<usize, RunnerError> {
         let now = now_ms();
         let mut freed = 0;
-        for tenant in self.store.tenants(true)? {
-            for status in [RunStatus::Running, RunStatus::Pending] {
-                let filter = RunFilter { status: Some(status), ..Default::default() };
-                for run in self.store.list_runs(&tenant, &filter)? {
-                    let Some(lease) = &run.lease else { continue };
-                    if lease.expires_at_ms <= now || super::lease::holder_alive(&lease.owner) != Some(false) {
-                        continue;
-                    }
-                    let fence = run.fence(&lease.owner);
-                    let mut released = run.clone();
-                    released.lease = None;
-                    // Refused if the run moved on meanwhile: then someone holds it.
-                    if self.store.update_run(&released, &fence).await.is_ok() {
-                        freed += 1;
-                    }
-                }
+        for run in self.unfinished_runs()? {
+            let Some(lease) = &run.lease else { continue };
+            if lease.expires_at_ms <= now || super::lease::holder_alive(&lease.owner) != Some(false) {
+                continue;
+            }
+            let fence = run.fence(&lease.owner);
+            let mut released = run.clone();
+            released.lease = None;
+            // Refused if the run moved on meanwhile: then someone holds it.
+            if self.store.update_run(&released, &fence).await.is_ok() {
+                freed += 1;
             }
         }
         Ok(freed)
@@ -165,30 +160,35 @@ impl Host {
 
     /// Whether `run`'s top-level run failed on its tree's limits.
     fn tree_failed_on_limits(&self, run: &RunRecord) -> bool {
-        run.root.as_deref().is_some_and(|root| {
-            self.store.get_run(&run.tenant, root).is_ok_and(|root| {
-                root.status == RunStatus::Failed && root.error.as_ref().is_some_and(|e| e.kind.is_tree_limit())
-            })
-        })
+        run.root
+            .as_deref()
+            .is_some_and(|root| self.store.get_run(&run.tenant, root).is_ok_and(|root| root.failed_on_tree_limits()))
+    }
+
+    /// Every tenant's unfinished (running or pending) runs, read from the
+    /// status index: the cost does not grow with the finished runs the store holds.
+    fn unfinished_runs(&self) -> Result<Vec<RunRecord>, RunnerError> {
+        let mut runs = Vec::new();
+        for tenant in self.store.tenants(true)? {
+            for status in [RunStatus::Running, RunStatus::Pending] {
+                let filter = RunFilter { status: Some(status), ..Default::default() };
+                runs.extend(self.store.list_runs(&tenant, &filter)?);
+            }
+        }
+        Ok(runs)
     }
 
     /// The unfinished runs a host left behind that are to be resumed: their
     /// lease is stale, and they are top-level (or their parent is finished).
     pub(super) fn stale_runs(&self) -> Result<Vec<RunRecord>, RunnerError> {
         let now = now_ms();
-        // Only unfinished runs are read, from the status index: the cost does
-        // not grow with the finished runs the store holds.
-        let mut stale: Vec<RunRecord> = Vec::new();
-        let statuses = [RunStatus::Running, RunStatus::Pending];
-        for (tenant, status) in self.store.tenants(true)?.into_iter().flat_map(|t| statuses.map(|s| (t.clone(), s))) {
-            let filter = RunFilter { status: Some(status), ..Default::default() };
-            let runs = self.store.list_runs(&tenant, &filter)?;
-            // A run released to wait out a backoff is not abandoned: it is due later.
-            let due = |r: &RunRecord| r.lease.is_some() || r.not_before_ms <= now;
-            stale.extend(
-                runs.into_iter().filter(|r| due(r) && r.lease.as_ref().is_none_or(|lease| is_stale(lease, now))),
-            );
-        }
+        // A run released to wait out a backoff is not abandoned: it is due later.
+        let due = |r: &RunRecord| r.lease.is_some() || r.not_before_ms <= now;
+        let mut stale: Vec<RunRecord> = self
+            .unfinished_runs()?
+            .into_iter()
+            .filter(|r| due(r) && r.lease.as_ref().is_none_or(|lease| is_stale(lease, now)))
+            .collect();
         stale.sort_by(|a, b| b.id.cmp(&a.id));
         // A child is resumed by its parent, which re-attaches to it; one whose
         // parent is finished or gone has nobody else to finish it.

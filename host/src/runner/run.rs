@@ -198,7 +198,7 @@ impl Host {
         self.finished.deliver(&run);
         self.release_run_dir(&run);
         self.flush_provider_retries().await;
-        if run.parent.is_none() && run.error.as_ref().is_some_and(|e| e.kind.is_tree_limit()) {
+        if run.parent.is_none() && run.failed_on_tree_limits() {
             // A bomb's top-level run failed on its tree's limits: what is left of the
             // tree is cancelled, not run (or resumed at every start) for nothing.
             self.cancel_tree_of(&run);

@@ -153,9 +153,7 @@ impl Host {
         self.spawn(async move {
             // Unless the root was retried meanwhile (a dead letter's retry re-attaches to its tree).
             match host.store.get_run(&tenant, &root) {
-                Ok(r)
-                    if r.status == crate::model::RunStatus::Failed
-                        && r.error.as_ref().is_some_and(|e| e.kind.is_tree_limit()) => {}
+                Ok(r) if r.failed_on_tree_limits() => {}
                 Ok(_) => return host.stops.forget_cancel(&root),
                 Err(e) => {
                     host.stops.forget_cancel(&root);

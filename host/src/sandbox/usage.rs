@@ -96,7 +96,7 @@ impl HeldFiles {
             .iter()
             .filter_map(|file| file.metadata().ok())
             .filter(|meta| std::os::unix::fs::MetadataExt::nlink(meta) == 0)
-            .map(|meta| meta.len().max(std::os::unix::fs::MetadataExt::blocks(&meta).saturating_mul(512)))
+            .map(|meta| room(meta.len(), std::os::unix::fs::MetadataExt::blocks(&meta)))
             .fold(0, u64::saturating_add)
     }
 
@@ -146,12 +146,18 @@ pub fn measure(dir: &Dir, limits: DiskLimits) -> std::io::Result<Result<DiskUsag
             }
             continue;
         }
-        usage.bytes = usage.bytes.saturating_add(meta.len().max(meta.blocks().saturating_mul(512)));
+        usage.bytes = usage.bytes.saturating_add(room(meta.len(), meta.blocks()));
         if usage.bytes > limits.bytes {
             return Ok(Err(DiskOver::Bytes { bytes: usage.bytes, limit: limits.bytes }));
         }
     }
     Ok(Ok(usage))
+}
+
+/// The room a file of length `len` with `blocks` 512-byte blocks allocated
+/// takes, as [`DiskLimits::bytes`] counts it.
+fn room(len: u64, blocks: u64) -> u64 {
+    len.max(blocks.saturating_mul(512))
 }
 
 /// The first `most` names of `dir`.
