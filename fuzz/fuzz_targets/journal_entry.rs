@@ -5,13 +5,15 @@
 //! decoded entry is then used as the host uses it: its database key
 //! (`ReplayKey::encode`), its JSON view (`views::journal_json`), its output
 //! read as what a replayed call returns (`ChatResponse` for `llm`,
-//! `ChildLink` for `child`), and written again, which must give it back unchanged.
+//! `ChildLink` for `child`, `OutboundResponse` for `http`), and written again,
+//! which must give it back unchanged.
 
 #![no_main]
 
 use cairn::llm::ChatResponse;
 use cairn::model::{CallKind, JournalEntry};
 use cairn::services::children::ChildLink;
+use cairn::services::http::OutboundResponse;
 use cairn::store::wal::Wal;
 use libfuzzer_sys::fuzz_target;
 
@@ -52,6 +54,14 @@ fn use_entry(entry: &JournalEntry) {
         }
         CallKind::Child => {
             let _ = serde_json::from_str::<ChildLink>(&entry.output);
+        }
+        CallKind::Http => {
+            // A recorded response reads back as the response the guest got, and
+            // written again it stays the same.
+            if let Ok(response) = serde_json::from_str::<OutboundResponse>(&entry.output) {
+                let again = serde_json::to_string(&response).expect("a response always encodes");
+                assert_eq!(serde_json::from_str::<OutboundResponse>(&again).expect("it decodes"), response);
+            }
         }
         CallKind::Trace | CallKind::Group => {}
     }

@@ -9,10 +9,15 @@
  *   attempt 1 when `fail_on_first_attempt` is set;
  * - `context`: the current run's context (`tasks.current()`), as `env` sees it;
  * - `call`: runs `task` on `input` as a child (`tasks.callJson`) and returns
- *   `{output}`; the child's error becomes this run's error.
+ *   `{output}`; the child's error becomes this run's error;
+ * - `http`: sends `requests` (`{url, method?, body?, headers?, secret_header?:
+ *   [name, SECRET]}`) through the SDK's `http` (or, with `"fetch": true`,
+ *   the global `fetch`, from an async task) and returns `{results: [{status,
+ *   body} or {error: "http-KIND: ..."}]}`; with `fail_after` it then fails on
+ *   attempt 1.
  */
 
-import { InvalidInput, TaskError, callLlm, env, exportTask, tasks, trace } from 'cairn-sdk';
+import { HttpError, InvalidInput, TaskError, callLlm, env, exportTask, http, tasks, trace } from 'cairn-sdk';
 
 /** A custom error that tells the host not to retry. */
 class QuotaExhausted extends Error {
@@ -49,9 +54,54 @@ function probe(input) {
       return { ...tasks.current(), env: { runId: env.runId(), attempt: env.attempt(), taskName: env.taskName() } };
     case 'call':
       return { output: tasks.callJson(input.task, input.input ?? {}) };
+    case 'http':
+      return input.fetch ? outboundFetch(input) : outbound(input);
     default:
       throw new InvalidInput(`unknown mode ${JSON.stringify(input.mode)}`);
   }
+}
+
+/** The headers of one request spec, with its secret placeholder. */
+function headersOf(spec) {
+  const headers = { ...(spec.headers ?? {}) };
+  if (spec.secret_header) headers[spec.secret_header[0]] = `Bearer ${http.secret(spec.secret_header[1])}`;
+  return headers;
+}
+
+function failAfter(input) {
+  if (input.fail_after && env.attempt() === 1) {
+    throw new TaskError('flaky', `js-probe: failing on purpose after ${input.requests.length} request(s)`);
+  }
+}
+
+/** The `http` mode through the SDK's synchronous `http`. */
+function outbound(input) {
+  const results = (input.requests ?? []).map((spec) => {
+    try {
+      const answer = http.request(spec.url, { method: spec.method, headers: headersOf(spec), body: spec.body });
+      return { status: answer.status, body: answer.text() };
+    } catch (e) {
+      if (e instanceof HttpError) return { error: `${e.kind}: ${e.message}` };
+      throw e;
+    }
+  });
+  failAfter(input);
+  return { results };
+}
+
+/** The `http` mode through the global `fetch` (wasi:http), from an async task. */
+async function outboundFetch(input) {
+  const results = [];
+  for (const spec of input.requests ?? []) {
+    try {
+      const response = await fetch(spec.url, { method: spec.method ?? 'GET', headers: headersOf(spec), body: spec.body });
+      results.push({ status: response.status, body: await response.text() });
+    } catch (e) {
+      results.push({ error: `http-failed: ${e.message}` });
+    }
+  }
+  failAfter(input);
+  return { results };
 }
 
 export const run = exportTask(probe);

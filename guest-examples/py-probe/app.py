@@ -12,13 +12,17 @@
 - ``context``: the current run's context (``tasks.current()``), as the ``env``
   functions see it;
 - ``call``: runs ``task`` on ``input`` as a child (``tasks.call_json``) and
-  returns ``{"output": ...}``; the child's error becomes this run's error.
+  returns ``{"output": ...}``; the child's error becomes this run's error;
+- ``http``: sends ``requests`` (``{"url", "method"?, "body"?, "headers"?,
+  "secret_header"?: [name, SECRET]}``) through ``cairn_sdk.http`` and returns
+  ``{"results": [{"status", "body"} or {"error": "http-KIND: ..."}]}``; with
+  ``fail_after`` it then fails on attempt 1.
 """
 
 import builtins
 from typing import Any
 
-from cairn_sdk import InvalidInput, TaskError, call_llm, env, export_task, tasks, trace
+from cairn_sdk import InvalidInput, TaskError, call_llm, env, export_task, http, tasks, trace
 
 STEP_COUNTER = "./traced-step.count"
 """File in the run's directory that counts how often the traced step's body ran."""
@@ -56,7 +60,27 @@ def probe(mode: str, **args: Any) -> Any:
         }
     if mode == "call":
         return {"output": tasks.call_json(args["task"], args.get("input", {}))}
+    if mode == "http":
+        return outbound(args.get("requests", []), bool(args.get("fail_after", False)))
     raise InvalidInput(f"unknown mode {mode!r}")
+
+
+def outbound(requests: list[dict], fail_after: bool) -> dict:
+    """The ``http`` mode."""
+    results = []
+    for spec in requests:
+        headers = dict(spec.get("headers", {}))
+        if "secret_header" in spec:
+            name, key = spec["secret_header"]
+            headers[name] = f"Bearer {http.secret(key)}"
+        try:
+            answer = http.request(spec.get("method", "GET"), spec["url"], headers=headers, body=spec.get("body"))
+            results.append({"status": answer.status, "body": answer.text})
+        except http.HttpError as e:
+            results.append({"error": f"{e.kind}: {e.message}"})
+    if fail_after and env.attempt() == 1:
+        raise TaskError("flaky", f"py-probe: failing on purpose after {len(requests)} request(s)")
+    return {"results": results}
 
 
 def exception_named(name: str) -> type[BaseException]:

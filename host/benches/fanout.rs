@@ -9,7 +9,6 @@
 //!
 //! Run with `cargo bench -p cairn --bench fanout [-- N]` (default 10,000) after `./x setup`.
 
-use std::path::Path;
 use std::time::Instant;
 
 use cairn::manifest::Manifest;
@@ -19,7 +18,10 @@ use serde_json::json;
 
 #[path = "support/measure.rs"]
 mod measure;
+#[path = "support/probe.rs"]
+mod probe;
 use measure::{Plan, Series, per_second};
+use probe::scratch_project;
 
 /// A line of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
@@ -40,32 +42,23 @@ fn reset_peak_rss() -> bool {
 
 fn main() {
     let children: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
-    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/components/probe.wasm");
-    assert!(probe.is_file(), "build the guests first: ./x setup");
-    let scratch = tempfile::tempdir().unwrap();
-    let manifest = scratch.path().join("cairn.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-            [environments.driver]
-            resources = {{ timeout = "30m", max_output = "64MiB", max_children = {children}, max_descendants = {children}, max_handles = {handles} }}
-            [environments.workers]
-            reuse = {{ replicas = 2, concurrency = 16, queue_timeout = "30m" }}
+    let (_scratch, manifest) = scratch_project(&format!(
+        r#"
+        [environments.driver]
+        resources = {{ timeout = "30m", max_output = "64MiB", max_children = {children}, max_descendants = {children}, max_handles = {handles} }}
+        [environments.workers]
+        reuse = {{ replicas = 2, concurrency = 16, queue_timeout = "30m" }}
 
-            [tasks.parent]
-            component = {probe:?}
-            environment = "driver"
-            [tasks.child]
-            component = {probe:?}
-            environment = "workers"
-            "#,
-            probe = probe.display().to_string(),
-            // Every pending child is a handle of the parent's until it is gathered.
-            handles = (children + 1024).max(16_384),
-        ),
-    )
-    .unwrap();
+        [tasks.parent]
+        component = {{probe}}
+        environment = "driver"
+        [tasks.child]
+        component = {{probe}}
+        environment = "workers"
+        "#,
+        // Every pending child is a handle of the parent's until it is gathered.
+        handles = (children + 1024).max(16_384),
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let input = json!({"mode": "fanout", "task": "child", "count": children, "child": {"mode": "echo", "i": null}});
     let plan = Plan::new(1, 5);

@@ -12,7 +12,6 @@
 //!
 //! Run with `./x bench` (or `cargo bench -p cairn --bench hostile`).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,10 @@ use cairn::services::fresh::{FreshSlots, SlotPolicy};
 
 #[path = "support/measure.rs"]
 mod measure;
+#[path = "support/probe.rs"]
+mod probe;
 use measure::{Plan, Series, us_per};
+use probe::scratch_project;
 
 const PAIRS: u64 = 20_000;
 
@@ -116,18 +118,9 @@ fn disk(plan: Plan) {
 
 fn starvation(runtime: &tokio::runtime::Runtime) {
     println!("3. a 20 ms run beside a tree whose parents all wait (levels of width 2, leaves sleep 3 s)");
-    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/components/probe.wasm");
-    assert!(probe.is_file(), "build the guests first: ./x setup");
-    let scratch = tempfile::tempdir().unwrap();
-    let manifest = scratch.path().join("cairn.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[environments.trees]\nresources = {{ timeout = \"120s\" }}\n[tasks.probe]\ncomponent = {:?}\nenvironment = \"trees\"\n",
-            probe.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (_scratch, manifest) = scratch_project(
+        "[environments.trees]\nresources = { timeout = \"120s\" }\n[tasks.probe]\ncomponent = {probe}\nenvironment = \"trees\"\n",
+    );
     let host = runtime.block_on(async { Host::open(Manifest::load(&manifest).unwrap()).unwrap() });
     let healthy = r#"{"mode": "sleep", "ms": 20}"#;
     let latency = |host: &Arc<Host>, n: usize| -> Series {

@@ -92,6 +92,8 @@ async fn one_run(
         llm_live: calls as u32,
         llm_replayed: 0,
         trace_replayed: 0,
+        http_live: 0,
+        http_replayed: 0,
         task: Some("load".into()),
         not_counted: false,
         host: None,

@@ -83,6 +83,8 @@ fn child(parent: &str, i: usize) -> (RunRecord, Vec<JournalEntry>) {
         llm_live: 2,
         llm_replayed: 0,
         trace_replayed: 0,
+        http_live: 0,
+        http_replayed: 0,
         task: Some("probe".into()),
         not_counted: false,
         host: None,

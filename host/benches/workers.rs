@@ -73,6 +73,8 @@ async fn work_on(store: Arc<dyn Store>, mut run: RunRecord, owner: String, outpu
         llm_live: CALLS as u32,
         llm_replayed: 0,
         trace_replayed: 0,
+        http_live: 0,
+        http_replayed: 0,
         task: Some("load".into()),
         not_counted: false,
         host: Some(owner),

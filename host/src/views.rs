@@ -38,6 +38,8 @@ pub fn run_json(run: &RunRecord, store: &dyn Store) -> Value {
             "llm_calls_live": a.llm_live,
             "llm_calls_replayed": a.llm_replayed,
             "traces_replayed": a.trace_replayed,
+            "http_requests_live": a.http_live,
+            "http_requests_replayed": a.http_replayed,
             "task": a.task,
             "host": a.host,
         })).collect::<Vec<_>>(),

@@ -81,7 +81,8 @@ async function build({ entry, out, wit }) {
       sourcePath: source,
       witPath: wit,
       worldName: 'task',
-      disableFeatures: ['http', 'fetch-event'],
+      // `http` keeps the global `fetch` (over wasi:http); tasks serve no incoming requests.
+      disableFeatures: ['fetch-event'],
     });
     await mkdir(dirname(out), { recursive: true });
     await writeFile(`${out}.partial`, component);

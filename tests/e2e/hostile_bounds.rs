@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::support::guests::cairn_bin;
 use crate::support::project::Project;
+use crate::support::web_server::WebServer;
 
 /// The environment the attacks run in: small limits, so each is reached fast.
 const LIMITS: &str = r#"memory = "64MiB", timeout = "3s", max_input = "64KiB", max_report = "1MiB",
@@ -35,11 +36,11 @@ struct Measured {
 /// Runs `cairn run probe --json --input INPUT`, measuring the process's peak
 /// resident memory (`wait4`'s `ru_maxrss`).
 #[allow(clippy::zombie_processes, reason = "reaped by wait4, which also reports its peak memory")]
-fn run_measured(project: &Project, input: &str) -> Measured {
+fn run_measured(project: &Project, task: &str, input: &str) -> Measured {
     let mut child = Command::new(cairn_bin())
         .arg("--manifest")
         .arg(&project.manifest)
-        .args(["run", "probe", "--json", "--input", input])
+        .args(["run", task, "--json", "--input", input])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -81,6 +82,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 #[test]
 fn each_attack_ends_with_its_own_kind_within_the_hosts_bounds() {
+    let web = WebServer::start();
     let project = Project::new(&format!(
         r#"
         retention = {{ keep_dirs = true }}
@@ -88,12 +90,24 @@ fn each_attack_ends_with_its_own_kind_within_the_hosts_bounds() {
         [environments.hostile]
         resources = {{ {LIMITS} }}
 
+        # Outbound HTTP with room in the journal, so that only the host's cap on
+        # requests in flight bounds what a flood makes it hold.
+        [environments.outbound]
+        resources = {{ {roomy} }}
+        allowed_outbound_hosts = ["{origin}"]
+
         [tasks.probe]
         component = "{{probe}}"
         environment = "hostile"
-        "#
+
+        [tasks.outbound]
+        component = "{{probe}}"
+        environment = "outbound"
+        "#,
+        origin = web.origin(),
+        roomy = LIMITS.replace(r#"max_journal = "1MiB""#, r#"max_journal = "1GiB""#),
     ));
-    let baseline = run_measured(&project, r#"{"mode": "echo"}"#);
+    let baseline = run_measured(&project, "probe", r#"{"mode": "echo"}"#);
     assert_eq!(baseline.run["status"], "succeeded", "{}", baseline.stderr);
     let rss_bound = baseline.peak_rss + GUEST_MEMORY + RSS_SLACK;
     let big_input = format!(r#"{{"mode": "echo", "pad": "{}"}}"#, "x".repeat(100 << 10));
@@ -122,11 +136,20 @@ fn each_attack_ends_with_its_own_kind_within_the_hosts_bounds() {
         ("deep tree", r#"{"mode": "disk", "depth": 1000}"#.into(), "disk-limit"),
         ("memory", r#"{"mode": "alloc", "mb": 512}"#.into(), "out-of-memory"),
         ("spin", r#"{"mode": "loop"}"#.into(), "timeout"),
+        // 200 responses of 32 KiB held unread. Without the host's cap of 8 requests
+        // in flight per instance, all 200 are held (6.25 MiB, and journaled) and the run
+        // succeeds; with it, the guest waits on its own unread responses until its timeout.
+        (
+            "outbound HTTP, responses held unread",
+            format!(r#"{{"mode": "http-flood", "url": "{}/big?bytes=32768", "count": 200}}"#, web.origin()),
+            "timeout",
+        ),
     ];
     let mut report = Vec::new();
     for (attack, input, kind) in attacks {
         let before = store_size(&project);
-        let measured = run_measured(&project, &input);
+        let task = if attack.starts_with("outbound") { "outbound" } else { "probe" };
+        let measured = run_measured(&project, task, &input);
         let run = &measured.run;
         let grown = store_size(&project).saturating_sub(before);
         assert_eq!(run["status"], "failed", "{attack}: {run}\n{}", measured.stderr);
@@ -138,6 +161,9 @@ fn each_attack_ends_with_its_own_kind_within_the_hosts_bounds() {
             rss_bound >> 20
         );
         assert!(grown < STORE_SLACK, "{attack}: the store grew by {grown} bytes");
+        if attack.starts_with("outbound") {
+            assert_eq!(web.hits("/big?bytes=32768"), 8, "{attack}: only the 8 in flight were sent");
+        }
         let message = run["error"]["message"].as_str().unwrap();
         assert!(message.len() <= 17 << 10, "{attack}: a {}-byte error message", message.len());
         for attempt in run["attempts"].as_array().unwrap() {

@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_bounds;
 mod languages;
 mod llm_providers;
+mod outbound;
 mod power_loss;
 mod quotas;
 mod refiner;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::project::{Project, files_under, occurrences};
+use crate::support::project::{Project, files_under, occurrences, printed};
 use crate::support::serve::Served;
 
 /// Long and odd enough that finding it anywhere can only be a leak.
@@ -29,10 +29,6 @@ fn manifest(store: Option<&str>) -> String {
         retries = 2
         "#
     )
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Every row of every table of the database at `url`, as text.
@@ -66,14 +62,14 @@ fn a_leaking_guest_leaves_no_copy(store: Option<String>) {
     // Failing with the value in its error (not retryable: into the dead-letter queue) ...
     let failed =
         project.cli(&["-vv", "run", "probe", "--input", r#"{"mode": "leak-secret", "key": "leak-key"}"#, "--json"]);
-    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert_eq!(failed.status.code(), Some(1), "{}", printed(&failed));
     let failed_view: Value = serde_json::from_slice(&failed.stdout).unwrap();
     let failed_id = failed_view["run_id"].as_str().unwrap().to_owned();
     assert_eq!(failed_view["error"]["kind"], "leaky", "{failed_view}");
     // The guest had the value: where it put it, its name stands.
     let message = failed_view["error"]["message"].as_str().unwrap();
     assert!(message.contains("[secret:leak-key]"), "{message}");
-    seen.push(("failed run".into(), text(&failed)));
+    seen.push(("failed run".into(), printed(&failed)));
     // ... and succeeding with it in its output.
     let input = r#"{"mode": "leak-secret", "key": "leak-key", "succeed": true}"#;
     let (succeeded, err) = project.cli_ok(&["-vv", "run", "probe", "--input", input, "--json"]);
@@ -163,7 +159,7 @@ fn a_stored_secret_opens_only_with_its_master_key_and_survives_a_rotation() {
     project.cli_ok(&["secret", "create", "leak-key", VALUE]);
     let run = |project: &Project| {
         let out = project.cli(&["run", "probe", "--input", r#"{"mode": "secret", "key": "leak-key"}"#, "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)))
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| panic!("{}", printed(&out)))
     };
     // Read back whole (its length; the value itself is scrubbed from the output).
     assert_eq!(run(&project)["output"]["length"], VALUE.len(), "the guest reads the value");

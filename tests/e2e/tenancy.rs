@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::guests::cairn_bin;
-use crate::support::project::Project;
+use crate::support::project::{Project, printed};
 use crate::support::serve::Served;
 
 /// B's secret: finding it in anything A is answered is a leak.
@@ -43,14 +43,10 @@ fn cli_as(project: &Project, tenant: &str, token: Option<(&str, &str)>, args: &[
     command.output().expect("cairn starts")
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// A token made with the CLI (no server): `(token, id)`.
 fn token(project: &Project, tenant: &str, role: &str) -> (String, String) {
     let out = cli_as(project, tenant, None, &["tokens", "create", "--role", role, "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", printed(&out));
     let made: Value = serde_json::from_slice(&out.stdout).unwrap();
     (made["token"].as_str().unwrap().to_owned(), made["id"].as_str().unwrap().to_owned())
 }
@@ -58,7 +54,7 @@ fn token(project: &Project, tenant: &str, role: &str) -> (String, String) {
 /// A run made with the CLI (no server); its id.
 fn run(project: &Project, tenant: &str, input: &str) -> String {
     let out = cli_as(project, tenant, None, &["run", "probe", "--input", input, "--json"]);
-    let view: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", printed(&out)));
     view["run_id"].as_str().unwrap().to_owned()
 }
 
@@ -108,7 +104,7 @@ fn a_tenants_tokens_see_and_touch_nothing_of_another_tenant() {
     let (a, b) = ("ay/prod", "bee/prod");
     // B's things, made without a server: a secret, a run (cached), a dead letter.
     let out = cli_as(&project, b, None, &["secret", "create", "b-key", B_SECRET]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", printed(&out));
     let b_run = run(&project, b, r#"{"mode": "llm-calls", "calls": 2}"#);
     let b_dead = run(&project, b, r#"{"mode": "error", "kind": "boom", "message": "b's failure"}"#);
     let (a_admin, a_admin_id) = token(&project, a, "admin");
@@ -117,8 +113,8 @@ fn a_tenants_tokens_see_and_touch_nothing_of_another_tenant() {
     let (b_viewer, b_viewer_id) = token(&project, b, "viewer");
     let (revoked, revoked_id) = token(&project, a, "admin");
     let out = cli_as(&project, a, None, &["tokens", "revoke", &revoked_id]);
-    assert!(out.status.success(), "{}", text(&out));
-    let listed = text(&cli_as(&project, a, None, &["tokens", "list"]));
+    assert!(out.status.success(), "{}", printed(&out));
+    let listed = printed(&cli_as(&project, a, None, &["tokens", "list"]));
     assert!(listed.contains(&a_admin_id) && !listed.contains(&b_viewer_id) && !listed.contains(&a_admin), "{listed}");
 
     let served = Served::start(&project, &[]);
@@ -256,20 +252,20 @@ fn a_tenants_tokens_see_and_touch_nothing_of_another_tenant() {
         vec!["runs", "cancel", &b_run],
     ] {
         let out = cli_as(&project, a, server, &args);
-        assert!(!out.status.success(), "cairn {args:?} as A succeeded: {}", text(&out));
-        assert!(!text(&out).contains(B_SECRET), "{}", text(&out));
+        assert!(!out.status.success(), "cairn {args:?} as A succeeded: {}", printed(&out));
+        assert!(!printed(&out).contains(B_SECRET), "{}", printed(&out));
     }
     let out = cli_as(&project, b, server, &["runs", "list"]);
-    assert!(!out.status.success() && text(&out).contains("cannot act in bee/prod"), "{}", text(&out));
-    let listed = text(&cli_as(&project, a, server, &["runs", "list", "--children"]));
+    assert!(!out.status.success() && printed(&out).contains("cannot act in bee/prod"), "{}", printed(&out));
+    let listed = printed(&cli_as(&project, a, server, &["runs", "list", "--children"]));
     assert!(!listed.contains(&b_run) && !listed.contains(&b_dead), "{listed}");
-    let secrets = text(&cli_as(&project, a, server, &["secret", "list"]));
+    let secrets = printed(&cli_as(&project, a, server, &["secret", "list"]));
     assert!(!secrets.contains("b-key"), "{secrets}");
     drop(served);
 
     // And without a server, acting as A: B's runs are not there either.
     let out = cli_as(&project, a, None, &["runs", "show", &b_run]);
-    assert!(!out.status.success() && text(&out).contains("no run with id"), "{}", text(&out));
+    assert!(!out.status.success() && printed(&out).contains("no run with id"), "{}", printed(&out));
     // B's cache survived A's clear: B's first run is answered from it.
     let again =
         cli_as(&project, b, None, &["run", "probe", "--input", r#"{"mode": "llm-calls", "calls": 2}"#, "--json"]);

@@ -8,3 +8,4 @@ pub mod llm_server;
 pub mod postgres;
 pub mod project;
 pub mod serve;
+pub mod web_server;

@@ -75,7 +75,7 @@ pub struct Project {
 }
 
 impl Project {
-    /// Writes `manifest` (with `{probe}`, `{refiner}`, `{batch_driver}` and `{py_probe}` replaced by the built
+    /// Writes `manifest` (with `{probe}`, `{refiner}`, `{batch_driver}`, `{py_probe}` and `{js_probe}` replaced by the built
     /// components' paths) into a fresh temp dir.
     pub fn new(manifest: &str) -> Project {
         let built = components();
@@ -83,7 +83,8 @@ impl Project {
             .replace("{probe}", &built.probe.display().to_string())
             .replace("{refiner}", &built.refiner.display().to_string())
             .replace("{batch_driver}", &built.batch_driver.display().to_string())
-            .replace("{py_probe}", &built.py_probe.display().to_string());
+            .replace("{py_probe}", &built.py_probe.display().to_string())
+            .replace("{js_probe}", &built.js_probe.display().to_string());
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("cairn.toml");
         std::fs::write(&path, text).expect("write manifest");
@@ -182,6 +183,11 @@ impl Project {
 pub fn output_json(run: &RunRecord) -> serde_json::Value {
     assert_eq!(run.status, cairn::model::RunStatus::Succeeded, "run failed: {:?}", run.error);
     serde_json::from_str(run.output.as_deref().expect("an output")).expect("output is JSON")
+}
+
+/// What a finished `cairn` process printed: its stdout, then its stderr.
+pub fn printed(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// How often `needle` occurs in `haystack`.

@@ -5,10 +5,12 @@
 //! Modes: `echo`, `llm-calls`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
 //! `error`, `secret`, `use-secret`, `leak-secret`, `trace`, `traced-llm`, `stdout`, and for
 //! warm instances and child tasks: `counter`, `sleep`, `fanout` and `call`
-//! (see each function); attacks on the host's own resources in [`hostile`].
+//! (see each function); attacks on the host's own resources in [`hostile`];
+//! outbound HTTP (`http`) in [`outbound`].
 
 mod escape;
 mod hostile;
+mod outbound;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,6 +57,8 @@ impl Guest for Probe {
             "handles" => hostile::handles(&args)?,
             "disk" => hostile::disk(&args)?,
             "escape" => escape::escape(&args),
+            "http" => outbound::requests(&args)?,
+            "http-flood" => outbound::flood(&args)?,
             other => return Err(TaskError::invalid_input(format!("unknown mode {other:?}"))),
         };
         Ok(out.to_string())

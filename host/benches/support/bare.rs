@@ -1,6 +1,6 @@
 //! Bare wasmtime for the benchmarks' baselines, on its fastest path: WASI 0.2
-//! linked, Cairn's own imports linked as traps (the guests' echo paths never
-//! call them), the component pre-instantiated and its `run` export resolved
+//! and `wasi:http` linked (the latter refusing every request), Cairn's own
+//! imports linked as traps (the guests' echo paths never call them), the component pre-instantiated and its `run` export resolved
 //! once ([`BarePre`]), and `run` called as a typed function, the way
 //! `bindgen!`'s generated bindings (and so Cairn) call it.
 
@@ -12,17 +12,54 @@ use wasmtime::component::{
 };
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// The store data of a bare instance.
 pub struct Bare {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: NoRequests,
 }
 
 impl Bare {
     /// A fresh, empty WASI context.
     pub fn new() -> Self {
-        Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() }
+        Bare {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: NoRequests,
+        }
+    }
+}
+
+/// `wasi:http` hooks that send nothing.
+struct NoRequests;
+
+type Sent = Box<
+    dyn Future<
+            Output = Result<
+                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for NoRequests {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Sent {
+        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
+    }
+}
+
+impl WasiHttpView for Bare {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -75,10 +112,11 @@ impl BarePre {
     }
 }
 
-/// `component` pre-instantiated with WASI and trapping stubs for `cairn:task/*`.
+/// `component` pre-instantiated with WASI, `wasi:http` and trapping stubs for `cairn:task/*`.
 pub fn bare_pre(engine: &Engine, component: &Component) -> InstancePre<Bare> {
     let mut linker: Linker<Bare> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
     for (name, item) in component.component_type().imports(engine) {
         if let (true, ComponentItem::ComponentInstance(instance)) = (name.starts_with("cairn:task/"), item.ty) {
             let mut stubs = linker.instance(name).unwrap();

@@ -49,6 +49,10 @@ struct ViewAttempt {
     llm_calls_replayed: u32,
     traces_replayed: u32,
     #[serde(default)]
+    http_requests_live: u32,
+    #[serde(default)]
+    http_requests_replayed: u32,
+    #[serde(default)]
     task: Option<String>,
     #[serde(default)]
     host: Option<String>,
@@ -93,6 +97,8 @@ pub fn record_from_view(view: &Value) -> Result<RunRecord> {
             llm_live: a.llm_calls_live,
             llm_replayed: a.llm_calls_replayed,
             trace_replayed: a.traces_replayed,
+            http_live: a.http_requests_live,
+            http_replayed: a.http_requests_replayed,
             task: a.task,
             not_counted: false,
             host: a.host,

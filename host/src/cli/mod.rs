@@ -53,6 +53,11 @@ struct Cli {
     /// The domain to act in, e.g. `production`; default: the manifest's, else `development`.
     #[arg(long, global = true, env = "CAIRN_DOMAIN")]
     domain: Option<String>,
+    /// Outbound HTTP destinations any guest of this host may reach
+    /// (comma-separated `allowed_outbound_hosts` patterns): every
+    /// environment's list is cut down to these. Default: no cut.
+    #[arg(long, global = true, env = "CAIRN_OUTBOUND_HOSTS", value_name = "PATTERNS", value_delimiter = ',')]
+    outbound_hosts: Option<Vec<String>>,
     /// More logging (-v info, -vv debug). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -358,7 +363,17 @@ impl TenantFlags<'_> {
     }
 }
 
-fn load_manifest(path: Option<PathBuf>, store: Option<&str>, tenant: TenantFlags<'_>) -> Result<Manifest> {
+/// What the command line sets on the manifest: its store, the tenant and
+/// the operator's outbound destinations.
+#[derive(Clone, Copy)]
+struct Overrides<'a> {
+    store: Option<&'a str>,
+    tenant: TenantFlags<'a>,
+    outbound: Option<&'a [String]>,
+}
+
+fn load_manifest(path: Option<PathBuf>, overrides: Overrides<'_>) -> Result<Manifest> {
+    let Overrides { store, tenant, outbound } = overrides;
     let path = match path {
         Some(path) => path,
         None => Manifest::discover(&std::env::current_dir()?)?,
@@ -368,6 +383,11 @@ fn load_manifest(path: Option<PathBuf>, store: Option<&str>, tenant: TenantFlags
         manifest.set_store(url).map_err(anyhow::Error::msg)?;
     }
     manifest.tenant = tenant.over(manifest.tenant.as_ref())?;
+    if let Some(patterns) = outbound {
+        let list = cairn::sandbox::outbound::AllowList::parse(patterns)
+            .context("--outbound-hosts (or CAIRN_OUTBOUND_HOSTS)")?;
+        manifest.operator_outbound = Some(std::sync::Arc::new(list));
+    }
     Ok(manifest)
 }
 
@@ -379,19 +399,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     // These work on the project's files themselves, server or not.
     let store = cli.store.as_deref();
     let flags = TenantFlags { project: cli.project.as_deref(), domain: cli.domain.as_deref() };
+    let overrides = Overrides { store, tenant: flags, outbound: cli.outbound_hosts.as_deref() };
     let command = match cli.command {
         Command::Debug { command } => return debug(command),
-        Command::Build { task } => return build(&load_manifest(cli.manifest, store, flags)?, task.as_deref()),
+        Command::Build { task } => return build(&load_manifest(cli.manifest, overrides)?, task.as_deref()),
         Command::Serve { listen, grace, no_work, work, .. } => {
-            return serve(load_manifest(cli.manifest, store, flags)?, listen, &grace, (!no_work).then_some(&work));
+            return serve(load_manifest(cli.manifest, overrides)?, listen, &grace, (!no_work).then_some(&work));
         }
         Command::Worker { work, grace } => {
-            return worker::run(load_manifest(cli.manifest, store, flags)?, &work, &grace);
+            return worker::run(load_manifest(cli.manifest, overrides)?, &work, &grace);
         }
-        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest, store, flags)?, command),
+        Command::Store { command } => return store::dispatch(&load_manifest(cli.manifest, overrides)?, command),
         command => command,
     };
-    let manifest = load_manifest(cli.manifest, store, flags);
+    let manifest = load_manifest(cli.manifest, overrides);
     let tenant = match &manifest {
         Ok(manifest) => manifest.tenant.clone(),
         Err(_) => flags.over(None)?,

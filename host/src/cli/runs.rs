@@ -257,12 +257,17 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
     }
     for a in &record.attempts {
         println!(
-            "attempt {} {:>7} ms  llm {} live / {} replayed, traces replayed {}  {}",
+            "attempt {} {:>7} ms  llm {} live / {} replayed, traces replayed {}{}  {}",
             a.number,
             a.finished_at_ms.saturating_sub(a.started_at_ms),
             a.llm_live,
             a.llm_replayed,
             a.trace_replayed,
+            if a.http_live + a.http_replayed > 0 {
+                format!(", http {} live / {} replayed", a.http_live, a.http_replayed)
+            } else {
+                String::new()
+            },
             super::safe::line(&a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into()))
         );
     }

@@ -10,7 +10,7 @@ use super::bindings::cairn::task::llm::{
     Usage as WitUsage,
 };
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
-use crate::journal::Journal;
+use crate::journal::SharedJournal;
 use crate::llm::{ChatMessage, ChatRequest, LlmError, Role};
 use crate::services::llm::LlmCalls;
 
@@ -43,7 +43,7 @@ impl Capability for LlmCtx {
 /// What the `llm` adapter reaches: its context and the run's journal.
 pub struct LlmView<'a> {
     ctx: &'a mut LlmCtx,
-    journal: &'a mut Journal,
+    journal: &'a SharedJournal,
 }
 
 struct LlmImports;
@@ -56,7 +56,7 @@ impl HasData for LlmImports {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, LlmImports>(linker, |state| LlmView {
         ctx: &mut state.caps.llm,
-        journal: &mut state.journal,
+        journal: &state.journal,
     })
 }
 
@@ -96,7 +96,7 @@ fn from_wit_request(request: Request) -> ChatRequest {
 impl Host for LlmView<'_> {
     #[tracing::instrument(name = "llm.complete", skip_all)]
     async fn complete(&mut self, request: Request) -> wasmtime::Result<Result<Response, WitLlmError>> {
-        let answer = self.ctx.calls.complete(self.journal, from_wit_request(request)).await;
+        let answer = self.ctx.calls.complete(&mut *self.journal.lock().await, from_wit_request(request)).await;
         Ok(answer.map_err(|e| e.into_wasmtime())?.map_err(to_wit_error).map(|r| Response {
             content: r.content,
             model: r.model,
@@ -112,7 +112,7 @@ impl Host for LlmView<'_> {
         json_mode: bool,
     ) -> wasmtime::Result<Result<String, WitLlmError>> {
         let request = ChatRequest::simple(&prompt, &system, json_mode);
-        let answer = self.ctx.calls.complete(self.journal, request).await;
+        let answer = self.ctx.calls.complete(&mut *self.journal.lock().await, request).await;
         Ok(answer.map_err(|e| e.into_wasmtime())?.map(|r| r.content).map_err(to_wit_error))
     }
 }

@@ -1,11 +1,13 @@
 //! The host side of the `cairn:task` world, the wasmtime-wasi way: one
 //! context per WIT interface ([`llm::LlmCtx`], [`trace::TraceCtx`],
-//! [`secrets::SecretsCtx`], [`report::ReportCtx`], [`tasks::TasksCtx`]),
+//! [`secrets::SecretsCtx`], [`report::ReportCtx`], [`tasks::TasksCtx`],
+//! [`http::HttpCtx`], which also serves `wasi:http`),
 //! each linked through a projection of the store's data onto a small view of
 //! what that interface may touch (its own context, and the run's journal
 //! where it journals). The adapters are thin: the logic is in
 //! [`crate::services`]. WASI 0.2 is linked whole (with sockets denied by the
-//! context), so guests from any toolchain instantiate.
+//! context, and `wasi:http` through [`http`]), so guests from any toolchain
+//! instantiate.
 //!
 //! Every context has the same life: made once per instance from the host's
 //! [`HostServices`], [`Capability::reset`] before each call from its
@@ -16,6 +18,7 @@
 //! directory, its service, and one line in [`capabilities!`] below.
 
 pub mod descriptors;
+pub mod http;
 pub mod llm;
 pub mod report;
 pub mod secrets;
@@ -31,7 +34,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::access::scrub::{ScrubbedJournal, ScrubbedOutputs, Scrubbers};
 use crate::access::vault::Vault;
 use crate::events::{Events, ObservedJournal};
-use crate::journal::{Journal, JournalMode};
+use crate::journal::{Journal, JournalMode, SharedJournal};
 use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
 use crate::model::{Report, Tenant};
@@ -76,6 +79,8 @@ pub struct HostServices {
     pub progress: Arc<Progress>,
     /// The host's event stream.
     pub events: Events,
+    /// The operator's list of outbound HTTP destinations, if any.
+    pub outbound: Option<Arc<crate::sandbox::outbound::AllowList>>,
 }
 
 impl HostServices {
@@ -98,6 +103,7 @@ impl HostServices {
             children,
             progress,
             events,
+            outbound: None,
         }
     }
 }
@@ -139,6 +145,10 @@ pub struct AttemptStats {
     pub llm: LlmStats,
     /// Traced steps answered from the journal.
     pub trace_replayed: u32,
+    /// Outbound HTTP requests sent.
+    pub http_live: u32,
+    /// Outbound HTTP requests answered from the journal.
+    pub http_replayed: u32,
 }
 
 /// What a call leaves behind besides its outcome.
@@ -150,6 +160,10 @@ pub struct CallReport {
     pub stats: AttemptStats,
     /// Child submissions whose journal record is still being stored.
     pub unstored: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// An error that ends the attempt whatever the guest returned: a journal
+    /// error met by work the guest could not be failed from at once (a
+    /// `wasi:http` request in the background).
+    pub fatal: Option<wasmtime::Error>,
 }
 
 /// The life of one interface's context on an instance.
@@ -203,6 +217,8 @@ capabilities! {
     report: report::ReportCtx => report::add_to_linker,
     /// `cairn:task/tasks`.
     tasks: tasks::TasksCtx => tasks::add_to_linker,
+    /// `cairn:task/http` and `wasi:http`: outbound requests, journaled.
+    http: http::HttpCtx => http::add_to_linker,
 }
 
 /// Caps the guest's linear memory; remembers whether the cap was hit, so a
@@ -240,8 +256,8 @@ pub struct HostState {
     /// Host descriptors the guest opened and holds.
     pub files: descriptors::OpenFiles,
     /// The run's journal as seen by the current call; shared by the
-    /// interfaces that journal.
-    pub journal: Journal,
+    /// interfaces that journal, and by outbound requests still under way.
+    pub journal: SharedJournal,
     /// The interfaces' contexts.
     pub caps: Capabilities,
 }
@@ -250,29 +266,41 @@ impl HostState {
     /// The data of a new instance under `memory` bytes; ready for its first
     /// call after [`HostState::begin_call`].
     pub fn new(wasi: WasiCtx, memory: u64, services: &HostServices) -> Self {
+        let journal =
+            Arc::new(tokio::sync::Mutex::new(Journal::new(services.journal.clone(), "", 0, JournalMode::Live)));
+        let mut caps = Capabilities::new(services);
+        caps.http.share_journal(&journal);
         HostState {
             wasi,
             table: ResourceTable::new(),
             memory: MemoryCap { limit: memory, hit: false },
             files: descriptors::OpenFiles::new(u32::MAX),
-            journal: Journal::new(services.journal.clone(), "", 0, JournalMode::Live),
-            caps: Capabilities::new(services),
+            journal,
+            caps,
         }
     }
 
-    /// Gets every context ready for `call` under `memory` bytes.
-    pub fn begin_call(&mut self, call: &CallSetup<'_>, memory: u64) {
+    /// Gets every context ready for `call` under `memory` bytes. Waits for a
+    /// request the last call left running to finish recording, if one is.
+    pub async fn begin_call(&mut self, call: &CallSetup<'_>, memory: u64) {
         self.memory = MemoryCap { limit: memory, hit: false };
-        self.journal.reset(call.run_id, call.attempt, call.mode);
-        self.journal.set_max_bytes(call.env.resources.max_journal);
+        {
+            let mut journal = self.journal.lock().await;
+            journal.reset(call.run_id, call.attempt, call.mode);
+            journal.set_max_bytes(call.env.resources.max_journal);
+            journal.set_fence(call.fence);
+        }
         self.table.set_max_capacity(call.env.resources.max_handles as usize);
         self.files.set_max(call.env.resources.max_open_files);
-        self.journal.set_fence(call.fence);
         self.caps.reset(call);
     }
 
-    /// What the last call left, leaving the contexts clean.
-    pub fn end_call(&mut self) -> CallReport {
+    /// What the last call left, leaving the contexts clean. Holds the
+    /// journal meanwhile: a request the call left running either recorded
+    /// before, or records nothing.
+    pub async fn end_call(&mut self) -> CallReport {
+        let journal = self.journal.clone();
+        let _barrier = journal.lock().await;
         let mut report = CallReport::default();
         self.caps.drain(&mut report);
         report
@@ -317,7 +345,7 @@ mod tests {
     fn components_built_against_0_1_0_still_link() {
         let engine = wasmtime::Engine::default();
         let linker = super::linker(&engine).unwrap();
-        for version in ["0.1.0", "0.1.1"] {
+        for version in ["0.1.0", "0.1.1", "0.1.2"] {
             let component = Component::new(&engine, importing(version)).unwrap();
             linker.instantiate_pre(&component).unwrap_or_else(|e| panic!("{version}: {e:#}"));
         }

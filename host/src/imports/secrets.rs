@@ -40,9 +40,15 @@ impl Capability for SecretsCtx {
 impl SecretsCtx {
     /// The value of a declared secret.
     async fn get(&self, key: String) -> wasmtime::Result<Result<String, SecretError>> {
-        if !self.declared.iter().any(|s| s.key == key) {
+        let Some(declared) = self.declared.iter().find(|s| s.key == key) else {
             return Ok(Err(SecretError::NotDeclared(format!(
                 "secret {key:?} is not declared by this task's environment; add it to the environment's `secrets` list in cairn.toml"
+            ))));
+        };
+        if let Some(hosts) = &declared.hosts {
+            return Ok(Err(SecretError::NotDeclared(format!(
+                "secret {key:?} is bound to outbound hosts ({}) and never handed to the task; put {{{{secret:{key}}}}} in a request header instead",
+                hosts.describe()
             ))));
         }
         let vault = self.vault.clone();

@@ -8,7 +8,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use super::bindings::cairn::task::tasks::{self as wit, Host, HostGroup, HostPending, RunContext as WitRunContext};
 use super::bindings::cairn::task::types::TaskError;
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
-use crate::journal::Journal;
+use crate::journal::SharedJournal;
 use crate::model::{Failure, FailureKind};
 use crate::services::children::{ChildHandle, Submissions, TreeLimits, outcome};
 use crate::services::fresh::FreshSlot;
@@ -105,7 +105,7 @@ pub struct GroupScope {
 /// resource table.
 pub struct TasksView<'a> {
     ctx: &'a mut TasksCtx,
-    journal: &'a mut Journal,
+    journal: &'a SharedJournal,
     table: &'a mut ResourceTable,
 }
 
@@ -119,7 +119,7 @@ impl HasData for TasksImports {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, TasksImports>(linker, |state| TasksView {
         ctx: &mut state.caps.tasks,
-        journal: &mut state.journal,
+        journal: &state.journal,
         table: &mut state.table,
     })
 }
@@ -148,7 +148,8 @@ impl TasksView<'_> {
 
     #[tracing::instrument(name = "tasks.submit", skip_all)]
     async fn submit_child(&mut self, task: String, input: String) -> wasmtime::Result<Result<PendingChild, TaskError>> {
-        let submitted = self.ctx.submissions.submit(self.journal, &self.ctx.context.task, task, input).await;
+        let submitted =
+            self.ctx.submissions.submit(&mut *self.journal.lock().await, &self.ctx.context.task, task, input).await;
         Ok(submitted.map_err(|e| e.into_wasmtime())?.map_err(task_error).map(|child| PendingChild {
             run_id: child.run_id,
             task: child.task,
@@ -220,7 +221,7 @@ impl HostPending for TasksView<'_> {
 
 impl HostGroup for TasksView<'_> {
     async fn new(&mut self, name: String) -> wasmtime::Result<Resource<GroupScope>> {
-        let opened = self.ctx.submissions.open_group(self.journal, name).await;
+        let opened = self.ctx.submissions.open_group(&mut *self.journal.lock().await, name).await;
         let (id, path) = opened.map_err(|e| e.into_wasmtime())?;
         Ok(self.table.push(GroupScope { path, id })?)
     }

@@ -4,7 +4,7 @@ use wasmtime::component::{HasData, Linker};
 
 use super::bindings::cairn::task::trace::{self as wit, Host};
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
-use crate::journal::Journal;
+use crate::journal::SharedJournal;
 
 /// The `trace` context of an instance: steps answered from the journal.
 #[derive(Default)]
@@ -29,7 +29,7 @@ impl Capability for TraceCtx {
 /// What the `trace` adapter reaches: its context and the run's journal.
 pub struct TraceView<'a> {
     ctx: &'a mut TraceCtx,
-    journal: &'a mut Journal,
+    journal: &'a SharedJournal,
 }
 
 struct TraceImports;
@@ -42,14 +42,14 @@ impl HasData for TraceImports {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, TraceImports>(linker, |state| TraceView {
         ctx: &mut state.caps.trace,
-        journal: &mut state.journal,
+        journal: &state.journal,
     })
 }
 
 impl Host for TraceView<'_> {
     #[tracing::instrument(name = "trace.recall", skip_all)]
     async fn recall(&mut self, name: String, input: String) -> wasmtime::Result<Option<String>> {
-        let hit = self.journal.trace_recall(&name, &input).await?;
+        let hit = self.journal.lock().await.trace_recall(&name, &input).await?;
         if hit.is_some() {
             self.ctx.replayed += 1;
         }
@@ -58,7 +58,7 @@ impl Host for TraceView<'_> {
 
     #[tracing::instrument(name = "trace.record", skip_all)]
     async fn record(&mut self, name: String, input: String, output: String) -> wasmtime::Result<()> {
-        self.journal.trace_record(&name, &input, &output).await?;
+        self.journal.lock().await.trace_record(&name, &input, &output).await?;
         Ok(())
     }
 }

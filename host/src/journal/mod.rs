@@ -137,6 +137,11 @@ pub struct Journal {
     max_bytes: u64,
 }
 
+/// One instance's journal, shared by the interfaces that journal: the
+/// adapters lock it for a call, and work the guest left running in the
+/// background (an outbound HTTP request) locks it when it completes.
+pub type SharedJournal = Arc<tokio::sync::Mutex<Journal>>;
+
 impl Journal {
     /// The journal of `run_id` as seen by attempt `attempt`. Nothing is read
     /// until the first call needs it, so an attempt that journals nothing
@@ -258,6 +263,18 @@ impl Journal {
         let counter = self.occurrences.entry((kind, name.to_owned(), input_hash.clone())).or_insert(0);
         *counter += 1;
         ReplayKey { run_id: self.run_id.clone(), kind, name: name.to_owned(), input_hash, occurrence: *counter }
+    }
+
+    /// Gives back the occurrence [`Journal::next_key`] handed out for `key`
+    /// when the call ended with nothing to record (a transient failure), so
+    /// the next identical call takes it, as a resumed run's first would.
+    /// Only the latest occurrence can be given back.
+    pub fn release(&mut self, key: &ReplayKey) {
+        if let Some(counter) = self.occurrences.get_mut(&(key.kind, key.name.clone(), key.input_hash.clone()))
+            && *counter == key.occurrence
+        {
+            *counter -= 1;
+        }
     }
 
     /// The recorded entry for `key`, if any. In replay mode a hit is also

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,6 +16,7 @@ use super::providers::check_provider;
 use super::{CachePolicy, DEFAULT_ENVIRONMENT, Environment, ManifestError, ProviderSpec, Resources, SecretDecl, reuse};
 use crate::config::locate::Locator;
 use crate::config::units;
+use crate::sandbox::outbound::{AllowList, Pattern};
 
 /// `[environments.NAME]` as written; the types keep the names serde shows in
 /// errors ("expected struct Environment").
@@ -23,7 +25,7 @@ pub(super) mod raw {
 
     /// `resources = { memory, timeout, max_output, max_input, max_report, max_journal,
     /// max_children, max_depth, max_descendants, max_handles, max_open_files, max_disk,
-    /// max_files }`
+    /// max_files, max_http_request, max_http_response, http_timeout }`
     /// as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
@@ -48,14 +50,20 @@ pub(super) mod raw {
         #[serde(default, deserialize_with = "units::opt_size")]
         pub max_disk: Option<u64>,
         pub max_files: Option<u32>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_http_request: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_http_response: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_duration")]
+        pub http_timeout: Option<Duration>,
     }
 
-    /// One entry of `secrets`: a key, or `{ key, as_env_var }`.
+    /// One entry of `secrets`: a key, or `{ key, as_env_var, hosts }`.
     #[derive(Deserialize)]
     #[serde(untagged)]
     pub enum Secret {
         Key(String),
-        Full { key: String, as_env_var: Option<String> },
+        Full { key: String, as_env_var: Option<String>, hosts: Option<Vec<String>> },
     }
 
     /// One `[environments.NAME]` table as written.
@@ -71,6 +79,8 @@ pub(super) mod raw {
         pub reuse: Option<Spanned<toml::Value>>,
         #[serde(default)]
         pub depends_on: Vec<Spanned<String>>,
+        #[serde(default)]
+        pub allowed_outbound_hosts: Vec<Spanned<String>>,
     }
 }
 
@@ -92,6 +102,7 @@ pub(super) fn validate(
             cache: CachePolicy::Disable,
             reuse: None,
             depends_on: Vec::new(),
+            outbound: Arc::default(),
         },
     );
     let env_names: Vec<String> = written.keys().cloned().collect();
@@ -99,6 +110,7 @@ pub(super) fn validate(
     let mut env_spans = BTreeMap::new();
     for (name, spanned) in written {
         env_spans.insert(name.clone(), spanned.span());
+        let env_span = spanned.span();
         let env = spanned.into_inner();
         let owner = format!("environment {name:?}");
         let reuse = env
@@ -126,18 +138,63 @@ pub(super) fn validate(
             max_open_files: env.resources.max_open_files.unwrap_or(defaults.max_open_files),
             max_disk: env.resources.max_disk.unwrap_or(defaults.max_disk),
             max_files: env.resources.max_files.unwrap_or(defaults.max_files),
+            max_http_request: env.resources.max_http_request.unwrap_or(defaults.max_http_request),
+            max_http_response: env.resources.max_http_response.unwrap_or(defaults.max_http_response),
+            http_timeout: env.resources.http_timeout.unwrap_or(defaults.http_timeout),
         };
-        let secrets = env
-            .secrets
-            .into_iter()
-            .map(|s| match s {
-                raw::Secret::Key(key) => SecretDecl { key, as_env_var: None },
-                raw::Secret::Full { key, as_env_var } => SecretDecl { key, as_env_var },
-            })
-            .collect();
+        let mut outbound = Vec::new();
+        for entry in &env.allowed_outbound_hosts {
+            let pattern = Pattern::parse(entry.get_ref().trim()).map_err(|e| {
+                ManifestError::at(locate, entry.span(), format!("{owner}: allowed_outbound_hosts: {e}"))
+            })?;
+            outbound.push(pattern);
+        }
+        let mut secrets = Vec::new();
+        for secret in env.secrets {
+            secrets.push(match secret {
+                raw::Secret::Key(key) => SecretDecl { key, as_env_var: None, hosts: None },
+                raw::Secret::Full { key, as_env_var, hosts } => {
+                    let hosts = hosts
+                        .map(|list| {
+                            if as_env_var.is_some() {
+                                return Err(format!(
+                                    "secret {key:?} is bound to `hosts`, so it never reaches the task: it cannot also be `as_env_var`"
+                                ));
+                            }
+                            AllowList::parse(&list).map(Arc::new).map_err(|e| format!("secret {key:?}: hosts: {e}"))
+                        })
+                        .transpose()
+                        .map_err(|message| ManifestError::at(locate, env_span.clone(), format!("{owner}: {message}")))?;
+                    SecretDecl { key, as_env_var, hosts }
+                }
+            });
+        }
+        if let Some(twice) = secrets
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| secrets[..i].iter().any(|earlier: &SecretDecl| earlier.key == s.key).then_some(&s.key))
+        {
+            return Err(ManifestError::at(
+                locate,
+                env_span.clone(),
+                format!("{owner}: secret {twice:?} is listed twice in `secrets`; list each key once"),
+            ));
+        }
+        let secrets: Arc<[SecretDecl]> = secrets.into();
         let cache = env.cache.as_ref().map(|c| cache_policy(locate, c, &owner)).transpose()?.unwrap_or_default();
-        environments
-            .insert(name.clone(), Environment { name, resources, secrets, llm, cache, reuse, depends_on: Vec::new() });
+        environments.insert(
+            name.clone(),
+            Environment {
+                name,
+                resources,
+                secrets,
+                llm,
+                cache,
+                reuse,
+                depends_on: Vec::new(),
+                outbound: Arc::new(AllowList::from(outbound)),
+            },
+        );
     }
     resolve_dependencies(&mut environments, env_dependencies, &env_names, &env_spans, locate)?;
     Ok(environments)

@@ -119,6 +119,13 @@ pub struct Resources {
     pub max_disk: u64,
     /// Entries (files, directories, links) a run's directory may hold.
     pub max_files: u32,
+    /// Largest body of an outbound HTTP request.
+    pub max_http_request: u64,
+    /// Largest body of an outbound HTTP request's response.
+    pub max_http_response: u64,
+    /// Time an outbound HTTP request may take, from sending its first byte
+    /// to reading the last of its response.
+    pub http_timeout: Duration,
 }
 
 impl Default for Resources {
@@ -137,6 +144,9 @@ impl Default for Resources {
             max_open_files: 256,
             max_disk: 1 << 30,
             max_files: 10_000,
+            max_http_request: 8 << 20,
+            max_http_response: 8 << 20,
+            http_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -160,6 +170,9 @@ pub struct SecretDecl {
     pub key: String,
     /// Also expose the value as this WASI environment variable.
     pub as_env_var: Option<String>,
+    /// Bound to outbound HTTP: the value goes only into request headers
+    /// (`{{secret:KEY}}`) to these destinations, and never to the task itself.
+    pub hosts: Option<std::sync::Arc<crate::sandbox::outbound::AllowList>>,
 }
 
 /// Settings shared by a group of tasks.
@@ -179,6 +192,9 @@ pub struct Environment {
     pub reuse: Option<ReusePolicy>,
     /// Environments loaded and warmed together with this one.
     pub depends_on: Vec<String>,
+    /// Where its tasks' outbound HTTP requests may go (`allowed_outbound_hosts`;
+    /// empty, the default: nowhere).
+    pub outbound: std::sync::Arc<crate::sandbox::outbound::AllowList>,
 }
 
 /// How `cairn build` produces a task's component.
@@ -294,6 +310,10 @@ pub struct Manifest {
     pub tenant: Option<Tenant>,
     /// Each tenant's quotas (`[tenants."project/domain"]`).
     pub quotas: BTreeMap<Tenant, crate::model::Quotas>,
+    /// The operator's own list of outbound HTTP destinations
+    /// (`CAIRN_OUTBOUND_HOSTS`), which every environment's is cut down to;
+    /// `None`: the environments' lists apply as written.
+    pub operator_outbound: Option<std::sync::Arc<crate::sandbox::outbound::AllowList>>,
 }
 
 /// A store other than the embedded default.
@@ -502,6 +522,7 @@ mod raw {
                 store,
                 tenant,
                 quotas,
+                operator_outbound: None,
             })
         }
     }

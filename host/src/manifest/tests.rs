@@ -227,3 +227,37 @@ environment = "tight"
     assert_eq!(line, 3);
     assert!(message.contains("more than 1.0"), "{message}");
 }
+
+#[test]
+fn outbound_hosts_limits_and_bound_secrets_parse_and_bad_ones_are_named() {
+    let manifest = parse(
+        r#"
+[environments.web]
+allowed_outbound_hosts = ["https://api.example.com", "http://127.0.0.1:8080"]
+secrets = ["plain", { key = "bound", hosts = ["https://api.example.com"] }]
+resources = { max_http_request = "1MiB", max_http_response = "2MiB", http_timeout = "5s" }
+
+[tasks.t]
+component = "t.wasm"
+environment = "web"
+"#,
+    )
+    .unwrap();
+    let web = &manifest.environments["web"];
+    assert_eq!(web.outbound.describe(), "https://api.example.com, http://127.0.0.1:8080");
+    let r = &web.resources;
+    assert_eq!((r.max_http_request, r.max_http_response, r.http_timeout), (1 << 20, 2 << 20, Duration::from_secs(5)));
+    assert!(web.secrets[0].hosts.is_none());
+    assert_eq!(web.secrets[1].hosts.as_ref().unwrap().describe(), "https://api.example.com");
+    assert!(manifest.environments["default"].outbound.is_empty(), "off by default");
+    for (setting, says) in [
+        ("allowed_outbound_hosts = [\"api.example.com\"]", "no scheme"),
+        ("allowed_outbound_hosts = [\"https://api.example.com/v1\"]", "never a path"),
+        ("secrets = [{ key = \"k\", hosts = [\"https://a.com\"], as_env_var = \"K\" }]", "cannot also be `as_env_var`"),
+        ("secrets = [{ key = \"k\", hosts = [\"a.com\"] }]", "secret \"k\": hosts"),
+        ("secrets = [\"k\", { key = \"k\", hosts = [\"https://a.com\"] }]", "listed twice"),
+    ] {
+        let error = parse(&format!("[environments.web]\n{setting}\n")).unwrap_err().to_string();
+        assert!(error.contains(says), "{setting}: {error}");
+    }
+}

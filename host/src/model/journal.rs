@@ -17,6 +17,8 @@ pub enum CallKind {
     Child,
     /// A `tasks.group` opened.
     Group,
+    /// An outbound `wasi:http` request and the response it got.
+    Http,
 }
 
 impl CallKind {
@@ -27,6 +29,7 @@ impl CallKind {
             CallKind::Trace => "trace",
             CallKind::Child => "child",
             CallKind::Group => "group",
+            CallKind::Http => "http",
         }
     }
 }

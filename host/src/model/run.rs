@@ -62,6 +62,12 @@ pub struct AttemptRecord {
     pub llm_replayed: u32,
     /// Traced steps answered from the journal in this attempt.
     pub trace_replayed: u32,
+    /// Outbound HTTP requests sent in this attempt.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub http_live: u32,
+    /// Outbound HTTP requests answered from the journal in this attempt.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub http_replayed: u32,
     /// The task this attempt ran (the run's own, or a fallback).
     #[serde(default)]
     pub task: Option<String>,
@@ -159,14 +165,14 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// How far below its top-level run it was submitted (0: top-level).
-    #[serde(default, skip_serializing_if = "is_zero_depth")]
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub depth: u32,
     /// The top-level run of its tree, for a child run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
 }
 
-fn is_zero_depth(n: &u32) -> bool {
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -257,6 +263,8 @@ impl AttemptRecord {
             llm_live: 0,
             llm_replayed: 0,
             trace_replayed: 0,
+            http_live: 0,
+            http_replayed: 0,
             task,
             not_counted: true,
             host: None,

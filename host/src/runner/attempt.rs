@@ -116,7 +116,7 @@ impl Host {
             Some((mut lease, mut slot)) => {
                 let call = async {
                     if let Some(warm) = lease.instance() {
-                        warm.begin_call(&setup, plan.memory);
+                        warm.begin_call(&setup, plan.memory).await;
                     } else {
                         let Some(share) = share.take() else { unreachable!("taken for an empty lease") };
                         let warm = WarmInstance::new(self, pre, &setup, plan.memory, slot.take(), share).await?;
@@ -140,7 +140,8 @@ impl Host {
                 // instance fit for the next one.
                 let healthy = matches!(result, Ok(Ok(_))) && !warm.memory_hit();
                 let outcome = classify(result, env, warm.memory_hit(), plan.memory);
-                let leftovers = warm.leftovers();
+                let mut leftovers = warm.leftovers().await;
+                let outcome = with_fatal(outcome, &mut leftovers, plan.memory);
                 // Kept idle only if its room (of a waiting parent's lent share, say) can
                 // count against the tenant's quotas: else it is dropped.
                 if healthy && warm.share().set_idle(true) {
@@ -246,7 +247,7 @@ impl Host {
         let held = state.files.held().clone();
         state.caps.tasks.lend_while_waiting(share);
         state.caps.tasks.park_while_waiting(slot);
-        state.begin_call(setup, plan.memory);
+        state.begin_call(setup, plan.memory).await;
         let mut store = new_store(self, state);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -256,10 +257,11 @@ impl Host {
         // Bounds guest code (it yields every epoch tick) and host calls alike.
         let result = tokio::time::timeout(env.resources.timeout, call).await;
         let outcome = classify(result, env, store.data().memory.hit, plan.memory);
-        let leftovers = Leftovers {
-            call: store.data_mut().end_call(),
+        let mut leftovers = Leftovers {
+            call: store.data_mut().end_call().await,
             log: AttemptLog { stdout: stdout.text(), stderr: stderr.text() },
         };
+        let outcome = with_fatal(outcome, &mut leftovers, plan.memory);
         // Dropped here, not on the reaper thread: on this 2-core machine the
         // reaper's cross-CPU TLB shootdowns cost the caller more than the
         // teardown itself (`cargo bench --bench reuse`).
@@ -340,6 +342,18 @@ type CallResult = Result<
 >;
 
 /// The outcome of a call, bounded by the environment's timeout.
+/// The call's outcome, unless the call left an error that ends the attempt.
+fn with_fatal(
+    outcome: Result<String, Failure>,
+    leftovers: &mut Leftovers,
+    memory_limit: u64,
+) -> Result<String, Failure> {
+    match leftovers.call.fatal.take() {
+        Some(error) => Err(classify_trap(&error, false, memory_limit)),
+        None => outcome,
+    }
+}
+
 fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limit: u64) -> Result<String, Failure> {
     match result {
         Err(_) => Err(timeout_failure(env.resources.timeout)),

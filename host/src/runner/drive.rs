@@ -205,6 +205,8 @@ impl Host {
                     llm_live: stats.llm.live,
                     llm_replayed: stats.llm.replayed,
                     trace_replayed: stats.trace_replayed,
+                    http_live: stats.http_live,
+                    http_replayed: stats.http_replayed,
                     task: Some(candidate.name.clone()),
                     not_counted: false,
                     host: Some(self.host_id.clone()),

@@ -254,7 +254,9 @@ impl Host {
             let children = Arc::new(ChildSpawner::new(me.clone()));
             let child_runs: Arc<dyn crate::services::children::ChildRuns> = children.clone();
             let events = Events::default();
-            let services = HostServices::new(&store, vault.clone(), Some(child_runs), progress.clone(), events.clone());
+            let mut services =
+                HostServices::new(&store, vault.clone(), Some(child_runs), progress.clone(), events.clone());
+            services.outbound = manifest.operator_outbound.clone();
             Host {
                 manifest,
                 components: Components::new(engine, linker),

@@ -63,7 +63,7 @@ impl WarmInstance {
             wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)?;
             let mut state = HostState::new(wasi.build(), memory, host.services());
             state.caps.tasks.lend_while_waiting(share.clone());
-            state.begin_call(setup, memory);
+            state.begin_call(setup, memory).await;
             let mut store = new_store(host, state);
             let instance = pre.instantiate_async(&mut store).await?;
             wasmtime::Result::Ok((store, instance))
@@ -83,8 +83,8 @@ impl WarmInstance {
     }
 
     /// Gets the instance ready for the call `setup` under `memory` bytes.
-    pub(super) fn begin_call(&mut self, setup: &CallSetup<'_>, memory: u64) {
-        self.store.data_mut().begin_call(setup, memory);
+    pub(super) async fn begin_call(&mut self, setup: &CallSetup<'_>, memory: u64) {
+        self.store.data_mut().begin_call(setup, memory).await;
     }
 
     /// Calls the guest's `run`, yielding every epoch tick.
@@ -106,8 +106,8 @@ impl WarmInstance {
 
     /// The last call's report, counters, log and unstored child records,
     /// leaving the instance clean.
-    pub(super) fn leftovers(&mut self) -> Leftovers {
-        let call = self.store.data_mut().end_call();
+    pub(super) async fn leftovers(&mut self) -> Leftovers {
+        let call = self.store.data_mut().end_call().await;
         let log = AttemptLog { stdout: self.stdout.take_text(), stderr: self.stderr.take_text() };
         Leftovers { call, log }
     }
@@ -216,7 +216,7 @@ impl Host {
                 match WarmInstance::new(self, pre, &setup, env.resources.memory, Some(warm_slot), share).await {
                     Ok(mut instance) => {
                         // What it printed while starting belongs to no run.
-                        drop(instance.leftovers());
+                        drop(instance.leftovers().await);
                         instance.share().set_idle(true);
                         slot.fill(instance);
                         slot.keep();

@@ -6,6 +6,7 @@
 //! directory, preopened as `.` by WASI; the rest of the host's filesystem
 //! does not exist for it.
 
+pub mod outbound;
 pub mod usage;
 
 use std::collections::HashSet;

@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod children;
 pub mod fresh;
+pub mod http;
 pub mod instances;
 pub mod llm;
 

@@ -15,11 +15,12 @@
  * module with this SDK and runs componentize-js.
  */
 
-import * as witLlm from 'cairn:task/llm@0.1.1';
-import * as witReport from 'cairn:task/report@0.1.1';
-import * as witSecrets from 'cairn:task/secrets@0.1.1';
-import * as witTasks from 'cairn:task/tasks@0.1.1';
-import * as witTrace from 'cairn:task/trace@0.1.1';
+import * as witLlm from 'cairn:task/llm@0.1.2';
+import * as witHttp from 'cairn:task/http@0.1.2';
+import * as witReport from 'cairn:task/report@0.1.2';
+import * as witSecrets from 'cairn:task/secrets@0.1.2';
+import * as witTasks from 'cairn:task/tasks@0.1.2';
+import * as witTrace from 'cairn:task/trace@0.1.2';
 
 import { InvalidInput, InvalidOutput, TaskError, toTaskError } from './errors.js';
 import { ValidationError, isSchema, validate } from './validation.js';
@@ -43,6 +44,17 @@ export { ValidationError, isSchema, v, validate } from './validation.js';
  * @returns {(input: string) => string}
  */
 export function exportTask(fn, { input: inputSchema } = {}) {
+  const finish = (result) => {
+    const output = JSON.stringify(result);
+    if (output === undefined) {
+      throw new TaskError('invalid-output', 'the task returned undefined, which is not JSON', { retryable: false });
+    }
+    return output;
+  };
+  // componentize-js turns a thrown value into the export's error: it must be a task-error record.
+  const fail = (thrown) => {
+    throw toTaskError(thrown);
+  };
   return function run(input) {
     try {
       let data;
@@ -59,14 +71,12 @@ export function exportTask(fn, { input: inputSchema } = {}) {
           throw e;
         }
       }
-      const output = JSON.stringify(fn(data));
-      if (output === undefined) {
-        throw new TaskError('invalid-output', 'the task returned undefined, which is not JSON', { retryable: false });
-      }
-      return output;
+      const result = fn(data);
+      // An async task (one that awaits `fetch`, say): the host waits for its promise.
+      if (result && typeof result.then === 'function') return result.then(finish, fail);
+      return finish(result);
     } catch (thrown) {
-      // componentize-js turns a thrown value into the export's error: it must be a task-error record.
-      throw toTaskError(thrown);
+      return fail(thrown);
     }
   };
 }
@@ -260,6 +270,74 @@ export class SecretError extends TaskError {
 export const secrets = {
   /** The value of secret `key`; throws {@link SecretError}. */
   get: (key) => hostCall(() => witSecrets.get(key), (p) => new SecretError(p)),
+};
+
+// ---------------------------------------------------------------- outbound HTTP
+
+const HTTP_RETRYABLE = { denied: false, prohibited: false, 'too-large': false, timeout: true, failed: true };
+
+/**
+ * A request that got no response, as a task error of kind `http-<case>`:
+ * `http-denied` (not in `allowed_outbound_hosts`), `http-prohibited` (a name
+ * resolving to a private address) and `http-too-large` are not retryable;
+ * `http-timeout` and `http-failed` are.
+ */
+export class HttpError extends TaskError {
+  /** @param {{tag: string, val: string}} error the host's `http-error` */
+  constructor(error) {
+    super(`http-${error?.tag ?? 'failed'}`, String(error?.val ?? error), { retryable: HTTP_RETRYABLE[error?.tag] ?? true });
+    this.name = 'HttpError';
+  }
+}
+
+/** Wraps the host's response: `status`, `headers` (`[name, value]` pairs), `body` (bytes). */
+function httpResponse({ status, headers, body }) {
+  return {
+    status,
+    headers,
+    body,
+    /** The first value of header `name` (any case). */
+    header: (name) => headers.find(([n]) => n.toLowerCase() === name.toLowerCase())?.[1],
+    /** The body as text. */
+    text: () => new TextDecoder().decode(body),
+    /** The body parsed as JSON. */
+    json: () => JSON.parse(new TextDecoder().decode(body)),
+  };
+}
+
+/**
+ * Outbound HTTP through the host (`cairn:task/http`), journaled like an LLM
+ * call: a request that got its response is answered from the run's journal
+ * on a retry or resume, never sent twice (429 and 5xx responses are not
+ * journaled). The environment must list the destination in
+ * `allowed_outbound_hosts`. Synchronous; the global `fetch` (wasi:http) takes
+ * the same path from an async task.
+ */
+export const http = {
+  /**
+   * Sends a request and returns the whole response; throws {@link HttpError}.
+   * @param {string} url an absolute http(s) URL
+   * @param {{method?: string, headers?: Record<string, string>, body?: string | Uint8Array, json?: any}} [init]
+   */
+  request(url, { method = 'GET', headers = {}, body, json } = {}) {
+    const pairs = Object.entries(headers).map(([n, v]) => [n, String(v)]);
+    if (json !== undefined) {
+      body = JSON.stringify(json);
+      pairs.push(['content-type', 'application/json']);
+    }
+    const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : (body ?? new Uint8Array());
+    const answer = hostCall(
+      () => witHttp.send({ method: method.toUpperCase(), url, headers: pairs, body: bytes }),
+      (p) => new HttpError(p),
+    );
+    return httpResponse(answer);
+  },
+  /** `GET url`. */
+  get: (url, init = {}) => http.request(url, { ...init, method: 'GET' }),
+  /** `POST url`. */
+  post: (url, init = {}) => http.request(url, { ...init, method: 'POST' }),
+  /** The placeholder the host replaces with secret `name`'s value in a header (declared secrets only). */
+  secret: (name) => `{{secret:${name}}}`,
 };
 
 const HTML_ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };

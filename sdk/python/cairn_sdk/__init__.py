@@ -16,12 +16,13 @@ A task is a function from JSON input to JSON output, exported once per module::
 Imports: :func:`call_llm`, :func:`complete` and :func:`call_llm_json` (LLM,
 journaled by the host), :func:`trace` (durable checkpoints for your own steps),
 :mod:`~cairn_sdk.tasks` (child runs, fan-out, groups, the current run),
-:mod:`~cairn_sdk.secrets`, :mod:`~cairn_sdk.report` and :mod:`~cairn_sdk.env`;
+:mod:`~cairn_sdk.secrets`, :mod:`~cairn_sdk.report`, :mod:`~cairn_sdk.http`
+(outbound requests, journaled) and :mod:`~cairn_sdk.env`;
 errors in :mod:`~cairn_sdk.errors`; Pydantic-style validation in
 :mod:`~cairn_sdk.validation`.
 """
 
-from . import env, report, secrets, tasks
+from . import env, http, report, secrets, tasks
 from .errors import InvalidInput, InvalidOutput, TaskError, kebab_case, to_task_error
 from .llm import LlmError, Response, call_llm, call_llm_json, complete
 from .secrets import SecretError
@@ -49,6 +50,7 @@ __all__ = [
     "complete",
     "env",
     "export_task",
+    "http",
     "kebab_case",
     "model_validator",
     "report",

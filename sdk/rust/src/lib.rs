@@ -28,7 +28,8 @@
 //! Imports: [`call_llm`], [`complete`] and [`call_llm_json`] (LLM, journaled by
 //! the host), [`traced`] (durable checkpoints for your own steps), [`tasks`]
 //! (child runs, fan-out in [`Group`]s, the current [`RunContext`]),
-//! [`secrets`], [`report`] and [`env`](mod@env).
+//! [`secrets`], [`report`], [`http`] (outbound requests, journaled) and
+//! [`env`](mod@env).
 
 #![warn(missing_docs)]
 
@@ -44,16 +45,17 @@ pub mod bindings {
         default_bindings_module: "cairn_sdk::bindings",
         export_macro_name: "export",
         additional_type_attributes: {
-            "cairn:task/types@0.1.1/task-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/llm@0.1.1/llm-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/secrets@0.1.1/secret-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/tasks@0.1.1/run-context": [#[derive(PartialEq, Eq)]],
+            "cairn:task/types@0.1.2/task-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/llm@0.1.2/llm-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/secrets@0.1.2/secret-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/tasks@0.1.2/run-context": [#[derive(PartialEq, Eq)]],
         },
     });
 }
 
 pub mod env;
 mod error;
+pub mod http;
 pub mod llm;
 pub mod report;
 pub mod secrets;

@@ -64,6 +64,8 @@ fn attempt(number: u32, task: &str, failed: bool) -> AttemptRecord {
         llm_live: 0,
         llm_replayed: 0,
         trace_replayed: 0,
+        http_live: 0,
+        http_replayed: 0,
         task: Some(task.into()),
         not_counted: false,
         host: None,
