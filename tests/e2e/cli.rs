@@ -63,6 +63,7 @@ fn run_json_secrets_and_runs_listing() {
     // Everything the run left, each non-empty, so the search below has something to search.
     let (show, _) = cli_ok(&project, &["runs", "show", &run_id]);
     assert!(show.contains("succeeded") && show.contains("flaky: probe: failing on purpose"), "{show}");
+    assert!(show.contains("SEQ  KIND   NAME") && show.contains("SUMMARY"), "the journal's columns are named: {show}");
     let (show_json, _) = cli_ok(&project, &["runs", "show", &run_id, "--json"]);
     let (journal, _) = cli_ok(&project, &["runs", "journal", &run_id, "--json"]);
     let entries: Value = serde_json::from_str(&journal).unwrap();
@@ -231,4 +232,37 @@ fn what_a_guest_writes_is_printed_escaped_and_its_report_framed() {
     let failed_text = &seen[0].1;
     assert!(failed_text.contains("kind\\u001b[2J"), "escaped, not dropped: {failed_text}");
     assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+#[test]
+fn a_json_answer_of_the_wrong_shape_says_how_to_give_the_mock_the_right_one() {
+    let manifest = |rules: &str| {
+        format!(
+            r#"
+            [llm.providers.mock]
+            kind = "mock"
+            {rules}
+
+            [tasks.probe]
+            component = "{{probe}}"
+            "#
+        )
+    };
+    let project = Project::new(&manifest(""));
+    let out = project.cli(&["run", "probe", "--json", "--input", r#"{"mode": "llm-json"}"#]);
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["error"]["kind"], "invalid-output", "{view}");
+    let message = view["error"]["message"].as_str().unwrap();
+    assert!(message.contains("missing field `colours`"), "{message}");
+    assert!(message.contains("the last answer began") && message.contains("[[llm.providers.mock.rules]]"), "{message}");
+    // The rule the hint asks for gives the task its answer.
+    let rule = r#"
+            [[llm.providers.mock.rules]]
+            prompt_contains = "List three colours"
+            json = true
+            reply = '{"colours": ["red", "green", "blue"]}'"#;
+    let project = Project::new(&manifest(rule));
+    let out = project.cli(&["run", "probe", "--json", "--input", r#"{"mode": "llm-json"}"#]);
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["output"]["colours"], json!(["red", "green", "blue"]), "{view}");
 }

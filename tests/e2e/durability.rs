@@ -432,7 +432,13 @@ fn a_cassette_replays_offline_and_a_miss_names_the_call() {
     );
     let imported = offline.cli(&["runs", "import", cassette.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    let replayed = offline.cli_json(&["run", "report-refiner", "--json", "--replay", run_id, "--input", TOPIC]);
+    // The command the import suggests works as printed: the cassette holds the input.
+    let said = String::from_utf8_lossy(&imported.stderr).into_owned();
+    let suggested = said.split('`').nth(1).unwrap_or_else(|| panic!("no command suggested: {said}"));
+    let mut args: Vec<&str> = suggested.split_whitespace().skip(1).collect();
+    assert_eq!(args, ["run", "report-refiner", "--replay", run_id], "{said}");
+    args.push("--json");
+    let replayed = offline.cli_json(&args);
     assert_eq!(replayed["status"], "succeeded", "{replayed}");
     assert_eq!(replayed["output"], recorded["output"]);
     assert_eq!(replayed["llm"]["calls_live"], 0);
@@ -445,6 +451,10 @@ fn a_cassette_replays_offline_and_a_miss_names_the_call() {
     let message = missed["error"]["message"].as_str().unwrap();
     assert!(message.contains("llm call \"complete\" #1") && message.contains("Tides"), "{message}");
     assert_eq!(missed["attempts"].as_array().unwrap().len(), 1, "a miss is not retried");
+    // Said once, not once per log line, attempt and run.
+    let shown = offline.cli(&["run", "report-refiner", "--replay", run_id, "--input", r#"{"topic": "Tides"}"#]);
+    let said = String::from_utf8_lossy(&shown.stderr);
+    assert_eq!(said.matches("the cassette has no answer").count(), 1, "{said}");
 
     let again = offline.cli(&["runs", "import", cassette.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already in the store"));

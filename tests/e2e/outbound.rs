@@ -338,7 +338,8 @@ fn a_secret_bound_to_hosts_goes_only_there_and_never_to_the_task() {
     // The task cannot read it.
     let (view, _) = run_json(&project, "probe", &json!({"mode": "secret", "key": "bound-key"}));
     assert_eq!((&view["output"]["found"], &view["output"]["error"]), (&json!(false), &json!("not-declared")), "{view}");
-    assert!(view["output"]["message"].as_str().unwrap().contains("bound to outbound hosts"), "{view}");
+    let message = view["output"]["message"].as_str().unwrap();
+    assert!(message.starts_with("secret \"bound-key\" is bound to outbound hosts"), "the host's words, once: {view}");
     // Its placeholder is filled for its host, and refused for another allowed one.
     let manifest = std::fs::read_to_string(&project.manifest).unwrap();
     let other = manifest.split("# other = ").nth(1).and_then(|rest| rest.lines().next()).unwrap().trim().to_owned();

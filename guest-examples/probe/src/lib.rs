@@ -2,7 +2,7 @@
 //! the raw `run(string)` export (no typed input), so `echo` returns its input
 //! byte for byte and stays cheap.
 //!
-//! Modes: `echo`, `llm-calls`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
+//! Modes: `echo`, `llm-calls`, `llm-json`, `fs`, `trap`, `loop`, `alloc`, `big-output`,
 //! `error`, `secret`, `use-secret`, `leak-secret`, `trace`, `traced-llm`, `stdout`, and for
 //! warm instances and child tasks: `counter`, `sleep`, `fanout` and `call`
 //! (see each function); attacks on the host's own resources in [`hostile`];
@@ -36,6 +36,7 @@ impl Guest for Probe {
         let args: Value = serde_json::from_str(&input).map_err(|e| TaskError::invalid_input(e.to_string()))?;
         let out = match &*mode.mode {
             "llm-calls" => llm_calls(&args)?,
+            "llm-json" => llm_json(&args)?,
             "fs" => fs(&args)?,
             "trap" => panic!("probe: trap requested"),
             "loop" => spin(),
@@ -100,6 +101,19 @@ fn llm_calls(args: &Value) -> Result<Value, TaskError> {
         return Err(flaky(calls));
     }
     Ok(json!({ "answers": answers }))
+}
+
+/// Asks for `{"colours": [...]}` with `call_llm_json` (prompt "List three
+/// colours", `attempts` asks, default 2) and returns the colours.
+fn llm_json(args: &Value) -> Result<Value, TaskError> {
+    #[derive(Deserialize)]
+    struct Colours {
+        colours: Vec<String>,
+    }
+    let attempts = u64_arg(args, "attempts")?.unwrap_or(2) as u32;
+    let answer: Colours =
+        cairn_sdk::call_llm_json("List three colours", "You are a probe.", |_: &Colours| Ok(()), attempts)?;
+    Ok(json!({ "colours": answer.colours }))
 }
 
 /// Tries to leave the sandbox in several ways; each result is "ok:<content>" or

@@ -520,7 +520,11 @@ fn run_here(
     style: Style,
     show: &dyn Fn(&Run, &ProgressSnapshot) -> Result<ExitCode>,
 ) -> Result<ExitCode> {
-    let host = Host::open(local.manifest.clone())?;
+    // On the store this process already opened, if it did (to read a replayed run's input).
+    let host = match local.store.get() {
+        Some(store) => Host::with_store(local.manifest.clone(), store.clone())?,
+        None => Host::open(local.manifest.clone())?,
+    };
     let options = cairn::runner::RunOptions { replay, tenant: None };
     let runtime = super::runtime()?;
     let reporter = Reporter::start(host.progress().clone(), style);

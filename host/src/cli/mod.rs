@@ -85,7 +85,8 @@ enum Command {
         /// Print one JSON object (run id, status, output, attempts, timings, LLM usage).
         #[arg(long)]
         json: bool,
-        /// Replay this run's journal (a cassette): recorded answers only, live LLM calls are an error.
+        /// Replay this run's journal (a cassette): recorded answers only, live LLM calls and
+        /// requests are an error. Without --input, the run's own input.
         #[arg(long, value_name = "RUN")]
         replay: Option<String>,
         /// Show no progress for a run with children (progress goes to stderr:
@@ -429,7 +430,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 (None, Some(path)) => std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read input file {}", path.display()))?,
-                (None, None) => bail!("give the task's input with --input JSON or --input-file PATH"),
+                // A replay runs on the recorded run's input unless told otherwise.
+                (None, None) => match &replay {
+                    Some(source) => backend.run(source)?.record.input,
+                    None => bail!("give the task's input with --input JSON or --input-file PATH"),
+                },
             };
             let style = progress::Style::detect(quiet || json);
             backend

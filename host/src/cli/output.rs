@@ -48,8 +48,12 @@ pub fn print_run_for_people(run: &RunRecord) {
             );
         }
         _ => {
-            for attempt in &run.attempts {
-                if let Some(error) = &attempt.error {
+            let last = run.attempts.len().saturating_sub(1);
+            for (i, attempt) in run.attempts.iter().enumerate() {
+                // The last attempt's error is the run's, printed once below.
+                if let Some(error) = &attempt.error
+                    && (i != last || run.error.as_ref() != Some(error))
+                {
                     eprintln!("attempt {} failed: {}", attempt.number, safe::line(&error.to_string()));
                 }
             }

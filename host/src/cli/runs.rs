@@ -160,10 +160,7 @@ pub fn dispatch(backend: &Backend, command: RunsCommand) -> Result<ExitCode> {
             if json {
                 super::safe::print_json(&json!(entries))?;
             } else {
-                println!(
-                    "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  summary",
-                    "SEQ", "KIND", "NAME", "OCC", "ATTEMPT", "MS"
-                );
+                println!("{}", journal_header());
                 for e in entries {
                     println!("{}", journal_line(&e));
                 }
@@ -271,6 +268,10 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
             super::safe::line(&a.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "ok".into()))
         );
     }
+    if !journal.is_empty() {
+        println!("journal");
+        println!("  {}", journal_header());
+    }
     for e in journal {
         println!("  {}", journal_line(e));
     }
@@ -283,6 +284,11 @@ fn show(record: &cairn::model::RunRecord, journal: &[cairn::model::JournalEntry]
 }
 
 /// One journal entry as a table row.
+/// The column names over [`journal_line`]s.
+fn journal_header() -> String {
+    format!("{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  SUMMARY", "SEQ", "KIND", "NAME", "OCC", "ATTEMPT", "MS")
+}
+
 fn journal_line(e: &cairn::model::JournalEntry) -> String {
     format!(
         "{:>4}  {:<5}  {:<16}  {:>3}  {:>7}  {:>7}  {}",

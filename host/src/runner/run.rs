@@ -183,7 +183,8 @@ impl Host {
                 run.error = Some(failure);
             }
             Err(failure) => {
-                tracing::warn!(run = %run.id, "run failed: {}", failure.for_log());
+                // A guest's failure is the run's record, not a problem of the host's.
+                tracing::info!(run = %run.id, "run failed: {}", failure.for_log());
                 run.status = RunStatus::Failed;
                 run.error = Some(failure);
             }

@@ -161,6 +161,7 @@ export function callLlmJson(prompt, system, schema, attempts = 3) {
   const check = isSchema(schema) ? (value) => validate(schema, value, 'the answer') : schema;
   const asks = Math.max(1, attempts);
   let problem = '';
+  let last = '';
   for (let ask = 1; ask <= asks; ask++) {
     const text =
       ask === 1
@@ -176,6 +177,7 @@ export function callLlmJson(prompt, system, schema, attempts = 3) {
       }
       throw e;
     }
+    last = answer.slice(0, 600);
     let parsed;
     try {
       parsed = JSON.parse(answer);
@@ -189,7 +191,9 @@ export function callLlmJson(prompt, system, schema, attempts = 3) {
       problem = e instanceof ValidationError ? e.problems.map(([loc, why]) => (loc ? `${loc}: ${why}` : why)).join('; ') : String(e?.message ?? e);
     }
   }
-  throw new InvalidOutput(`the model gave no valid JSON answer in ${asks} attempt(s); last problem: ${problem}`);
+  // The answer itself tells an author what came back (the mock's default says how to change it).
+  const said = last ? `; the last answer began: ${last}` : '';
+  throw new InvalidOutput(`the model gave no valid JSON answer in ${asks} attempt(s); last problem: ${problem}${said}`);
 }
 
 // ---------------------------------------------------------------- trace
@@ -250,17 +254,15 @@ export function trace(nameOrFn, fn) {
 
 /** A secret that cannot be read, not retryable: kind `secret-not-declared` or `secret-not-found`. */
 export class SecretError extends TaskError {
-  /** @param {{tag: string, val: string}} error the host's `secret-error` */
-  constructor(error) {
-    const key = error?.val;
-    const declared = error?.tag !== 'not-declared';
-    super(
-      declared ? 'secret-not-found' : 'secret-not-declared',
-      declared
-        ? `secret \`${key}\` has no stored value; create it with \`cairn secret create ${key} VALUE\``
-        : `secret \`${key}\` is not declared by this task's environment; list it under \`secrets\` in cairn.toml`,
-      { retryable: false },
-    );
+  /**
+   * @param {{tag: string, val: string}} error the host's `secret-error`, whose
+   *   message names the key and says how to fix it
+   * @param {string} key the secret asked for
+   */
+  constructor(error, key) {
+    super(error?.tag === 'not-declared' ? 'secret-not-declared' : 'secret-not-found', String(error?.val ?? error), {
+      retryable: false,
+    });
     this.name = 'SecretError';
     this.key = key;
   }
@@ -269,7 +271,7 @@ export class SecretError extends TaskError {
 /** Secrets the task's environment declares; values never enter the journal, logs or reports. */
 export const secrets = {
   /** The value of secret `key`; throws {@link SecretError}. */
-  get: (key) => hostCall(() => witSecrets.get(key), (p) => new SecretError(p)),
+  get: (key) => hostCall(() => witSecrets.get(key), (p) => new SecretError(p, key)),
 };
 
 // ---------------------------------------------------------------- outbound HTTP

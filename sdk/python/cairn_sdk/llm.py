@@ -110,7 +110,7 @@ def call_llm_json(prompt: str, system: str, schema: type[T] | Callable[[Any], T]
     else:
         check = schema
     attempts = max(1, attempts)
-    problem = ""
+    problem, last = "", ""
     for ask in range(1, attempts + 1):
         text_prompt = prompt if ask == 1 else (
             f"{prompt}\n\nYour previous answer was rejected: {problem}\n"
@@ -123,10 +123,13 @@ def call_llm_json(prompt: str, system: str, schema: type[T] | Callable[[Any], T]
                 raise
             problem = str(e.error.value)
             continue
+        last = text[:600]
         try:
             return check(json.loads(text))
         except ValidationError as e:
             problem = "; ".join(f"{loc}: {why}" if loc else why for loc, why in e.problems)
         except ValueError as e:
             problem = f"it is not JSON of the expected shape ({e})"
-    raise InvalidOutput(f"the model gave no valid JSON answer in {attempts} attempt(s); last problem: {problem}")
+    # The answer itself tells an author what came back (the mock's default says how to change it).
+    answer = f"; the last answer began: {last}" if last else ""
+    raise InvalidOutput(f"the model gave no valid JSON answer in {attempts} attempt(s); last problem: {problem}{answer}")

@@ -15,20 +15,14 @@ class SecretError(TaskError):
     (add the key to the environment's ``secrets``) or ``secret-not-found``
     (store it with ``cairn secret create``). ``key`` is the secret's key."""
 
-    def __init__(self, error: object) -> None:
-        self.key = str(getattr(error, "value", ""))
+    def __init__(self, error: object, key: str = "") -> None:
+        self.key = key
+        # The host's message names the key and says how to fix it.
+        message = str(getattr(error, "value", error))
         if isinstance(error, wit_secrets.SecretError_NotDeclared):
-            super().__init__(
-                "secret-not-declared",
-                f"secret `{self.key}` is not declared by this task's environment; list it under `secrets` in cairn.toml",
-                retryable=False,
-            )
+            super().__init__("secret-not-declared", message, retryable=False)
         else:
-            super().__init__(
-                "secret-not-found",
-                f"secret `{self.key}` has no stored value; create it with `cairn secret create {self.key} VALUE`",
-                retryable=False,
-            )
+            super().__init__("secret-not-found", message, retryable=False)
 
 
 def get(key: str) -> str:
@@ -36,4 +30,4 @@ def get(key: str) -> str:
     try:
         return wit_secrets.get(key)
     except Err as e:
-        raise SecretError(e.value) from None
+        raise SecretError(e.value, key) from None

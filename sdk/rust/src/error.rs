@@ -56,20 +56,13 @@ impl From<LlmError> for TaskError {
     }
 }
 
-/// Maps a secret error to kind `secret-not-declared` or `secret-not-found`, not retryable.
+/// Maps a secret error to kind `secret-not-declared` or `secret-not-found`,
+/// not retryable, with the host's message (which names the key and the fix).
 impl From<SecretError> for TaskError {
     fn from(e: SecretError) -> Self {
         let (kind, message) = match e {
-            SecretError::NotDeclared(k) => (
-                "secret-not-declared",
-                format!(
-                    "secret `{k}` is not declared by this task's environment; list it under `secrets` in cairn.toml"
-                ),
-            ),
-            SecretError::NotFound(k) => (
-                "secret-not-found",
-                format!("secret `{k}` has no stored value; create it with `cairn secret create {k} VALUE`"),
-            ),
+            SecretError::NotDeclared(message) => ("secret-not-declared", message),
+            SecretError::NotFound(message) => ("secret-not-found", message),
         };
         TaskError::new(kind, message).retryable(false)
     }

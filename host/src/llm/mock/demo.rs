@@ -21,11 +21,20 @@ pub(super) fn rules() -> Vec<MockRule> {
 pub(super) fn fallback_reply(prompt: &str, json: bool) -> String {
     let snippet: String = prompt.chars().take(200).collect();
     if json {
-        serde_json::json!({ "mock": true, "answer": format!("mock reply to: {snippet}") }).to_string()
+        serde_json::json!({
+            "mock": true,
+            "answer": format!("mock reply to: {snippet}"),
+            "hint": FALLBACK_HINT,
+        })
+        .to_string()
     } else {
         format!("mock reply to: {snippet}")
     }
 }
+
+/// What the default JSON answer says to an author whose task expected
+/// another shape (a validation error quotes it).
+pub const FALLBACK_HINT: &str = "the embedded mock's default JSON answer: no rule matched this request; for the answer your task expects, add a [[llm.providers.mock.rules]] entry (prompt_contains, json = true, reply) to cairn.toml";
 
 /// The marker a revised report carries; a critique of such a report passes.
 pub const REVISED_MARKER: &str = "[REVISED]";

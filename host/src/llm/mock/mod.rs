@@ -226,7 +226,9 @@ mod tests {
         let p = MockProvider::default();
         let reply = ask(&p, "List three colours", "You are helpful.", true);
         let value: serde_json::Value = serde_json::from_str(&reply).unwrap();
-        assert!(value.is_object());
+        assert_eq!(value["mock"], true);
+        assert_eq!(value["answer"], "mock reply to: List three colours");
+        assert!(value["hint"].as_str().unwrap().contains("[[llm.providers.mock.rules]]"), "{value}");
     }
 
     #[test]
