@@ -93,3 +93,30 @@ async fn provider_outage_fails_the_run_with_an_llm_kind_and_the_key_stays_hidden
     assert_eq!(status["providers"][0]["retries"], 4, "{status}");
     assert_eq!(status["dlq"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_answer_is_asked_again_on_retry_not_replayed() {
+    // JSON, but never the shape the task wants.
+    let script = Script::new().expect_api_key(API_KEY).reply("List three colours", r#"{"shades": []}"#);
+    let server = LlmServer::start(script);
+    let project = Project::http(
+        &server,
+        r#"
+        [tasks.picky]
+        component = "{probe}"
+        retries = 1
+        "#,
+    );
+    let run = project.run("picky", r#"{"mode": "llm-json", "attempts": 2}"#).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.attempts.len(), 2);
+    for attempt in &run.attempts {
+        assert_eq!(attempt.error.as_ref().unwrap().kind, "invalid-output", "{attempt:?}");
+        assert_eq!((attempt.llm_live, attempt.llm_replayed), (2, 0), "both asks live, none of the rejected replayed");
+    }
+    assert_eq!(server.requests(), 4, "each attempt asked both questions");
+    let journal = project.store().journal_of(&run.id).unwrap();
+    let rejects: Vec<_> = journal.iter().filter(|e| e.key.kind == CallKind::Reject).collect();
+    assert_eq!(rejects.len(), 4, "every answer is marked rejected");
+    assert!(rejects[0].output.contains("missing field `colours`"), "{:?}", rejects[0]);
+}

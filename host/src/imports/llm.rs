@@ -33,6 +33,7 @@ impl Capability for LlmCtx {
         calls.stub = call.stub.map(str::to_owned);
         calls.budget = call.budget.cloned();
         calls.stats = Default::default();
+        calls.last = None;
     }
 
     fn drain(&mut self, report: &mut CallReport) {
@@ -102,6 +103,12 @@ impl Host for LlmView<'_> {
             model: r.model,
             usage: WitUsage { prompt_tokens: r.usage.prompt_tokens, completion_tokens: r.usage.completion_tokens },
         }))
+    }
+
+    #[tracing::instrument(name = "llm.reject", skip_all)]
+    async fn reject(&mut self, reason: String) -> wasmtime::Result<()> {
+        let rejected = self.ctx.calls.reject(&mut *self.journal.lock().await, &reason).await;
+        rejected.map_err(|e| e.into_wasmtime())
     }
 
     #[tracing::instrument(name = "llm.call-llm", skip_all)]

@@ -9,7 +9,7 @@
 
 pub mod load;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +128,10 @@ pub struct Journal {
     occurrences: HashMap<(CallKind, String, String), u32>,
     /// Trace steps recalled without a hit: the occurrence their `record` will use.
     pending_traces: HashMap<(String, String), Vec<u32>>,
+    /// LLM calls whose answers the guest rejected in an earlier attempt (or
+    /// in the cassette's run): their occurrences are skipped, so the call is
+    /// asked again instead of answered with what was rejected.
+    rejected: HashSet<CallId>,
     /// What every record carries to show the run is still this host's.
     fence: Option<Fence>,
     /// Entries and bytes the run's journal holds (every attempt's, counted
@@ -157,6 +161,7 @@ impl Journal {
             recorded: HashMap::new(),
             occurrences: HashMap::new(),
             pending_traces: HashMap::new(),
+            rejected: HashSet::new(),
             fence: None,
             records: 0,
             bytes: 0,
@@ -197,6 +202,7 @@ impl Journal {
         self.recorded.clear();
         self.occurrences.clear();
         self.pending_traces.clear();
+        self.rejected.clear();
         self.records = 0;
         self.bytes = 0;
     }
@@ -228,6 +234,12 @@ impl Journal {
             JournalMode::Live => own,
             JournalMode::Replay { source } => read_all(&self.store, source).await?,
         };
+        for answer in &answers {
+            if answer.key.kind == CallKind::Reject {
+                let k = &answer.key;
+                self.rejected.insert((CallKind::Llm, k.name.clone(), k.input_hash.clone(), k.occurrence));
+            }
+        }
         self.recorded.extend(answers.into_iter().map(|e| (call_id(&e.key), e)));
         self.loaded = true;
         Ok(())
@@ -263,6 +275,30 @@ impl Journal {
         let counter = self.occurrences.entry((kind, name.to_owned(), input_hash.clone())).or_insert(0);
         *counter += 1;
         ReplayKey { run_id: self.run_id.clone(), kind, name: name.to_owned(), input_hash, occurrence: *counter }
+    }
+
+    /// [`Journal::next_key`] for an LLM call, past the occurrences whose
+    /// answers the guest rejected: the call is asked again, and its new answer
+    /// recorded under a key of its own.
+    pub async fn next_answer_key(&mut self, name: &str, canonical: &str) -> Result<ReplayKey, JournalError> {
+        self.load().await?;
+        let mut key = self.next_key(CallKind::Llm, name, canonical);
+        while self.rejected.contains(&call_id(&key)) {
+            key = self.next_key(CallKind::Llm, name, canonical);
+        }
+        Ok(key)
+    }
+
+    /// Records that the guest rejected the answer recorded under `key` (an
+    /// LLM call), with its reason: later attempts ask that call again.
+    pub async fn reject(&mut self, key: &ReplayKey, reason: &str) -> Result<(), JournalError> {
+        let mut why: String = reason.chars().take(1024).collect();
+        if why.len() < reason.len() {
+            why.push_str(" [...]");
+        }
+        let summary = format!("rejected {} answer #{}", key.kind.as_str(), key.occurrence);
+        let mark = ReplayKey { kind: CallKind::Reject, ..key.clone() };
+        self.record(mark, why, summary, Duration::ZERO, None).await
     }
 
     /// Gives back the occurrence [`Journal::next_key`] handed out for `key`

@@ -19,6 +19,9 @@ pub enum CallKind {
     Group,
     /// An outbound `wasi:http` request and the response it got.
     Http,
+    /// An LLM answer the guest rejected (`llm.reject`): its name, input hash
+    /// and occurrence are the rejected call's, and later attempts ask again.
+    Reject,
 }
 
 impl CallKind {
@@ -30,6 +33,7 @@ impl CallKind {
             CallKind::Child => "child",
             CallKind::Group => "group",
             CallKind::Http => "http",
+            CallKind::Reject => "reject",
         }
     }
 }

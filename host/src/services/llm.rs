@@ -9,7 +9,7 @@ use super::ServiceError;
 use super::budget::Budget;
 use crate::journal::Journal;
 use crate::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider, Role};
-use crate::model::{CallKind, Usage};
+use crate::model::Usage;
 use crate::progress::Progress;
 
 /// The journal name of LLM calls.
@@ -48,6 +48,8 @@ pub struct LlmCalls {
     pub budget: Option<Arc<Budget>>,
     /// Counters since the last [`LlmCalls::take_stats`].
     pub stats: LlmStats,
+    /// The key of the last answer the guest got in this call, which `reject` names.
+    pub last: Option<crate::model::ReplayKey>,
     progress: Arc<Progress>,
 }
 
@@ -74,7 +76,7 @@ impl LlmCalls {
 
     /// Calls through `provider`, counting into `progress`.
     pub fn new(provider: Arc<dyn LlmProvider>, timeout: Duration, progress: Arc<Progress>) -> Self {
-        LlmCalls { provider, timeout, stub: None, budget: None, stats: LlmStats::default(), progress }
+        LlmCalls { provider, timeout, stub: None, budget: None, stats: LlmStats::default(), last: None, progress }
     }
 
     /// The counters since the last take, leaving zeros.
@@ -91,10 +93,12 @@ impl LlmCalls {
         request: ChatRequest,
     ) -> Result<Result<ChatResponse, LlmError>, ServiceError> {
         let canonical = serde_json::to_string(&request).map_err(ServiceError::record("llm request"))?;
-        let key = journal.next_key(CallKind::Llm, LLM_CALL_NAME, &canonical);
+        let key = journal.next_answer_key(LLM_CALL_NAME, &canonical).await?;
+        self.last = None;
         if let Some(entry) = journal.lookup(&key).await? {
             let response: ChatResponse =
                 serde_json::from_str(&entry.output).map_err(ServiceError::record("llm response"))?;
+            self.last = Some(key);
             self.stats.replayed += 1;
             self.note_fallback_provider(&response);
             return Ok(Ok(response));
@@ -146,11 +150,21 @@ impl LlmCalls {
         self.note_fallback_provider(&response);
         let summary = format!("{}: {}", response.model, prompt_start(&request));
         let output = serde_json::to_string(&response).map_err(ServiceError::record("llm response"))?;
-        journal.record(key, output, summary, started.elapsed(), Some(response.usage)).await?;
+        journal.record(key.clone(), output, summary, started.elapsed(), Some(response.usage)).await?;
+        self.last = Some(key);
         self.stats.live += 1;
         self.progress.llm_call(response.usage.total());
         self.stats.usage.add(response.usage);
         Ok(Ok(response))
+    }
+
+    /// Records that the guest rejected the last answer it got (a no-op when
+    /// it got none since): later attempts ask that call again.
+    pub async fn reject(&mut self, journal: &mut Journal, reason: &str) -> Result<(), ServiceError> {
+        match self.last.take() {
+            Some(key) => Ok(journal.reject(&key, reason).await?),
+            None => Ok(()),
+        }
     }
 
     /// Asks the provider, within the call's time limit.
@@ -180,6 +194,7 @@ mod tests {
     use super::*;
     use crate::journal::{JournalError, JournalMode};
     use crate::llm::mock::MockProvider;
+    use crate::model::CallKind;
     use crate::store::JournalStore;
     use crate::store::redb::RedbStore;
 
@@ -208,6 +223,40 @@ mod tests {
         assert_eq!(llm.take_stats(), LlmStats { replayed: 2, ..Default::default() });
         assert_eq!(store.journal_of("run-1").unwrap().len(), 2);
         assert_eq!(progress.snapshot().llm_calls, 2, "only live calls count");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_answer_is_asked_again_by_the_next_attempt_and_replayed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JournalStore> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let progress = Arc::new(Progress::default());
+        let request = ChatRequest::simple("Give JSON", "You are a critic", true);
+        let attempt = |n: u32| Journal::new(store.clone(), "run-1", n, JournalMode::Live);
+
+        let mut first = attempt(1);
+        let mut llm = calls(&progress);
+        llm.complete(&mut first, request.clone()).await.unwrap().unwrap();
+        llm.reject(&mut first, "missing field `score`").await.unwrap();
+        llm.reject(&mut first, "a second reject of the same answer does nothing").await.unwrap();
+        assert_eq!(llm.take_stats().live, 1);
+
+        // The next attempt asks again, under the next occurrence.
+        let mut second = attempt(2);
+        let mut llm = calls(&progress);
+        llm.complete(&mut second, request.clone()).await.unwrap().unwrap();
+        let stats = llm.take_stats();
+        assert_eq!((stats.live, stats.replayed), (1, 0), "asked again");
+        let journal = store.journal_of("run-1").unwrap();
+        let kinds: Vec<(CallKind, u32)> = journal.iter().map(|e| (e.key.kind, e.key.occurrence)).collect();
+        assert_eq!(kinds, [(CallKind::Llm, 1), (CallKind::Reject, 1), (CallKind::Llm, 2)]);
+        assert!(journal[1].output.contains("missing field"));
+
+        // One after that gets the answer it did not reject back.
+        let mut third = attempt(3);
+        let mut llm = calls(&progress);
+        llm.complete(&mut third, request.clone()).await.unwrap().unwrap();
+        let stats = llm.take_stats();
+        assert_eq!((stats.live, stats.replayed), (0, 1));
     }
 
     #[tokio::test]

@@ -183,12 +183,15 @@ export function callLlmJson(prompt, system, schema, attempts = 3) {
       parsed = JSON.parse(answer);
     } catch (e) {
       problem = `it is not JSON of the expected shape (${e.message})`;
+      // Journaled, but not to be replayed: a retry asks again.
+      witLlm.reject(problem);
       continue;
     }
     try {
       return check(parsed);
     } catch (e) {
       problem = e instanceof ValidationError ? e.problems.map(([loc, why]) => (loc ? `${loc}: ${why}` : why)).join('; ') : String(e?.message ?? e);
+      witLlm.reject(problem);
     }
   }
   // The answer itself tells an author what came back (the mock's default says how to change it).

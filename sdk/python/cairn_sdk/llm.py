@@ -130,6 +130,8 @@ def call_llm_json(prompt: str, system: str, schema: type[T] | Callable[[Any], T]
             problem = "; ".join(f"{loc}: {why}" if loc else why for loc, why in e.problems)
         except ValueError as e:
             problem = f"it is not JSON of the expected shape ({e})"
+        # Journaled, but not to be replayed: a retry asks again.
+        wit_llm.reject(problem)
     # The answer itself tells an author what came back (the mock's default says how to change it).
     answer = f"; the last answer began: {last}" if last else ""
     raise InvalidOutput(f"the model gave no valid JSON answer in {attempts} attempt(s); last problem: {problem}{answer}")

@@ -24,8 +24,9 @@ pub fn complete(request: &Request) -> Result<Response, LlmError> {
 ///
 /// When the answer does not parse, does not fit `T` or fails `validate`, asks
 /// again (up to `attempts` asks in all, at least one), adding to the prompt
-/// why the previous answer was rejected. Each ask is journaled by the host, so
-/// a replayed run follows the same path. When every ask fails, returns a task
+/// why the previous answer was rejected. Each ask is journaled by the host, and
+/// each rejected answer marked (`llm.reject`), so a resumed or replayed run
+/// follows the same path and a retried one asks again where answers were rejected. When every ask fails, returns a task
 /// error of kind `invalid-output` (retryable). Other LLM errors are returned
 /// at once, converted as in `From<LlmError> for TaskError`.
 pub fn call_llm_json<T: DeserializeOwned>(
@@ -45,6 +46,7 @@ pub fn call_llm_json<T: DeserializeOwned>(
             );
             call_llm(&retry, system, true)
         };
+        let answered = text.is_ok();
         if let Ok(text) = &text {
             last = text.chars().take(600).collect();
         }
@@ -59,6 +61,10 @@ pub fn call_llm_json<T: DeserializeOwned>(
             Err(LlmError::InvalidResponse(why)) => why,
             Err(e) => return Err(e.into()),
         };
+        if answered {
+            // Journaled, but not to be replayed: a retry asks again.
+            crate::bindings::cairn::task::llm::reject(&problem);
+        }
     }
     // The answer itself tells an author what came back (the mock's default says how to change it).
     let answer = if last.is_empty() { String::new() } else { format!("; the last answer began: {last}") };
