@@ -17,7 +17,7 @@
  *   attempt 1.
  */
 
-import { HttpError, InvalidInput, TaskError, callLlm, env, exportTask, http, tasks, trace } from 'cairn-sdk';
+import { HttpError, InvalidInput, TaskError, ValidationError, callLlm, env, exportTask, http, tasks, trace } from 'cairn-sdk';
 
 /** A custom error that tells the host not to retry. */
 class QuotaExhausted extends Error {
@@ -104,4 +104,12 @@ async function outboundFetch(input) {
   return { results };
 }
 
-export const run = exportTask(probe);
+/** Every output but one that says `"misshapen": true`, which the output check refuses. */
+function checkOutput(output) {
+  if (output && output.misshapen === true) {
+    throw new ValidationError("the task's output", [['misshapen', 'must not be true']]);
+  }
+  return output;
+}
+
+export const run = exportTask(probe, { output: checkOutput });

@@ -114,6 +114,11 @@ async fn a_javascript_throw_fails_the_attempt_with_its_type_as_kind_and_is_retri
     let run = host.run("js-probe", r#"{"mode": "throw", "custom": true}"#).await.unwrap();
     assert_eq!(attempt_kinds(&run), ["quota-exhausted"]);
     assert!(!run.error.as_ref().unwrap().retryable);
+    // An output that fails the task's output check fails once, naming the field.
+    let run = host.run("js-probe", r#"{"mode": "echo", "misshapen": true}"#).await.unwrap();
+    assert_eq!(attempt_kinds(&run), ["invalid-output"]);
+    let error = run.error.as_ref().unwrap();
+    assert!(!error.retryable && error.message.contains("misshapen: must not be true"), "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -40,11 +40,23 @@ export { ValidationError, isSchema, v, validate } from './validation.js';
  * Whatever it throws becomes a task error as described in `errors.js`.
  *
  * @param {(input: any) => any} fn the task
- * @param {{input?: object}} [options] `input`: a schema made with `v`
+ * @param {{input?: object, output?: object | ((output: any) => any)}} [options]
+ *   `input`: a schema made with `v`; `output`: a schema (or a function that
+ *   returns the output or throws a `ValidationError`) the output must fit,
+ *   else the attempt fails with `invalid-output`, not retried
  * @returns {(input: string) => string}
  */
-export function exportTask(fn, { input: inputSchema } = {}) {
+export function exportTask(fn, { input: inputSchema, output: outputSchema } = {}) {
   const finish = (result) => {
+    if (outputSchema) {
+      try {
+        result = isSchema(outputSchema) ? validate(outputSchema, result, "the task's output") : outputSchema(result);
+      } catch (e) {
+        // The journal hands a retry the same answers, so the same output: not retried.
+        if (e instanceof ValidationError) throw new TaskError('invalid-output', e.message, { retryable: false });
+        throw e;
+      }
+    }
     const output = JSON.stringify(result);
     if (output === undefined) {
       throw new TaskError('invalid-output', 'the task returned undefined, which is not JSON', { retryable: false });
