@@ -93,7 +93,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "services",
-        allowed: Some(&["model", "store", "journal", "llm", "progress", "sandbox"]),
+        allowed: Some(&["model", "store", "access", "journal", "llm", "progress", "sandbox"]),
         denied: &[],
         external: &[],
         why: "services sit below the adapters and the runner",

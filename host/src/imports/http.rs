@@ -12,14 +12,13 @@
 //! wait their turn.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi_http::{
-    Error as WasiHttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView,
-    WasiHttpHooks, WasiHttpView,
+    Error as WasiHttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 use zeroize::Zeroizing;
 
@@ -30,13 +29,12 @@ use crate::journal::SharedJournal;
 use crate::manifest::SecretDecl;
 use crate::model::Tenant;
 use crate::sandbox::outbound::{AllowList, Destination, Scheme};
-use crate::services::http::{Answered, HttpCall, HttpError, OutboundRequest, OutboundResponse, SecretValues};
+use crate::services::http::{
+    Answered, FRAMING_HEADERS, HttpCall, HttpError, OutboundRequest, OutboundResponse, SecretValues,
+};
 
 /// Requests of one instance holding host memory at once.
 pub const IN_FLIGHT: usize = 8;
-
-/// Headers about the message's framing, which the host sets from the body it sends.
-const FRAMING: [&str; 4] = ["content-length", "te", "trailer", "expect"];
 
 /// The `wasi:http` context of an instance.
 pub struct HttpCtx {
@@ -57,12 +55,10 @@ struct HttpHooks {
     max_request: u64,
     max_response: u64,
     timeout: std::time::Duration,
-    /// Whether the current call still runs; replaced at every call.
-    live: Arc<AtomicBool>,
     in_flight: Arc<tokio::sync::Semaphore>,
     counts: Arc<Counts>,
-    /// Dropped when the current call ends, which stops the `wasi:http`
-    /// requests it left running.
+    /// Dropped (replaced) when the current call ends: the requests the call
+    /// left running see it ([`HttpCall::call_end`]), stop, and record nothing.
     stop: tokio::sync::watch::Sender<()>,
     /// The first journal error a `wasi:http` request of the call met: it
     /// ends the attempt (as it does on `cairn:task/http`), whatever the guest
@@ -101,7 +97,6 @@ impl Capability for HttpCtx {
                 max_request: 0,
                 max_response: 0,
                 timeout: std::time::Duration::ZERO,
-                live: Arc::new(AtomicBool::new(false)),
                 in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
                 counts: Arc::default(),
                 stop: tokio::sync::watch::channel(()).0,
@@ -122,14 +117,12 @@ impl Capability for HttpCtx {
         hooks.max_request = call.env.resources.max_http_request;
         hooks.max_response = call.env.resources.max_http_response;
         hooks.timeout = call.env.resources.http_timeout;
-        hooks.live = Arc::new(AtomicBool::new(true));
         hooks.counts = Arc::default();
         hooks.fatal = Arc::default();
     }
 
     fn drain(&mut self, report: &mut CallReport) {
         // Requests the guest left running stop, and record nothing, once their call ended.
-        self.hooks.live.store(false, Ordering::Release);
         self.hooks.stop = tokio::sync::watch::channel(()).0;
         let fatal = self.hooks.fatal.lock().map(|mut f| f.take()).unwrap_or_default();
         if let Some(error) = fatal {
@@ -185,7 +178,7 @@ impl wit::Host for &mut HttpCtx {
         for (name, value) in request.headers {
             let name = name.to_ascii_lowercase();
             let forbidden = http::HeaderName::from_bytes(name.as_bytes()).map_or(true, |n| {
-                wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(&n) || FRAMING.contains(&name.as_str())
+                wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(&n) || FRAMING_HEADERS.contains(&name.as_str())
             });
             if forbidden {
                 return Ok(Err(wit::HttpError::Denied(format!(
@@ -236,27 +229,14 @@ struct Declared {
 #[async_trait::async_trait]
 impl SecretValues for Declared {
     async fn value(&self, name: &str, to: &Destination) -> Result<Zeroizing<String>, String> {
-        let Some(declared) = self.declared.iter().find(|s| s.key == name) else {
-            return Err(format!(
-                "secret {name:?} is not declared by this task's environment; add it to the environment's `secrets` list in cairn.toml"
-            ));
-        };
+        let declared = super::secrets::declaration(&self.declared, name)?;
         if let Some(hosts) = &declared.hosts
             && !hosts.allows(to)
         {
             return Err(format!("secret {name:?} goes only to {}, and {to} is not among them", hosts.describe()));
         }
-        let (vault, tenant, key) = (self.vault.clone(), self.tenant.clone(), name.to_owned());
-        let found = tokio::task::spawn_blocking(move || vault.get(&tenant, &key)).await;
-        match found {
-            Ok(Ok(Some(value))) => Ok(value),
-            Ok(Ok(None)) => Err(format!(
-                "secret {name:?} has no value in tenant {}; create it with `cairn secret create {name} VALUE`",
-                self.tenant
-            )),
-            Ok(Err(e)) => Err(format!("secret {name:?} cannot be read: {e}")),
-            Err(_) => Err(format!("secret {name:?} cannot be read: the lookup stopped")),
-        }
+        let stored = super::secrets::stored(&self.vault, &self.tenant, name).await;
+        stored.map_err(|e| format!("secret {name:?} cannot be read: {e:#}"))?
     }
 }
 
@@ -338,7 +318,7 @@ impl HttpHooks {
     fn call(&self, background: bool) -> Option<HttpCall> {
         Some(HttpCall {
             journal: self.journal.clone()?,
-            live: self.live.clone(),
+            call_end: self.stop.subscribe(),
             max_response: self.max_response,
             timeout: self.timeout,
             fatal: background.then(|| self.fatal.clone()),
@@ -361,10 +341,6 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for HttpHooks {
-    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(|name| wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name))
-    }
-
     /// The URL's authority names the host; the client sets `host` from it.
     fn set_host_header(&mut self) -> bool {
         false
@@ -394,9 +370,9 @@ impl WasiHttpHooks for HttpHooks {
             )))));
         };
         let secrets = self.secrets();
+        let mut call_end = call.call_end.clone();
         let (in_flight, counts, max_request) = (self.in_flight.clone(), self.counts.clone(), self.max_request);
         let run_id = self.run_id.clone();
-        let mut stop = self.stop.subscribe();
         let work = async move {
             let permit = in_flight.acquire_owned().await.map_err(|_| WasiHttpError::InternalError(None))?;
             let (parts, body) = request.into_parts();
@@ -422,7 +398,7 @@ impl WasiHttpHooks for HttpHooks {
         Box::new(async move {
             tokio::select! {
                 done = work => done,
-                _ = stop.changed() => {
+                _ = call_end.changed() => {
                     Err(WasiHttpError::InternalError(Some("the task's call ended before its request completed".into())))
                 }
             }

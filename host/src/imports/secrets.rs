@@ -11,6 +11,7 @@ use super::{CallReport, CallSetup, Capability, HostServices, HostState};
 use crate::access::vault::Vault;
 use crate::manifest::SecretDecl;
 use crate::model::Tenant;
+use zeroize::Zeroizing;
 
 /// The `secrets` context of an instance.
 pub struct SecretsCtx {
@@ -37,13 +38,36 @@ impl Capability for SecretsCtx {
     fn drain(&mut self, _report: &mut CallReport) {}
 }
 
+/// `key`'s declaration among an environment's `declared` secrets, or the
+/// message saying it has none (for `secrets.get` and for HTTP placeholders).
+pub(super) fn declaration<'a>(declared: &'a [SecretDecl], key: &str) -> Result<&'a SecretDecl, String> {
+    declared.iter().find(|s| s.key == key).ok_or_else(|| {
+        format!(
+            "secret {key:?} is not declared by this task's environment; add it to the environment's `secrets` list in cairn.toml"
+        )
+    })
+}
+
+/// `key`'s value in `tenant`'s vault, read off the async threads; the inner
+/// error is the message for a secret with no stored value.
+pub(super) async fn stored(
+    vault: &Arc<Vault>,
+    tenant: &Tenant,
+    key: &str,
+) -> wasmtime::Result<Result<Zeroizing<String>, String>> {
+    let (vault, owner, lookup_key) = (vault.clone(), tenant.clone(), key.to_owned());
+    let value = tokio::task::spawn_blocking(move || vault.get(&owner, &lookup_key)).await??;
+    Ok(value.ok_or_else(|| {
+        format!("secret {key:?} has no value in tenant {tenant}; create it with `cairn secret create {key} VALUE`")
+    }))
+}
+
 impl SecretsCtx {
     /// The value of a declared secret.
     async fn get(&self, key: String) -> wasmtime::Result<Result<String, SecretError>> {
-        let Some(declared) = self.declared.iter().find(|s| s.key == key) else {
-            return Ok(Err(SecretError::NotDeclared(format!(
-                "secret {key:?} is not declared by this task's environment; add it to the environment's `secrets` list in cairn.toml"
-            ))));
+        let declared = match declaration(&self.declared, &key) {
+            Ok(declared) => declared,
+            Err(message) => return Ok(Err(SecretError::NotDeclared(message))),
         };
         if let Some(hosts) = &declared.hosts {
             return Ok(Err(SecretError::NotDeclared(format!(
@@ -51,17 +75,8 @@ impl SecretsCtx {
                 hosts.describe()
             ))));
         }
-        let vault = self.vault.clone();
-        let tenant = self.tenant.clone();
-        let lookup_key = key.clone();
-        let value = tokio::task::spawn_blocking(move || vault.get(&tenant, &lookup_key)).await??;
         // The guest gets its own copy; the vault's is wiped when dropped.
-        Ok(value.map(|v| String::clone(&v)).ok_or_else(|| {
-            SecretError::NotFound(format!(
-                "secret {key:?} has no value in tenant {}; create it with `cairn secret create {key} VALUE`",
-                self.tenant
-            ))
-        }))
+        Ok(stored(&self.vault, &self.tenant, &key).await?.map(|v| String::clone(&v)).map_err(SecretError::NotFound))
     }
 }
 

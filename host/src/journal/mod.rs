@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{CallKind, Fence, JournalEntry, ReplayKey, Usage, now_ms};
+use crate::model::{CallKind, Fence, JournalEntry, ReplayKey, Usage, cut_with_note, now_ms};
 use crate::store::{JournalStore, StoreError};
 
 /// Errors from journal access.
@@ -292,10 +292,7 @@ impl Journal {
     /// Records that the guest rejected the answer recorded under `key` (an
     /// LLM call), with its reason: later attempts ask that call again.
     pub async fn reject(&mut self, key: &ReplayKey, reason: &str) -> Result<(), JournalError> {
-        let mut why: String = reason.chars().take(1024).collect();
-        if why.len() < reason.len() {
-            why.push_str(" [...]");
-        }
+        let why = cut_with_note(reason.to_owned(), 1024);
         let summary = format!("rejected {} answer #{}", key.kind.as_str(), key.occurrence);
         let mark = ReplayKey { kind: CallKind::Reject, ..key.clone() };
         self.record(mark, why, summary, Duration::ZERO, None).await

@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
-use super::{HttpCall, HttpError, OutboundRequest, OutboundResponse, SecretValues, placeholder, placeholders};
+use super::{
+    FRAMING_HEADERS, HttpCall, HttpError, OutboundRequest, OutboundResponse, SecretValues, placeholder, placeholders,
+};
+use crate::access::scrub::MIN_SCRUBBED;
 use crate::sandbox::outbound::is_public;
 
 impl HttpCall {
@@ -23,7 +26,7 @@ impl HttpCall {
         let mut filled: Vec<(String, Zeroizing<String>)> = Vec::new();
         for (header, value) in &request.headers {
             // The body is whole: the client frames it.
-            if matches!(header.as_str(), "content-length" | "transfer-encoding" | "te" | "trailer" | "expect") {
+            if FRAMING_HEADERS.contains(&header.as_str()) {
                 continue;
             }
             let mut value = Zeroizing::new(value.clone());
@@ -78,7 +81,7 @@ impl HttpCall {
         // never the value.
         let read = body.len();
         for (secret, value) in &filled {
-            if value.len() < MIN_HIDDEN {
+            if value.len() < MIN_SCRUBBED {
                 continue;
             }
             let mark = placeholder(secret);
@@ -102,10 +105,6 @@ impl HttpCall {
         Ok(OutboundResponse { status, headers: response_headers, body: Bytes::from(body) })
     }
 }
-
-/// Secret values shorter than this are not hidden in responses: replacing
-/// them would garble any body (the scrubbers' rule).
-const MIN_HIDDEN: usize = 4;
 
 /// `haystack` with every `needle` replaced by `with`, in linear time.
 fn replace_bytes(haystack: Vec<u8>, needle: &[u8], with: &[u8]) -> Vec<u8> {

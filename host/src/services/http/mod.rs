@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::journal::{JournalError, SharedJournal, canonical_input};
-use crate::model::{CallKind, ReplayKey};
+use crate::model::{CallKind, ReplayKey, cut_with_note};
 use crate::sandbox::outbound::Destination;
 
 mod live;
@@ -186,9 +186,9 @@ pub trait SecretValues: Send + Sync {
 pub struct HttpCall {
     /// The instance's journal.
     pub journal: SharedJournal,
-    /// Whether the call that made the request is still running: work left
-    /// behind by an ended call records nothing.
-    pub live: Arc<std::sync::atomic::AtomicBool>,
+    /// Closed (its sender dropped) when the call that made the request
+    /// ends: work it left behind stops, and records nothing.
+    pub call_end: tokio::sync::watch::Receiver<()>,
     /// `resources.max_http_response`.
     pub max_response: u64,
     /// `resources.http_timeout`.
@@ -210,10 +210,10 @@ struct Unrecorded<'a> {
 impl Drop for Unrecorded<'_> {
     fn drop(&mut self) {
         let (Some(key), Ok(runtime)) = (self.key.take(), tokio::runtime::Handle::try_current()) else { return };
-        let (journal, live) = (self.call.journal.clone(), self.call.live.clone());
+        let call = self.call.clone();
         runtime.spawn(async move {
-            let mut journal = journal.lock().await;
-            if live.load(std::sync::atomic::Ordering::Acquire) {
+            let mut journal = call.journal.lock().await;
+            if call.live() {
                 journal.release(&key);
             }
         });
@@ -230,6 +230,11 @@ pub enum Answered {
     /// Answered from the journal.
     Replayed,
 }
+
+/// Headers about a message's framing, which the client sets from the whole
+/// body it sends: a task may not set them, and a `wasi:http` request's are
+/// left out.
+pub const FRAMING_HEADERS: [&str; 5] = ["content-length", "transfer-encoding", "te", "trailer", "expect"];
 
 /// The prefix and suffix of a secret placeholder: `{{secret:NAME}}`.
 const PLACEHOLDER: (&str, &str) = ("{{secret:", "}}");
@@ -257,15 +262,7 @@ fn identity(request: &OutboundRequest) -> (String, String) {
     // The name leaves out the query, which may hold a key the guest read from
     // its secrets; the hash covers the whole URL.
     let shown = request.url.split(['?', '#']).next().unwrap_or_default();
-    let mut name = format!("{} {shown}", request.method);
-    if name.len() > 256 {
-        let mut cut = 253;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-        name.push_str("...");
-    }
+    let name = cut_with_note(format!("{} {shown}", request.method), 256);
     let mut headers: Vec<(&str, String)> =
         request.headers.iter().map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v).into_owned())).collect();
     headers.sort();
@@ -318,7 +315,7 @@ impl HttpCall {
         let key = pending.key.take().expect("taken once");
         // The occurrence goes back when the request ends with nothing recorded,
         // unless its call ended meanwhile (the journal then serves another).
-        let live = self.live.load(std::sync::atomic::Ordering::Acquire);
+        let live = self.live();
         let response = match sent {
             Ok(Ok(response)) if live => response,
             Ok(Ok(_)) => return Err(HttpError::CallEnded(request.url)),
@@ -363,12 +360,13 @@ impl HttpCall {
         }
     }
 
+    /// Whether the call that made the request still runs.
+    fn live(&self) -> bool {
+        self.call_end.has_changed().is_ok()
+    }
+
     fn check_live(&self, request: &OutboundRequest) -> Result<(), HttpError> {
-        if self.live.load(std::sync::atomic::Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err(HttpError::CallEnded(request.url.clone()))
-        }
+        if self.live() { Ok(()) } else { Err(HttpError::CallEnded(request.url.clone())) }
     }
 }
 
