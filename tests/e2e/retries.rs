@@ -120,3 +120,34 @@ async fn a_rejected_answer_is_asked_again_on_retry_not_replayed() {
     assert_eq!(rejects.len(), 4, "every answer is marked rejected");
     assert!(rejects[0].output.contains("missing field `colours`"), "{:?}", rejects[0]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_after_a_recalled_step_gets_its_own_answer_not_the_one_inside_the_step() {
+    // Every live ask gets a new answer, so a replay of the wrong recording shows.
+    let server = LlmServer::start(Script::new().expect_api_key(API_KEY).number_answers());
+    let project = Project::http(
+        &server,
+        r#"
+        [tasks.steps]
+        component = "{probe}"
+        retries = 1
+        "#,
+    );
+    // Attempt 1 asks inside the step, then fails before asking again after it.
+    let input = r#"{"mode": "traced-llm", "question": "q", "ask_after": true, "fail_on_first_attempt": true}"#;
+    let run = project.run("steps", input).await;
+    let out = output_json(&run);
+    assert_eq!(out["answer"], "answer #1 to: q", "{out}");
+    assert_eq!(out["after"], "answer #2 to: q", "the ask after the recalled step is its own, asked live: {out}");
+    assert_eq!(out["step_executions"], 1, "{out}");
+    assert_eq!((run.attempts[1].llm_live, run.attempts[1].trace_replayed), (1, 1), "{:?}", run.attempts[1]);
+    assert_eq!(server.requests(), 2);
+
+    // Attempt 1 asks both, then fails: attempt 2 replays each where it belongs.
+    let input = r#"{"mode": "traced-llm", "question": "r", "ask_after": true, "fail_after_asking": true}"#;
+    let run = project.run("steps", input).await;
+    let out = output_json(&run);
+    assert_eq!((out["answer"].as_str(), out["after"].as_str()), (Some("answer #3 to: r"), Some("answer #4 to: r")));
+    assert_eq!((run.attempts[1].llm_live, run.attempts[1].llm_replayed), (0, 1), "{:?}", run.attempts[1]);
+    assert_eq!(server.requests(), 4, "nothing asked twice");
+}

@@ -88,11 +88,12 @@ pub struct Script {
     rules: Vec<Rule>,
     api_key: Option<String>,
     usage: UsageMode,
+    numbered: bool,
 }
 
 impl Default for Script {
     fn default() -> Self {
-        Script { faults: VecDeque::new(), rules: Vec::new(), api_key: None, usage: UsageMode::Words }
+        Script { faults: VecDeque::new(), rules: Vec::new(), api_key: None, usage: UsageMode::Words, numbered: false }
     }
 }
 
@@ -143,6 +144,13 @@ impl Script {
     /// Reports these token counts in every answer.
     pub fn usage(mut self, prompt_tokens: u32, completion_tokens: u32) -> Self {
         self.usage = UsageMode::Fixed(prompt_tokens, completion_tokens);
+        self
+    }
+
+    /// Numbers the default reply with the request's number
+    /// (`answer #3 to: <user prompt>`), so every live ask gets a new answer.
+    pub fn number_answers(mut self) -> Self {
+        self.numbered = true;
         self
     }
 
@@ -547,7 +555,7 @@ async fn respond(request: Request, shared: &Shared, number: &mut usize) -> Optio
     };
 
     // Count, check the key, take a fault: all under one lock.
-    let (fault, rules, usage) = {
+    let (fault, rules, usage, numbered) = {
         let mut state = shared.lock();
         state.received.push(body.clone());
         *number = state.received.len();
@@ -571,7 +579,7 @@ async fn respond(request: Request, shared: &Shared, number: &mut usize) -> Optio
             }
         }
         let fault = state.script.faults.pop_front();
-        (fault, state.script.rules.clone(), state.script.usage)
+        (fault, state.script.rules.clone(), state.script.usage, state.script.numbered)
     };
 
     let id = *number;
@@ -615,8 +623,11 @@ async fn respond(request: Request, shared: &Shared, number: &mut usize) -> Optio
         });
         match matched {
             Some(rule) => rule.reply.clone(),
-            None if json_mode => json!({ "answer": format!("answer to: {prompt}") }).to_string(),
-            None => format!("answer to: {prompt}"),
+            None => {
+                let answer =
+                    if numbered { format!("answer #{id} to: {prompt}") } else { format!("answer to: {prompt}") };
+                if json_mode { json!({ "answer": answer }).to_string() } else { answer }
+            }
         }
     };
     let model = body.get("model").and_then(Value::as_str).unwrap_or("test-model").to_owned();

@@ -305,7 +305,9 @@ fn fnv1a(text: &str) -> u64 {
 /// own executions in a file of the run's directory; then, with
 /// `fail_on_first_attempt`, fails on attempt 1 (retryable), to show that a
 /// retry does not run the step again: `{"answer", "step_executions", "attempt"}`.
-/// The same mode as in the Python and JavaScript probes.
+/// The same mode as in the Python and JavaScript probes. With `ask_after`, it
+/// then asks the same question outside the step (`"after"`), and with
+/// `fail_after_asking` fails on attempt 1 after that.
 fn traced_llm(args: &Value) -> Result<Value, TaskError> {
     const COUNTER: &str = "./traced-step.count";
     let question = args.get("question").and_then(Value::as_str).unwrap_or("question 1");
@@ -322,7 +324,15 @@ fn traced_llm(args: &Value) -> Result<Value, TaskError> {
         return Err(TaskError::new("flaky", "probe: failing on purpose on attempt 1"));
     }
     let executions = std::fs::read_to_string(COUNTER).unwrap_or_default().len();
-    Ok(json!({ "answer": answer, "step_executions": executions, "attempt": attempt }))
+    let mut out = json!({ "answer": answer, "step_executions": executions, "attempt": attempt });
+    if args.get("ask_after").and_then(Value::as_bool).unwrap_or(false) {
+        // The same question again, outside the step.
+        out["after"] = json!(cairn_sdk::call_llm(question, "You are a probe.", false)?);
+        if args.get("fail_after_asking").and_then(Value::as_bool).unwrap_or(false) && attempt == 1 {
+            return Err(TaskError::new("flaky", "probe: failing on purpose after asking again"));
+        }
+    }
+    Ok(out)
 }
 
 /// A traced step named `name` (traced input: the request's `input`, or null)

@@ -6,7 +6,17 @@
 //! that makes the same calls in the same order finds every recorded result.
 //! A guest that changed makes different calls and simply misses: the call is
 //! then made live, never answered with a wrong recording.
+//!
+//! Occurrences count within the enclosing traced step. A step that missed
+//! (its body runs) opens a scope until its `record`; the calls its body makes
+//! hash that scope into their keys. A resumed attempt that recalls the
+//! completed step skips its body, and so its inner calls: counted in the
+//! step's scope, they could not have moved the counters of the calls around
+//! it, which therefore get exactly the keys (and answers) an uninterrupted
+//! run gave them.
 
+#[cfg(test)]
+mod exact_replay;
 pub mod load;
 
 use std::collections::{HashMap, HashSet};
@@ -101,6 +111,23 @@ pub enum JournalMode {
 /// A call's identity within a run: the replay key without the run id.
 type CallId = (CallKind, String, String, u32);
 
+/// A traced step whose body is running: where its `record` files its output,
+/// and the scope of the calls its body makes.
+struct OpenStep {
+    name: String,
+    /// sha256 of the step's canonical input, unscoped: what `record` matches.
+    input: String,
+    /// The key its recall missed, which its record fills.
+    key: ReplayKey,
+    /// What the calls inside it hash in with their inputs.
+    scope: String,
+}
+
+/// The input hash of a call in `scope` (empty at the top of the attempt).
+fn scoped_hash(scope: &str, input_hash: String) -> String {
+    if scope.is_empty() { input_hash } else { sha256_hex(&format!("{scope}\n{input_hash}")) }
+}
+
 /// What a record counts against `max_journal`: its output, summary and key.
 fn record_size(key: &ReplayKey, output: &str, summary: &str) -> u64 {
     (output.len() + summary.len() + key.name.len() + key.input_hash.len()) as u64
@@ -126,8 +153,9 @@ pub struct Journal {
     loaded: bool,
     recorded: HashMap<CallId, JournalEntry>,
     occurrences: HashMap<(CallKind, String, String), u32>,
-    /// Trace steps recalled without a hit: the occurrence their `record` will use.
-    pending_traces: HashMap<(String, String), Vec<u32>>,
+    /// Traced steps recalled without a hit, whose bodies are running,
+    /// innermost last: each is the scope of the calls made inside it.
+    open_steps: Vec<OpenStep>,
     /// LLM calls whose answers the guest rejected in an earlier attempt (or
     /// in the cassette's run): their occurrences are skipped, so the call is
     /// asked again instead of answered with what was rejected.
@@ -160,7 +188,7 @@ impl Journal {
             loaded: false,
             recorded: HashMap::new(),
             occurrences: HashMap::new(),
-            pending_traces: HashMap::new(),
+            open_steps: Vec::new(),
             rejected: HashSet::new(),
             fence: None,
             records: 0,
@@ -201,7 +229,7 @@ impl Journal {
         self.loaded = false;
         self.recorded.clear();
         self.occurrences.clear();
-        self.pending_traces.clear();
+        self.open_steps.clear();
         self.rejected.clear();
         self.records = 0;
         self.bytes = 0;
@@ -269,9 +297,11 @@ impl Journal {
         &self.run_id
     }
 
-    /// The key of the next call of `kind`/`name` with this canonical input.
+    /// The key of the next call of `kind`/`name` with this canonical input,
+    /// counted within the innermost open traced step.
     pub fn next_key(&mut self, kind: CallKind, name: &str, canonical: &str) -> ReplayKey {
-        let input_hash = sha256_hex(canonical);
+        let scope = self.open_steps.last().map_or("", |step| step.scope.as_str());
+        let input_hash = scoped_hash(scope, sha256_hex(canonical));
         let counter = self.occurrences.entry((kind, name.to_owned(), input_hash.clone())).or_insert(0);
         *counter += 1;
         ReplayKey { run_id: self.run_id.clone(), kind, name: name.to_owned(), input_hash, occurrence: *counter }
@@ -395,36 +425,32 @@ impl Journal {
             .map_err(|source| JournalError::Store { run_id: self.run_id.clone(), source })
     }
 
-    /// `trace.recall`: the recorded output of the next occurrence of this step.
-    /// On a miss the occurrence is kept for the matching [`Journal::trace_record`].
+    /// `trace.recall`: the recorded output of the next occurrence of this
+    /// step. On a miss the step opens: the calls made until its
+    /// [`Journal::trace_record`] count within it.
     pub async fn trace_recall(&mut self, name: &str, input: &str) -> Result<Option<String>, JournalError> {
         let canonical = canonical_input(input);
         let key = self.next_key(CallKind::Trace, name, &canonical);
-        match self.lookup(&key).await? {
-            Some(entry) => Ok(Some(entry.output)),
-            None => {
-                self.pending_traces.entry((name.to_owned(), key.input_hash)).or_default().push(key.occurrence);
-                Ok(None)
-            }
+        if let Some(entry) = self.lookup(&key).await? {
+            return Ok(Some(entry.output));
         }
+        let scope = sha256_hex(&format!("step\n{}\n{}\n{}", key.name, key.input_hash, key.occurrence));
+        self.open_steps.push(OpenStep { name: name.to_owned(), input: sha256_hex(&canonical), key, scope });
+        Ok(None)
     }
 
-    /// `trace.record`: stores a step's output under the occurrence its recall
-    /// allocated, or the next one if the guest did not recall first.
+    /// `trace.record`: stores a step's output under the key its recall
+    /// missed, and closes it (with any step inside it a guest abandoned, e.g.
+    /// one whose body failed). A record with no recall takes the next key.
     pub async fn trace_record(&mut self, name: &str, input: &str, output: &str) -> Result<(), JournalError> {
         let canonical = canonical_input(input);
         let input_hash = sha256_hex(&canonical);
-        let pending = self.pending_traces.get_mut(&(name.to_owned(), input_hash.clone())).and_then(|stack| stack.pop());
-        let key = match pending {
-            Some(occurrence) => ReplayKey {
-                run_id: self.run_id.clone(),
-                kind: CallKind::Trace,
-                name: name.to_owned(),
-                input_hash,
-                occurrence,
-            },
-            None => self.next_key(CallKind::Trace, name, &canonical),
+        let open = self.open_steps.iter().rposition(|step| step.name == name && step.input == input_hash);
+        let key = match open {
+            Some(at) => self.open_steps.drain(at..).next().map(|step| step.key),
+            None => None,
         };
+        let key = key.unwrap_or_else(|| self.next_key(CallKind::Trace, name, &canonical));
         let summary: String = canonical.chars().take(80).collect();
         self.record(key, output.to_owned(), summary, Duration::ZERO, None).await
     }

@@ -48,9 +48,11 @@ pub struct ReplayKey {
     pub kind: CallKind,
     /// Step name (traces) or call name (`complete`).
     pub name: String,
-    /// sha256 of the canonical input, hex.
+    /// sha256 of the canonical input, hex. A call made inside a traced step
+    /// hashes the step's scope in too, so its occurrences count within the step.
     pub input_hash: String,
-    /// 1-based occurrence of this (kind, name, input) within an attempt.
+    /// 1-based occurrence of this (kind, name, input) within an attempt and
+    /// the enclosing traced step.
     pub occurrence: u32,
 }
 
