@@ -2,25 +2,14 @@
 //! retry on their own journal.
 
 use super::{Host, RunnerError};
-use crate::model::{DeadLetter, Failure, Lease, RunRecord, RunStatus, Tenant, now_ms};
+use crate::model::{Failure, Lease, RunRecord, RunStatus, Tenant};
 
 impl Host {
     /// Finishes a run whose options are all spent and files it in the
-    /// dead-letter queue (replays excepted: they only check a cassette).
+    /// dead-letter queue, in one store write (replays excepted: they only
+    /// check a cassette).
     pub(super) async fn dead_letter(&self, run: RunRecord, failure: Failure) -> Result<RunRecord, RunnerError> {
-        let run = self.finish(run, Err(failure.clone())).await?;
-        if run.replay_of.is_none() {
-            let letter = DeadLetter {
-                run_id: run.id.clone(),
-                task: run.task.clone(),
-                input: run.input.clone(),
-                failed_at_ms: now_ms(),
-                error: failure,
-                attempts: run.attempts.clone(),
-            };
-            self.store.dlq_put(&run.tenant, &letter).await?;
-        }
-        Ok(run)
+        self.finish_filing(run, Err(failure), true).await
     }
 
     /// Retries a dead-lettered run on its own journal: recorded calls are not
@@ -74,15 +63,6 @@ impl Host {
     /// retries afresh. Taking the letter is the guard: of two hosts retrying
     /// the same letter at once, one gets it.
     pub(super) async fn reopen(&self, mut run: RunRecord, lease: Option<Lease>) -> Result<RunRecord, RunnerError> {
-        let letter = self.store.dlq_get(&run.tenant, &run.id)?;
-        // A child's retry (a parent's new attempt) need not come from the queue.
-        if !self.store.dlq_remove(&run.tenant, &run.id).await? && run.parent.is_none() {
-            return Err(RunnerError::NotResumable {
-                run_id: run.id.clone(),
-                reason: "it is not in the dead-letter queue (another host may be retrying it; see `cairn dlq list`)"
-                    .into(),
-            });
-        }
         run.status = RunStatus::Running;
         run.error = None;
         run.finished_at_ms = None;
@@ -91,14 +71,19 @@ impl Host {
         run.lease = lease;
         // A cancel asked for in its last life does not carry over.
         run.cancel_requested = false;
-        self.stops.forget_cancel(&run.id);
-        if let Err(e) = self.store.update_run(&run, &run.fence(&self.host_id)).await {
-            // The run stays failed: its letter goes back in the queue.
-            if let Some(letter) = letter {
-                drop(self.store.dlq_put(&run.tenant, &letter).await);
-            }
-            return Err(e.into());
+        // A child's retry (a parent's new attempt) need not come from the queue.
+        let letter_required = run.parent.is_none();
+        // Taking the letter and reopening the run are one write: a crash
+        // leaves the run either failed in the queue or running.
+        let taken = self.store.dlq_reopen(&run, &run.fence(&self.host_id), letter_required).await?;
+        if taken.is_none() && letter_required {
+            return Err(RunnerError::NotResumable {
+                run_id: run.id.clone(),
+                reason: "it is not in the dead-letter queue (another host may be retrying it; see `cairn dlq list`)"
+                    .into(),
+            });
         }
+        self.stops.forget_cancel(&run.id);
         Ok(run)
     }
 }

@@ -5,7 +5,7 @@ use super::cancel::Stop;
 use super::{Host, RunOptions, RunnerError, cache};
 use crate::events::EventKind;
 use crate::manifest::TaskSpec;
-use crate::model::{CacheEntry, Failure, FailureKind, Lease, RunRecord, RunStatus, now_ms};
+use crate::model::{CacheEntry, DeadLetter, Failure, FailureKind, Lease, RunRecord, RunStatus, now_ms};
 
 impl Host {
     /// Runs `task` on `input` to completion (all attempts) and returns the
@@ -167,10 +167,23 @@ impl Host {
         Ok(run)
     }
 
+    /// Ends a run with its outcome: its final record is stored, and those
+    /// waiting on it hear of it.
     pub(super) async fn finish(
+        &self,
+        run: RunRecord,
+        outcome: Result<String, Failure>,
+    ) -> Result<RunRecord, RunnerError> {
+        self.finish_filing(run, outcome, false).await
+    }
+
+    /// [`Host::finish`]; with `dead_letter`, a failed run (not a replay) is
+    /// filed in the dead-letter queue by the same store write that fails it.
+    pub(super) async fn finish_filing(
         &self,
         mut run: RunRecord,
         outcome: Result<String, Failure>,
+        dead_letter: bool,
     ) -> Result<RunRecord, RunnerError> {
         match outcome {
             Ok(output) => {
@@ -191,7 +204,21 @@ impl Host {
         }
         run.finished_at_ms = Some(now_ms());
         run.lease = None;
-        self.store.update_run(&run, &run.fence(&self.host_id)).await?;
+        let fence = run.fence(&self.host_id);
+        match run.error.as_ref().filter(|_| dead_letter && run.replay_of.is_none()) {
+            Some(failure) => {
+                let letter = DeadLetter {
+                    run_id: run.id.clone(),
+                    task: run.task.clone(),
+                    input: run.input.clone(),
+                    failed_at_ms: run.finished_at_ms.unwrap_or_else(now_ms),
+                    error: failure.clone(),
+                    attempts: run.attempts.clone(),
+                };
+                self.store.dlq_file(&run, &fence, &letter).await?
+            }
+            None => self.store.update_run(&run, &fence).await?,
+        }
         self.events.emit(
             &run.id,
             EventKind::RunFinished { status: run.status.as_str().to_owned(), parent: run.parent.clone() },

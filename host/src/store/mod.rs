@@ -316,6 +316,21 @@ pub trait DlqStore: Send + Sync {
     fn dlq_count(&self, tenant: &Tenant) -> Result<usize, StoreError>;
     /// Removes a run from the queue; returns whether it was there.
     async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError>;
+    /// Writes a run's final, failed record (fenced as [`RunStore::update_run`])
+    /// and files its dead letter, in one transaction: a crash leaves the run
+    /// either unfinished (and resumable) or failed and in the queue, never
+    /// failed outside it.
+    async fn dlq_file(&self, run: &RunRecord, fence: &Fence, letter: &DeadLetter) -> Result<(), StoreError>;
+    /// Takes a run's letter out of the queue and writes its reopened record
+    /// (fenced as [`RunStore::update_run`]), in one transaction. Returns the
+    /// letter taken. With `letter_required` and no letter in the queue
+    /// (another host took it), nothing is written and `Ok(None)` returned.
+    async fn dlq_reopen(
+        &self,
+        run: &RunRecord,
+        fence: &Fence,
+        letter_required: bool,
+    ) -> Result<Option<DeadLetter>, StoreError>;
 }
 
 /// A change to a stored document computed from its current value; see

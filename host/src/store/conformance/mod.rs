@@ -2,6 +2,7 @@
 //! against PostgreSQL (`conformance_suite!` in each store's tests), so a
 //! store is a drop-in for another only if it passes them all.
 
+mod dead_letters;
 mod tenancy;
 
 use std::collections::HashSet;
@@ -37,6 +38,8 @@ macro_rules! conformance_suite {
             task_stats_follow_every_write,
             deleting_a_run_deletes_what_it_left,
             logs_reports_cache_and_dead_letters,
+            a_run_is_failed_and_filed_in_one_write,
+            a_dead_run_is_reopened_and_taken_out_in_one_write,
             breakers_counters_and_secrets,
             breaker_transitions_are_never_lost,
             executors_are_recorded_and_forgotten,
@@ -60,6 +63,7 @@ macro_rules! conformance_suite {
     };
 }
 pub(crate) use conformance_suite;
+pub use dead_letters::*;
 pub use tenancy::*;
 
 fn tenant() -> Tenant {

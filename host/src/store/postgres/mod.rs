@@ -19,6 +19,7 @@
 //! restart of PostgreSQL costs the hosts a pause, not their runs.
 
 mod access;
+mod dlq;
 mod journal;
 mod listen;
 mod roles;

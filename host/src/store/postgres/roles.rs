@@ -1,6 +1,6 @@
 //! The store's other roles on PostgreSQL (runs are in [`super::runs`]):
-//! journals (written through the batcher), outputs, cache, dead letters,
-//! breakers and counters, secrets and executors, one impl per role trait.
+//! journals (written through the batcher), outputs, cache (dead letters are
+//! in [`super::dlq`]), breakers and counters, secrets and executors, one impl per role trait.
 
 use std::sync::Arc;
 
@@ -8,10 +8,9 @@ use tokio::sync::Notify;
 
 use super::PgStore;
 use super::rows::{decode, encode, first, ms, read_texts, tenant_from_key, tenant_key, write_texts};
-use crate::model::{AttemptLog, CacheEntry, DeadLetter, Executor, Fence, JournalEntry, ReplayKey, Report, Tenant};
+use crate::model::{AttemptLog, CacheEntry, Executor, Fence, JournalEntry, ReplayKey, Report, Tenant};
 use crate::store::{
-    CacheStore, DlqStore, ExecutorStore, JournalStore, OutputStore, SecretReader, SecretStore, StateStore, StoreError,
-    Transition,
+    CacheStore, ExecutorStore, JournalStore, OutputStore, SecretReader, SecretStore, StateStore, StoreError, Transition,
 };
 
 #[async_trait::async_trait]
@@ -152,65 +151,6 @@ impl CacheStore for PgStore {
             }
         };
         Ok(removed as usize)
-    }
-}
-
-#[async_trait::async_trait]
-impl DlqStore for PgStore {
-    async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError> {
-        write_texts(
-            self,
-            "dead letter",
-            "INSERT INTO dlq (tenant, run_id, letter) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant, run_id) DO UPDATE SET letter = EXCLUDED.letter",
-            vec![tenant_key(tenant), letter.run_id.clone(), encode("dead letter", letter)?],
-        )
-        .await?;
-        Ok(())
-    }
-
-    fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError> {
-        read_texts(
-            self,
-            "list dead letters",
-            "SELECT letter FROM dlq WHERE tenant = $1 ORDER BY run_id DESC",
-            vec![tenant_key(tenant)],
-        )?
-        .into_iter()
-        .filter_map(|row| row.into_iter().next())
-        .map(|text| decode("dead letter", &text))
-        .collect()
-    }
-
-    fn dlq_get(&self, tenant: &Tenant, run_id: &str) -> Result<Option<DeadLetter>, StoreError> {
-        let rows = read_texts(
-            self,
-            "read dead letter",
-            "SELECT letter FROM dlq WHERE tenant = $1 AND run_id = $2",
-            vec![tenant_key(tenant), run_id.to_owned()],
-        )?;
-        first(rows).map(|text| decode("dead letter", &text)).transpose()
-    }
-
-    fn dlq_count(&self, tenant: &Tenant) -> Result<usize, StoreError> {
-        let rows = read_texts(
-            self,
-            "count dead letters",
-            "SELECT count(*)::text FROM dlq WHERE tenant = $1",
-            vec![tenant_key(tenant)],
-        )?;
-        Ok(first(rows).and_then(|n| n.parse().ok()).unwrap_or(0))
-    }
-
-    async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
-        let removed = write_texts(
-            self,
-            "dead letter",
-            "DELETE FROM dlq WHERE tenant = $1 AND run_id = $2",
-            vec![tenant_key(tenant), run_id.to_owned()],
-        )
-        .await?;
-        Ok(removed > 0)
     }
 }
 

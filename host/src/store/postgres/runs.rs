@@ -24,7 +24,7 @@ const UPDATE_RUN: &str = "UPDATE runs SET task = $3, parent = $4, status = $5, l
         epoch = $8, not_before = $9, record = $10, cancel_requested = $11 WHERE tenant = $1 AND id = $2";
 
 /// A run read with its row locked until the transaction ends.
-async fn locked_run(
+pub(super) async fn locked_run(
     client: &impl deadpool_postgres::GenericClient,
     tenant: &str,
     id: &str,
@@ -37,7 +37,7 @@ async fn locked_run(
 }
 
 /// Writes a run's row in full (it exists).
-async fn write_run(client: &impl deadpool_postgres::GenericClient, run: &RunRecord) -> Result<(), Failed> {
+pub(super) async fn write_run(client: &impl deadpool_postgres::GenericClient, run: &RunRecord) -> Result<(), Failed> {
     let statement = client.prepare_cached(UPDATE_RUN).await?;
     client.execute(&statement, &RunRow::of(run)?.params()).await?;
     Ok(())

@@ -513,6 +513,7 @@ fn remove_prefix(
 }
 
 mod access;
+mod dlq;
 mod index;
 #[cfg(test)]
 mod index_tests;

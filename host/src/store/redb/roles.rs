@@ -5,7 +5,7 @@ use super::*;
 use crate::model::{Executor, Fence, TaskStats};
 use crate::store::fencing::{claim, fenced_update, offers_work, take_lease};
 use crate::store::{
-    Beat, CacheStore, DlqStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
+    Beat, CacheStore, ExecutorStore, JournalStore, Lineage, OutputStore, RunFilter, RunStore, SecretReader,
     SecretStore, StateStore, Transition, check_fence, lease_free,
 };
 
@@ -402,41 +402,6 @@ impl CacheStore for RedbStore {
             }))
             .await?;
         Ok(count.load(Ordering::Relaxed))
-    }
-}
-
-#[async_trait::async_trait]
-impl DlqStore for RedbStore {
-    async fn dlq_put(&self, tenant: &Tenant, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.committer
-            .write_async(put_op("dead letter", DLQ, scoped(tenant, &letter.run_id), encode("dead letter", letter)?))
-            .await
-    }
-
-    fn dlq_list(&self, tenant: &Tenant) -> Result<Vec<DeadLetter>, StoreError> {
-        self.scan("list dead letters", DLQ, &format!("{tenant}{SEP}"))?
-            .into_iter()
-            .rev()
-            .map(|(_, bytes)| decode("dead letter", &bytes))
-            .collect()
-    }
-
-    fn dlq_get(&self, tenant: &Tenant, run_id: &str) -> Result<Option<DeadLetter>, StoreError> {
-        self.get("read dead letter", DLQ, &scoped(tenant, run_id))?
-            .map(|bytes| decode("dead letter", &bytes))
-            .transpose()
-    }
-
-    fn dlq_count(&self, tenant: &Tenant) -> Result<usize, StoreError> {
-        const OP: &str = "count dead letters";
-        let txn = self.db.begin_read().map_err(|e| io(OP)(e.into()))?;
-        let letters = txn.open_table(DLQ).map_err(|e| io(OP)(e.into()))?;
-        let (start, end) = prefix_range(&format!("{tenant}{SEP}"));
-        Ok(letters.range(start.as_str()..end.as_str()).map_err(|e| io(OP)(e.into()))?.count())
-    }
-
-    async fn dlq_remove(&self, tenant: &Tenant, run_id: &str) -> Result<bool, StoreError> {
-        self.remove_key("dead letter", DLQ, scoped(tenant, run_id)).await
     }
 }
 
