@@ -17,6 +17,7 @@ use wasi_preview1_component_adapter_provider::{
     WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
 };
 
+use crate::authoring::toolkit::{self, Toolkit};
 use crate::manifest::{BuildSpec, Manifest};
 
 /// Errors of `cairn build`.
@@ -31,6 +32,14 @@ pub enum BuildError {
         command: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The command needs a part of the Cairn kit that is missing.
+    #[error("task {task:?}: cannot build: {message}")]
+    Toolkit {
+        /// The task.
+        task: String,
+        /// What is missing and how to get it.
+        message: String,
     },
     /// The command exited with an error.
     #[error("task {task:?}: build command `{command}` failed ({status}); its output is above{hint}")]
@@ -176,6 +185,7 @@ pub struct Built {
 pub fn build_all(manifest: &Manifest, only: Option<&str>) -> Result<Vec<Built>, BuildError> {
     let toolchain = RustToolchain::detect();
     tracing::debug!("guest toolchain: {toolchain:?}");
+    let kit = Toolkit::locate();
     let mut ran: BTreeMap<String, ()> = BTreeMap::new();
     let mut built = Vec::new();
     for task in manifest.tasks.values() {
@@ -185,7 +195,8 @@ pub fn build_all(manifest: &Manifest, only: Option<&str>) -> Result<Vec<Built>, 
         let Some(spec) = &task.build else { continue };
         let started = Instant::now();
         if ran.insert(spec.command.clone(), ()).is_none() {
-            run_command(&task.name, spec, &manifest.dir, &toolchain)?;
+            let env = kit_env(&task.name, &spec.command, &kit)?;
+            run_command(&task.name, spec, &manifest.dir, &toolchain, &env)?;
         }
         let componentized = componentize(&task.name, &spec.output, &task.component)?;
         let size = std::fs::metadata(&task.component).map(|m| m.len()).unwrap_or(0);
@@ -200,10 +211,32 @@ pub fn build_all(manifest: &Manifest, only: Option<&str>) -> Result<Vec<Built>, 
     Ok(built)
 }
 
-fn run_command(task: &str, spec: &BuildSpec, dir: &Path, toolchain: &RustToolchain) -> Result<(), BuildError> {
+/// The kit's variables for a build command (see [`toolkit`]); an error when
+/// the command names one that cannot be given.
+fn kit_env(
+    task: &str,
+    command: &str,
+    kit: &Result<Toolkit, crate::authoring::AuthoringError>,
+) -> Result<Vec<(String, PathBuf)>, BuildError> {
+    let fail = |message: String| BuildError::Toolkit { task: task.into(), message };
+    match kit {
+        Ok(kit) => kit.build_env(command).map_err(|e| fail(e.to_string())),
+        Err(e) if toolkit::VARIABLES.iter().any(|(name, _)| toolkit::uses(command, name)) => Err(fail(e.to_string())),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+fn run_command(
+    task: &str,
+    spec: &BuildSpec,
+    dir: &Path,
+    toolchain: &RustToolchain,
+    env: &[(String, PathBuf)],
+) -> Result<(), BuildError> {
     eprintln!("building {task}: {}", spec.command);
     let mut command = Command::new("sh");
     command.arg("-c").arg(&spec.command).current_dir(dir);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     toolchain.apply(&mut command);
     let status = command.status().map_err(|source| BuildError::Spawn {
         task: task.into(),

@@ -108,6 +108,13 @@ const RULES: &[Rule] = &[
         why: "adapters are thin over services and never reach into the runner",
     },
     Rule {
+        module: "authoring",
+        allowed: Some(&["manifest", "config"]),
+        denied: &[],
+        external: &[&["wasmtime", "wasmtime_wasi", "redb", "reqwest"]],
+        why: "authoring writes an author's files and finds the kit; it runs and stores nothing",
+    },
+    Rule {
         module: "manifest",
         allowed: None,
         denied: &["runner", "imports", "services", "engine", "store", "journal", "pool", "breakers"],

@@ -20,6 +20,7 @@
 //! - The CLI (`src/cli`, in the binary) is a leaf.
 
 pub mod access;
+pub mod authoring;
 pub mod breakers;
 pub mod builder;
 pub mod capture;

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authoring;
 mod cli;
 mod cli_server;
 mod dashboard;

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch. `anyhow` lives here only.
 
+mod author;
 mod backend;
 mod client;
 mod dlq;
@@ -67,6 +68,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make this folder (or DIR) a Cairn project: a cairn.toml on the embedded defaults.
+    Init(author::InitArgs),
+    /// Add a task to the project: its source with the SDK wired up, its build
+    /// command, its manifest entry and its cassette folder.
+    New(author::NewArgs),
+    /// Replay each task's recorded runs (cassettes) offline and check their outputs.
+    Test(author::TestArgs),
     /// Run each task's build command and turn core modules into components.
     Build {
         /// Build only this task.
@@ -403,7 +411,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     let overrides = Overrides { store, tenant: flags, outbound: cli.outbound_hosts.as_deref() };
     let command = match cli.command {
         Command::Debug { command } => return debug(command),
-        Command::Build { task } => return build(&load_manifest(cli.manifest, overrides)?, task.as_deref()),
+        Command::Init(args) => return author::init(&args),
+        Command::New(args) => return author::new(cli.manifest, &args),
+        Command::Test(args) if args.add.is_none() => {
+            return author::test(&load_manifest(cli.manifest, overrides)?, args.task.as_deref());
+        }
+        Command::Build { task } => return author::build(&load_manifest(cli.manifest, overrides)?, task.as_deref()),
         Command::Serve { listen, grace, no_work, work, .. } => {
             return serve(load_manifest(cli.manifest, overrides)?, listen, &grace, (!no_work).then_some(&work));
         }
@@ -418,6 +431,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Ok(manifest) => manifest.tenant.clone(),
         Err(_) => flags.over(None)?,
     };
+    let project = matches!(command, Command::Test(_)).then(|| manifest.as_ref().ok().cloned()).flatten();
     let backend = Backend::open(manifest, cli.server.as_deref(), tenant)?;
     match command {
         Command::Run { task, input, input_file, json, replay, quiet } => {
@@ -481,7 +495,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Quota { command } => usage::quota(&backend, command),
         Command::Dlq { command } => dlq::dispatch(&backend, command),
         Command::Status { json } => status::show(&backend, json),
+        Command::Test(args) => author::add(&backend, project.as_ref(), args.add.as_deref().unwrap_or_default()),
         Command::Debug { .. }
+        | Command::Init(_)
+        | Command::New(_)
         | Command::Build { .. }
         | Command::Serve { .. }
         | Command::Worker { .. }
@@ -489,31 +506,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             unreachable!("handled before a server is looked for")
         }
     }
-}
-
-fn build(manifest: &Manifest, task: Option<&str>) -> Result<ExitCode> {
-    if let Some(name) = task {
-        manifest.task(name).map_err(anyhow::Error::msg)?;
-    }
-    let built = cairn::builder::build_all(manifest, task)?;
-    if built.is_empty() {
-        eprintln!("nothing to build: no task in {} has a `build` entry", manifest.path.display());
-    }
-    // Precompile now, so the first `cairn run` does not pay for compilation.
-    let engine = cairn::engine::CairnEngine::new(manifest.state_dir().join("artifacts"))?;
-    for b in built {
-        let loaded = engine.load(&b.component)?;
-        eprintln!(
-            "built {}: {} ({} KiB{}) in {:.1}s{}",
-            b.task,
-            b.component.display(),
-            b.size.div_ceil(1024),
-            if b.componentized { ", componentized from a core module" } else { "" },
-            b.took.as_secs_f64(),
-            if loaded.from_cache { "" } else { ", precompiled" }
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(manifest: Manifest, listen: std::net::SocketAddr, grace: &str, work: Option<&WorkArgs>) -> Result<ExitCode> {

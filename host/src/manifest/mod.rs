@@ -232,6 +232,8 @@ pub struct TaskSpec {
     pub llm: Option<String>,
     /// Cache override.
     pub cache: Option<CachePolicy>,
+    /// The folder of its recorded runs (cassettes) that `cairn test` replays.
+    pub cassettes: Option<PathBuf>,
 }
 
 /// `on_oom = { grow = 2.0, max = "2GiB" }`: after an out-of-memory failure,
@@ -290,6 +292,8 @@ pub struct Manifest {
     pub path: PathBuf,
     /// Its directory: relative paths resolve against it, `.cairn/` lives in it.
     pub dir: PathBuf,
+    /// Where state lives instead of `.cairn/`, if somewhere else.
+    state_dir: Option<PathBuf>,
     /// Provider used when an environment or task names none.
     pub default_provider: String,
     /// LLM providers by name (always contains `mock`).
@@ -450,9 +454,17 @@ impl Manifest {
         out
     }
 
-    /// The `.cairn/` state directory next to the manifest.
+    /// The `.cairn/` state directory next to the manifest (or the one
+    /// [`Manifest::with_state_dir`] put elsewhere).
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.join(".cairn")
+        self.state_dir.clone().unwrap_or_else(|| self.dir.join(".cairn"))
+    }
+
+    /// This manifest with its state (store, run directories, compiled
+    /// components) kept in `dir`: a scratch host, e.g. `cairn test`'s.
+    pub fn with_state_dir(mut self, dir: PathBuf) -> Manifest {
+        self.state_dir = Some(dir);
+        self
     }
 }
 
@@ -514,6 +526,7 @@ mod raw {
             Ok(super::Manifest {
                 path,
                 dir,
+                state_dir: None,
                 default_provider,
                 providers,
                 environments,

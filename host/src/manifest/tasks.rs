@@ -43,6 +43,7 @@ pub(super) mod raw {
         pub fallback: Vec<Spanned<String>>,
         pub circuit_breaker: Option<RawBreaker>,
         pub on_oom: Option<Spanned<toml::Value>>,
+        pub cassettes: Option<PathBuf>,
     }
 }
 
@@ -122,6 +123,7 @@ pub(super) fn validate(
                 on_oom,
                 llm,
                 cache,
+                cassettes: task.cassettes.map(|folder| dir.join(folder)),
             },
         );
     }
