@@ -14,10 +14,25 @@
  *   [name, SECRET]}`) through the SDK's `http` (or, with `"fetch": true`,
  *   the global `fetch`, from an async task) and returns `{results: [{status,
  *   body} or {error: "http-KIND: ..."}]}`; with `fail_after` it then fails on
- *   attempt 1.
+ *   attempt 1;
+ * - `files`: the SDK's file API, the same steps as in the Rust and Python
+ *   probes (`filesTour`), returning what each step saw.
  */
 
-import { HttpError, InvalidInput, TaskError, ValidationError, callLlm, env, exportTask, http, tasks, trace } from 'cairn-sdk';
+import {
+  FileError,
+  HttpError,
+  InvalidInput,
+  TaskError,
+  ValidationError,
+  callLlm,
+  env,
+  exportTask,
+  files,
+  http,
+  tasks,
+  trace,
+} from 'cairn-sdk';
 
 /** A custom error that tells the host not to retry. */
 class QuotaExhausted extends Error {
@@ -56,9 +71,38 @@ function probe(input) {
       return { output: tasks.callJson(input.task, input.input ?? {}) };
     case 'http':
       return input.fetch ? outboundFetch(input) : outbound(input);
+    case 'files':
+      return filesTour();
     default:
       throw new InvalidInput(`unknown mode ${JSON.stringify(input.mode)}`);
   }
+}
+
+/** The `files` mode: write, read, list, stat, remove, and three refusals. */
+function filesTour() {
+  files.writeText('out/notes/a.txt', 'h\u00e9llo');
+  files.writeBytes('out/b.bin', new Uint8Array([0, 1, 2, 255]));
+  const seen = {
+    text: files.readText('out/notes/a.txt'),
+    bytes: [...files.readBytes('out/b.bin')],
+    listed: files.list('out'),
+    exists: [files.exists('out/b.bin'), files.exists('nope')],
+    size: files.size('out/notes/a.txt'),
+  };
+  files.remove('out/b.bin');
+  files.mkdir('x/y');
+  seen.after = [files.exists('out/b.bin'), files.list('x')];
+  seen.errors = {};
+  for (const [name, path] of [['missing', 'missing.txt'], ['climb', '../outside.txt'], ['absolute', '/etc/passwd']]) {
+    try {
+      files.readText(path);
+      seen.errors[name] = 'read';
+    } catch (e) {
+      if (!(e instanceof FileError)) throw e;
+      seen.errors[name] = `${e.kind} ${e.retryable ? 'True' : 'False'} ${e.message.startsWith(`${path}: `) ? 'True' : 'False'}`;
+    }
+  }
+  return seen;
 }
 
 /** The headers of one request spec, with its secret placeholder. */

@@ -16,13 +16,15 @@
 - ``http``: sends ``requests`` (``{"url", "method"?, "body"?, "headers"?,
   "secret_header"?: [name, SECRET]}``) through ``cairn_sdk.http`` and returns
   ``{"results": [{"status", "body"} or {"error": "http-KIND: ..."}]}``; with
-  ``fail_after`` it then fails on attempt 1.
+  ``fail_after`` it then fails on attempt 1;
+- ``files``: the SDK's file API, the same steps as in the Rust and JavaScript
+  probes (``files_tour``), returning what each step saw.
 """
 
 import builtins
 from typing import Any
 
-from cairn_sdk import InvalidInput, TaskError, call_llm, env, export_task, http, tasks, trace
+from cairn_sdk import FileError, InvalidInput, TaskError, call_llm, env, export_task, files, http, tasks, trace
 
 STEP_COUNTER = "./traced-step.count"
 """File in the run's directory that counts how often the traced step's body ran."""
@@ -62,7 +64,34 @@ def probe(mode: str, **args: Any) -> Any:
         return {"output": tasks.call_json(args["task"], args.get("input", {}))}
     if mode == "http":
         return outbound(args.get("requests", []), bool(args.get("fail_after", False)))
+    if mode == "files":
+        return files_tour()
     raise InvalidInput(f"unknown mode {mode!r}")
+
+
+def files_tour() -> dict:
+    """The ``files`` mode: write, read, list, stat, remove, and three refusals."""
+    files.write_text("out/notes/a.txt", "h\u00e9llo")
+    files.write_bytes("out/b.bin", bytes([0, 1, 2, 255]))
+    seen = {
+        "text": files.read_text("out/notes/a.txt"),
+        "bytes": list(files.read_bytes("out/b.bin")),
+        "listed": files.list("out"),
+        "exists": [files.exists("out/b.bin"), files.exists("nope")],
+        "size": files.size("out/notes/a.txt"),
+    }
+    files.remove("out/b.bin")
+    files.mkdir("x/y")
+    seen["after"] = [files.exists("out/b.bin"), files.list("x")]
+    errors = {}
+    for case, path in [("missing", "missing.txt"), ("climb", "../outside.txt"), ("absolute", "/etc/passwd")]:
+        try:
+            files.read_text(path)
+            errors[case] = "read"
+        except FileError as e:
+            errors[case] = f"{e.kind} {e.retryable} {e.message.startswith(path + ': ')}"
+    seen["errors"] = errors
+    return seen
 
 
 def outbound(requests: list[dict], fail_after: bool) -> dict:

@@ -6,9 +6,10 @@
  *
  * Bundles ENTRY with this SDK (imported as `cairn-sdk`) and any npm packages it
  * uses (rolldown), then runs componentize-js on the bundle against the
- * `cairn:task` WIT contract (default: the repository's `wit/`, two levels up),
- * with wasi:http disabled. The work is skipped when OUT is newer than every
- * file of ENTRY's folder, this SDK and the WIT contract.
+ * `cairn:task` WIT contract (default: the repository's `wit/`, two levels up)
+ * in this SDK's `task-js` world (`task` and `wasi:filesystem`, for `files`),
+ * without the incoming-request handler. The work is skipped when OUT is newer
+ * than every file of ENTRY's folder, this SDK and the WIT contract.
  */
 
 import { cp, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -59,9 +60,35 @@ async function newest(path) {
 async function upToDate({ entry, out, wit }) {
   const built = await newest(out);
   if (!built) return false;
-  const inputs = [dirname(entry), join(SDK_DIR, 'src'), join(SDK_DIR, 'build.js'), join(SDK_DIR, 'package-lock.json'), wit];
+  const inputs = [
+    dirname(entry),
+    join(SDK_DIR, 'src'),
+    join(SDK_DIR, 'wit'),
+    join(SDK_DIR, 'build.js'),
+    join(SDK_DIR, 'package-lock.json'),
+    wit,
+  ];
   const times = await Promise.all(inputs.map(newest));
   return times.every((time) => time < built);
+}
+
+/** The WASI packages the `task-js` world names, as jco (locked in package-lock.json) ships them. */
+const WASI_WIT = join(SDK_DIR, 'node_modules/@bytecodealliance/jco/lib/wit/builtin/0.2.12');
+const WASI_PACKAGES = ['filesystem', 'io', 'clocks'];
+
+/**
+ * The contract JavaScript tasks build against, in `stage`: the `cairn:task`
+ * package from `wit` with this SDK's `task-js` world added (`wit/js.wit`),
+ * and the WASI packages it imports under `deps/`.
+ */
+async function stageWit(wit, stage) {
+  const dir = join(stage, 'wit');
+  await cp(wit, dir, { recursive: true, filter: (path) => !path.includes(`${wit}/deps`) });
+  await cp(join(SDK_DIR, 'wit/js.wit'), join(dir, 'js.wit'));
+  for (const name of WASI_PACKAGES) {
+    await cp(join(WASI_WIT, `wasi-${name}`), join(dir, 'deps', name), { recursive: true });
+  }
+  return dir;
 }
 
 async function build({ entry, out, wit }) {
@@ -79,8 +106,8 @@ async function build({ entry, out, wit }) {
 
     const { component } = await componentize({
       sourcePath: source,
-      witPath: wit,
-      worldName: 'task',
+      witPath: await stageWit(wit, stage),
+      worldName: 'task-js',
       // `http` keeps the global `fetch` (over wasi:http); tasks serve no incoming requests.
       disableFeatures: ['fetch-event'],
     });

@@ -169,3 +169,33 @@ async fn a_traced_step_is_not_run_again_on_retry_in_rust_python_or_javascript() 
     }
     assert_eq!(server.requests(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_three_sdks_share_one_file_api_over_the_run_directory() {
+    let built = components();
+    let project = Project::new(&format!(
+        "[tasks.rs]\n{}\n\n[tasks.py]\n{}\n\n[tasks.js]\n{}\n",
+        component(&built.probe),
+        component(&built.py_probe),
+        component(&built.js_probe)
+    ));
+    let host = project.host();
+    let mut seen = Vec::new();
+    for task in ["rs", "py", "js"] {
+        let run = host.run(task, r#"{"mode": "files"}"#).await.unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "{task}: {:?}", run.error);
+        seen.push(output_json(&run));
+    }
+    let rust = &seen[0];
+    assert_eq!(rust["text"], "h\u{e9}llo");
+    assert_eq!(rust["bytes"], serde_json::json!([0, 1, 2, 255]));
+    assert_eq!(rust["listed"], serde_json::json!(["b.bin", "notes/"]), "sorted, folders marked");
+    assert_eq!(rust["exists"], serde_json::json!([true, false]));
+    assert_eq!(rust["size"], 6, "bytes of UTF-8");
+    assert_eq!(rust["after"], serde_json::json!([false, ["y/"]]), "removed; folders made with their parents");
+    for case in ["missing", "climb", "absolute"] {
+        assert_eq!(rust["errors"][case], "file-error False True", "{case}: kind, not retryable, names the path");
+    }
+    assert_eq!(seen[1], *rust, "Python's file API differs from Rust's");
+    assert_eq!(seen[2], *rust, "JavaScript's file API differs from Rust's");
+}

@@ -38,6 +38,7 @@ impl Guest for Probe {
             "llm-calls" => llm_calls(&args)?,
             "llm-json" => llm_json(&args)?,
             "fs" => fs(&args)?,
+            "files" => files_tour()?,
             "trap" => panic!("probe: trap requested"),
             "loop" => spin(),
             "alloc" => alloc(&args)?,
@@ -125,6 +126,38 @@ fn llm_json(args: &Value) -> Result<Value, TaskError> {
 /// absolute link to `/etc/passwd`. With `"planted": NAME`, the guest then waits
 /// (up to a minute) for the host side to put a link NAME into its directory and
 /// reads through it (`planted`; "missing" if it never came).
+/// The SDK's file API, the same steps as in the Python and JavaScript probes:
+/// write, read, list, stat, remove, and three refusals.
+fn files_tour() -> Result<Value, TaskError> {
+    use cairn_sdk::files;
+    files::write_text("out/notes/a.txt", "h\u{e9}llo")?;
+    files::write_bytes("out/b.bin", [0u8, 1, 2, 255])?;
+    let mut seen = json!({
+        "text": files::read_text("out/notes/a.txt")?,
+        "bytes": files::read_bytes("out/b.bin")?,
+        "listed": files::list("out")?,
+        "exists": [files::exists("out/b.bin")?, files::exists("nope")?],
+        "size": files::size("out/notes/a.txt")?,
+    });
+    files::remove("out/b.bin")?;
+    files::mkdir("x/y")?;
+    seen["after"] = json!([files::exists("out/b.bin")?, files::list("x")?]);
+    let mut errors = serde_json::Map::new();
+    for (case, path) in [("missing", "missing.txt"), ("climb", "../outside.txt"), ("absolute", "/etc/passwd")] {
+        let seen = match files::read_text(path) {
+            Ok(_) => "read".to_owned(),
+            Err(e) => {
+                let e = TaskError::from(e);
+                let titled = |b: bool| if b { "True" } else { "False" };
+                format!("{} {} {}", e.kind, titled(e.retryable), titled(e.message.starts_with(&format!("{path}: "))))
+            }
+        };
+        errors.insert(case.to_owned(), seen.into());
+    }
+    seen["errors"] = errors.into();
+    Ok(seen)
+}
+
 fn fs(args: &Value) -> Result<Value, TaskError> {
     let wrote = std::fs::write("./note.txt", "hello").is_ok();
     let read_back = std::fs::read_to_string("./note.txt").unwrap_or_default();

@@ -16,14 +16,16 @@ A task is a function from JSON input to JSON output, exported once per module::
 Imports: :func:`call_llm`, :func:`complete` and :func:`call_llm_json` (LLM,
 journaled by the host), :func:`trace` (durable checkpoints for your own steps),
 :mod:`~cairn_sdk.tasks` (child runs, fan-out, groups, the current run),
-:mod:`~cairn_sdk.secrets`, :mod:`~cairn_sdk.report`, :mod:`~cairn_sdk.http`
+:mod:`~cairn_sdk.secrets`, :mod:`~cairn_sdk.report`, :mod:`~cairn_sdk.files`
+(the task's directory), :mod:`~cairn_sdk.http`
 (outbound requests, journaled) and :mod:`~cairn_sdk.env`;
 errors in :mod:`~cairn_sdk.errors`; Pydantic-style validation in
 :mod:`~cairn_sdk.validation`.
 """
 
-from . import env, http, report, secrets, tasks
+from . import env, files, http, report, secrets, tasks
 from .errors import InvalidInput, InvalidOutput, TaskError, kebab_case, to_task_error
+from .files import FileError
 from .llm import LlmError, Response, call_llm, call_llm_json, complete
 from .secrets import SecretError
 from .task import export_task
@@ -34,6 +36,7 @@ from .validation import Field, Model, ValidationError, model_validator, to_jsona
 __all__ = [
     "ChildError",
     "Field",
+    "FileError",
     "InvalidInput",
     "InvalidOutput",
     "LlmError",
@@ -50,6 +53,7 @@ __all__ = [
     "complete",
     "env",
     "export_task",
+    "files",
     "http",
     "kebab_case",
     "model_validator",

@@ -55,6 +55,7 @@ pub mod bindings {
 
 pub mod env;
 mod error;
+pub mod files;
 pub mod http;
 pub mod llm;
 pub mod report;
@@ -66,6 +67,7 @@ mod trace;
 pub use bindings::cairn::task::llm::LlmError;
 pub use bindings::cairn::task::secrets::SecretError;
 pub use bindings::cairn::task::types::TaskError;
+pub use files::FileError;
 pub use llm::{call_llm, call_llm_json, complete};
 pub use task::Task;
 pub use tasks::{Group, Pending, RunContext};
