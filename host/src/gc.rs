@@ -1,10 +1,15 @@
 //! `cairn gc` and the host's retention: deletes finished runs older than a
 //! cutoff, with their journal, logs, report, dead letter and run directory.
 //! Unfinished runs are never touched. Runs are read a page at a time from
-//! the status index, so memory stays flat whatever the store holds.
+//! the status index, so memory stays flat whatever the store holds. Then
+//! [`collect_blobs`] removes the blobs no remaining run refers to.
 
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use crate::blobs::BlobStore;
+use crate::model::files::{Digest, DirListing, FileRef, RefKind, refs_in};
 use crate::model::{RunStatus, Tenant, now_ms};
 use crate::sandbox::RunDirs;
 use crate::store::prelude::*;
@@ -29,21 +34,28 @@ pub struct GcReport {
     /// Runs kept because their directory could not be removed, each with
     /// why: a record is never deleted while its files stay.
     pub failed: Vec<String>,
+    /// The blobs no remaining run refers to, removed after the runs.
+    pub blobs: BlobReport,
 }
 
-/// Removes finished runs of `tenant` that finished more than `older_than` ago.
+/// Removes finished runs of `tenant` that finished more than `older_than`
+/// ago, then the blobs (in `blobs`) none of the remaining runs refers to.
 pub async fn collect(
     store: &dyn Store,
     dirs: &RunDirs,
+    blobs: &dyn BlobStore,
     tenant: &Tenant,
     older_than: Duration,
     dry_run: bool,
-) -> Result<GcReport, StoreError> {
+) -> Result<GcReport, GcError> {
     let mut report = GcReport::default();
     for status in [RunStatus::Succeeded, RunStatus::Failed] {
         let sweep = Sweep { status, older_than, dry_run, max: usize::MAX };
         collect_status(store, dirs, tenant, &sweep, &mut report).await?;
     }
+    // A dry run removed no run: those it would have are not counted as referring.
+    let gone: HashSet<String> = if dry_run { report.removed.iter().cloned().collect() } else { HashSet::new() };
+    report.blobs = collect_blobs(store, blobs, tenant, BLOB_GRACE, dry_run, &gone).await?;
     Ok(report)
 }
 
@@ -107,4 +119,90 @@ pub async fn collect_status(
         before = Some(last);
     }
     Ok(())
+}
+
+/// Blobs stored more recently than this are kept, referred to or not: a run
+/// under way may have stored them and not yet recorded its output.
+pub const BLOB_GRACE: Duration = Duration::from_secs(3600);
+
+/// What a blob collection removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobReport {
+    /// Blobs removed.
+    pub removed: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs kept: referred to, or younger than the grace period.
+    pub kept: usize,
+}
+
+/// Removes `tenant`'s blobs that no run of the store but those in `gone`
+/// refers to (in its input or output, directly or inside a directory),
+/// stored longer than `grace` ago.
+pub async fn collect_blobs(
+    store: &dyn Store,
+    blobs: &dyn BlobStore,
+    tenant: &Tenant,
+    grace: Duration,
+    dry_run: bool,
+    gone: &HashSet<String>,
+) -> Result<BlobReport, GcError> {
+    let referred = referred_blobs(store, blobs, tenant, gone)?;
+    let cutoff = now_ms().saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+    let mut report = BlobReport::default();
+    for blob in blobs.list(tenant)? {
+        if referred.contains(&blob.digest) || blob.stored_at_ms >= cutoff {
+            report.kept += 1;
+            continue;
+        }
+        if dry_run || blobs.remove(tenant, &blob.digest)? {
+            report.removed += 1;
+            report.bytes += blob.size;
+        }
+    }
+    Ok(report)
+}
+
+/// Every blob a run of `tenant` refers to, a page of runs at a time.
+fn referred_blobs(
+    store: &dyn Store,
+    blobs: &dyn BlobStore,
+    tenant: &Tenant,
+    gone: &HashSet<String>,
+) -> Result<HashSet<Digest>, GcError> {
+    let mut referred = HashSet::new();
+    let mut before = None;
+    loop {
+        let filter = RunFilter { before: before.take(), limit: Some(BATCH), ..Default::default() };
+        let page = store.list_runs(tenant, &filter)?;
+        let Some(last) = page.last().map(|run| run.id.clone()) else { break };
+        for run in page.iter().filter(|run| !gone.contains(&run.id)) {
+            for json in std::iter::once(&run.input).chain(run.output.as_ref()) {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+                for r in refs_in(&value).unwrap_or_default() {
+                    let FileRef::Stored { kind, digest, .. } = r else { continue };
+                    if kind == RefKind::Dir && !referred.contains(&digest) {
+                        // A directory's files are referred to through its listing.
+                        let listing = blobs.read_small(tenant, &digest, 16 << 20).ok();
+                        let listing = listing.and_then(|bytes| serde_json::from_slice::<DirListing>(&bytes).ok());
+                        referred.extend(listing.into_iter().flat_map(|l| l.files).map(|f| f.digest));
+                    }
+                    referred.insert(digest);
+                }
+            }
+        }
+        before = Some(last);
+    }
+    Ok(referred)
+}
+
+/// Errors of a blob collection.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blob store.
+    #[error(transparent)]
+    Blobs(#[from] crate::blobs::BlobError),
 }

@@ -93,7 +93,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         module: "services",
-        allowed: Some(&["model", "store", "access", "journal", "llm", "progress", "sandbox"]),
+        allowed: Some(&["model", "store", "access", "journal", "llm", "progress", "sandbox", "blobs"]),
         denied: &[],
         external: &[],
         why: "services sit below the adapters and the runner",
@@ -102,10 +102,18 @@ const RULES: &[Rule] = &[
         module: "imports",
         allowed: Some(&[
             "model", "store", "journal", "llm", "services", "manifest", "progress", "events", "access", "sandbox",
+            "blobs",
         ]),
         denied: &[],
         external: &[],
         why: "adapters are thin over services and never reach into the runner",
+    },
+    Rule {
+        module: "blobs",
+        allowed: Some(&["model"]),
+        denied: &[],
+        external: &[&["wasmtime", "wasmtime_wasi", "reqwest", "redb"]],
+        why: "the blob store keeps files by digest; it knows nothing of runs, engines or WIT",
     },
     Rule {
         module: "authoring",

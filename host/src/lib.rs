@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod authoring;
+pub mod blobs;
 pub mod breakers;
 pub mod builder;
 pub mod capture;

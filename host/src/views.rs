@@ -293,6 +293,7 @@ pub fn quota_json(
             "tokens_per_day": quotas.tokens_per_day,
             "cost_per_day": quotas.cost_per_day_micros.map(|m| m as f64 / 1e6),
             "cost_per_month": quotas.cost_per_month_micros.map(|m| m as f64 / 1e6),
+            "blob_storage": quotas.blob_bytes,
         },
         "ledger": lines,
     }))
@@ -337,17 +338,22 @@ pub fn set_quota(quotas: &mut crate::model::Quotas, key: &str, value: &str) -> R
         "cost_per_day" => quotas.cost_per_day_micros = money()?,
         "cost_per_month" => quotas.cost_per_month_micros = money()?,
         "live_instances" => quotas.live_instances = slots()?,
-        "memory" => {
-            quotas.memory_bytes = match (none, crate::config::units::parse_size(value)) {
+        "memory" | "blob_storage" => {
+            let bytes = match (none, crate::config::units::parse_size(value)) {
                 (true, _) => None,
-                (false, Ok(0)) => return Err("memory must be at least 1 byte".into()),
+                (false, Ok(0)) => return Err(format!("{key} must be at least 1 byte")),
                 (false, Ok(bytes)) => Some(bytes),
-                (false, Err(e)) => return Err(format!("memory is a size (e.g. 4GiB, or `none`): {e}")),
+                (false, Err(e)) => return Err(format!("{key} is a size (e.g. 4GiB, or `none`): {e}")),
+            };
+            if key == "memory" {
+                quotas.memory_bytes = bytes;
+            } else {
+                quotas.blob_bytes = bytes;
             }
         }
         other => {
             return Err(format!(
-                "no quota {other:?}; the quotas are concurrent_runs, live_instances, memory, tokens_per_run, tokens_per_day, cost_per_day and cost_per_month"
+                "no quota {other:?}; the quotas are concurrent_runs, live_instances, memory, tokens_per_run, tokens_per_day, cost_per_day, cost_per_month and blob_storage"
             ));
         }
     }

@@ -6,6 +6,7 @@
 mod support;
 
 mod authoring;
+mod blobs;
 mod cli;
 mod cli_server;
 mod dashboard;

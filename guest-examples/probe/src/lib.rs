@@ -6,8 +6,10 @@
 //! `error`, `secret`, `use-secret`, `leak-secret`, `trace`, `traced-llm`, `stdout`, and for
 //! warm instances and child tasks: `counter`, `sleep`, `fanout` and `call`
 //! (see each function); attacks on the host's own resources in [`hostile`];
-//! outbound HTTP (`http`) in [`outbound`].
+//! outbound HTTP (`http`) in [`outbound`]; files passed by reference
+//! (`blob-write`, `blob-read`, `blob-forge`) in [`blobs`].
 
+mod blobs;
 mod escape;
 mod hostile;
 mod outbound;
@@ -39,6 +41,10 @@ impl Guest for Probe {
             "llm-json" => llm_json(&args)?,
             "fs" => fs(&args)?,
             "files" => files_tour()?,
+            "blob-write" => blobs::write(&args)?,
+            "blob-read" => blobs::read(&args)?,
+            "blob-forge" => blobs::forge(&args)?,
+            "blob-dir" => blobs::dir(&args)?,
             "trap" => panic!("probe: trap requested"),
             "loop" => spin(),
             "alloc" => alloc(&args)?,

@@ -315,13 +315,20 @@ impl Backend {
                 let store = local.store()?;
                 let dirs = cairn::sandbox::RunDirs::open(&local.manifest.state_dir().join("runs"))?;
                 let tenant = local.tenant();
-                Ok(super::runtime()?.block_on(cairn::gc::collect(store.as_ref(), &dirs, &tenant, age, dry_run))?)
+                let blobs = cairn::blobs::local::LocalBlobs::open(&local.manifest.blobs_dir())?;
+                let collect = cairn::gc::collect(store.as_ref(), &dirs, &blobs, &tenant, age, dry_run);
+                Ok(super::runtime()?.block_on(collect)?)
             }
             Backend::Remote(client) => {
                 let answer = client.post(&["gc"], json!({"older_than": older_than, "dry_run": dry_run}))?;
                 let removed = serde_json::from_value(answer["removed"].clone()).unwrap_or_default();
                 let failed = serde_json::from_value(answer["failed"].clone()).unwrap_or_default();
-                Ok(GcReport { removed, kept: answer["kept"].as_u64().unwrap_or_default() as usize, failed })
+                let blobs = cairn::gc::BlobReport {
+                    removed: answer["blobs"]["removed"].as_u64().unwrap_or_default() as usize,
+                    bytes: answer["blobs"]["bytes"].as_u64().unwrap_or_default(),
+                    kept: answer["blobs"]["kept"].as_u64().unwrap_or_default() as usize,
+                };
+                Ok(GcReport { removed, kept: answer["kept"].as_u64().unwrap_or_default() as usize, failed, blobs })
             }
         }
     }

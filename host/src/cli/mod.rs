@@ -2,6 +2,7 @@
 
 mod author;
 mod backend;
+mod blobs;
 mod client;
 mod dlq;
 mod follow;
@@ -114,6 +115,11 @@ enum Command {
         /// Write the HTML to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Files runs pass by reference: list, read and store blobs.
+    Blobs {
+        #[command(subcommand)]
+        command: blobs::BlobsCommand,
     },
     /// The dead-letter queue: runs whose retries and fallbacks were all spent.
     Dlq {
@@ -487,6 +493,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             for failed in &report.failed {
                 eprintln!("kept run {failed}");
             }
+            let blobs = &report.blobs;
+            eprintln!(
+                "{} {} blob(s) no remaining run refers to ({}); kept {}",
+                if dry_run { "would remove" } else { "removed" },
+                blobs.removed,
+                cairn::config::units::show_size(blobs.bytes),
+                blobs.kept
+            );
             Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Secret { command } => secret::dispatch(&backend, command),
@@ -494,6 +508,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Usage { since, by, json } => usage::usage(&backend, &since, by.as_deref(), json),
         Command::Quota { command } => usage::quota(&backend, command),
         Command::Dlq { command } => dlq::dispatch(&backend, command),
+        Command::Blobs { command } => blobs::dispatch(&backend, command),
         Command::Status { json } => status::show(&backend, json),
         Command::Test(args) => author::add(&backend, project.as_ref(), args.add.as_deref().unwrap_or_default()),
         Command::Debug { .. }

@@ -81,6 +81,8 @@ pub struct HostServices {
     pub events: Events,
     /// The operator's list of outbound HTTP destinations, if any.
     pub outbound: Option<Arc<crate::sandbox::outbound::AllowList>>,
+    /// Where files passed by reference are kept (`None`: not on this host).
+    pub blobs: Option<Arc<dyn crate::blobs::BlobStore>>,
 }
 
 impl HostServices {
@@ -104,6 +106,7 @@ impl HostServices {
             progress,
             events,
             outbound: None,
+            blobs: None,
         }
     }
 }
@@ -136,6 +139,8 @@ pub struct CallSetup<'a> {
     pub budget: Option<&'a Arc<crate::services::budget::Budget>>,
     /// Where the run sits in its tree, which bounds the children it submits.
     pub lineage: &'a crate::services::children::Lineage,
+    /// The tenant's `blob_storage` quota, if it has one.
+    pub blob_quota: Option<u64>,
 }
 
 /// Counters of one call, reported in the run record.
@@ -255,6 +260,8 @@ pub struct HostState {
     pub memory: MemoryCap,
     /// Host descriptors the guest opened and holds.
     pub files: descriptors::OpenFiles,
+    /// Files passed by reference: staged for the guest, stored from it.
+    pub blobs: crate::services::blobs::RunFiles,
     /// The run's journal as seen by the current call; shared by the
     /// interfaces that journal, and by outbound requests still under way.
     pub journal: SharedJournal,
@@ -275,6 +282,7 @@ impl HostState {
             table: ResourceTable::new(),
             memory: MemoryCap { limit: memory, hit: false },
             files: descriptors::OpenFiles::new(u32::MAX),
+            blobs: crate::services::blobs::RunFiles::new(services.blobs.clone()),
             journal,
             caps,
         }
@@ -291,6 +299,9 @@ impl HostState {
             journal.set_fence(call.fence);
         }
         self.table.set_max_capacity(call.env.resources.max_handles as usize);
+        let limits =
+            crate::services::blobs::BlobLimits { per_attempt: call.env.resources.max_blobs, tenant: call.blob_quota };
+        self.blobs.reset(call.tenant, limits);
         self.files.set_max(call.env.resources.max_open_files);
         self.caps.reset(call);
     }

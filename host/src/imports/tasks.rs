@@ -8,8 +8,10 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use super::bindings::cairn::task::tasks::{self as wit, Host, HostGroup, HostPending, RunContext as WitRunContext};
 use super::bindings::cairn::task::types::TaskError;
 use super::{CallReport, CallSetup, Capability, HostServices, HostState};
+use crate::blobs::Put;
 use crate::journal::SharedJournal;
 use crate::model::{Failure, FailureKind};
+use crate::services::blobs::{RunFiles, Side};
 use crate::services::children::{ChildHandle, Submissions, TreeLimits, outcome};
 use crate::services::fresh::FreshSlot;
 use crate::services::instances::InstanceShare;
@@ -107,6 +109,7 @@ pub struct TasksView<'a> {
     ctx: &'a mut TasksCtx,
     journal: &'a SharedJournal,
     table: &'a mut ResourceTable,
+    files: &'a mut RunFiles,
 }
 
 struct TasksImports;
@@ -121,6 +124,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         ctx: &mut state.caps.tasks,
         journal: &state.journal,
         table: &mut state.table,
+        files: &mut state.blobs,
     })
 }
 
@@ -143,11 +147,19 @@ impl TasksView<'_> {
         if let Some(slot) = parked {
             slot.resume().await;
         }
-        outcome.map_err(task_error)
+        let output = outcome.map_err(task_error)?;
+        // The files in its output are the parent's to read, under `in/`.
+        self.files.stage(&output, Side::ChildOutput).await.map_err(task_error)?;
+        Ok(output)
     }
 
     #[tracing::instrument(name = "tasks.submit", skip_all)]
     async fn submit_child(&mut self, task: String, input: String) -> wasmtime::Result<Result<PendingChild, TaskError>> {
+        // The parent's files go in as stored blobs, copied: the parent may go on changing them.
+        let input = match self.files.store(input, Put::Copy, Side::ChildInput).await {
+            Ok(input) => input,
+            Err(failure) => return Ok(Err(task_error(failure))),
+        };
         let submitted =
             self.ctx.submissions.submit(&mut *self.journal.lock().await, &self.ctx.context.task, task, input).await;
         Ok(submitted.map_err(|e| e.into_wasmtime())?.map_err(task_error).map(|child| PendingChild {

@@ -25,7 +25,7 @@ pub(super) mod raw {
 
     /// `resources = { memory, timeout, max_output, max_input, max_report, max_journal,
     /// max_children, max_depth, max_descendants, max_handles, max_open_files, max_disk,
-    /// max_files, max_http_request, max_http_response, http_timeout }`
+    /// max_files, max_http_request, max_http_response, http_timeout, max_blobs }`
     /// as written.
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
@@ -56,6 +56,8 @@ pub(super) mod raw {
         pub max_http_response: Option<u64>,
         #[serde(default, deserialize_with = "units::opt_duration")]
         pub http_timeout: Option<Duration>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub max_blobs: Option<u64>,
     }
 
     /// One entry of `secrets`: a key, or `{ key, as_env_var, hosts }`.
@@ -141,6 +143,7 @@ pub(super) fn validate(
             max_http_request: env.resources.max_http_request.unwrap_or(defaults.max_http_request),
             max_http_response: env.resources.max_http_response.unwrap_or(defaults.max_http_response),
             http_timeout: env.resources.http_timeout.unwrap_or(defaults.http_timeout),
+            max_blobs: env.resources.max_blobs.unwrap_or(defaults.max_blobs),
         };
         let mut outbound = Vec::new();
         for entry in &env.allowed_outbound_hosts {

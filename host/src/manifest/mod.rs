@@ -126,6 +126,9 @@ pub struct Resources {
     /// Time an outbound HTTP request may take, from sending its first byte
     /// to reading the last of its response.
     pub http_timeout: Duration,
+    /// Bytes of files one attempt may store in the blob store (the files
+    /// its output and its children's inputs refer to).
+    pub max_blobs: u64,
 }
 
 impl Default for Resources {
@@ -147,6 +150,7 @@ impl Default for Resources {
             max_http_request: 8 << 20,
             max_http_response: 8 << 20,
             http_timeout: Duration::from_secs(30),
+            max_blobs: 4 << 30,
         }
     }
 }
@@ -318,6 +322,8 @@ pub struct Manifest {
     /// (`CAIRN_OUTBOUND_HOSTS`), which every environment's is cut down to;
     /// `None`: the environments' lists apply as written.
     pub operator_outbound: Option<std::sync::Arc<crate::sandbox::outbound::AllowList>>,
+    /// `[blobs] dir`: the blob store's directory, if not `.cairn/blobs`.
+    pub blobs_dir: Option<PathBuf>,
 }
 
 /// A store other than the embedded default.
@@ -460,6 +466,11 @@ impl Manifest {
         self.state_dir.clone().unwrap_or_else(|| self.dir.join(".cairn"))
     }
 
+    /// The blob store's directory: `[blobs] dir`, else `.cairn/blobs`.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.blobs_dir.clone().unwrap_or_else(|| self.state_dir().join("blobs"))
+    }
+
     /// This manifest with its state (store, run directories, compiled
     /// components) kept in `dir`: a scratch host, e.g. `cairn test`'s.
     pub fn with_state_dir(mut self, dir: PathBuf) -> Manifest {
@@ -492,6 +503,16 @@ mod raw {
         pub tenant: Option<Spanned<String>>,
         #[serde(default)]
         pub tenants: BTreeMap<Spanned<String>, Spanned<tenants::raw::TenantQuotas>>,
+        #[serde(default)]
+        pub blobs: Option<Blobs>,
+    }
+
+    /// `[blobs]` as written.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Blobs {
+        /// Where the blob store is (relative to the manifest's directory).
+        pub dir: PathBuf,
     }
 
     impl Manifest {
@@ -523,6 +544,7 @@ mod raw {
             };
             let quotas = tenants::validate(self.tenants, locate)?;
             let path = locate.path().to_path_buf();
+            let blobs_dir = self.blobs.map(|blobs| dir.join(blobs.dir));
             Ok(super::Manifest {
                 path,
                 dir,
@@ -536,6 +558,7 @@ mod raw {
                 tenant,
                 quotas,
                 operator_outbound: None,
+                blobs_dir,
             })
         }
     }

@@ -28,6 +28,8 @@ pub(super) mod raw {
         pub live_instances: Option<u32>,
         #[serde(default, deserialize_with = "units::opt_size")]
         pub memory: Option<u64>,
+        #[serde(default, deserialize_with = "units::opt_size")]
+        pub blob_storage: Option<u64>,
     }
 }
 
@@ -66,6 +68,7 @@ pub(super) fn validate(
             ("concurrent_runs", quotas.concurrent_runs == Some(0)),
             ("live_instances", quotas.live_instances == Some(0)),
             ("memory", quotas.memory == Some(0)),
+            ("blob_storage", quotas.blob_storage == Some(0)),
         ] {
             if zero {
                 return Err(ManifestError::at(
@@ -83,6 +86,7 @@ pub(super) fn validate(
             tokens_per_day: quotas.tokens_per_day,
             cost_per_day_micros: money("cost_per_day", quotas.cost_per_day)?,
             cost_per_month_micros: money("cost_per_month", quotas.cost_per_month)?,
+            blob_bytes: quotas.blob_storage,
         };
         checked.insert(tenant, quotas);
     }

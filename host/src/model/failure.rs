@@ -124,6 +124,9 @@ failure_kinds! {
     /// A run's directory grew past `resources.max_disk` bytes or
     /// `resources.max_files` entries: not retried.
     DiskLimit = "disk-limit",
+    /// An attempt stored more bytes of files than `resources.max_blobs`, or
+    /// its tenant's blobs passed the `blob_storage` quota: not retried.
+    BlobLimit = "blob-limit",
 }
 
 impl FailureKind {

@@ -9,6 +9,7 @@
 mod access;
 mod executor;
 mod failure;
+pub mod files;
 mod journal;
 mod output;
 mod quota;

@@ -32,6 +32,10 @@ pub struct Quotas {
     /// LLM cost per UTC month.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_month_micros: Option<u64>,
+    /// Bytes the tenant's blobs (files passed between tasks) may take in
+    /// the blob store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_bytes: Option<u64>,
 }
 
 impl Quotas {
@@ -45,6 +49,7 @@ impl Quotas {
             tokens_per_day: over.tokens_per_day.or(self.tokens_per_day),
             cost_per_day_micros: over.cost_per_day_micros.or(self.cost_per_day_micros),
             cost_per_month_micros: over.cost_per_month_micros.or(self.cost_per_month_micros),
+            blob_bytes: over.blob_bytes.or(self.blob_bytes),
         }
     }
 }

@@ -13,14 +13,17 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::warm::WarmInstance;
 use super::{Host, LOG_CAP};
+use crate::blobs::Put;
 use crate::capture::CapturedOutput;
 use crate::imports::{AttemptStats, CallReport, CallSetup, HostState, TaskPre};
 use crate::journal::{JournalError, JournalMode};
 use crate::llm::LlmProvider;
 use crate::manifest::{Environment, TaskSpec};
+use crate::model::files::STAGED_DIR;
 use crate::model::{AttemptLog, Failure, FailureKind, LimitHit};
 use crate::pool::{Lease, Pool};
 use crate::sandbox::usage::{DiskLimits, DiskOver};
+use crate::services::blobs::Side;
 use crate::services::children::Lineage;
 use crate::services::instances::InstanceShare;
 
@@ -81,6 +84,7 @@ pub(super) fn call_setup<'a>(
         fence: plan.fence.as_ref(),
         budget: plan.budget.as_ref(),
         lineage: &plan.lineage,
+        blob_quota: None,
     }
 }
 
@@ -97,7 +101,8 @@ impl Host {
         plan: &AttemptPlan,
     ) -> (Result<String, Failure>, AttemptStats) {
         let env = self.manifest.environment_of(task);
-        let setup = call_setup(task, env, provider, run_id, plan);
+        let mut setup = call_setup(task, env, provider, run_id, plan);
+        setup.blob_quota = self.quotas_of(&plan.tenant).blob_bytes;
         let mut share = None;
         let pooled = match &plan.pool {
             Some(pool) => match self.warm_lease(pool, plan).await {
@@ -123,6 +128,9 @@ impl Host {
                         lease.fill(warm);
                     }
                     let Some(warm) = lease.instance() else { unreachable!("the lease was just filled") };
+                    if let Err(failure) = warm.files().stage(input, Side::RunInput).await {
+                        return Ok(host_failure(failure));
+                    }
                     let (dir, held) = warm.disk();
                     within_disk(dir, held, env, warm.call(input)).await
                 };
@@ -140,6 +148,10 @@ impl Host {
                 // instance fit for the next one.
                 let healthy = matches!(result, Ok(Ok(_))) && !warm.memory_hit();
                 let outcome = classify(result, env, warm.memory_hit(), plan.memory);
+                let outcome = match outcome {
+                    Ok(output) => warm.files().store(output, Put::Move, Side::RunOutput).await,
+                    failed => failed,
+                };
                 let mut leftovers = warm.leftovers().await;
                 let outcome = with_fatal(outcome, &mut leftovers, plan.memory);
                 // Kept idle only if its room (of a waiting parent's lent share, say) can
@@ -241,15 +253,25 @@ impl Host {
         wasi.env("CAIRN_RUN_ID", setup.run_id)
             .env("CAIRN_TASK", &setup.task.name)
             .env("CAIRN_ATTEMPT", plan.number.to_string());
+        let inbox = work.with_file_name(STAGED_DIR);
+        std::fs::create_dir_all(&inbox).map_err(|e| Failure::host(format!("cannot make {}: {e}", inbox.display())))?;
         wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)
+            .and_then(|w| w.preopened_dir(&inbox, STAGED_DIR, FsPerms::ReadOnly))
             .map_err(|e| Failure::host(format!("cannot preopen the run directory {}: {e}", work.display())))?;
         let mut state = HostState::new(wasi.build(), plan.memory, &self.services);
+        state
+            .blobs
+            .set_dirs(&work, &inbox)
+            .map_err(|e| Failure::host(format!("cannot open {}: {e}", inbox.display())))?;
         let held = state.files.held().clone();
         state.caps.tasks.lend_while_waiting(share);
         state.caps.tasks.park_while_waiting(slot);
         state.begin_call(setup, plan.memory).await;
         let mut store = new_store(self, state);
         let call = async {
+            if let Err(failure) = store.data_mut().blobs.stage(input, Side::RunInput).await {
+                return Ok(host_failure(failure));
+            }
             let instance = pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, input).await
         };
@@ -262,6 +284,10 @@ impl Host {
             log: AttemptLog { stdout: stdout.text(), stderr: stderr.text() },
         };
         let outcome = with_fatal(outcome, &mut leftovers, plan.memory);
+        let outcome = match outcome {
+            Ok(output) => store.data_mut().blobs.store(output, Put::Move, Side::RunOutput).await,
+            failed => failed,
+        };
         // Dropped here, not on the reaper thread: on this 2-core machine the
         // reaper's cross-CPU TLB shootdowns cost the caller more than the
         // teardown itself (`cargo bench --bench reuse`).
@@ -352,6 +378,16 @@ fn with_fatal(
         Some(error) => Err(classify_trap(&error, false, memory_limit)),
         None => outcome,
     }
+}
+
+/// A failure the host met around the guest's call, as the call's result:
+/// `classify` turns it back into that failure.
+fn host_failure(failure: Failure) -> Result<String, crate::imports::bindings::cairn::task::types::TaskError> {
+    Err(crate::imports::bindings::cairn::task::types::TaskError {
+        kind: failure.kind.as_str().to_owned(),
+        message: failure.message,
+        retryable: failure.retryable,
+    })
 }
 
 fn classify(result: CallResult, env: &Environment, memory_hit: bool, memory_limit: u64) -> Result<String, Failure> {

@@ -72,6 +72,9 @@ pub enum RunnerError {
     /// The runs directory is unusable.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The blob store.
+    #[error(transparent)]
+    Blobs(#[from] crate::blobs::BlobError),
     /// wasmtime could not link the host's imports.
     #[error("cannot link the host imports: {0}")]
     Link(String),
@@ -116,6 +119,8 @@ impl RunOptions {
 /// A host: engine, store and manifest, ready to run tasks.
 pub struct Host {
     manifest: Manifest,
+    /// Files passed between tasks by reference.
+    blobs: Arc<dyn crate::blobs::BlobStore>,
     /// The component cache (engine, linker, pre-instantiated components).
     components: Components,
     store: Arc<dyn Store>,
@@ -249,6 +254,8 @@ impl Host {
         let instance_dirs = RunDirs::open(&state.join("instances").join(&host_id))?;
         let tenant = manifest.tenant.clone().unwrap_or_default();
         let vault = Arc::new(crate::access::vault::Vault::open(&state, store.clone())?);
+        let blobs: Arc<dyn crate::blobs::BlobStore> =
+            Arc::new(crate::blobs::local::LocalBlobs::open(&manifest.blobs_dir())?);
         let progress = Arc::new(Progress::default());
         let host = Arc::new_cyclic(|me: &Weak<Host>| {
             let children = Arc::new(ChildSpawner::new(me.clone()));
@@ -257,8 +264,10 @@ impl Host {
             let mut services =
                 HostServices::new(&store, vault.clone(), Some(child_runs), progress.clone(), events.clone());
             services.outbound = manifest.operator_outbound.clone();
+            services.blobs = Some(blobs.clone());
             Host {
                 manifest,
+                blobs,
                 components: Components::new(engine, linker),
                 store,
                 run_dirs,
@@ -405,6 +414,11 @@ impl Host {
             None => self.manifest.state_dir().join(STORE_FILE).display().to_string(),
             Some(setting) => crate::store::postgres::redact(&setting.url),
         }
+    }
+
+    /// Where files passed by reference are kept.
+    pub fn blobs(&self) -> &Arc<dyn crate::blobs::BlobStore> {
+        &self.blobs
     }
 
     /// The store this host records into.

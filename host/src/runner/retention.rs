@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{Host, RunnerError};
-use crate::gc::{GcReport, Sweep, collect_status};
+use crate::gc::{BLOB_GRACE, GcReport, Sweep, collect_blobs, collect_status};
 use crate::model::{RunRecord, RunStatus};
 
 /// How often the host applies retention.
@@ -22,9 +22,28 @@ impl Host {
         let mut report = GcReport::default();
         let sweeps = [(RunStatus::Succeeded, retention.finished), (RunStatus::Failed, retention.failed)];
         for tenant in self.store.tenants(false)? {
+            let before = report.removed.len();
             for (status, older_than) in sweeps {
                 let sweep = Sweep { status, older_than, dry_run: false, max: BATCH };
                 collect_status(self.store.as_ref(), &self.run_dirs, &tenant, &sweep, &mut report).await?;
+            }
+            // Blobs lose their last reference only when runs go.
+            if report.removed.len() > before
+                && let Some(blobs) = &self.services.blobs
+            {
+                match collect_blobs(
+                    self.store.as_ref(),
+                    blobs.as_ref(),
+                    &tenant,
+                    BLOB_GRACE,
+                    false,
+                    &Default::default(),
+                )
+                .await
+                {
+                    Ok(freed) => report.blobs.removed += freed.removed,
+                    Err(e) => tracing::warn!("retention: cannot collect the blobs of {tenant}: {e}"),
+                }
             }
         }
         if !report.removed.is_empty() {

@@ -144,6 +144,7 @@ impl Host {
         };
         if let Some(key) = &cache_key
             && let Some(hit) = self.store.cache_get(&run.tenant, key)?
+            && self.blobs_present(&run.tenant, &hit.output)
         {
             tracing::info!(run = %run.id, from = %hit.run_id, "cache hit");
             run.cached_from = Some(hit.run_id);
@@ -165,6 +166,21 @@ impl Host {
             }
         }
         Ok(run)
+    }
+
+    /// Whether every file `output` refers to is still in the blob store (a
+    /// cached output whose files were collected is not used).
+    fn blobs_present(&self, tenant: &crate::model::Tenant, output: &str) -> bool {
+        use crate::model::files::{FileRef, refs_in};
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(output) else { return true };
+        let present = refs_in(&value).unwrap_or_default().iter().all(|r| match r {
+            FileRef::Stored { digest, .. } => self.blobs.open(tenant, digest).is_ok(),
+            FileRef::Local { .. } => true,
+        });
+        if !present {
+            tracing::info!("a cached output refers to files no longer stored: the task runs again");
+        }
+        present
     }
 
     /// Ends a run with its outcome: its final record is stored, and those

@@ -60,8 +60,12 @@ impl WarmInstance {
         let made = async {
             let mut wasi =
                 host.wasi_builder(setup.tenant, env, &stdout, &stderr).map_err(|f| wasmtime::Error::msg(f.message))?;
+            let inbox = work.with_file_name(crate::model::files::STAGED_DIR);
+            std::fs::create_dir_all(&inbox)?;
             wasi.preopened_dir(&work, ".", FsPerms::ReadWrite)?;
+            wasi.preopened_dir(&inbox, crate::model::files::STAGED_DIR, FsPerms::ReadOnly)?;
             let mut state = HostState::new(wasi.build(), memory, host.services());
+            state.blobs.set_dirs(&work, &inbox)?;
             state.caps.tasks.lend_while_waiting(share.clone());
             state.begin_call(setup, memory).await;
             let mut store = new_store(host, state);
@@ -97,6 +101,11 @@ impl WarmInstance {
     /// the files the guest holds open.
     pub(super) fn disk(&self) -> (std::path::PathBuf, crate::sandbox::usage::HeldFiles) {
         (self.dir.join("work"), self.store.data().files.held().clone())
+    }
+
+    /// Its files passed by reference.
+    pub(super) fn files(&mut self) -> &mut crate::services::blobs::RunFiles {
+        &mut self.store.data_mut().blobs
     }
 
     /// Whether the last call hit the memory limit.

@@ -185,8 +185,10 @@ pub async fn gc(
     caller.require(Role::Operator, "deleting runs")?;
     let age = crate::manifest::units::parse_duration(&body.older_than).map_err(ApiError::bad_request)?;
     let host = &state.host;
-    let report = crate::gc::collect(host.store().as_ref(), host.run_dirs(), &caller.tenant, age, body.dry_run).await?;
-    Ok(axum::Json(json!({"removed": report.removed, "kept": report.kept, "failed": report.failed})))
+    let (store, blobs) = (host.store().as_ref(), host.blobs().as_ref());
+    let report = crate::gc::collect(store, host.run_dirs(), blobs, &caller.tenant, age, body.dry_run).await?;
+    let freed = json!({"removed": report.blobs.removed, "bytes": report.blobs.bytes, "kept": report.blobs.kept});
+    Ok(axum::Json(json!({"removed": report.removed, "kept": report.kept, "failed": report.failed, "blobs": freed})))
 }
 
 /// Secret names (never values).

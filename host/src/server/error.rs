@@ -83,6 +83,17 @@ impl From<crate::access::vault::VaultError> for ApiError {
     }
 }
 
+impl From<crate::gc::GcError> for ApiError {
+    fn from(e: crate::gc::GcError) -> Self {
+        match e {
+            crate::gc::GcError::Store(store) => store.into(),
+            other => {
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: other.to_string() }
+            }
+        }
+    }
+}
+
 impl From<RunnerError> for ApiError {
     fn from(e: RunnerError) -> Self {
         let (status, kind) = match &e {

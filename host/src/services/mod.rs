@@ -2,6 +2,7 @@
 //! the logic of an interface lives here, where it can be tested without a
 //! component, and the adapter only converts between WIT types and these.
 
+pub mod blobs;
 pub mod budget;
 pub mod children;
 pub mod fresh;
