@@ -16,10 +16,13 @@
  *   body} or {error: "http-KIND: ..."}]}`; with `fail_after` it then fails on
  *   attempt 1;
  * - `files`: the SDK's file API, the same steps as in the Rust and Python
- *   probes (`filesTour`), returning what each step saw.
+ *   probes (`filesTour`), returning what each step saw;
+ * - `csv-write` and `csv-summary`: as in the Python probe (a CSV table given
+ *   to a child by reference, and summarised there).
  */
 
 import {
+  File,
   FileError,
   HttpError,
   InvalidInput,
@@ -73,6 +76,19 @@ function probe(input) {
       return input.fetch ? outboundFetch(input) : outbound(input);
     case 'files':
       return filesTour();
+    case 'csv-write': {
+      const rows = input.rows ?? 3;
+      let text = 'n,square\n';
+      for (let i = 0; i < rows; i++) text += `${i},${i * i}\n`;
+      files.writeText('out/table.csv', text);
+      const table = File.fromPath('out/table.csv');
+      return { table, summary: tasks.callJson(input.child, { mode: 'csv-summary', table }) };
+    }
+    case 'csv-summary': {
+      const table = File.from(input.table);
+      const lines = table.readText().split('\n').filter((line) => line !== '');
+      return { rows: lines.length - 1, columns: lines[0].split(','), by: 'javascript', table };
+    }
     default:
       throw new InvalidInput(`unknown mode ${JSON.stringify(input.mode)}`);
   }

@@ -18,13 +18,18 @@
   ``{"results": [{"status", "body"} or {"error": "http-KIND: ..."}]}``; with
   ``fail_after`` it then fails on attempt 1;
 - ``files``: the SDK's file API, the same steps as in the Rust and JavaScript
-  probes (``files_tour``), returning what each step saw.
+  probes (``files_tour``), returning what each step saw;
+- ``csv-write``: writes ``rows`` rows of a CSV table and gives it, as a
+  ``File``, to task ``child`` in ``csv-summary`` mode; returns the table and
+  the child's summary;
+- ``csv-summary``: reads ``table`` (a ``File`` it was given) and returns its
+  row and column counts, with the table passed back.
 """
 
 import builtins
 from typing import Any
 
-from cairn_sdk import FileError, InvalidInput, TaskError, call_llm, env, export_task, files, http, tasks, trace
+from cairn_sdk import File, FileError, InvalidInput, TaskError, call_llm, env, export_task, files, http, tasks, trace
 
 STEP_COUNTER = "./traced-step.count"
 """File in the run's directory that counts how often the traced step's body ran."""
@@ -66,7 +71,24 @@ def probe(mode: str, **args: Any) -> Any:
         return outbound(args.get("requests", []), bool(args.get("fail_after", False)))
     if mode == "files":
         return files_tour()
+    if mode == "csv-write":
+        return csv_write(int(args.get("rows", 3)), args["child"])
+    if mode == "csv-summary":
+        return csv_summary(File.from_json(args["table"]))
     raise InvalidInput(f"unknown mode {mode!r}")
+
+
+def csv_write(rows: int, child: str) -> dict:
+    """The ``csv-write`` mode."""
+    files.write_text("out/table.csv", "n,square\n" + "".join(f"{i},{i * i}\n" for i in range(rows)))
+    table = File.from_path("out/table.csv")
+    return {"table": table, "summary": tasks.call_json(child, {"mode": "csv-summary", "table": table})}
+
+
+def csv_summary(table: File) -> dict:
+    """The ``csv-summary`` mode."""
+    lines = table.read_text().splitlines()
+    return {"rows": len(lines) - 1, "columns": lines[0].split(","), "by": "python", "table": table}
 
 
 def files_tour() -> dict:

@@ -225,3 +225,49 @@ fn age_blobs(project: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_and_javascript_tasks_hand_each_other_files() {
+    let built = crate::support::guests::components();
+    let examples = crate::support::guests::repo_root().join("guest-examples/components");
+    let project = Project::new(&format!(
+        "[llm.providers.mock]\nkind = \"mock\"\n[[llm.providers.mock.rules]]\nsystem_contains = \"data analyst\"\nreply = \"totals, summarised\"\n\n\
+         [tasks.py]\ncomponent = {:?}\n[tasks.js]\ncomponent = {:?}\n\
+         [tasks.py-table-report]\ncomponent = {:?}\n[tasks.js-table-summary]\ncomponent = {:?}\n",
+        built.py_probe.display().to_string(),
+        built.js_probe.display().to_string(),
+        examples.join("py-table-report.wasm").display().to_string(),
+        examples.join("js-table-summary.wasm").display().to_string(),
+    ));
+    let host = project.host();
+    for (writer, reader, by) in [("py", "js", "javascript"), ("js", "py", "python")] {
+        let input = json!({"mode": "csv-write", "rows": 4, "child": reader}).to_string();
+        let out = output_json(&host.run(writer, &input).await.unwrap());
+        assert_eq!(out["summary"]["rows"], 4, "{writer} -> {reader}: {out}");
+        assert_eq!(out["summary"]["columns"], json!(["n", "square"]));
+        assert_eq!(out["summary"]["by"], by);
+        assert_eq!(out["summary"]["table"], out["table"], "the child passed back the very file it was given");
+        assert!(out["table"]["$file"].as_str().unwrap().starts_with("sha256:"), "{out}");
+    }
+    // The example: a Python task writes a CSV, a JavaScript child summarises it.
+    let run = host.run("py-table-report", r#"{"topics": ["Tides", "Glaciers", "Comets"]}"#).await.unwrap();
+    let out = output_json(&run);
+    assert_eq!(
+        out["summary"],
+        json!({"rows": 3, "totals": {"words": 3, "letters": 19, "vowels": 7}, "summary": "totals, summarised"})
+    );
+    let digest = out["table"]["$file"].as_str().unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut host
+            .blobs()
+            .open(&cairn::model::Tenant::default(), &cairn::model::files::Digest::parse(digest).unwrap())
+            .unwrap(),
+        &mut bytes,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "topic,words,letters,vowels\nTides,1,5,2\nGlaciers,1,8,3\nComets,1,6,2\n"
+    );
+}

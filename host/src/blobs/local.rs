@@ -260,3 +260,76 @@ impl BlobStore for LocalBlobs {
         self.path.display().to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, LocalBlobs, Dir, Tenant) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("work")).unwrap();
+        let blobs = LocalBlobs::open(&dir.path().join("blobs")).unwrap();
+        let work = Dir::open_ambient_dir(dir.path().join("work"), ambient_authority()).unwrap();
+        (dir, blobs, work, Tenant::default())
+    }
+
+    #[test]
+    fn the_same_bytes_are_stored_once_and_counted_once() {
+        let (_dir, blobs, work, tenant) = setup();
+        work.write("a.txt", "same bytes").unwrap();
+        work.write("b.txt", "same bytes").unwrap();
+        let a = blobs.put(&tenant, &work, "a.txt", Put::Copy, u64::MAX).unwrap();
+        assert_eq!(blobs.usage(&tenant).unwrap(), 10);
+        let b = blobs.put(&tenant, &work, "b.txt", Put::Copy, u64::MAX).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.digest.to_string(), format!("sha256:{}", hex::encode(Sha256::digest(b"same bytes"))));
+        assert_eq!(blobs.list(&tenant).unwrap().len(), 1);
+        assert_eq!(blobs.usage(&tenant).unwrap(), 10, "a duplicate takes no more room");
+        assert!(work.exists("a.txt") && work.exists("b.txt"), "copies leave the task's files");
+        let other = Tenant::new("other", "prod").unwrap();
+        assert!(matches!(blobs.open(&other, &a.digest), Err(BlobError::Missing { .. })), "one namespace per tenant");
+        assert!(blobs.remove(&tenant, &a.digest).unwrap());
+        assert_eq!(blobs.usage(&tenant).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_file_moves_unless_it_has_another_name_and_links_never_lead_out() {
+        let (dir, blobs, work, tenant) = setup();
+        work.write("alone.bin", vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let moved = blobs.put(&tenant, &work, "alone.bin", Put::Move, u64::MAX).unwrap();
+        assert_eq!(moved.size, (3 * CHUNK + 5) as u64);
+        assert!(!work.exists("alone.bin"), "moved, not copied");
+        // A file with a second name could be changed through it: copied.
+        work.write("twice.bin", "x").unwrap();
+        work.hard_link("twice.bin", &work, "other-name.bin").unwrap();
+        blobs.put(&tenant, &work, "twice.bin", Put::Move, u64::MAX).unwrap();
+        assert!(work.exists("twice.bin"));
+        // A link out of the task's directory is not followed.
+        std::fs::write(dir.path().join("secret.txt"), "host file").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), dir.path().join("work/escape")).unwrap();
+        let refused = blobs.put(&tenant, &work, "escape", Put::Move, u64::MAX).unwrap_err();
+        assert!(matches!(refused, BlobError::Source { .. }), "{refused}");
+        assert!(matches!(blobs.put(&tenant, &work, "missing", Put::Copy, 9), Err(BlobError::Source { .. })));
+        // Past the limit: refused, and nothing left half-written.
+        work.write("big.bin", vec![1u8; 100]).unwrap();
+        let over = blobs.put(&tenant, &work, "big.bin", Put::Copy, 99).unwrap_err();
+        assert!(matches!(over, BlobError::TooLarge { size: 100, limit: 99, .. }), "{over}");
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs/.tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_staged_blob_is_a_read_only_link_in_its_folder() {
+        let (dir, blobs, work, tenant) = setup();
+        work.write("t.csv", "a,b\n").unwrap();
+        let stored = blobs.put(&tenant, &work, "t.csv", Put::Copy, u64::MAX).unwrap();
+        std::fs::create_dir(dir.path().join("in")).unwrap();
+        let inbox = Dir::open_ambient_dir(dir.path().join("in"), ambient_authority()).unwrap();
+        blobs.stage(&tenant, &stored.digest, &inbox, "0123/t.csv").unwrap();
+        blobs.stage(&tenant, &stored.digest, &inbox, "0123/t.csv").unwrap();
+        assert_eq!(inbox.read_to_string("0123/t.csv").unwrap(), "a,b\n");
+        let meta = std::fs::metadata(dir.path().join("in/0123/t.csv")).unwrap();
+        assert!(meta.permissions().readonly());
+        let missing = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
+        assert!(matches!(blobs.stage(&tenant, &missing, &inbox, "x"), Err(BlobError::Missing { .. })));
+    }
+}

@@ -28,6 +28,7 @@ import { ValidationError, isSchema, validate } from './validation.js';
 export { InvalidInput, InvalidOutput, TaskError, kebabCase, toTaskError } from './errors.js';
 export { ValidationError, isSchema, v, validate } from './validation.js';
 export { FileError, files } from './files.js';
+export { Dir, File } from './refs.js';
 
 // ---------------------------------------------------------------- the export
 

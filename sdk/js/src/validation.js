@@ -12,6 +12,8 @@
  * Keys an object schema does not declare are dropped.
  */
 
+import { Dir, File } from './refs.js';
+
 /** Data that does not fit a schema: `problems` lists `[location, explanation]` pairs. */
 export class ValidationError extends Error {
   /**
@@ -77,6 +79,16 @@ function lengths(value, { minLength, maxLength } = {}, loc, problems) {
   }
 }
 
+function reference(type, name) {
+  return schema(name, (value, loc, problems) => {
+    try {
+      return type.from(value);
+    } catch {
+      return wrong(loc, name, value, problems);
+    }
+  });
+}
+
 /** Schema builders. Each returns a schema for {@link validate}. */
 export const v = {
   /** A string; options `minLength`, `maxLength`. */
@@ -105,6 +117,10 @@ export const v = {
     schema('a boolean', (value, loc, problems) =>
       typeof value === 'boolean' ? value : wrong(loc, 'a boolean', value, problems),
     ),
+  /** A file reference (`{"$file": …}`), given to the task as a {@link File}. */
+  file: () => reference(File, 'a file reference'),
+  /** A directory reference (`{"$dir": …}`), given to the task as a {@link Dir}. */
+  dir: () => reference(Dir, 'a directory reference'),
   /** Any JSON value, unchecked. */
   any: () => schema('any value', (value) => value),
   /** One of the given values (compared with `===`). */

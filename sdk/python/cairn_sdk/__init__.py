@@ -27,6 +27,7 @@ from . import env, files, http, report, secrets, tasks
 from .errors import InvalidInput, InvalidOutput, TaskError, kebab_case, to_task_error
 from .files import FileError
 from .llm import LlmError, Response, call_llm, call_llm_json, complete
+from .refs import Dir, File
 from .secrets import SecretError
 from .task import export_task
 from .tasks import ChildError, Pending, RunContext
@@ -35,6 +36,8 @@ from .validation import Field, Model, ValidationError, model_validator, to_jsona
 
 __all__ = [
     "ChildError",
+    "Dir",
+    "File",
     "Field",
     "FileError",
     "InvalidInput",

@@ -195,6 +195,8 @@ def to_jsonable(value: Any) -> Any:
     """``value`` with models and dataclasses turned into dicts and tuples into lists."""
     if isinstance(value, Model):
         return value.model_dump()
+    if hasattr(value, "_cairn_from_json"):  # a File or Dir reference
+        return value.to_json()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
@@ -281,6 +283,14 @@ def _check(value: Any, annotation: Any, loc: str, problems: list[tuple[str, str]
             return _wrong(loc, "an object", value, problems)
         item = args[1] if len(args) == 2 else Any
         return {k: _check(v, item, f"{loc}.{k}" if loc else str(k), problems) for k, v in value.items()}
+    if isinstance(annotation, type) and hasattr(annotation, "_cairn_from_json"):  # File, Dir
+        if isinstance(value, annotation):
+            return value
+        try:
+            return annotation._cairn_from_json(value)
+        except ValueError as e:
+            problems.append((loc, str(e)))
+            return value
     if isinstance(annotation, type) and (issubclass(annotation, Model) or dataclasses.is_dataclass(annotation)):
         if isinstance(value, annotation):
             return value
