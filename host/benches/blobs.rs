@@ -102,7 +102,7 @@ fn main() {
     // Growth: per small blob, as the store fills.
     let mut first: Option<Series> = None;
     let mut held = 0usize;
-    let mut put_small = |label: &str| {
+    let put_small = |label: &str| {
         work.write("small.txt", label).unwrap();
         blobs.put(&tenant, &work, "small.txt", Put::Move, u64::MAX).unwrap();
     };
