@@ -94,8 +94,14 @@ async function stageWit(wit, stage) {
 async function build({ entry, out, wit }) {
   const stage = await mkdtemp(join(tmpdir(), 'cairn-js-build-'));
   try {
+    // The task's module, and the SDK's `describe` beside its `run`.
+    const wrapper = join(stage, 'entry.js');
+    await writeFile(
+      wrapper,
+      `export * from ${JSON.stringify(entry)};\nexport { describeTask as describe } from 'cairn-sdk';\n`,
+    );
     const bundle = await rolldown({
-      input: entry,
+      input: wrapper,
       external: [/^(cairn|wasi):/],
       resolve: { alias: { 'cairn-sdk': join(SDK_DIR, 'src/index.js') } },
       logLevel: 'warn',

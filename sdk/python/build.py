@@ -59,7 +59,7 @@ def main() -> int:
         skip = shutil.ignore_patterns(*SKIPPED)
         app = shutil.copytree(args.app_dir, Path(stage) / "app", ignore=skip)
         sdk = shutil.copytree(SDK_DIR / "cairn_sdk", Path(stage) / "sdk" / "cairn_sdk", ignore=skip).parent
-        command = [str(componentize_py), "-d", str(args.wit), "-w", "task", "componentize", args.module,
+        command = [str(componentize_py), "-d", str(args.wit), "-w", "described-task", "componentize", args.module,
                    "-p", str(app), "-p", str(sdk), "-o", str(partial)]
         if subprocess.run(command).returncode != 0:
             return 1

@@ -69,6 +69,16 @@ fn a_new_author_goes_from_an_empty_folder_to_a_tested_task_in_each_language() {
         );
         let run_id = run["run_id"].as_str().unwrap();
 
+        // Its interface, derived from its types: a bad input is refused before any attempt.
+        let described: Value =
+            serde_json::from_slice(&cairn(dir, &["tasks", "describe", "hello"], &[]).stdout).unwrap();
+        assert_eq!(described["input"]["properties"]["name"]["type"], "string", "{lang}: {described}");
+        let bad = cairn(dir, &["run", "hello", "--input", r#"{"name": 3}"#, "--json"], &[]);
+        let refused: Value = serde_json::from_slice(&bad.stdout).unwrap();
+        assert_eq!(refused["error"]["kind"], "invalid-input", "{lang}: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("name: expected string"), "{lang}: {refused}");
+        assert_eq!(refused["attempts"], serde_json::json!([]), "{lang}: no attempt was made");
+
         // No cassette yet: `cairn test` says how to record one, and fails.
         let none = cairn(dir, &["test"], &[]);
         assert!(!none.status.success() && text(&none).contains("cairn test --add RUN"), "{lang}: {}", text(&none));

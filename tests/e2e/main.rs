@@ -15,6 +15,7 @@ mod failures;
 mod fanout;
 mod hostile;
 mod hostile_bounds;
+mod interfaces;
 mod languages;
 mod llm_providers;
 mod outbound;

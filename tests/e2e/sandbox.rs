@@ -148,8 +148,10 @@ async fn every_way_out_of_the_run_directory_is_refused_and_nothing_outside_chang
     // Nothing outside the run's own directory changed; nothing was written elsewhere.
     assert_eq!(snapshot(project.path(), &["other-run", "outside.txt"]), before);
     assert!(!Path::new("/tmp/cairn-pwned.txt").exists());
-    let beside: Vec<_> = std::fs::read_dir(runs.join(&run.id)).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(beside, ["work"], "nothing beside the guest's directory in its run's");
+    let mut beside: Vec<_> = std::fs::read_dir(runs.join(&run.id)).unwrap().map(|e| e.unwrap().file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, ["in", "work"], "nothing beside the guest's directory and its staged files in its run's");
+    assert_eq!(std::fs::read_dir(runs.join(&run.id).join("in")).unwrap().count(), 0, "nothing was staged");
     let own = runs.join(&run.id).join("work");
     assert_eq!(std::fs::read_to_string(own.join("note.txt")).unwrap(), "mine", "the guest wrote in its own directory");
 }

@@ -3,16 +3,18 @@
 //! modest) answer when everything smarter is down: graceful degradation.
 
 use cairn_sdk::{Task, TaskError};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The task's input (extra fields of the primary's input are ignored).
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct Input {
+    /// What to write about.
     topic: String,
 }
 
 /// The task's output: the same shape as `flaky-writer`'s.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct Output {
     topic: String,
     report: String,
@@ -25,6 +27,12 @@ pub struct MinimalWriter;
 impl Task for MinimalWriter {
     type Input = Input;
     type Output = Output;
+
+    /// Its input and output schemas, derived by schemars: the host checks a
+    /// run's input against them before any attempt.
+    fn interface() -> String {
+        cairn_sdk::interface::<Input, Output>()
+    }
 
     fn run(input: Input) -> Result<Output, TaskError> {
         if input.topic.trim().is_empty() {

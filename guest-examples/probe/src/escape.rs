@@ -166,5 +166,10 @@ fn wasi_open(path: &str) -> String {
 /// `ok` if anything but the run's own directory (`.`) is preopened.
 fn preopens() -> String {
     let names: Vec<String> = wasi::filesystem::preopens::get_directories().into_iter().map(|(_, name)| name).collect();
-    if names == ["."] { "err:only the run's directory".into() } else { format!("ok:{names:?}") }
+    // The run's directory, and the read-only folder of the files it was given.
+    if names == [".", "in"] {
+        "err:only the run's directory and its staged files".into()
+    } else {
+        format!("ok:{names:?}")
+    }
 }

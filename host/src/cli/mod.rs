@@ -14,6 +14,7 @@ mod safe;
 mod secret;
 mod status;
 mod store;
+mod tasks;
 mod tokens;
 mod usage;
 mod worker;
@@ -115,6 +116,11 @@ enum Command {
         /// Write the HTML to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// The manifest's tasks and their interfaces (input and output schemas).
+    Tasks {
+        #[command(subcommand)]
+        command: tasks::TasksCommand,
     },
     /// Files runs pass by reference: list, read and store blobs.
     Blobs {
@@ -509,6 +515,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Quota { command } => usage::quota(&backend, command),
         Command::Dlq { command } => dlq::dispatch(&backend, command),
         Command::Blobs { command } => blobs::dispatch(&backend, command),
+        Command::Tasks { command } => tasks::dispatch(&backend, command),
         Command::Status { json } => status::show(&backend, json),
         Command::Test(args) => author::add(&backend, project.as_ref(), args.add.as_deref().unwrap_or_default()),
         Command::Debug { .. }

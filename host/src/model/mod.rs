@@ -10,6 +10,7 @@ mod access;
 mod executor;
 mod failure;
 pub mod files;
+pub mod interface;
 mod journal;
 mod output;
 mod quota;

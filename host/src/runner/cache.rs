@@ -1,7 +1,8 @@
 //! Cross-run result cache keys.
 //!
 //! Key = sha256 of (task name, contract hash, component digest under `auto`
-//! or the author's version, canonical input). The contract hash covers
+//! or the author's version, the task's interface hash, canonical input).
+//! The contract hash covers
 //! every WIT file this host was built with, so a new contract never reuses
 //! old results.
 
@@ -20,14 +21,22 @@ pub fn contract_hash() -> &'static str {
 }
 
 /// The cache key of a run, or `None` when the policy disables caching.
-pub fn cache_key(policy: &CachePolicy, task: &str, component_digest: &str, input: &str) -> Option<String> {
+pub fn cache_key(
+    policy: &CachePolicy,
+    task: &str,
+    component_digest: &str,
+    interface: Option<&str>,
+    input: &str,
+) -> Option<String> {
     let version = match policy {
         CachePolicy::Disable => return None,
         CachePolicy::Auto => format!("component:{component_digest}"),
         CachePolicy::Version(version) => format!("version:{version}"),
     };
     let mut hasher = Sha256::new();
-    for part in [task, CONTRACT_HASH, &version, &canonical_input(input)] {
+    // A task whose input or output changed shape never reuses results of the old one.
+    let interface = interface.map_or_else(|| "interface:none".to_owned(), |hash| format!("interface:{hash}"));
+    for part in [task, CONTRACT_HASH, &version, &interface, &canonical_input(input)] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
@@ -41,14 +50,26 @@ mod tests {
     #[test]
     fn keys_follow_the_policy() {
         let auto = CachePolicy::Auto;
-        assert_eq!(cache_key(&CachePolicy::Disable, "t", "d", "{}"), None);
-        let a = cache_key(&auto, "t", "d1", r#"{"a":1,"b":2}"#).unwrap();
-        assert_eq!(a, cache_key(&auto, "t", "d1", r#"{ "b": 2, "a": 1 }"#).unwrap(), "canonical input");
-        assert_ne!(a, cache_key(&auto, "t", "d2", r#"{"a":1,"b":2}"#).unwrap(), "component changed");
-        assert_ne!(a, cache_key(&auto, "u", "d1", r#"{"a":1,"b":2}"#).unwrap(), "other task");
+        assert_eq!(cache_key(&CachePolicy::Disable, "t", "d", None, "{}"), None);
+        let a = cache_key(&auto, "t", "d1", None, r#"{"a":1,"b":2}"#).unwrap();
+        assert_eq!(a, cache_key(&auto, "t", "d1", None, r#"{ "b": 2, "a": 1 }"#).unwrap(), "canonical input");
+        assert_ne!(a, cache_key(&auto, "t", "d2", None, r#"{"a":1,"b":2}"#).unwrap(), "component changed");
+        assert_ne!(a, cache_key(&auto, "u", "d1", None, r#"{"a":1,"b":2}"#).unwrap(), "other task");
         let v1 = CachePolicy::Version("1".into());
-        assert_eq!(cache_key(&v1, "t", "d1", "{}"), cache_key(&v1, "t", "d2", "{}"), "a version ignores the component");
-        assert_ne!(cache_key(&v1, "t", "d1", "{}"), cache_key(&CachePolicy::Version("2".into()), "t", "d1", "{}"));
+        assert_eq!(
+            cache_key(&v1, "t", "d1", None, "{}"),
+            cache_key(&v1, "t", "d2", None, "{}"),
+            "a version ignores the component"
+        );
+        assert_ne!(
+            cache_key(&v1, "t", "d1", None, "{}"),
+            cache_key(&CachePolicy::Version("2".into()), "t", "d1", None, "{}")
+        );
+        assert_ne!(
+            cache_key(&v1, "t", "d1", Some("a"), "{}"),
+            cache_key(&v1, "t", "d1", Some("b"), "{}"),
+            "interface changed"
+        );
     }
 
     #[test]

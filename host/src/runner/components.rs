@@ -13,6 +13,7 @@ use crate::clock::coarse_now_ms;
 use crate::engine::{CairnEngine, EngineError, FileIdentity};
 use crate::imports::{HostState, TaskPre};
 use crate::manifest::TaskSpec;
+use crate::model::interface::TaskInterface;
 use crate::model::{Failure, FailureKind};
 
 /// Components loaded, compiled and pre-instantiated against the host's linker.
@@ -26,6 +27,8 @@ pub struct Components {
     /// Held while a component is loaded, so that many runs starting at once
     /// load it once (the others wait, then find it loaded).
     loading: tokio::sync::Mutex<()>,
+    /// Interfaces by digest (`None`: the component has no `describe`).
+    interfaces: Mutex<HashMap<String, Option<Arc<TaskInterface>>>>,
 }
 
 /// A component file as last loaded: what identified it, and when that was checked.
@@ -52,7 +55,24 @@ impl Host {
 impl Components {
     /// An empty cache over `engine`, linking with `linker`.
     pub fn new(engine: Arc<CairnEngine>, linker: Linker<HostState>) -> Self {
-        Components { engine, linker, pres: Mutex::default(), loaded: Mutex::default(), loading: Default::default() }
+        Components {
+            engine,
+            linker,
+            pres: Mutex::default(),
+            loaded: Mutex::default(),
+            loading: Default::default(),
+            interfaces: Mutex::default(),
+        }
+    }
+
+    /// The interface of the component `digest`, if it was asked for already.
+    pub fn interface(&self, digest: &str) -> Option<Option<Arc<TaskInterface>>> {
+        self.interfaces.lock().unwrap_or_else(|e| e.into_inner()).get(digest).cloned()
+    }
+
+    /// Keeps the interface of the component `digest`.
+    pub fn set_interface(&self, digest: &str, interface: Option<Arc<TaskInterface>>) {
+        self.interfaces.lock().unwrap_or_else(|e| e.into_inner()).insert(digest.to_owned(), interface);
     }
 
     /// The engine components are compiled for.

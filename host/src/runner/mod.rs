@@ -20,6 +20,7 @@ mod components;
 mod dlq;
 mod drive;
 mod finish_watch;
+mod interface;
 mod invoke;
 pub mod lease;
 mod providers;

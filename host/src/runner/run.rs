@@ -138,9 +138,22 @@ impl Host {
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
         run.component_digest = Some(digest.to_string());
+        let interface = match self.interface_of(task, &pre, &digest).await {
+            Ok(interface) => interface,
+            Err(failure) => return self.finish(run, Err(failure)).await,
+        };
+        if let Some(interface) = &interface
+            && let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&input)
+            && let Some(refused) = super::interface::check_input(&task.name, interface, &parsed)
+        {
+            return self.finish(run, Err(refused)).await;
+        }
         let cache_key = match options.replay {
             Some(_) => None,
-            None => cache::cache_key(self.manifest.cache_of(task), &task.name, &digest, &input),
+            None => {
+                let shape = interface.as_ref().map(|i| i.hash.as_str());
+                cache::cache_key(self.manifest.cache_of(task), &task.name, &digest, shape, &input)
+            }
         };
         if let Some(key) = &cache_key
             && let Some(hit) = self.store.cache_get(&run.tenant, key)?

@@ -20,19 +20,27 @@ fn pools_json(state: &AppState, caller: &Caller) -> Value {
 }
 
 /// The manifest's tasks, with each one's counts.
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "status", responses((status = 200, description = "`{tasks: [{name, environment, stats}]}`")))]
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "status", responses((status = 200, description = "`{tasks: [{name, environment, stats, interface: {input, output, hash} or null, interface_error}]}`")))]
 pub async fn tasks(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Value>, ApiError> {
     let store = state.host.store();
     let counts = tasks_json(store.as_ref(), &caller.tenant)?;
     let manifest = state.host.manifest();
-    let tasks: Vec<Value> = manifest
-        .tasks
-        .values()
-        .map(|task| {
-            let stats = counts.iter().find(|c| c["task"] == task.name.as_str()).cloned().unwrap_or(json!({"runs": 0}));
-            json!({"name": task.name, "environment": manifest.environment_of(task).name, "stats": stats})
-        })
-        .collect();
+    let mut tasks = Vec::new();
+    for task in manifest.tasks.values() {
+        let stats = counts.iter().find(|c| c["task"] == task.name.as_str()).cloned().unwrap_or(json!({"runs": 0}));
+        // The component's `describe`, asked once per component.
+        let (interface, error) = match state.host.describe_task(&task.name).await {
+            Ok(interface) => (interface.map(|i| i.to_json()), None),
+            Err(failure) => (None, Some(failure.message)),
+        };
+        tasks.push(json!({
+            "name": task.name,
+            "environment": manifest.environment_of(task).name,
+            "stats": stats,
+            "interface": interface,
+            "interface_error": error,
+        }));
+    }
     Ok(axum::Json(json!({"tasks": tasks})))
 }
 

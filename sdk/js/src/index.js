@@ -15,22 +15,35 @@
  * module with this SDK and runs componentize-js.
  */
 
-import * as witLlm from 'cairn:task/llm@0.1.2';
-import * as witHttp from 'cairn:task/http@0.1.2';
-import * as witReport from 'cairn:task/report@0.1.2';
-import * as witSecrets from 'cairn:task/secrets@0.1.2';
-import * as witTasks from 'cairn:task/tasks@0.1.2';
-import * as witTrace from 'cairn:task/trace@0.1.2';
+import * as witLlm from 'cairn:task/llm@0.1.3';
+import * as witHttp from 'cairn:task/http@0.1.3';
+import * as witReport from 'cairn:task/report@0.1.3';
+import * as witSecrets from 'cairn:task/secrets@0.1.3';
+import * as witTasks from 'cairn:task/tasks@0.1.3';
+import * as witTrace from 'cairn:task/trace@0.1.3';
 
 import { InvalidInput, InvalidOutput, TaskError, toTaskError } from './errors.js';
-import { ValidationError, isSchema, validate } from './validation.js';
+import { ValidationError, isSchema, toJsonSchema, validate } from './validation.js';
 
 export { InvalidInput, InvalidOutput, TaskError, kebabCase, toTaskError } from './errors.js';
-export { ValidationError, isSchema, v, validate } from './validation.js';
+export { ValidationError, isSchema, toJsonSchema, v, validate } from './validation.js';
 export { FileError, files } from './files.js';
 export { Dir, File } from './refs.js';
 
 // ---------------------------------------------------------------- the export
+
+/** What `describe` answers: set by {@link exportTask} as the module loads. */
+let taskInterface = '{}';
+
+/**
+ * The component's `describe` export (the build adds it): the task's
+ * interface, the JSON Schemas of the `input` and `output` schemas given to
+ * {@link exportTask}, so the host checks a run's input before any attempt.
+ * @returns {string}
+ */
+export function describeTask() {
+  return taskInterface;
+}
 
 /**
  * The component's `run` export, running `fn` once per attempt. Export it as
@@ -49,6 +62,10 @@ export { Dir, File } from './refs.js';
  * @returns {(input: string) => string}
  */
 export function exportTask(fn, { input: inputSchema, output: outputSchema } = {}) {
+  taskInterface = JSON.stringify({
+    input: isSchema(inputSchema) ? toJsonSchema(inputSchema) : true,
+    output: isSchema(outputSchema) ? toJsonSchema(outputSchema) : true,
+  });
   const finish = (result) => {
     if (outputSchema) {
       try {

@@ -36,9 +36,26 @@ export function isSchema(value) {
   return Boolean(value && value[SCHEMA]);
 }
 
-function schema(name, check) {
-  return { [SCHEMA]: true, name, check };
+/** A schema: its `name` for messages, its `check`, and the JSON Schema (2020-12) it stands for. */
+function schema(name, check, json = true) {
+  return { [SCHEMA]: true, name, check, json };
 }
+
+/** The JSON Schema a `v` schema stands for (what `describe` tells the host). */
+export function toJsonSchema(schemaToUse) {
+  return schemaToUse?.json ?? true;
+}
+
+/** `json` with the bounds in `options` that are set, under their JSON Schema names. */
+function withBounds(json, options, names) {
+  const out = { ...json };
+  for (const [option, word] of Object.entries(names)) {
+    if (options[option] !== undefined) out[word] = options[option];
+  }
+  return out;
+}
+
+const NUMBER_BOUNDS = { ge: 'minimum', le: 'maximum', gt: 'exclusiveMinimum', lt: 'exclusiveMaximum' };
 
 function jsonType(value) {
   if (value === null) return 'null';
@@ -80,42 +97,80 @@ function lengths(value, { minLength, maxLength } = {}, loc, problems) {
 }
 
 function reference(type, name) {
-  return schema(name, (value, loc, problems) => {
-    try {
-      return type.from(value);
-    } catch {
-      return wrong(loc, name, value, problems);
+  const json = { type: 'object', required: [type.KEY], properties: { [type.KEY]: { type: 'string' } } };
+  return schema(
+    name,
+    (value, loc, problems) => {
+      try {
+        return type.from(value);
+      } catch {
+        return wrong(loc, name, value, problems);
+      }
+    },
+    json,
+  );
+}
+
+/** `v.object`'s check: declared keys only, defaults for missing optional ones. */
+function objectCheck(shape, value, loc, problems) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return wrong(loc, 'an object', value, problems);
+  }
+  const out = {};
+  for (const [key, field] of Object.entries(shape)) {
+    const where = loc ? `${loc}.${key}` : key;
+    if (Object.hasOwn(value, key) && value[key] !== undefined) {
+      out[key] = field.check(value[key], where, problems);
+    } else if (field.optional) {
+      if (field.fallback !== undefined) out[key] = structuredClone(field.fallback);
+    } else {
+      problems.push([where, 'field required']);
     }
-  });
+  }
+  return out;
 }
 
 /** Schema builders. Each returns a schema for {@link validate}. */
 export const v = {
   /** A string; options `minLength`, `maxLength`. */
   string: (options = {}) =>
-    schema('a string', (value, loc, problems) => {
-      if (typeof value !== 'string') return wrong(loc, 'a string', value, problems);
-      lengths(value, options, loc, problems);
-      return value;
-    }),
+    schema(
+      'a string',
+      (value, loc, problems) => {
+        if (typeof value !== 'string') return wrong(loc, 'a string', value, problems);
+        lengths(value, options, loc, problems);
+        return value;
+      },
+      withBounds({ type: 'string' }, options, { minLength: 'minLength', maxLength: 'maxLength' }),
+    ),
   /** An integer (not `9.5`); options `ge`, `gt`, `le`, `lt`. */
   int: (options = {}) =>
-    schema('an integer', (value, loc, problems) => {
-      if (!Number.isInteger(value)) return wrong(loc, 'an integer', value, problems);
-      bounds(value, options, loc, problems);
-      return value;
-    }),
+    schema(
+      'an integer',
+      (value, loc, problems) => {
+        if (!Number.isInteger(value)) return wrong(loc, 'an integer', value, problems);
+        bounds(value, options, loc, problems);
+        return value;
+      },
+      withBounds({ type: 'integer' }, options, NUMBER_BOUNDS),
+    ),
   /** A finite number; options `ge`, `gt`, `le`, `lt`. */
   number: (options = {}) =>
-    schema('a number', (value, loc, problems) => {
-      if (typeof value !== 'number' || !Number.isFinite(value)) return wrong(loc, 'a number', value, problems);
-      bounds(value, options, loc, problems);
-      return value;
-    }),
+    schema(
+      'a number',
+      (value, loc, problems) => {
+        if (typeof value !== 'number' || !Number.isFinite(value)) return wrong(loc, 'a number', value, problems);
+        bounds(value, options, loc, problems);
+        return value;
+      },
+      withBounds({ type: 'number' }, options, NUMBER_BOUNDS),
+    ),
   /** `true` or `false`. */
   boolean: () =>
-    schema('a boolean', (value, loc, problems) =>
-      typeof value === 'boolean' ? value : wrong(loc, 'a boolean', value, problems),
+    schema(
+      'a boolean',
+      (value, loc, problems) => (typeof value === 'boolean' ? value : wrong(loc, 'a boolean', value, problems)),
+      { type: 'boolean' },
     ),
   /** A file reference (`{"$file": …}`), given to the task as a {@link File}. */
   file: () => reference(File, 'a file reference'),
@@ -125,55 +180,59 @@ export const v = {
   any: () => schema('any value', (value) => value),
   /** One of the given values (compared with `===`). */
   literal: (...values) =>
-    schema(`one of ${values.map(short).join(', ')}`, (value, loc, problems) => {
-      if (!values.includes(value)) problems.push([loc, `expected one of ${values.map(short).join(', ')}, got ${short(value)}`]);
-      return value;
-    }),
+    schema(
+      `one of ${values.map(short).join(', ')}`,
+      (value, loc, problems) => {
+        if (!values.includes(value)) problems.push([loc, `expected one of ${values.map(short).join(', ')}, got ${short(value)}`]);
+        return value;
+      },
+      { enum: values },
+    ),
   /** A list whose items fit `item`; options `minLength`, `maxLength`. */
   array: (item, options = {}) =>
-    schema(`a list of ${item.name}`, (value, loc, problems) => {
-      if (!Array.isArray(value)) return wrong(loc, 'a list', value, problems);
-      lengths(value, options, loc, problems);
-      return value.map((entry, i) => item.check(entry, `${loc}[${i}]`, problems));
-    }),
+    schema(
+      `a list of ${item.name}`,
+      (value, loc, problems) => {
+        if (!Array.isArray(value)) return wrong(loc, 'a list', value, problems);
+        lengths(value, options, loc, problems);
+        return value.map((entry, i) => item.check(entry, `${loc}[${i}]`, problems));
+      },
+      withBounds({ type: 'array', items: toJsonSchema(item) }, options, { minLength: 'minItems', maxLength: 'maxItems' }),
+    ),
   /** An object with the given fields (a map of name to schema); other keys are dropped. */
   object: (shape) =>
-    schema('an object', (value, loc, problems) => {
-      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-        return wrong(loc, 'an object', value, problems);
-      }
-      const out = {};
-      for (const [key, field] of Object.entries(shape)) {
-        const where = loc ? `${loc}.${key}` : key;
-        if (Object.hasOwn(value, key) && value[key] !== undefined) {
-          out[key] = field.check(value[key], where, problems);
-        } else if (field.optional) {
-          if (field.fallback !== undefined) out[key] = structuredClone(field.fallback);
-        } else {
-          problems.push([where, 'field required']);
-        }
-      }
-      return out;
+    schema('an object', (value, loc, problems) => objectCheck(shape, value, loc, problems), {
+      type: 'object',
+      properties: Object.fromEntries(Object.entries(shape).map(([key, field]) => [key, toJsonSchema(field)])),
+      required: Object.entries(shape)
+        .filter(([, field]) => !field.optional)
+        .map(([key]) => key),
     }),
   /** A field that may be missing (then `fallback`, if given, is used); `null` also fits. */
   optional: (inner, fallback = undefined) => ({
-    ...schema(`${inner.name} or null`, (value, loc, problems) =>
-      value === null ? fallback ?? null : inner.check(value, loc, problems),
+    ...schema(
+      `${inner.name} or null`,
+      (value, loc, problems) => (value === null ? fallback ?? null : inner.check(value, loc, problems)),
+      { anyOf: [toJsonSchema(inner), { type: 'null' }] },
     ),
     optional: true,
     fallback,
   }),
   /** `inner`, then `check(value)`, which returns a problem text to reject the value. */
   refine: (inner, check) =>
-    schema(inner.name, (value, loc, problems) => {
-      const before = problems.length;
-      const result = inner.check(value, loc, problems);
-      if (problems.length === before) {
-        const problem = check(result);
-        if (problem) problems.push([loc, problem]);
-      }
-      return result;
-    }),
+    schema(
+      inner.name,
+      (value, loc, problems) => {
+        const before = problems.length;
+        const result = inner.check(value, loc, problems);
+        if (problems.length === before) {
+          const problem = check(result);
+          if (problem) problems.push([loc, problem]);
+        }
+        return result;
+      },
+      toJsonSchema(inner),
+    ),
 };
 
 /**

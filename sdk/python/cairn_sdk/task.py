@@ -10,6 +10,7 @@ import wit_world
 from componentize_py_types import Err
 
 from .errors import InvalidInput, TaskError, to_task_error
+from .schema import interface_of
 from .validation import Model, ValidationError, to_jsonable, validate_as
 
 __all__ = ["export_task"]
@@ -31,9 +32,14 @@ def export_task(fn: Callable[..., Any]) -> type:
     Any exception becomes a task error as described in :mod:`cairn_sdk.errors`.
     """
     bind = _input_binder(fn)
+    interface = interface_of(fn)
 
     class WitWorld(wit_world.WitWorld):
         """The component's export: runs the task function on the JSON input."""
+
+        def describe(self) -> str:
+            """The task's interface: JSON Schemas of its input and output, from ``fn``'s type hints."""
+            return interface
 
         def run(self, input: str) -> str:
             """Parses ``input``, runs the task and returns its output as JSON."""

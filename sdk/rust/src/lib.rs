@@ -40,15 +40,15 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "task",
+        world: "described-task",
         pub_export_macro: true,
         default_bindings_module: "cairn_sdk::bindings",
         export_macro_name: "export",
         additional_type_attributes: {
-            "cairn:task/types@0.1.2/task-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/llm@0.1.2/llm-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/secrets@0.1.2/secret-error": [#[derive(PartialEq, Eq)]],
-            "cairn:task/tasks@0.1.2/run-context": [#[derive(PartialEq, Eq)]],
+            "cairn:task/types@0.1.3/task-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/llm@0.1.3/llm-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/secrets@0.1.3/secret-error": [#[derive(PartialEq, Eq)]],
+            "cairn:task/tasks@0.1.3/run-context": [#[derive(PartialEq, Eq)]],
         },
     });
 }
@@ -72,6 +72,8 @@ pub use files::FileError;
 pub use llm::{call_llm, call_llm_json, complete};
 pub use refs::{Dir, File};
 pub use task::Task;
+#[cfg(feature = "schema")]
+pub use task::interface;
 pub use tasks::{Group, Pending, RunContext};
 pub use trace::traced;
 

@@ -19,6 +19,24 @@ pub trait Task {
     type Output: Serialize;
     /// Runs the task once.
     fn run(input: Self::Input) -> Result<Self::Output, TaskError>;
+
+    /// The task's interface, `{"input": SCHEMA, "output": SCHEMA}` (JSON
+    /// Schemas), which the component's `describe` export returns: the host
+    /// checks a run's input against it before any attempt and shows it in
+    /// `cairn tasks describe`. The default says nothing (`{}`: any input).
+    /// With the SDK's `schema` feature, derive `schemars::JsonSchema` on
+    /// the input and output and return [`crate::interface`]`::<Self::Input,
+    /// Self::Output>()`.
+    fn interface() -> String {
+        "{}".to_owned()
+    }
+}
+
+/// The interface of a task whose input is `I` and output `O`, from their
+/// `schemars::JsonSchema` derivations (the `schema` feature).
+#[cfg(feature = "schema")]
+pub fn interface<I: schemars::JsonSchema, O: schemars::JsonSchema>() -> String {
+    serde_json::json!({ "input": schemars::schema_for!(I), "output": schemars::schema_for!(O) }).to_string()
 }
 
 /// Parses `input`, runs `T` and serialises its output. Used by `export_task!`.
@@ -33,7 +51,8 @@ pub fn __run_task<T: Task>(input: String) -> Result<String, TaskError> {
     })
 }
 
-/// Exports a type implementing [`Task`] as the component's `run` function.
+/// Exports a type implementing [`Task`] as the component's `run` and
+/// `describe` functions.
 ///
 /// Use it once, in the crate root of a `cdylib` crate:
 ///
@@ -50,6 +69,10 @@ macro_rules! export_task {
                     input: ::std::string::String,
                 ) -> ::core::result::Result<::std::string::String, $crate::TaskError> {
                     $crate::__run_task::<$task>(input)
+                }
+
+                fn describe() -> ::std::string::String {
+                    <$task as $crate::Task>::interface()
                 }
             }
     $crate::bindings::export!(__CairnTaskExport with_types_in $crate::bindings);
