@@ -269,9 +269,8 @@ impl Checker<'_> {
         let prefix = schema.get("prefixItems").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         for (i, item) in items.iter().enumerate() {
             let at = format!("{path}[{i}]");
-            match prefix.get(i).or_else(|| schema.get("items")) {
-                Some(each) => self.check(each, item, &at, problems),
-                None => {}
+            if let Some(each) = prefix.get(i).or_else(|| schema.get("items")) {
+                self.check(each, item, &at, problems);
             }
         }
     }

@@ -34,15 +34,25 @@ fn staged(target: &str, name: &str) -> String {
     format!("{STAGED}/{}/{name}", &hex[..hex.len().min(16)])
 }
 
-/// The reference's target, name and size, read from its JSON object.
-fn parts(key: &str, value: Value) -> Result<(String, Option<String>, Option<u64>, Map<String, Value>), String> {
+/// A reference's fields, read from its JSON object.
+struct Parts {
+    target: String,
+    name: Option<String>,
+    size: Option<u64>,
+    files: Option<u64>,
+}
+
+fn parts(key: &str, value: Value) -> Result<Parts, String> {
     let Value::Object(mut object) = value else { return Err(format!("a reference is an object with {key:?}")) };
     let Some(Value::String(target)) = object.remove(key) else {
         return Err(format!("a reference has a string under {key:?}"));
     };
-    let name = object.remove("name").and_then(|n| n.as_str().map(str::to_owned));
-    let size = object.remove("size").and_then(|s| s.as_u64());
-    Ok((target, name, size, object))
+    Ok(Parts {
+        target,
+        name: object.remove("name").and_then(|n| n.as_str().map(str::to_owned)),
+        size: object.remove("size").and_then(|s| s.as_u64()),
+        files: object.remove("files").and_then(|f| f.as_u64()),
+    })
 }
 
 macro_rules! reference {
@@ -120,8 +130,8 @@ macro_rules! reference {
 
         impl<'de> Deserialize<'de> for $type {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let (target, name, size, mut rest) = parts($key, Value::deserialize(deserializer)?).map_err(D::Error::custom)?;
-                let files = rest.remove("files").and_then(|f| f.as_u64());
+                let Parts { target, name, size, files } =
+                    parts($key, Value::deserialize(deserializer)?).map_err(D::Error::custom)?;
                 Ok($type { target, name, size, files })
             }
         }
