@@ -52,10 +52,20 @@ fn input(text: &str, max_input: usize) {
         Err(_) => assert_eq!(canonical, text),
     }
     assert_eq!(sha256_hex(&canonical).len(), 64);
-    let auto = cache_key(&CachePolicy::Auto, "task", "digest", text).expect("auto caches");
-    let version = cache_key(&CachePolicy::Version("1".into()), "task", "digest", text).expect("a version caches");
+    let auto = cache_key(&CachePolicy::Auto, "task", "digest", None, text).expect("auto caches");
+    let version = cache_key(&CachePolicy::Version("1".into()), "task", "digest", None, text).expect("a version caches");
     assert_ne!(auto, version);
-    assert_eq!(cache_key(&CachePolicy::Disable, "task", "digest", text), None);
+    assert_ne!(Some(&auto), cache_key(&CachePolicy::Auto, "task", "digest", Some("shape"), text).as_ref());
+    assert_eq!(cache_key(&CachePolicy::Disable, "task", "digest", None, text), None);
+    if let Ok(value) = &parsed {
+        // The input check (`model::interface`): the text as a schema of itself,
+        // and as a document of a schema that refers to itself, never panic.
+        let _ = cairn::model::interface::check(value, value);
+        let looped = serde_json::json!({"$ref": "#", "items": {"$ref": "#"}, "properties": {"a": {"$ref": "#"}}});
+        let _ = cairn::model::interface::check(&looped, value);
+        // File references: found or refused, never a panic.
+        let _ = cairn::model::files::refs_in(value);
+    }
     // `views::run_json`'s reading of a run's input.
     let _shown = parsed.unwrap_or(Value::String(text.into()));
 }

@@ -259,7 +259,23 @@ impl CannedData {
                 200,
                 json!({ "tasks": [
                     { "name": "probe", "environment": "default", "stats": { "runs": 2 } },
-                    { "name": "report-refiner", "environment": "default", "stats": { "runs": 1 } },
+                    { "name": "report-refiner", "environment": "default", "stats": { "runs": 1 }, "interface": {
+                        "hash": "0123456789abcdef",
+                        "output": true,
+                        "input": {
+                            "type": "object",
+                            "required": ["topic"],
+                            "properties": {
+                                "topic": { "$ref": "#/$defs/Topic" },
+                                "rounds": { "type": "integer", "minimum": 1 },
+                                "style": { "enum": ["brief", "full"] },
+                                "draft": { "type": "boolean" },
+                                "tags": { "type": "array", "items": { "type": "string" } },
+                                "options": { "type": "object" },
+                            },
+                            "$defs": { "Topic": { "type": "string", "description": "What to write about." } },
+                        },
+                    } },
                 ]}),
             ),
             ("GET", ["runs"]) => {
@@ -490,6 +506,39 @@ async fn page_retries_a_dead_letter_and_submits_a_run() {
         serde_json::from_str::<Value>(&submitted[0].body).unwrap(),
         json!({ "task": "probe", "input": { "mode": "echo", "n": 1 }, "wait": false })
     );
+    assert_eq!(page_errors(&browser).await, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_makes_the_submit_form_from_the_tasks_input_schema() {
+    let server = CannedServer::start().await;
+    let browser = Browser::start("page_makes_the_submit_form_from_the_tasks_input_schema").await;
+    browser.goto(&format!("{}/#token={TOKEN}", server.url)).await;
+    browser.click("#nav-submit").await;
+    browser.wait_for("#submit-form[data-ready=true]", WAIT).await;
+    browser.select("#submit-task", "probe").await;
+    assert_eq!(browser.count("#submit-fields").await, 0, "a task without an interface gets the JSON text only");
+    browser.select("#submit-task", "report-refiner").await;
+    browser.wait_for("#field-topic", WAIT).await;
+    assert!(browser.text("#submit-fields").await.contains("What to write about. · required"));
+    assert_eq!(browser.count("#field-options").await, 0, "an object property is edited in the JSON text");
+    browser.type_into("#field-topic", "Tides").await;
+    browser.type_into("#field-rounds", "3").await;
+    browser.select("#field-style", "1").await;
+    browser.click("#field-draft").await;
+    browser.type_into("#field-tags", "sea\nmoon").await;
+    let written = browser.script("return document.querySelector('#submit-input').value", vec![]).await;
+    let text: Value = serde_json::from_str(written.as_str().unwrap()).unwrap();
+    let expected = json!({ "topic": "Tides", "rounds": 3, "style": "full", "draft": true, "tags": ["sea", "moon"] });
+    assert_eq!(text, expected, "the fields write the JSON that is sent");
+    browser.click("#submit-go").await;
+    browser
+        .wait_until("the new run's page", WAIT, async || {
+            browser.url().await.ends_with(&format!("#/runs/{NEW_RUN}")).then_some(())
+        })
+        .await;
+    let submitted = server.requests_to("POST", "/api/v1/runs");
+    assert_eq!(serde_json::from_str::<Value>(&submitted[0].body).unwrap()["input"], expected);
     assert_eq!(page_errors(&browser).await, json!([]));
 }
 

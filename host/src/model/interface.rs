@@ -78,14 +78,17 @@ impl std::fmt::Display for Problem {
 /// The problems of `value` against `schema` (none: it fits), at most 20.
 pub fn check(schema: &Value, value: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
-    Checker { root: schema, depth: 0 }.check(schema, value, "", &mut problems);
+    Checker::new(schema).check(schema, value, "", &mut problems);
     problems.truncate(20);
     problems
 }
 
 struct Checker<'a> {
     root: &'a Value,
-    depth: u32,
+    /// Each (schema, value) pair checked: a pair met again (a `$ref` cycle,
+    /// or a schema reached twice) adds nothing, so it is not checked again
+    /// and the work stays linear in schema and document.
+    done: std::collections::HashSet<(usize, usize)>,
 }
 
 fn type_of(value: &Value) -> &'static str {
@@ -118,8 +121,12 @@ fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
-impl Checker<'_> {
-    fn resolve<'s>(&'s self, reference: &str) -> Option<&'s Value> {
+impl<'a> Checker<'a> {
+    fn new(root: &'a Value) -> Self {
+        Checker { root, done: std::collections::HashSet::new() }
+    }
+
+    fn resolve(&self, reference: &str) -> Option<&'a Value> {
         let pointer = reference.strip_prefix('#')?;
         self.root.pointer(pointer)
     }
@@ -132,17 +139,12 @@ impl Checker<'_> {
             Value::Object(object) => object,
             _ => return,
         };
-        // A schema that refers to itself must not recurse for ever.
-        if self.depth > 64 {
+        if !self.done.insert((std::ptr::from_ref(schema) as usize, std::ptr::from_ref(value) as usize)) {
             return;
         }
         if let Some(Value::String(reference)) = schema.get("$ref") {
-            match self.resolve(reference).cloned() {
-                Some(target) => {
-                    self.depth += 1;
-                    self.check(&target, value, path, problems);
-                    self.depth -= 1;
-                }
+            match self.resolve(reference) {
+                Some(target) => self.check(target, value, path, problems),
                 None => problems.push(Problem {
                     path: path.to_owned(),
                     message: format!("the schema's $ref {reference:?} leads nowhere"),
@@ -215,9 +217,10 @@ impl Checker<'_> {
     fn combinations(&mut self, schema: &Map<String, Value>, value: &Value, path: &str, problems: &mut Vec<Problem>) {
         for key in ["anyOf", "oneOf"] {
             if let Some(Value::Array(options)) = schema.get(key) {
+                // Each alternative is tried afresh: what another found says nothing of it.
                 let fits = options.iter().any(|option| {
                     let mut attempt = Vec::new();
-                    self.check(option, value, path, &mut attempt);
+                    Checker::new(self.root).check(option, value, path, &mut attempt);
                     attempt.is_empty()
                 });
                 if !fits {
@@ -324,6 +327,18 @@ mod tests {
         // A schema that refers to itself stops.
         let looped = json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"});
         assert!(problems(looped, json!(1)).is_empty());
+        // A schema that is its own items: each node of a document is checked a few times, not exponentially.
+        let tree = json!({"$ref": "#", "type": ["array", "integer"], "items": {"$ref": "#"}});
+        assert!(problems(tree.clone(), json!([[1, [2]], 3])).is_empty());
+        assert_eq!(
+            problems(tree.clone(), json!([[1, ["x"]]])),
+            ["[0][1][0]: expected array or integer, got string \"x\""]
+        );
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!([deep]);
+        }
+        assert!(problems(tree, deep).is_empty());
     }
 
     #[test]

@@ -69,10 +69,16 @@ pub struct BlobLimits {
     pub tenant: Option<u64>,
 }
 
-/// One instance's files by reference: its directories, what its run was
-/// given, and what it stored.
+/// One instance's files by reference: where its blobs are, and its call's.
 pub struct RunFiles {
     blobs: Option<Arc<dyn BlobStore>>,
+    call: CallFiles,
+}
+
+/// A call's files: the instance's directories, the run's tenant and limits,
+/// what the run was given and what it stored.
+#[derive(Default)]
+struct CallFiles {
     work: Option<Arc<Dir>>,
     inbox: Option<Arc<Dir>>,
     tenant: Tenant,
@@ -81,38 +87,25 @@ pub struct RunFiles {
     limits: BlobLimits,
 }
 
-/// What a blocking job needs, moved to its thread.
+/// A call's files lent to a blocking thread, with the store.
 struct Job {
     blobs: Arc<dyn BlobStore>,
-    work: Option<Arc<Dir>>,
-    inbox: Option<Arc<Dir>>,
-    tenant: Tenant,
-    given: HashSet<crate::model::files::Digest>,
-    stored: u64,
-    limits: BlobLimits,
+    call: CallFiles,
 }
 
 impl RunFiles {
     /// Files of an instance of a host whose blobs are in `blobs` (`None`:
     /// references are refused).
     pub fn new(blobs: Option<Arc<dyn BlobStore>>) -> Self {
-        RunFiles {
-            blobs,
-            work: None,
-            inbox: None,
-            tenant: Tenant::default(),
-            given: HashSet::new(),
-            stored: 0,
-            limits: BlobLimits::default(),
-        }
+        RunFiles { blobs, call: CallFiles::default() }
     }
 
     /// The instance's own directory (`work`, the guest's `.`) and the one
     /// references are staged into (`inbox`, the guest's read-only `in`).
     pub fn set_dirs(&mut self, work: &Path, inbox: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(inbox)?;
-        self.work = Some(Arc::new(Dir::open_ambient_dir(work, ambient_authority())?));
-        self.inbox = Some(Arc::new(Dir::open_ambient_dir(inbox, ambient_authority())?));
+        self.call.work = Some(Arc::new(Dir::open_ambient_dir(work, ambient_authority())?));
+        self.call.inbox = Some(Arc::new(Dir::open_ambient_dir(inbox, ambient_authority())?));
         Ok(())
     }
 
@@ -120,11 +113,12 @@ impl RunFiles {
     /// stored, and the staging directory empty (a warm instance's last run
     /// leaves nothing to the next).
     pub fn reset(&mut self, tenant: &Tenant, limits: BlobLimits) {
-        self.tenant.clone_from(tenant);
-        self.given.clear();
-        self.stored = 0;
-        self.limits = limits;
-        if let Some(inbox) = &self.inbox
+        let call = &mut self.call;
+        call.tenant.clone_from(tenant);
+        call.given.clear();
+        call.stored = 0;
+        call.limits = limits;
+        if let Some(inbox) = &call.inbox
             && let Ok(entries) = inbox.entries()
         {
             for entry in entries.flatten() {
@@ -138,7 +132,7 @@ impl RunFiles {
 
     /// Bytes stored by this call.
     pub fn stored(&self) -> u64 {
-        self.stored
+        self.call.stored
     }
 
     /// Whether `json` may hold a reference: a cheap look before parsing
@@ -147,19 +141,33 @@ impl RunFiles {
         json.contains("$file") || json.contains("$dir") || json.contains("\\u")
     }
 
-    fn job(&mut self, side: Side) -> Result<Job, Failure> {
+    /// Runs `work` on the call's files on a blocking thread, and takes them back.
+    async fn on_thread<T: Send + 'static>(
+        &mut self,
+        side: Side,
+        work: impl FnOnce(&mut Job) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
         let Some(blobs) = self.blobs.clone() else {
             return Err(side.bad("files by reference are not available on this host".into()));
         };
-        Ok(Job {
-            blobs,
-            work: self.work.clone(),
-            inbox: self.inbox.clone(),
-            tenant: self.tenant.clone(),
-            given: std::mem::take(&mut self.given),
-            stored: self.stored,
-            limits: self.limits,
+        // The directories stay, whatever becomes of the thread.
+        let (work_dir, inbox) = (self.call.work.clone(), self.call.inbox.clone());
+        let mut job = Job { blobs, call: std::mem::take(&mut self.call) };
+        let done = tokio::task::spawn_blocking(move || {
+            let result = work(&mut job);
+            (job.call, result)
         })
+        .await;
+        match done {
+            Ok((call, result)) => {
+                self.call = call;
+                result
+            }
+            Err(_) => {
+                (self.call.work, self.call.inbox) = (work_dir, inbox);
+                Err(Failure::host("the file staging worker stopped unexpectedly"))
+            }
+        }
     }
 
     /// Stages every stored reference in `json` (from `side`) into `in/`, and
@@ -173,14 +181,7 @@ impl RunFiles {
         if refs.is_empty() {
             return Ok(());
         }
-        let mut job = self.job(side)?;
-        let (job, result) = run_blocking(move || {
-            let result = refs.iter().try_for_each(|r| job.stage(r, side));
-            (job, result)
-        })
-        .await?;
-        self.given = job.given;
-        result
+        self.on_thread(side, move |job| refs.iter().try_for_each(|r| job.stage(r, side))).await
     }
 
     /// Stores every local reference in `json` (from `side`), checks every
@@ -194,15 +195,11 @@ impl RunFiles {
         if refs_in(&value).map_err(|e| side.bad(e.0))?.is_empty() {
             return Ok(json);
         }
-        let mut job = self.job(side)?;
-        let (job, result) = run_blocking(move || {
-            let result = rewrite_refs::<Outcome>(&mut value, &mut |r| job.store(r, how, side).map_err(Outcome));
-            (job, result.map(|()| value.to_string()).map_err(|Outcome(f)| f))
+        self.on_thread(side, move |job| {
+            let stored = rewrite_refs::<Outcome>(&mut value, &mut |r| job.store(r, how, side).map_err(Outcome));
+            stored.map(|()| value.to_string()).map_err(|Outcome(f)| f)
         })
-        .await?;
-        self.given = job.given;
-        self.stored = job.stored;
-        result
+        .await
     }
 }
 
@@ -215,25 +212,21 @@ impl From<RefError> for Outcome {
     }
 }
 
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| Failure::host("the file staging worker stopped unexpectedly"))
-}
-
 impl Job {
     fn store_error(&self, e: BlobError, side: Side) -> Failure {
         match e {
             BlobError::Source { .. } => side.bad(e.to_string()),
             BlobError::TooLarge { path, size, .. } => {
-                let run_room = self.limits.per_attempt.saturating_sub(self.stored);
+                let run_room = self.call.limits.per_attempt.saturating_sub(self.call.stored);
                 let message = match self.tenant_room() {
                     Some(room) if room < run_room => format!(
                         "{path} ({size} bytes or more) would take tenant {} past its `blob_storage` quota of {} bytes; remove old runs (`cairn gc`) or raise the quota",
-                        self.tenant,
-                        self.limits.tenant.unwrap_or_default()
+                        self.call.tenant,
+                        self.call.limits.tenant.unwrap_or_default()
                     ),
                     _ => format!(
                         "{path} ({size} bytes or more) would take this attempt past its environment's `resources.max_blobs` of {} bytes ({} stored already); store less, or raise it",
-                        self.limits.per_attempt, self.stored
+                        self.call.limits.per_attempt, self.call.stored
                     ),
                 };
                 Failure { kind: FailureKind::BlobLimit, message, retryable: false }
@@ -244,14 +237,14 @@ impl Job {
 
     /// What the tenant may still store, if it has a quota.
     fn tenant_room(&self) -> Option<u64> {
-        let quota = self.limits.tenant?;
-        let used = self.blobs.usage(&self.tenant).unwrap_or(quota);
+        let quota = self.call.limits.tenant?;
+        let used = self.blobs.usage(&self.call.tenant).unwrap_or(quota);
         Some(quota.saturating_sub(used))
     }
 
     /// Bytes the next file may have.
     fn room(&self) -> u64 {
-        let run = self.limits.per_attempt.saturating_sub(self.stored);
+        let run = self.call.limits.per_attempt.saturating_sub(self.call.stored);
         self.tenant_room().map_or(run, |tenant| tenant.min(run))
     }
 
@@ -261,7 +254,7 @@ impl Job {
                 "{r:?} is a path, not a stored file: store it first (`cairn blobs put FILE` prints a reference)"
             )));
         };
-        let Some(inbox) = self.inbox.clone() else {
+        let Some(inbox) = self.call.inbox.clone() else {
             return Err(Failure::host("this instance has no staging directory"));
         };
         let inner = staged_path(digest, name);
@@ -271,47 +264,50 @@ impl Job {
             other => Failure::host(other.to_string()),
         };
         match kind {
-            RefKind::File => self.blobs.stage(&self.tenant, digest, &inbox, &inner).map_err(missing)?,
+            RefKind::File => self.blobs.stage(&self.call.tenant, digest, &inbox, &inner).map_err(missing)?,
             RefKind::Dir => {
                 let listing = self.listing(digest).map_err(missing)?;
                 inbox.create_dir_all(&inner).map_err(|e| Failure::host(format!("cannot stage {name}: {e}")))?;
                 for entry in &listing.files {
                     let at = format!("{inner}/{}", entry.path);
-                    self.blobs.stage(&self.tenant, &entry.digest, &inbox, &at).map_err(missing)?;
-                    self.given.insert(entry.digest.clone());
+                    self.blobs.stage(&self.call.tenant, &entry.digest, &inbox, &at).map_err(missing)?;
+                    self.call.given.insert(entry.digest.clone());
                 }
             }
         }
-        self.given.insert(digest.clone());
+        self.call.given.insert(digest.clone());
         Ok(())
     }
 
     fn listing(&self, digest: &crate::model::files::Digest) -> Result<DirListing, BlobError> {
-        let bytes = self.blobs.read_small(&self.tenant, digest, MAX_LISTING)?;
-        let listing: DirListing =
-            serde_json::from_slice(&bytes).ok().filter(|l: &DirListing| l.check().is_ok()).ok_or_else(|| {
-                BlobError::Missing { tenant: self.tenant.to_string(), digest: format!("{digest} (as a directory)") }
+        let bytes = self.blobs.read_small(&self.call.tenant, digest, MAX_LISTING)?;
+        let listing: DirListing = serde_json::from_slice(&bytes)
+            .ok()
+            .filter(|l: &DirListing| l.check().is_ok())
+            .ok_or_else(|| BlobError::Missing {
+                tenant: self.call.tenant.to_string(),
+                digest: format!("{digest} (as a directory)"),
             })?;
         Ok(listing)
     }
 
     fn store(&mut self, r: &FileRef, how: Put, side: Side) -> Result<Option<Value>, Failure> {
         match r {
-            FileRef::Stored { digest, .. } if self.given.contains(digest) => Ok(None),
+            FileRef::Stored { digest, .. } if self.call.given.contains(digest) => Ok(None),
             FileRef::Stored { digest, .. } => Err(side.bad(format!(
                 "it refers to {digest}, which this run was not given (a run passes on only the files in its input, its children's outputs, and those it writes)"
             ))),
             FileRef::Local { kind, path, name } => {
-                let Some(work) = self.work.clone() else { return Err(Failure::host("this instance has no directory")) };
+                let Some(work) = self.call.work.clone() else { return Err(Failure::host("this instance has no directory")) };
                 let name = name.clone().unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_owned());
                 match kind {
                     RefKind::File => {
                         let stored = self
                             .blobs
-                            .put(&self.tenant, &work, path, how, self.room())
+                            .put(&self.call.tenant, &work, path, how, self.room())
                             .map_err(|e| self.store_error(e, side))?;
-                        self.stored += stored.size;
-                        self.given.insert(stored.digest.clone());
+                        self.call.stored += stored.size;
+                        self.call.given.insert(stored.digest.clone());
                         Ok(Some(FileRef::stored_json(RefKind::File, &stored.digest, &name, stored.size, None)))
                     }
                     RefKind::Dir => {
@@ -323,8 +319,8 @@ impl Job {
                         let listing = serde_json::to_vec(&DirListing { files })
                             .map_err(|e| Failure::host(format!("cannot write a directory listing: {e}")))?;
                         let stored =
-                            self.blobs.put_bytes(&self.tenant, &listing).map_err(|e| self.store_error(e, side))?;
-                        self.given.insert(stored.digest.clone());
+                            self.blobs.put_bytes(&self.call.tenant, &listing).map_err(|e| self.store_error(e, side))?;
+                        self.call.given.insert(stored.digest.clone());
                         Ok(Some(FileRef::stored_json(RefKind::Dir, &stored.digest, &name, size, Some(count))))
                     }
                 }
@@ -356,10 +352,10 @@ impl Job {
                 let path = format!("{base}/{relative}");
                 let stored = self
                     .blobs
-                    .put(&self.tenant, work, &path, how, self.room())
+                    .put(&self.call.tenant, work, &path, how, self.room())
                     .map_err(|e| self.store_error(e, side))?;
-                self.stored += stored.size;
-                self.given.insert(stored.digest.clone());
+                self.call.stored += stored.size;
+                self.call.given.insert(stored.digest.clone());
                 files.push(DirEntry { path: relative, digest: stored.digest, size: stored.size });
             } else {
                 return Err(side.bad(format!(

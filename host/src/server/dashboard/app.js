@@ -1391,16 +1391,95 @@
 
   // ------------------------------------------------------------- submit
 
+  /** The JSON Schema at `ref` (`#/$defs/X`) of `root`, or `schema` itself. */
+  function resolved(schema, root) {
+    if (schema && typeof schema.$ref === 'string' && schema.$ref.startsWith('#/')) {
+      return schema.$ref.slice(2).split('/').reduce((at, key) => (at ? at[key] : undefined), root) || {};
+    }
+    return schema || {};
+  }
+
+  /** The kind of form field a property's schema gets, or null for JSON. */
+  function fieldKind(schema) {
+    if (Array.isArray(schema.enum)) return 'enum';
+    const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== 'null') : schema.type;
+    if (type === 'string' || type === 'integer' || type === 'number' || type === 'boolean') return type;
+    if (type === 'array' && schema.items && (schema.items.type === 'string')) return 'lines';
+    return null;
+  }
+
+  /**
+   * A form made from a task's input schema, one field per property, kept in
+   * step with the JSON text (`input`), which stays what is sent; properties
+   * of other shapes are edited in the JSON text.
+   */
+  function schemaFields(schemaRoot, input) {
+    const schema = resolved(schemaRoot, schemaRoot);
+    if (schema.type !== 'object' || !schema.properties) return null;
+    const required = new Set(schema.required || []);
+    const fields = [];
+    const read = () => {
+      try {
+        const value = JSON.parse(input.value);
+        return value && typeof value === 'object' && !Array.isArray(value) ? value : {};
+      } catch {
+        return {};
+      }
+    };
+    const write = (name, value) => {
+      const current = read();
+      if (value === undefined) delete current[name];
+      else current[name] = value;
+      input.value = JSON.stringify(current, null, 2);
+    };
+    for (const [name, raw] of Object.entries(schema.properties)) {
+      const prop = resolved(raw, schemaRoot);
+      const kind = fieldKind(prop);
+      if (!kind) continue;
+      const id = `field-${name}`;
+      let control;
+      if (kind === 'boolean') {
+        control = h('input', { id, type: 'checkbox', onchange: () => write(name, control.checked) });
+      } else if (kind === 'enum') {
+        control = h('select', { id, onchange: () => write(name, prop.enum[Number(control.value)]) },
+          h('option', { value: '' }, '—'),
+          prop.enum.map((option, i) => h('option', { value: String(i) }, JSON.stringify(option))));
+      } else if (kind === 'lines') {
+        control = h('textarea', { id, rows: 3, placeholder: 'one per line',
+          oninput: () => write(name, control.value.split('\n').filter((line) => line !== '')) });
+      } else {
+        const numeric = kind === 'integer' || kind === 'number';
+        control = h('input', { id, type: numeric ? 'number' : 'text', step: kind === 'integer' ? '1' : numeric ? 'any' : null,
+          oninput: () => {
+            if (control.value === '') return write(name, undefined);
+            write(name, numeric ? Number(control.value) : control.value);
+          } });
+      }
+      const current = read()[name];
+      if (current !== undefined) {
+        if (kind === 'boolean') control.checked = Boolean(current);
+        else if (kind === 'lines' && Array.isArray(current)) control.value = current.join('\n');
+        else if (kind === 'enum') control.value = String(prop.enum.findIndex((o) => JSON.stringify(o) === JSON.stringify(current)));
+        else control.value = String(current);
+      }
+      const hint = [prop.description, required.has(name) ? 'required' : null].filter(Boolean).join(' · ');
+      fields.push(h('div', { class: 'schema-field' },
+        h('label', { for: id }, name), control, hint ? h('span', { class: 'muted' }, hint) : null));
+    }
+    return fields.length ? h('fieldset', { id: 'submit-fields' }, h('legend', null, 'Input'), fields) : null;
+  }
+
   function submitView(query) {
     const taskSelect = h('select', { id: 'submit-task', required: true });
     const input = h('textarea', { id: 'submit-input', rows: 8, spellcheck: 'false' }, '{}');
     const info = h('p', { id: 'submit-task-info', class: 'muted' });
+    const fieldsSlot = h('div', { id: 'submit-fields-slot' });
     const status = h('div', { id: 'submit-status' });
     const submitButton = h('button', { id: 'submit-go', type: 'submit' }, 'Submit');
     let tasks = [];
     const form = h('form', { id: 'submit-form', class: 'card' },
       h('h1', null, 'Submit a run'),
-      h('label', { for: 'submit-task' }, 'Task'), taskSelect, info,
+      h('label', { for: 'submit-task' }, 'Task'), taskSelect, info, fieldsSlot,
       h('label', { for: 'submit-input' }, 'Input (JSON)'), input,
       h('div', { class: 'actions' }, submitButton),
       status);
@@ -1416,6 +1495,9 @@
       }
       const s = task.stats || {};
       info.textContent = `environment ${task.environment || 'default'}; ${s.runs || 0} run(s), ${s.succeeded || 0} succeeded, ${s.failed || 0} failed`;
+      // A task that describes its input gets a form made from the schema.
+      const fields = task.interface ? schemaFields(task.interface.input, input) : null;
+      replace(fieldsSlot, fields);
     }
     taskSelect.addEventListener('change', chooseTask);
 
