@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::collections::HashSet;
 
 use crate::blobs::BlobStore;
-use crate::model::files::{Digest, DirListing, FileRef, RefKind, refs_in};
+use crate::model::files::{Digest, DirListing, RefKind, stored_digests};
 use crate::model::{RunStatus, Tenant, now_ms};
 use crate::sandbox::RunDirs;
 use crate::store::prelude::*;
@@ -147,10 +147,14 @@ pub async fn collect_blobs(
     dry_run: bool,
     gone: &HashSet<String>,
 ) -> Result<BlobReport, GcError> {
-    let referred = referred_blobs(store, blobs, tenant, gone)?;
-    let cutoff = now_ms().saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+    let started = now_ms();
+    let mut referred = referred_blobs(store, blobs, tenant, gone)?;
+    let cutoff = started.saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+    let listed = blobs.list(tenant)?;
+    // Runs made while the others were read refer to what they refer to, too.
+    refer_newest(store, blobs, tenant, started.saturating_sub(1000), &mut referred)?;
     let mut report = BlobReport::default();
-    for blob in blobs.list(tenant)? {
+    for blob in listed {
         if referred.contains(&blob.digest) || blob.stored_at_ms >= cutoff {
             report.kept += 1;
             continue;
@@ -177,23 +181,52 @@ fn referred_blobs(
         let page = store.list_runs(tenant, &filter)?;
         let Some(last) = page.last().map(|run| run.id.clone()) else { break };
         for run in page.iter().filter(|run| !gone.contains(&run.id)) {
-            for json in std::iter::once(&run.input).chain(run.output.as_ref()) {
-                let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
-                for r in refs_in(&value).unwrap_or_default() {
-                    let FileRef::Stored { kind, digest, .. } = r else { continue };
-                    if kind == RefKind::Dir && !referred.contains(&digest) {
-                        // A directory's files are referred to through its listing.
-                        let listing = blobs.read_small(tenant, &digest, 16 << 20).ok();
-                        let listing = listing.and_then(|bytes| serde_json::from_slice::<DirListing>(&bytes).ok());
-                        referred.extend(listing.into_iter().flat_map(|l| l.files).map(|f| f.digest));
-                    }
-                    referred.insert(digest);
-                }
-            }
+            refer(blobs, tenant, run, &mut referred);
         }
         before = Some(last);
     }
     Ok(referred)
+}
+
+/// Adds what `run` refers to (its input and output; a directory's files
+/// through its listing) to `referred`.
+fn refer(blobs: &dyn BlobStore, tenant: &Tenant, run: &crate::model::RunRecord, referred: &mut HashSet<Digest>) {
+    for json in std::iter::once(&run.input).chain(run.output.as_ref()) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+        for (kind, digest) in stored_digests(&value) {
+            if kind == RefKind::Dir && !referred.contains(&digest) {
+                let listing = blobs.read_small(tenant, &digest, 16 << 20).ok();
+                let listing = listing.and_then(|bytes| serde_json::from_slice::<DirListing>(&bytes).ok());
+                referred.extend(listing.into_iter().flat_map(|l| l.files).map(|f| f.digest));
+            }
+            referred.insert(digest);
+        }
+    }
+}
+
+/// Adds what runs made since `since_ms` refer to: those made while the
+/// collection read the older ones (runs are listed newest first).
+fn refer_newest(
+    store: &dyn Store,
+    blobs: &dyn BlobStore,
+    tenant: &Tenant,
+    since_ms: u64,
+    referred: &mut HashSet<Digest>,
+) -> Result<(), GcError> {
+    let since = id_at(since_ms);
+    let mut before = None;
+    loop {
+        let filter = RunFilter { before: before.take(), limit: Some(BATCH), ..Default::default() };
+        let page = store.list_runs(tenant, &filter)?;
+        let Some(last) = page.last().map(|run| run.id.clone()) else { return Ok(()) };
+        for run in page.iter().filter(|run| run.id >= since) {
+            refer(blobs, tenant, run, referred);
+        }
+        if last < since {
+            return Ok(());
+        }
+        before = Some(last);
+    }
 }
 
 /// Errors of a blob collection.

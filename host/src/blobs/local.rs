@@ -100,12 +100,25 @@ impl LocalBlobs {
         if let Some(parent) = path.parent() {
             self.root.create_dir_all(parent).map_err(self.err("make a blob folder"))?;
         }
-        let new = !self.root.exists(&path);
+        // Its time is when it was stored (or last stored again), whatever the
+        // task set on its file: collection keeps blobs younger than its grace.
+        let now = cap_std::time::SystemTime::from_std(std::time::SystemTime::now());
+        if self.root.exists(&path) {
+            // The same bytes are stored already: that file stays (a moved file
+            // could still be open in the task), this one goes.
+            let _ = self.tmp.remove_file(name);
+            if let Ok(file) = self.root.open(&path) {
+                let _ = file.into_std().set_modified(now.into_std());
+            }
+            return Ok(stored);
+        }
+        let file = self.tmp.open(name).map_err(self.err("open a stored blob"))?;
+        file.into_std().set_modified(now.into_std()).map_err(self.err("date a blob"))?;
         self.tmp
             .set_permissions(name, cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(0o444)))
             .map_err(self.err("make a blob read-only"))?;
         self.tmp.rename(name, &self.root, &path).map_err(self.err(format!("store blob {}", stored.digest)))?;
-        if new {
+        {
             let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(bytes) = usage.get_mut(&tenant.to_string()) {
                 *bytes += stored.size;

@@ -169,6 +169,9 @@ pub fn test(manifest: &Manifest, task: Option<&str>) -> Result<ExitCode> {
     std::fs::create_dir_all(&artifacts).with_context(|| format!("cannot make {}", artifacts.display()))?;
     std::os::unix::fs::symlink(&artifacts, scratch.path().join("artifacts"))?;
     let mut scratch_manifest = manifest.clone().with_state_dir(scratch.path().to_path_buf());
+    // The project's blobs: a cassette's input may refer to them (content-addressed,
+    // so what a replay stores there is what the recorded run stored).
+    scratch_manifest.blobs_dir = Some(manifest.blobs_dir());
     scratch_manifest.set_store("redb").map_err(anyhow::Error::msg)?;
     let tenant = scratch_manifest.tenant.clone().unwrap_or_default();
     let host = Host::open(scratch_manifest)?;

@@ -173,6 +173,11 @@ fn check_local(path: &str) -> Result<String, RefError> {
             "reference {path:?} is neither a sha256 digest nor a path inside the task's directory"
         )));
     }
+    if parts[0] == STAGED_DIR {
+        return Err(RefError(format!(
+            "reference {path:?} names a file given to the task (under {STAGED_DIR}/): pass on the reference it came as, not its path"
+        )));
+    }
     Ok(parts.join("/"))
 }
 
@@ -197,6 +202,28 @@ pub fn refs_in(value: &Value) -> Result<Vec<FileRef>, RefError> {
     let mut found = Vec::new();
     visit(value, &mut |r| found.push(r.clone()))?;
     Ok(found)
+}
+
+/// Every stored digest `value` refers to, with its kind, skipping whatever
+/// else in it is malformed: what a collection must keep.
+pub fn stored_digests(value: &Value) -> Vec<(RefKind, Digest)> {
+    let mut found = Vec::new();
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(object) => {
+                for (key, kind) in [(FILE_KEY, RefKind::File), (DIR_KEY, RefKind::Dir)] {
+                    if let Some(digest) = object.get(key).and_then(Value::as_str).and_then(Digest::parse) {
+                        found.push((kind, digest));
+                    }
+                }
+                stack.extend(object.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found
 }
 
 /// Replaces references in `value`: `f` returns the value to put in a

@@ -75,10 +75,25 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Schema-and-value checks one input may cost, and how deep they may nest:
+/// a schema that refers to itself through alternatives without end stops
+/// here, with a problem of its own, never with the host's stack.
+const MAX_STEPS: u64 = 200_000;
+const MAX_DEPTH: u32 = 256;
+
 /// The problems of `value` against `schema` (none: it fits), at most 20.
 pub fn check(schema: &Value, value: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
-    Checker::new(schema).check(schema, value, "", &mut problems);
+    let mut checker = Checker::new(schema);
+    checker.check(schema, value, "", &mut problems);
+    if checker.exhausted {
+        problems.push(Problem {
+            path: String::new(),
+            message: format!(
+                "checking it against the task's schema took more than {MAX_STEPS} steps or {MAX_DEPTH} levels (does the schema refer to itself without end?)"
+            ),
+        });
+    }
     problems.truncate(20);
     problems
 }
@@ -89,6 +104,10 @@ struct Checker<'a> {
     /// or a schema reached twice) adds nothing, so it is not checked again
     /// and the work stays linear in schema and document.
     done: std::collections::HashSet<(usize, usize)>,
+    /// Checks made, alternatives included, and how deep they are nested now.
+    steps: u64,
+    depth: u32,
+    exhausted: bool,
 }
 
 fn type_of(value: &Value) -> &'static str {
@@ -123,7 +142,18 @@ fn join(path: &str, key: &str) -> String {
 
 impl<'a> Checker<'a> {
     fn new(root: &'a Value) -> Self {
-        Checker { root, done: std::collections::HashSet::new() }
+        Checker { root, done: std::collections::HashSet::new(), steps: 0, depth: 0, exhausted: false }
+    }
+
+    fn check(&mut self, schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
+        self.steps += 1;
+        if self.exhausted || self.steps > MAX_STEPS || self.depth >= MAX_DEPTH {
+            self.exhausted = true;
+            return;
+        }
+        self.depth += 1;
+        self.check_here(schema, value, path, problems);
+        self.depth -= 1;
     }
 
     fn resolve(&self, reference: &str) -> Option<&'a Value> {
@@ -131,7 +161,7 @@ impl<'a> Checker<'a> {
         self.root.pointer(pointer)
     }
 
-    fn check(&mut self, schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
+    fn check_here(&mut self, schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
         let mut fail = |message: String| problems.push(Problem { path: path.to_owned(), message });
         let schema = match schema {
             Value::Bool(true) => return,
@@ -217,10 +247,13 @@ impl<'a> Checker<'a> {
     fn combinations(&mut self, schema: &Map<String, Value>, value: &Value, path: &str, problems: &mut Vec<Problem>) {
         for key in ["anyOf", "oneOf"] {
             if let Some(Value::Array(options)) = schema.get(key) {
-                // Each alternative is tried afresh: what another found says nothing of it.
+                // Each alternative is tried afresh (what another found says nothing
+                // of it), on the same budget of steps and depth.
                 let fits = options.iter().any(|option| {
                     let mut attempt = Vec::new();
-                    Checker::new(self.root).check(option, value, path, &mut attempt);
+                    let outer = std::mem::take(&mut self.done);
+                    self.check(option, value, path, &mut attempt);
+                    self.done = outer;
                     attempt.is_empty()
                 });
                 if !fits {
@@ -338,7 +371,11 @@ mod tests {
         for _ in 0..100 {
             deep = json!([deep]);
         }
-        assert!(problems(tree, deep).is_empty());
+        assert!(problems(tree, deep.clone()).is_empty());
+        // Alternatives that refer back without end: stopped, with a problem, not a crash.
+        let endless = json!({"anyOf": [{"$ref": "#"}, {"$ref": "#"}]});
+        let said = problems(endless, deep);
+        assert!(said.iter().any(|p| p.contains("refer to itself without end")), "{said:?}");
     }
 
     #[test]

@@ -149,7 +149,8 @@ impl Host {
                 let healthy = matches!(result, Ok(Ok(_))) && !warm.memory_hit();
                 let outcome = classify(result, env, warm.memory_hit(), plan.memory);
                 let outcome = match outcome {
-                    Ok(output) => warm.files().store(output, Put::Move, Side::RunOutput).await,
+                    // Copied, not moved: a warm guest may keep a file open into its next call.
+                    Ok(output) => warm.files().store(output, Put::Copy, Side::RunOutput).await,
                     failed => failed,
                 };
                 let mut leftovers = warm.leftovers().await;

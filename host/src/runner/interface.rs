@@ -41,7 +41,9 @@ impl Host {
             retryable: false,
         };
         let memory = self.manifest.environment_of(task).resources.memory;
-        let mut store = new_store(self, HostState::new(WasiCtxBuilder::new().build(), memory, &self.services));
+        // No children, no directory: `describe` says what the task is, it does nothing.
+        let services = crate::imports::HostServices { children: None, ..self.services.clone() };
+        let mut store = new_store(self, HostState::new(WasiCtxBuilder::new().build(), memory, &services));
         let call = async {
             let instance = pre.instance_pre().instantiate_async(&mut store).await?;
             let describe = instance.get_typed_func::<(), (String,)>(&mut store, "describe")?;
@@ -51,7 +53,17 @@ impl Host {
         let text = match tokio::time::timeout(DESCRIBE_TIMEOUT, call).await {
             Ok(Ok(text)) => text,
             Ok(Err(e)) => return Err(invalid(format!("failed: {e:#}"))),
-            Err(_) => return Err(invalid(format!("took longer than {DESCRIBE_TIMEOUT:?}"))),
+            // Slow, not wrong (a busy host): the run may try again.
+            Err(_) => {
+                return Err(Failure {
+                    kind: FailureKind::HostError,
+                    message: format!(
+                        "task {:?}: its component's `describe` took longer than {DESCRIBE_TIMEOUT:?}",
+                        task.name
+                    ),
+                    retryable: true,
+                });
+            }
         };
         let interface = TaskInterface::parse(&text).map_err(|e| invalid(format!("answered badly: {e}")))?;
         let interface = Arc::new(interface);

@@ -184,11 +184,17 @@ impl Host {
     /// Whether every file `output` refers to is still in the blob store (a
     /// cached output whose files were collected is not used).
     fn blobs_present(&self, tenant: &crate::model::Tenant, output: &str) -> bool {
-        use crate::model::files::{FileRef, refs_in};
+        use crate::model::files::{DirListing, RefKind, stored_digests};
         let Ok(value) = serde_json::from_str::<serde_json::Value>(output) else { return true };
-        let present = refs_in(&value).unwrap_or_default().iter().all(|r| match r {
-            FileRef::Stored { digest, .. } => self.blobs.open(tenant, digest).is_ok(),
-            FileRef::Local { .. } => true,
+        let present = stored_digests(&value).iter().all(|(kind, digest)| match kind {
+            RefKind::File => self.blobs.open(tenant, digest).is_ok(),
+            // A directory: its listing, and every file in it.
+            RefKind::Dir => self
+                .blobs
+                .read_small(tenant, digest, 16 << 20)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<DirListing>(&bytes).ok())
+                .is_some_and(|listing| listing.files.iter().all(|f| self.blobs.open(tenant, &f.digest).is_ok())),
         });
         if !present {
             tracing::info!("a cached output refers to files no longer stored: the task runs again");

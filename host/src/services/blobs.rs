@@ -10,7 +10,7 @@
 //! stored itself: a digest it made up is refused, so no guest reaches a
 //! blob it was not given.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -82,7 +82,9 @@ struct CallFiles {
     work: Option<Arc<Dir>>,
     inbox: Option<Arc<Dir>>,
     tenant: Tenant,
-    given: HashSet<crate::model::files::Digest>,
+    /// Digests given to the run (or stored by it), each as the kind it came as:
+    /// a file's digest is never read as a directory's listing.
+    given: HashMap<crate::model::files::Digest, RefKind>,
     stored: u64,
     limits: BlobLimits,
 }
@@ -150,8 +152,9 @@ impl RunFiles {
         let Some(blobs) = self.blobs.clone() else {
             return Err(side.bad("files by reference are not available on this host".into()));
         };
-        // The directories stay, whatever becomes of the thread.
+        // The call's setting stays, whatever becomes of the thread.
         let (work_dir, inbox) = (self.call.work.clone(), self.call.inbox.clone());
+        let (tenant, limits, stored) = (self.call.tenant.clone(), self.call.limits, self.call.stored);
         let mut job = Job { blobs, call: std::mem::take(&mut self.call) };
         let done = tokio::task::spawn_blocking(move || {
             let result = work(&mut job);
@@ -165,6 +168,7 @@ impl RunFiles {
             }
             Err(_) => {
                 (self.call.work, self.call.inbox) = (work_dir, inbox);
+                (self.call.tenant, self.call.limits, self.call.stored) = (tenant, limits, stored);
                 Err(Failure::host("the file staging worker stopped unexpectedly"))
             }
         }
@@ -271,11 +275,11 @@ impl Job {
                 for entry in &listing.files {
                     let at = format!("{inner}/{}", entry.path);
                     self.blobs.stage(&self.call.tenant, &entry.digest, &inbox, &at).map_err(missing)?;
-                    self.call.given.insert(entry.digest.clone());
+                    self.call.given.insert(entry.digest.clone(), RefKind::File);
                 }
             }
         }
-        self.call.given.insert(digest.clone());
+        self.call.given.insert(digest.clone(), *kind);
         Ok(())
     }
 
@@ -293,9 +297,10 @@ impl Job {
 
     fn store(&mut self, r: &FileRef, how: Put, side: Side) -> Result<Option<Value>, Failure> {
         match r {
-            FileRef::Stored { digest, .. } if self.call.given.contains(digest) => Ok(None),
-            FileRef::Stored { digest, .. } => Err(side.bad(format!(
-                "it refers to {digest}, which this run was not given (a run passes on only the files in its input, its children's outputs, and those it writes)"
+            FileRef::Stored { digest, kind, .. } if self.call.given.get(digest) == Some(kind) => Ok(None),
+            FileRef::Stored { digest, kind, .. } => Err(side.bad(format!(
+                "it refers to {digest}, which this run was not given as a {} (a run passes on only the files and directories in its input, its children's outputs, and those it writes)",
+                if *kind == RefKind::Dir { "directory" } else { "file" }
             ))),
             FileRef::Local { kind, path, name } => {
                 let Some(work) = self.call.work.clone() else { return Err(Failure::host("this instance has no directory")) };
@@ -307,7 +312,7 @@ impl Job {
                             .put(&self.call.tenant, &work, path, how, self.room())
                             .map_err(|e| self.store_error(e, side))?;
                         self.call.stored += stored.size;
-                        self.call.given.insert(stored.digest.clone());
+                        self.call.given.insert(stored.digest.clone(), RefKind::File);
                         Ok(Some(FileRef::stored_json(RefKind::File, &stored.digest, &name, stored.size, None)))
                     }
                     RefKind::Dir => {
@@ -320,7 +325,7 @@ impl Job {
                             .map_err(|e| Failure::host(format!("cannot write a directory listing: {e}")))?;
                         let stored =
                             self.blobs.put_bytes(&self.call.tenant, &listing).map_err(|e| self.store_error(e, side))?;
-                        self.call.given.insert(stored.digest.clone());
+                        self.call.given.insert(stored.digest.clone(), RefKind::Dir);
                         Ok(Some(FileRef::stored_json(RefKind::Dir, &stored.digest, &name, size, Some(count))))
                     }
                 }
@@ -355,7 +360,7 @@ impl Job {
                     .put(&self.call.tenant, work, &path, how, self.room())
                     .map_err(|e| self.store_error(e, side))?;
                 self.call.stored += stored.size;
-                self.call.given.insert(stored.digest.clone());
+                self.call.given.insert(stored.digest.clone(), RefKind::File);
                 files.push(DirEntry { path: relative, digest: stored.digest, size: stored.size });
             } else {
                 return Err(side.bad(format!(
@@ -364,5 +369,66 @@ impl Job {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+    use crate::blobs::local::LocalBlobs;
+
+    fn files() -> (tempfile::TempDir, RunFiles) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobs::open(&dir.path().join("blobs")).unwrap());
+        std::fs::create_dir(dir.path().join("work")).unwrap();
+        let mut files = RunFiles::new(Some(blobs));
+        files.set_dirs(&dir.path().join("work"), &dir.path().join("in")).unwrap();
+        files.reset(&Tenant::default(), BlobLimits { per_attempt: 1 << 20, tenant: None });
+        (dir, files)
+    }
+
+    #[tokio::test]
+    async fn a_file_cannot_be_passed_on_as_a_directory() {
+        let (dir, mut files) = files();
+        // A listing forged by the guest, naming a blob it was never given.
+        let secret = format!("sha256:{}", "ab".repeat(32));
+        let listing = format!(r#"{{"files":[{{"path":"x","digest":"{secret}","size":0}}]}}"#);
+        std::fs::write(dir.path().join("work/listing.json"), &listing).unwrap();
+        let forged = format!("sha256:{}", hex::encode(Sha256::digest(listing.as_bytes())));
+        let input = format!(r#"{{"a": {{"$file": "listing.json"}}, "b": {{"$dir": "{forged}"}}}}"#);
+        let refused = files.store(input, Put::Copy, Side::ChildInput).await.unwrap_err();
+        assert_eq!(refused.kind, FailureKind::InvalidInput);
+        assert!(refused.message.contains("not given as a directory"), "{}", refused.message);
+        // Passed on as the file it is, it goes.
+        let input = format!(r#"{{"a": {{"$file": "listing.json"}}, "b": {{"$file": "{forged}"}}}}"#);
+        files.store(input, Put::Copy, Side::ChildInput).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_path_under_in_is_refused_with_what_to_do() {
+        let (_dir, mut files) = files();
+        let refused = files.store(r#"{"f": {"$file": "in/0123/t.csv"}}"#.into(), Put::Copy, Side::RunOutput).await;
+        let refused = refused.unwrap_err();
+        assert!(refused.message.contains("pass on the reference it came as"), "{}", refused.message);
+    }
+
+    #[tokio::test]
+    async fn a_blob_stored_again_keeps_its_first_file() {
+        let (dir, mut files) = files();
+        std::fs::write(dir.path().join("work/a.txt"), "same").unwrap();
+        let first = files.store(r#"{"f": {"$file": "a.txt"}}"#.into(), Put::Move, Side::RunOutput).await.unwrap();
+        let stored = dir.path().join(format!(
+            "blobs/default/development/sha256/{0}/{1}",
+            &hex::encode(Sha256::digest(b"same"))[..2],
+            hex::encode(Sha256::digest(b"same"))
+        ));
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored).unwrap());
+        std::fs::write(dir.path().join("work/b.txt"), "same").unwrap();
+        let second = files.store(r#"{"f": {"$file": "b.txt"}}"#.into(), Put::Move, Side::RunOutput).await.unwrap();
+        assert_eq!(first.replace("a.txt", "b.txt"), second);
+        // The task's second file (which it might still hold open) did not replace the stored one.
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored).unwrap()), inode);
     }
 }

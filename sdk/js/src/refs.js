@@ -50,9 +50,11 @@ class Ref {
     return this.target.startsWith('sha256:') ? this.target : null;
   }
 
-  /** The name it is staged under. */
+  /** The name it is staged under (for a stored one without a name, the first 16 hex digits of its digest, as the host stages it). */
   get name() {
-    return this.givenName ?? this.target.split('/').pop();
+    if (this.givenName !== undefined && this.givenName !== null) return this.givenName;
+    if (this.target.startsWith('sha256:')) return this.target.slice('sha256:'.length, 'sha256:'.length + 16);
+    return this.target.split('/').pop();
   }
 
   /** Its bytes (of all its files, for a directory), once stored. */

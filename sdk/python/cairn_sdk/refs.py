@@ -72,8 +72,13 @@ class _Ref:
 
     @property
     def name(self) -> str:
-        """The name it is staged under."""
-        return self._name or self._target.rsplit("/", 1)[-1]
+        """The name it is staged under (for a stored one without a name, the first
+        16 hex digits of its digest, as the host stages it)."""
+        if self._name:
+            return self._name
+        if self._target.startswith("sha256:"):
+            return self._target[len("sha256:"):][:16]
+        return self._target.rsplit("/", 1)[-1]
 
     @property
     def size(self) -> "int | None":

@@ -92,11 +92,13 @@ macro_rules! reference {
                 }
             }
 
-            /// Its name: the one it is staged under.
+            /// Its name: the one it is staged under (for a stored one without a
+            /// name, the first 16 hex digits of its digest, as the host stages it).
             pub fn name(&self) -> &str {
-                match &self.name {
-                    Some(name) => name,
-                    None => self.target.rsplit('/').next().unwrap_or(&self.target),
+                match (&self.name, self.target.strip_prefix("sha256:")) {
+                    (Some(name), _) => name,
+                    (None, Some(hex)) => &hex[..hex.len().min(16)],
+                    (None, None) => self.target.rsplit('/').next().unwrap_or(&self.target),
                 }
             }
 
@@ -202,5 +204,7 @@ mod tests {
         .unwrap();
         assert_eq!((dir.path(), dir.file_count()), (format!("in/{}/d", &hex[..16]), Some(2)));
         assert!(serde_json::from_value::<File>(serde_json::json!({"$dir": "x"})).is_err());
+        let unnamed: File = serde_json::from_value(serde_json::json!({"$file": format!("sha256:{hex}")})).unwrap();
+        assert_eq!(unnamed.path(), format!("in/{0}/{0}", &hex[..16]), "where the host stages it");
     }
 }
