@@ -271,3 +271,29 @@ async fn python_and_javascript_tasks_hand_each_other_files() {
         "topic,words,letters,vowels\nTides,1,5,2\nGlaciers,1,8,3\nComets,1,6,2\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_and_cache_hits_hand_back_the_same_references() {
+    let project = Project::new(
+        r#"
+        [tasks.probe]
+        component = "{probe}"
+        cache = "auto"
+        "#,
+    );
+    let host = project.host();
+    let input = r#"{"mode": "blob-write", "mib": 1}"#;
+    let first = host.run("probe", input).await.unwrap();
+    let file = output_json(&first)["file"].clone();
+    // A cache hit: the stored output, the same reference, the file still there.
+    let cached = host.run("probe", input).await.unwrap();
+    assert_eq!(cached.cached_from.as_deref(), Some(first.id.as_str()));
+    assert_eq!(output_json(&cached)["file"], file);
+    // A replay of the run: the guest writes the same bytes, so the same reference.
+    let options = cairn::runner::RunOptions { replay: Some(first.id.clone()), tenant: None };
+    let replayed = host.run_with("probe", input, &options).await.unwrap();
+    assert_eq!(output_json(&replayed)["file"], file);
+    // And the file behind it reads back in a later run.
+    let read = output_json(&host.run("probe", &json!({"mode": "blob-read", "file": file}).to_string()).await.unwrap());
+    assert_eq!(read["size"], 1 << 20);
+}
