@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::collections::HashSet;
 
 use crate::blobs::BlobStore;
-use crate::model::files::{Digest, DirListing, RefKind, stored_digests};
+use crate::model::files::{Digest, RefKind, stored_digests};
 use crate::model::{RunStatus, Tenant, now_ms};
 use crate::sandbox::RunDirs;
 use crate::store::prelude::*;
@@ -195,8 +195,7 @@ fn refer(blobs: &dyn BlobStore, tenant: &Tenant, run: &crate::model::RunRecord, 
         let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else { continue };
         for (kind, digest) in stored_digests(&value) {
             if kind == RefKind::Dir && !referred.contains(&digest) {
-                let listing = blobs.read_small(tenant, &digest, 16 << 20).ok();
-                let listing = listing.and_then(|bytes| serde_json::from_slice::<DirListing>(&bytes).ok());
+                let listing = blobs.listing(tenant, &digest).ok();
                 referred.extend(listing.into_iter().flat_map(|l| l.files).map(|f| f.digest));
             }
             referred.insert(digest);

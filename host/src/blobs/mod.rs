@@ -13,7 +13,10 @@ pub mod local;
 use cap_std::fs::Dir;
 
 use crate::model::Tenant;
-use crate::model::files::Digest;
+use crate::model::files::{Digest, DirListing};
+
+/// The largest directory listing read back (a directory of some 100,000 files).
+pub const MAX_LISTING: u64 = 16 << 20;
 
 /// Errors of the blob store.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +107,15 @@ pub trait BlobStore: Send + Sync {
     fn stage(&self, tenant: &Tenant, digest: &Digest, dir: &Dir, path: &str) -> Result<(), BlobError>;
     /// The blob, to read.
     fn open(&self, tenant: &Tenant, digest: &Digest) -> Result<std::fs::File, BlobError>;
+    /// A directory's listing: the blob `digest` read as one (at most
+    /// [`MAX_LISTING`] bytes of JSON). Its paths are not checked here.
+    fn listing(&self, tenant: &Tenant, digest: &Digest) -> Result<DirListing, BlobError> {
+        let bytes = self.read_small(tenant, digest, MAX_LISTING)?;
+        serde_json::from_slice(&bytes).map_err(|_| BlobError::Missing {
+            tenant: tenant.to_string(),
+            digest: format!("{digest} (as a directory)"),
+        })
+    }
     /// The tenant's blobs.
     fn list(&self, tenant: &Tenant) -> Result<Vec<BlobInfo>, BlobError>;
     /// Removes a blob; returns whether it was there.

@@ -37,8 +37,7 @@ impl Digest {
 
     /// The digest of sha256 bytes.
     pub fn of_hash(hash: &[u8]) -> Digest {
-        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        Digest(format!("sha256:{hex}"))
+        Digest(format!("sha256:{}", hex::encode(hash)))
     }
 
     /// The 64 hex digits.

@@ -45,7 +45,7 @@ impl TaskInterface {
         let (input, output) = (schema("input")?, schema("output")?);
         // serde_json's maps are sorted: this text is canonical.
         let canonical = serde_json::json!({"input": input, "output": output}).to_string();
-        let hash = hex(&Sha256::digest(canonical.as_bytes()));
+        let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
         Ok(TaskInterface { input, output, hash })
     }
 
@@ -53,10 +53,6 @@ impl TaskInterface {
     pub fn to_json(&self) -> Value {
         serde_json::json!({"input": self.input, "output": self.output, "hash": self.hash})
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One way a document does not fit: where (`topics[2].name`; empty for the

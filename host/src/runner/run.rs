@@ -123,16 +123,19 @@ impl Host {
             return self.finish(run, Err(refused)).await;
         }
         let input = run.input.clone();
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
-            let failure = Failure {
-                kind: FailureKind::InvalidInput,
-                message: format!(
-                    "the input is not valid JSON ({e}); pass a JSON document, e.g. --input '{{\"topic\": \"...\"}}'"
-                ),
-                retryable: false,
-            };
-            return self.finish(run, Err(failure)).await;
-        }
+        let parsed = match serde_json::from_str::<serde_json::Value>(&input) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let failure = Failure {
+                    kind: FailureKind::InvalidInput,
+                    message: format!(
+                        "the input is not valid JSON ({e}); pass a JSON document, e.g. --input '{{\"topic\": \"...\"}}'"
+                    ),
+                    retryable: false,
+                };
+                return self.finish(run, Err(failure)).await;
+            }
+        };
         let (pre, digest) = match self.prepare(task).await {
             Ok(prepared) => prepared,
             Err(failure) => return self.finish(run, Err(failure)).await,
@@ -143,7 +146,6 @@ impl Host {
             Err(failure) => return self.finish(run, Err(failure)).await,
         };
         if let Some(interface) = &interface
-            && let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&input)
             && let Some(refused) = super::interface::check_input(&task.name, interface, &parsed)
         {
             return self.finish(run, Err(refused)).await;
@@ -184,17 +186,15 @@ impl Host {
     /// Whether every file `output` refers to is still in the blob store (a
     /// cached output whose files were collected is not used).
     fn blobs_present(&self, tenant: &crate::model::Tenant, output: &str) -> bool {
-        use crate::model::files::{DirListing, RefKind, stored_digests};
+        use crate::model::files::{RefKind, stored_digests};
         let Ok(value) = serde_json::from_str::<serde_json::Value>(output) else { return true };
         let present = stored_digests(&value).iter().all(|(kind, digest)| match kind {
             RefKind::File => self.blobs.open(tenant, digest).is_ok(),
             // A directory: its listing, and every file in it.
             RefKind::Dir => self
                 .blobs
-                .read_small(tenant, digest, 16 << 20)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<DirListing>(&bytes).ok())
-                .is_some_and(|listing| listing.files.iter().all(|f| self.blobs.open(tenant, &f.digest).is_ok())),
+                .listing(tenant, digest)
+                .is_ok_and(|listing| listing.files.iter().all(|f| self.blobs.open(tenant, &f.digest).is_ok())),
         });
         if !present {
             tracing::info!("a cached output refers to files no longer stored: the task runs again");

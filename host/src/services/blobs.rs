@@ -24,9 +24,6 @@ use crate::model::files::{
 };
 use crate::model::{Failure, FailureKind, Tenant};
 
-/// The largest directory listing read back (a directory of some 100,000 files).
-const MAX_LISTING: u64 = 16 << 20;
-
 /// Which JSON a reference came in: it decides what a bad one is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -103,9 +100,9 @@ impl RunFiles {
     }
 
     /// The instance's own directory (`work`, the guest's `.`) and the one
-    /// references are staged into (`inbox`, the guest's read-only `in`).
+    /// references are staged into (`inbox`, the guest's read-only `in`);
+    /// both exist (the caller made them to preopen them).
     pub fn set_dirs(&mut self, work: &Path, inbox: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(inbox)?;
         self.call.work = Some(Arc::new(Dir::open_ambient_dir(work, ambient_authority())?));
         self.call.inbox = Some(Arc::new(Dir::open_ambient_dir(inbox, ambient_authority())?));
         Ok(())
@@ -284,14 +281,11 @@ impl Job {
     }
 
     fn listing(&self, digest: &crate::model::files::Digest) -> Result<DirListing, BlobError> {
-        let bytes = self.blobs.read_small(&self.call.tenant, digest, MAX_LISTING)?;
-        let listing: DirListing = serde_json::from_slice(&bytes)
-            .ok()
-            .filter(|l: &DirListing| l.check().is_ok())
-            .ok_or_else(|| BlobError::Missing {
-                tenant: self.call.tenant.to_string(),
-                digest: format!("{digest} (as a directory)"),
-            })?;
+        let listing = self.blobs.listing(&self.call.tenant, digest)?;
+        listing.check().map_err(|_| BlobError::Missing {
+            tenant: self.call.tenant.to_string(),
+            digest: format!("{digest} (as a directory)"),
+        })?;
         Ok(listing)
     }
 
@@ -383,6 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobs::open(&dir.path().join("blobs")).unwrap());
         std::fs::create_dir(dir.path().join("work")).unwrap();
+        std::fs::create_dir(dir.path().join("in")).unwrap();
         let mut files = RunFiles::new(Some(blobs));
         files.set_dirs(&dir.path().join("work"), &dir.path().join("in")).unwrap();
         files.reset(&Tenant::default(), BlobLimits { per_attempt: 1 << 20, tenant: None });
